@@ -1,0 +1,1 @@
+//! Graph views of a pipeline (being built).

@@ -1,0 +1,129 @@
+//! [`Pipeline`]: the expanded, validated form of a pipeline file that everything after parsing
+//! works on. One [`Instance`] per stage and matrix cell it depends on, in topological order.
+//!
+//! Invariants (checked by the loader, relied on everywhere else):
+//! - `instances` is topologically sorted: every `Input::Upstream { instance, .. }` points to an
+//!   earlier index, and that instance declares the output named.
+//! - instance ids are unique; a stage that depends on no matrix axis has exactly one instance,
+//!   shared by every cell.
+//! - builtin params are resolved (every default filled in) and valid for their kind.
+//! - external input paths are absolute (relative ones resolved against the pipeline's folder).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use orchestrator_stages::KindSpec;
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    /// Absolute path of the pipeline file.
+    pub file: PathBuf,
+    /// Folder of the pipeline file: relative paths resolve here.
+    pub dir: PathBuf,
+    /// Matrix axes in file order (empty without a matrix).
+    pub matrix_axes: Vec<String>,
+    /// Every cell of the matrix (axis -> rendered value), in expansion order.
+    pub cells: Vec<BTreeMap<String, String>>,
+    pub instances: Vec<Instance>,
+    pub executor: ExecutorConfig,
+    pub report: ReportConfig,
+}
+
+impl Pipeline {
+    pub fn instance(&self, id: &str) -> Option<(usize, &Instance)> {
+        self.instances.iter().enumerate().find(|(_, i)| i.id == id)
+    }
+
+    /// Instances of stage `stage` (all its cells).
+    pub fn instances_of<'a>(&'a self, stage: &'a str) -> impl Iterator<Item = (usize, &'a Instance)> + 'a {
+        self.instances.iter().enumerate().filter(move |(_, i)| i.stage == stage)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// Readable, stable id: `prune[method=diffprob,ratio=0.5]`, or the stage name alone when the
+    /// stage depends on no matrix axis.
+    pub id: String,
+    /// Stage name in the file.
+    pub stage: String,
+    /// The matrix values this instance depends on (directly or through its inputs).
+    pub cell: BTreeMap<String, String>,
+    pub action: Action,
+    pub inputs: BTreeMap<String, Input>,
+    pub outputs: Vec<Output>,
+    pub resources: Resources,
+    /// Extra attempts after a failure.
+    pub retry: u32,
+    /// Where the stage is defined (`file:line:col`), for messages at run time.
+    pub location: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// A built-in kind run by the stage worker.
+    Builtin { kind: &'static KindSpec, params: serde_json::Value },
+    /// `run:` a shell command. `${inputs.x}` and `${outputs.x}` are substituted at run time with
+    /// absolute paths (shell-quoted); everything else was interpolated at load time.
+    Shell { command: String, env: BTreeMap<String, String> },
+}
+
+impl Action {
+    /// `run` for shell stages, else the kind name.
+    pub fn kind_name(&self) -> &str {
+        match self {
+            Action::Builtin { kind, .. } => kind.name,
+            Action::Shell { .. } => "run",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// An output of an earlier instance (index into `Pipeline::instances`).
+    Upstream { instance: usize, output: String },
+    /// A file or folder outside the store, hashed by content (absolute path).
+    External { path: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub name: String,
+    /// Path relative to the stage's out dir.
+    pub rel_path: String,
+    pub is_dir: bool,
+    /// A required output missing after a successful exit fails the stage.
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources {
+    /// GPUs the stage asks for. On a machine with no GPUs at all, such a stage runs on the CPU.
+    pub gpus: u32,
+    /// CPU slots (counted against `--jobs`).
+    pub cpus: u32,
+    pub mem_gb: Option<f64>,
+    /// Wall-time limit in minutes (SLURM `--time`; locally a timeout).
+    pub time_min: Option<u32>,
+    /// Per-stage SLURM overrides: partition, account, qos, constraint, ...
+    pub slurm: BTreeMap<String, String>,
+}
+
+/// `executor:` section: defaults for where stages run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecutorConfig {
+    /// `local` (default) or `slurm`; the CLI's `--executor` wins.
+    pub kind: Option<String>,
+    /// Pipeline-wide SLURM defaults (partition, account, qos, constraint, ...).
+    pub slurm: BTreeMap<String, String>,
+}
+
+/// `report:` section: how `orchestrator report` pivots metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReportConfig {
+    /// Stages whose metrics make the columns (e.g. `verify`, `ijbc`, `prune`).
+    pub stages: Vec<String>,
+    /// Stages that hold the full-data baseline (not matrix-dependent), for the "vs baseline" columns.
+    pub baseline: Vec<String>,
+}

@@ -1,0 +1,162 @@
+//! Params and ports of the dataset kinds: `synthetic-faces`, `recordio`, `image-folder`.
+//!
+//! Every dataset kind publishes the same `train` folder (diffprob.md §2.1): `dataset.json`,
+//! `labels.npy`, `label_dict.json`, and the RecordIO files (or, for `recordio`, a reference to
+//! the external folder, which is never copied).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{ParamError, Params, Port};
+use crate::kind_spec;
+
+/// The embedded default: a seeded stand-in for CASIA-WebFace plus LFW-style pairs and an
+/// IJB-C-style 1:1 benchmark, written in the real formats.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyntheticFacesParams {
+    /// Training identities.
+    pub identities: u32,
+    /// Mean images per training identity (the counts are long-tailed around it).
+    pub images_per_identity: u32,
+    /// Square image side in pixels.
+    pub size: u32,
+    pub seed: u64,
+    /// Fraction of training images given a wrong label (recorded in `noise`).
+    pub label_noise: f64,
+    /// Fraction of training images that are near-duplicates of another image of their identity.
+    pub duplicates: f64,
+    /// Held-out identities used for the verification pairs.
+    pub verification_identities: u32,
+    /// Verification pairs (half genuine, half impostor; a multiple of 10 for the 10 folds).
+    pub pairs: u32,
+    /// Held-out identities (subjects) of the IJB-C-style benchmark.
+    pub ijbc_subjects: u32,
+}
+
+impl Default for SyntheticFacesParams {
+    fn default() -> Self {
+        SyntheticFacesParams {
+            identities: 300,
+            images_per_identity: 24,
+            size: 112,
+            seed: 7,
+            label_noise: 0.02,
+            duplicates: 0.2,
+            verification_identities: 100,
+            pairs: 1200,
+            ijbc_subjects: 60,
+        }
+    }
+}
+
+impl Params for SyntheticFacesParams {
+    fn validate(&self) -> Result<(), Vec<ParamError>> {
+        let mut errs = Vec::new();
+        if self.identities < 2 {
+            errs.push(ParamError::new("identities", "must be at least 2"));
+        }
+        if self.images_per_identity < 1 {
+            errs.push(ParamError::new("images_per_identity", "must be at least 1"));
+        }
+        if !(16..=512).contains(&self.size) || self.size % 4 != 0 {
+            errs.push(ParamError::new("size", format!("must be a multiple of 4 in 16..=512, got {}", self.size)));
+        }
+        if !(0.0..0.5).contains(&self.label_noise) {
+            errs.push(ParamError::new("label_noise", format!("must be in [0, 0.5), got {}", self.label_noise)));
+        }
+        if !(0.0..0.9).contains(&self.duplicates) {
+            errs.push(ParamError::new("duplicates", format!("must be in [0, 0.9), got {}", self.duplicates)));
+        }
+        if self.pairs < 20 || self.pairs % 10 != 0 {
+            errs.push(ParamError::new("pairs", format!("must be a multiple of 10, at least 20, got {}", self.pairs)));
+        }
+        if self.verification_identities < 2 {
+            errs.push(ParamError::new("verification_identities", "must be at least 2"));
+        }
+        if self.ijbc_subjects < 2 {
+            errs.push(ParamError::new("ijbc_subjects", "must be at least 2"));
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+pub static SYNTHETIC_FACES: super::KindSpec = kind_spec!(SyntheticFacesParams,
+    name: "synthetic-faces",
+    version: 1,
+    summary: "seeded stand-in for CASIA-WebFace + LFW-style pairs + IJB-C-style 1:1, in the real formats",
+    inputs: &[],
+    outputs: &[
+        Port::output("train", "train/", "insightface RecordIO folder + dataset.json, labels.npy, label_dict.json"),
+        Port::output("pairs", "pairs.bin", "verification pairs of held-out identities (insightface .bin)"),
+        Port::output("ijbc", "ijbc/", "IJB-C-style 1:1 benchmark folder (meta/ + loose_crop/)"),
+        Port::output("noise", "noise.json", "ground truth of the injected label noise and duplicates"),
+    ],
+    default_gpus: 0,
+);
+
+/// An existing insightface RecordIO folder (`train.rec`, `train.idx`, optional `property`),
+/// e.g. CASIA-WebFace `faces_webface_112x112`. Read in place, never copied.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordioParams {
+    /// Check that every record decodes (a full pass over the data); off = header checks only.
+    pub verify_images: bool,
+}
+
+impl Params for RecordioParams {}
+
+pub static RECORDIO: super::KindSpec = kind_spec!(RecordioParams,
+    name: "recordio",
+    version: 1,
+    summary: "an existing insightface RecordIO dataset folder, indexed in place",
+    inputs: &[Port::input("source", true, "folder with train.rec, train.idx (and property)")],
+    outputs: &[Port::output("train", "train/", "dataset.json (pointing at the source), labels.npy, label_dict.json")],
+    default_gpus: 0,
+);
+
+/// One sub-folder per identity (sorted names = class ids), packed into RecordIO.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageFolderParams {
+    /// Images are resized to this square side if they differ (aligned faces are usually 112).
+    pub size: u32,
+    /// JPEG quality when an image must be re-encoded.
+    pub quality: u8,
+}
+
+impl Default for ImageFolderParams {
+    fn default() -> Self {
+        ImageFolderParams { size: 112, quality: 95 }
+    }
+}
+
+impl Params for ImageFolderParams {
+    fn validate(&self) -> Result<(), Vec<ParamError>> {
+        let mut errs = Vec::new();
+        if !(16..=512).contains(&self.size) {
+            errs.push(ParamError::new("size", format!("must be in 16..=512, got {}", self.size)));
+        }
+        if !(1..=100).contains(&self.quality) {
+            errs.push(ParamError::new("quality", format!("must be in 1..=100, got {}", self.quality)));
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+pub static IMAGE_FOLDER: super::KindSpec = kind_spec!(ImageFolderParams,
+    name: "image-folder",
+    version: 1,
+    summary: "an image folder (one sub-folder per identity) packed into an insightface RecordIO dataset",
+    inputs: &[Port::input("source", true, "folder with one sub-folder of images per identity")],
+    outputs: &[Port::output("train", "train/", "insightface RecordIO folder + dataset files")],
+    default_gpus: 0,
+);

@@ -1,0 +1,38 @@
+//! Everything that touches libtorch: networks ([`nn`]), margin [`heads`], the model folder
+//! ([`model`]), the optimiser ([`optim`]), the `train` and `eval-trainset` stages, and embedding
+//! extraction for `verify` / `ijbc`.
+
+pub mod heads;
+pub mod model;
+pub mod nn;
+pub mod optim;
+
+use crate::invocation::Device as InvDevice;
+use crate::Invocation;
+
+/// Run a kind that needs libtorch; `None` when `inv.kind` is not one of them.
+pub fn run(inv: &Invocation) -> Option<anyhow::Result<serde_json::Value>> {
+    match inv.kind.as_str() {
+        _ => None,
+    }
+}
+
+/// CUDA device 0 when the invocation asks for CUDA and libtorch sees it, else the CPU (with a
+/// progress message saying so). Also fixes the CPU thread count to the cores available.
+pub fn select_device(inv: &Invocation) -> tch::Device {
+    init_threads();
+    if inv.device == InvDevice::Cuda {
+        if tch::Cuda::is_available() {
+            tch::Cuda::cudnn_set_benchmark(false);
+            return tch::Device::Cuda(0);
+        }
+        inv.progress().message("CUDA requested but libtorch sees no GPU: running on the CPU");
+    }
+    tch::Device::Cpu
+}
+
+/// libtorch's intra-op threads = the cores this process may use (not the machine's count).
+pub fn init_threads() {
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    tch::set_num_threads(n as i32);
+}

@@ -1,0 +1,4 @@
+//! The one integration-test binary: runs the real `orchestrator` binary on real pipelines in
+//! temp dirs. Modules by area; `support` holds the fluent helper.
+
+mod support;
