@@ -86,3 +86,236 @@ fn diff_values(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &m
         _ => {}
     }
 }
+
+/// The fingerprint of every instance as far as the pipeline file alone determines it: each
+/// upstream input's digest is replaced by `static:<upstream's static key>/<output>` and each
+/// external input's by `path:<absolute path>`. Equal static fingerprints mean equal work for
+/// equal external data, so a param change shows here exactly where it reruns stages (what
+/// `validate --format json` prints). At run time the real content digests replace these.
+pub fn static_fingerprints(p: &crate::pipeline::Pipeline) -> Vec<Fingerprint> {
+    let mut keys: Vec<String> = Vec::with_capacity(p.instances.len());
+    let mut out = Vec::with_capacity(p.instances.len());
+    for inst in &p.instances {
+        let digests = inst
+            .inputs
+            .iter()
+            .map(|(name, input)| {
+                let d = match input {
+                    crate::pipeline::Input::Upstream { instance, output } => format!("static:{}/{output}", keys[*instance]),
+                    crate::pipeline::Input::External { path } => format!("path:{}", path.display()),
+                };
+                (name.clone(), d)
+            })
+            .collect();
+        let fp = Fingerprint::of(inst, digests);
+        keys.push(fp.key());
+        out.push(fp);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    //! One "changing X changes the key" test per field, and the things that must not matter.
+
+    use super::*;
+    use crate::pipeline::{Input, Output, Resources};
+    use orchestrator_stages::kinds::{self, KindSpec};
+    use std::path::PathBuf;
+
+    fn prune_params() -> serde_json::Value {
+        (kinds::prune::PRUNE.resolve)(&serde_json::json!({"target_ratio": 0.5})).unwrap()
+    }
+
+    fn builtin(kind: &'static KindSpec, params: serde_json::Value) -> Instance {
+        Instance {
+            id: "prune[ratio=0.5]".into(),
+            stage: "prune".into(),
+            cell: [("ratio".to_string(), "0.5".to_string())].into(),
+            action: Action::Builtin { kind, params },
+            inputs: BTreeMap::from([
+                ("scores".to_string(), Input::Upstream { instance: 3, output: "scores".into() }),
+                ("train".to_string(), Input::External { path: PathBuf::from("/data/train") }),
+            ]),
+            outputs: kind.outputs.iter().map(|p| Output { name: p.name.into(), rel_path: p.rel_path().into(), is_dir: p.is_dir(), required: p.required }).collect(),
+            resources: Resources { gpus: 0, cpus: 1, ..Default::default() },
+            retry: 0,
+            location: "p.yaml:3:3".into(),
+        }
+    }
+
+    fn shell() -> Instance {
+        let mut i = builtin(&kinds::prune::PRUNE, serde_json::Value::Null);
+        i.action = Action::Shell { command: "python3 ${inputs.script} > ${outputs.report}".into(), env: BTreeMap::from([("A".to_string(), "1".to_string())]) };
+        i.outputs = vec![Output { name: "report".into(), rel_path: "report".into(), is_dir: false, required: true }];
+        i
+    }
+
+    fn digests() -> BTreeMap<String, String> {
+        BTreeMap::from([("scores".to_string(), "aa".repeat(32)), ("train".to_string(), "bb".repeat(32))])
+    }
+
+    fn key(i: &Instance) -> String {
+        Fingerprint::of(i, digests()).key()
+    }
+
+    #[test]
+    fn key_is_stable_hex_blake3() {
+        let i = builtin(&kinds::prune::PRUNE, prune_params());
+        assert_eq!(key(&i), key(&i.clone()));
+        assert_eq!(key(&i).len(), 64);
+    }
+
+    #[test]
+    fn changing_the_kind_changes_the_key() {
+        let a = builtin(&kinds::prune::PRUNE, prune_params());
+        let b = builtin(&kinds::prune::SCORE, prune_params());
+        assert_ne!(key(&a), key(&b));
+    }
+
+    #[test]
+    fn changing_the_kind_version_changes_the_key() {
+        let p = &kinds::prune::PRUNE;
+        let bumped: &'static KindSpec = Box::leak(Box::new(KindSpec {
+            name: p.name,
+            version: p.version + 1,
+            summary: p.summary,
+            inputs: p.inputs,
+            outputs: p.outputs,
+            default_gpus: p.default_gpus,
+            resolve: p.resolve,
+            param_names: p.param_names,
+            schema: p.schema,
+        }));
+        let a = builtin(p, prune_params());
+        let b = builtin(bumped, prune_params());
+        assert_ne!(key(&a), key(&b));
+        assert_eq!(Fingerprint::of(&b, digests()).changed_fields(&Fingerprint::of(&a, digests())), ["kind_version"]);
+    }
+
+    #[test]
+    fn changing_any_param_changes_the_key() {
+        let base = prune_params();
+        let a = builtin(&kinds::prune::PRUNE, base.clone());
+        let names = (kinds::prune::PRUNE.param_names)();
+        assert!(names.len() >= 5);
+        for name in names {
+            let mut p = base.clone();
+            let v = &mut p[&name];
+            *v = match v.clone() {
+                serde_json::Value::Null => serde_json::json!(0.25),
+                serde_json::Value::Number(n) => serde_json::json!(n.as_f64().unwrap() + 1.0),
+                serde_json::Value::Bool(b) => serde_json::json!(!b),
+                serde_json::Value::String(s) => serde_json::json!(format!("{s}x")),
+                other => serde_json::json!([other]),
+            };
+            let b = builtin(&kinds::prune::PRUNE, p);
+            assert_ne!(key(&a), key(&b), "param {name}");
+            assert_eq!(Fingerprint::of(&b, digests()).changed_fields(&Fingerprint::of(&a, digests())), [format!("params.{name}")]);
+        }
+    }
+
+    #[test]
+    fn changing_the_command_changes_the_key() {
+        let a = shell();
+        let mut b = shell();
+        if let Action::Shell { command, .. } = &mut b.action {
+            command.push_str(" --verbose");
+        }
+        assert_ne!(key(&a), key(&b));
+    }
+
+    #[test]
+    fn changing_the_env_changes_the_key() {
+        let a = shell();
+        let mut b = shell();
+        if let Action::Shell { env, .. } = &mut b.action {
+            env.insert("A".into(), "2".into());
+        }
+        assert_ne!(key(&a), key(&b));
+        let mut c = shell();
+        if let Action::Shell { env, .. } = &mut c.action {
+            env.insert("B".into(), "1".into());
+        }
+        assert_ne!(key(&a), key(&c));
+    }
+
+    #[test]
+    fn changing_the_outputs_changes_the_key() {
+        let a = shell();
+        let mut renamed = shell();
+        renamed.outputs[0].name = "summary".into();
+        let mut moved = shell();
+        moved.outputs[0].rel_path = "report.txt".into();
+        let mut folder = shell();
+        folder.outputs[0].is_dir = true;
+        let mut more = shell();
+        more.outputs.push(Output { name: "plots".into(), rel_path: "plots".into(), is_dir: true, required: true });
+        for b in [renamed, moved, folder, more] {
+            assert_ne!(key(&a), key(&b), "{:?}", b.outputs);
+        }
+    }
+
+    #[test]
+    fn changing_each_input_digest_changes_the_key() {
+        let i = builtin(&kinds::prune::PRUNE, prune_params());
+        let a = Fingerprint::of(&i, digests());
+        for name in ["scores", "train"] {
+            let mut d = digests();
+            d.insert(name.into(), "cc".repeat(32));
+            let b = Fingerprint::of(&i, d);
+            assert_ne!(a.key(), b.key(), "{name}");
+            assert_eq!(b.changed_fields(&a), [format!("inputs.{name}")]);
+        }
+        let mut extra = digests();
+        extra.insert("flags".into(), "dd".repeat(32));
+        assert_ne!(a.key(), Fingerprint::of(&i, extra).key());
+        // The same content under another input name is a different job.
+        let mut renamed = digests();
+        let v = renamed.remove("train").unwrap();
+        renamed.insert("labels".into(), v);
+        assert_ne!(a.key(), Fingerprint::of(&i, renamed).key());
+    }
+
+    #[test]
+    fn changing_the_fingerprint_version_changes_the_key() {
+        let i = builtin(&kinds::prune::PRUNE, prune_params());
+        let a = Fingerprint::of(&i, digests());
+        assert_eq!(a.version, FINGERPRINT_VERSION);
+        let mut b = a.clone();
+        b.version += 1;
+        assert_ne!(a.key(), b.key());
+    }
+
+    #[test]
+    fn devices_paths_ids_and_retries_are_not_part_of_the_key() {
+        let a = builtin(&kinds::prune::PRUNE, prune_params());
+        let mut b = a.clone();
+        b.resources = Resources { gpus: 4, cpus: 8, mem_gb: Some(64.0), time_min: Some(30), slurm: BTreeMap::from([("partition".to_string(), "gpu".to_string())]) };
+        b.retry = 3;
+        b.id = "other[x=1]".into();
+        b.stage = "other".into();
+        b.cell = BTreeMap::new();
+        b.location = "elsewhere.yaml:9:9".into();
+        // Where an external input lives does not matter, only its content digest.
+        b.inputs.insert("train".into(), Input::External { path: PathBuf::from("/mnt/other/copy/of/train") });
+        b.inputs.insert("scores".into(), Input::Upstream { instance: 17, output: "scores".into() });
+        assert_eq!(key(&a), key(&b));
+        let text = String::from_utf8(Fingerprint::of(&b, digests()).canonical()).unwrap();
+        for absent in ["/mnt", "gpu", "cache", "CUDA", "elsewhere", "other"] {
+            assert!(!text.contains(absent), "{absent} in {text}");
+        }
+    }
+
+    #[test]
+    fn canonical_encoding_is_sorted_and_round_trips() {
+        let f = Fingerprint::of(&builtin(&kinds::prune::PRUNE, prune_params()), digests());
+        let text = String::from_utf8(f.canonical()).unwrap();
+        let back: Fingerprint = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, f);
+        assert_eq!(back.key(), f.key());
+        let p = text.find("\"min_per_id\"").unwrap();
+        let q = text.find("\"target_ratio\"").unwrap();
+        assert!(p < q, "params sorted: {text}");
+    }
+}

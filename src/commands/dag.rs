@@ -1,11 +1,24 @@
-//! `orchestrator dag`.
+//! `orchestrator dag PIPELINE --format text|dot|mermaid|json`: the graph of stage instances.
+
+use std::path::PathBuf;
 
 use crate::cli::Global;
-use crate::exit::{CliError, CliResult};
+use crate::dag::{render, Format};
+use crate::exit::{CliResult, OK};
+use crate::pipeline;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// `text` (one instance per line with what it reads), `dot` (Graphviz), `mermaid`, or
+    /// `json` (instances with their dependencies, for scripts).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
 
-pub fn run(_args: Args, _g: &Global) -> CliResult<u8> {
-    Err(CliError::environment("`dag` is being built"))
+pub fn run(args: Args, _g: &Global) -> CliResult<u8> {
+    let p = pipeline::load(&args.pipeline)?;
+    print!("{}", render(&p, args.format));
+    Ok(OK)
 }
