@@ -1,11 +1,41 @@
-//! `orchestrator logs`.
+//! `orchestrator logs`: print the latest log of a stage instance (also while it runs).
 
+use std::path::PathBuf;
+
+use crate::cache::History;
 use crate::cli::Global;
 use crate::exit::{CliError, CliResult};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// Stage name (when it has one instance) or instance id, e.g. `prune[ratio=0.5]`.
+    pub stage: String,
+    /// Print the log's path instead of its contents.
+    #[arg(long)]
+    pub path: bool,
+}
 
-pub fn run(_args: Args, _g: &Global) -> CliResult<u8> {
-    Err(CliError::environment("`logs` is being built"))
+pub fn run(args: Args, g: &Global) -> CliResult<u8> {
+    let p = super::run::load(&args.pipeline)?;
+    let inst = super::run::find_instance(&p, &args.stage)?;
+    let root = super::run::cache_root(g, &args.pipeline);
+    let records = History::new(&root, &p.name).read().map_err(super::run::cache_error)?;
+    let Some(run_dir) = records.iter().rev().filter(|r| r.instance == inst.id).find_map(|r| r.run_dir.clone()) else {
+        return Err(CliError::bad_input(format!(
+            "error: stage `{}` has no log yet (it never ran in this cache, or its results came from another pipeline's run)\nhint: `orchestrator run {}`",
+            inst.id,
+            args.pipeline.display()
+        )));
+    };
+    let log = run_dir.join("log");
+    if args.path {
+        println!("{}", log.display());
+        return Ok(0);
+    }
+    let bytes = std::fs::read(&log).map_err(|e| CliError::environment(format!("error: cannot read {}: {e}\nhint: `orchestrator gc` may have removed it", log.display())))?;
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(&bytes);
+    Ok(0)
 }

@@ -1,11 +1,63 @@
-//! `orchestrator plan`.
+//! `orchestrator plan`: per stage instance cached / will run / waits on upstream, and why.
+
+use std::path::PathBuf;
 
 use crate::cli::Global;
-use crate::exit::{CliError, CliResult};
+use crate::exec::plan::{plan, PlanState};
+use crate::exit::CliResult;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// Also list the fingerprint fields that changed since the instance's last run.
+    #[arg(long)]
+    pub explain: bool,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
 
-pub fn run(_args: Args, _g: &Global) -> CliResult<u8> {
-    Err(CliError::environment("`plan` is being built"))
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+pub fn run(args: Args, g: &Global) -> CliResult<u8> {
+    let p = super::run::load(&args.pipeline)?;
+    let root = super::run::cache_root(g, &args.pipeline);
+    // The lock keeps plan from racing a run over the index (and gives the clear "in use" error).
+    let (cache, _lock) = super::run::open_locked(&root)?;
+    let entries = plan(&p, &cache).map_err(super::run::exec_error)?;
+    cache.index.flush().map_err(super::run::cache_error)?;
+    if args.format == Format::Json {
+        let v = serde_json::json!({ "pipeline": p.name, "instances": entries });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(0);
+    }
+    let width = entries.iter().map(|e| e.instance.len()).max().unwrap_or(0);
+    let (mut cached, mut run, mut waits) = (0, 0, 0);
+    for e in &entries {
+        let state = match e.state {
+            PlanState::Cached => {
+                cached += 1;
+                "cached"
+            }
+            PlanState::WillRun => {
+                run += 1;
+                "will run"
+            }
+            PlanState::Waits => {
+                waits += 1;
+                "waits"
+            }
+        };
+        let why = if e.reasons.is_empty() { String::new() } else { format!("  {}", e.reasons.join("; ")) };
+        println!("{state:<9} {:<width$}{why}", e.instance);
+        if args.explain && !e.changed.is_empty() {
+            println!("{:<9} {:<width$}  changed fields: {}", "", "", e.changed.join(", "));
+        }
+    }
+    println!("{} instances: {cached} cached, {run} will run, {waits} wait on upstream", entries.len());
+    Ok(0)
 }

@@ -1,11 +1,164 @@
-//! `orchestrator run`.
+//! `orchestrator run`: load the pipeline, take the cache lock, schedule, summarise. Also the
+//! helpers the other execution commands share (loading, cache opening, error mapping).
 
+use std::path::{Path, PathBuf};
+
+use crate::cache::{Cache, CacheError, CacheLock};
 use crate::cli::Global;
+use crate::exec::{self, ExecError, GpuChoice, LocalBackend, MessageFormat, RunOptions, RunSummary, View};
 use crate::exit::{CliError, CliResult};
+use crate::pipeline::Pipeline;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// CPU job slots (default: number of cores).
+    #[arg(short, long)]
+    pub jobs: Option<u32>,
+    /// GPUs to use: `auto` (ask nvidia-smi), `none`, or indices like `0,1,3`.
+    #[arg(long, default_value = "auto", value_parser = parse_gpus)]
+    pub gpus: GpuChoice,
+    /// Stop at the first failure (kills running stages).
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// `human` (a live view on a terminal, plain lines otherwise) or `json` (one event per line
+    /// on stdout).
+    #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
+    pub message_format: MessageFormat,
+}
 
-pub fn run(_args: Args, _g: &Global) -> CliResult<u8> {
-    Err(CliError::environment("`run` is being built"))
+fn parse_gpus(s: &str) -> Result<GpuChoice, String> {
+    s.parse()
+}
+
+pub fn run(args: Args, g: &Global) -> CliResult<u8> {
+    let p = load(&args.pipeline)?;
+    let root = cache_root(g, &args.pipeline);
+    let (cache, _lock) = open_locked(&root)?;
+    let opts = RunOptions {
+        jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)),
+        gpus: exec::gpu_ids(&args.gpus),
+        fail_fast: args.fail_fast,
+        stage_bin: exec::find_stage_bin(),
+    };
+    let mut view = View::new(args.message_format, g.quiet);
+    let summary = exec::run(&p, &cache, opts, Box::new(LocalBackend::default()), &mut view).map_err(exec_error)?;
+    let (text, json) = render_summary(&summary);
+    view.summary(&text, json);
+    Ok(if summary.interrupted {
+        crate::exit::INTERRUPTED
+    } else if !summary.failed.is_empty() {
+        crate::exit::STAGE_FAILED
+    } else {
+        crate::exit::OK
+    })
+}
+
+fn render_summary(s: &RunSummary) -> (String, serde_json::Value) {
+    let mut t = String::new();
+    for f in &s.failed {
+        t.push_str(&format!("error: {} ({})\n", f.message.trim_end(), f.location));
+        if let Some(log) = &f.log {
+            t.push_str(&format!("  log: {}\n", log.display()));
+            let tail = log_tail(log, 10);
+            if !tail.is_empty() {
+                t.push_str("  last lines of the log:\n");
+                for l in tail {
+                    t.push_str(&format!("    | {l}\n"));
+                }
+            }
+        }
+    }
+    let mut counts = format!("ran {}, cached {}, failed {}", s.ran, s.cached, s.failed.len());
+    if s.skipped > 0 {
+        counts.push_str(&format!(", skipped {}", s.skipped));
+    }
+    if s.not_started > 0 {
+        counts.push_str(&format!(", not started {}", s.not_started));
+    }
+    t.push_str(&format!("{counts} in {}\n", exec::view::fmt_duration(s.wall)));
+    if s.interrupted {
+        t.push_str("interrupted: what finished is saved; run the same command again to resume\n");
+    }
+    t.push_str(&format!("results: {}\n", s.results_dir.display()));
+    let json = serde_json::json!({
+        "event": "summary",
+        "ran": s.ran,
+        "cached": s.cached,
+        "failed": s.failed.iter().map(|f| serde_json::json!({"instance": f.instance, "message": f.message, "log": f.log})).collect::<Vec<_>>(),
+        "skipped": s.skipped,
+        "not_started": s.not_started,
+        "interrupted": s.interrupted,
+        "wall_s": s.wall.as_secs_f64(),
+        "results": s.results_dir,
+    });
+    (t, json)
+}
+
+/// The last `n` lines of a log file (lossy UTF-8; reads at most the last 64 KiB).
+pub fn log_tail(path: &Path, n: usize) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else { return Vec::new() };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].iter().map(|s| s.to_string()).collect()
+}
+
+/// Load and validate a pipeline; every error rendered, exit 2.
+pub fn load(path: &Path) -> CliResult<Pipeline> {
+    if !path.exists() {
+        return Err(CliError::bad_input(format!("error: pipeline file {} does not exist", path.display())));
+    }
+    crate::pipeline::load(path).map_err(CliError::from)
+}
+
+pub fn cache_root(g: &Global, pipeline: &Path) -> PathBuf {
+    crate::cache::resolve_root(g.cache_dir.as_deref(), pipeline)
+}
+
+/// The cache root for commands that take no pipeline file: `--cache-dir`, else found from the
+/// current folder upwards.
+pub fn cache_root_here(g: &Global, pipeline: Option<&Path>) -> PathBuf {
+    match pipeline {
+        Some(p) => cache_root(g, p),
+        None => crate::cache::find_root(g.cache_dir.as_deref(), &std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))),
+    }
+}
+
+pub fn open_locked(root: &Path) -> CliResult<(Cache, CacheLock)> {
+    Cache::open_locked(root).map_err(cache_error)
+}
+
+pub fn cache_error(e: CacheError) -> CliError {
+    CliError::environment(format!("error: {e}"))
+}
+
+pub fn exec_error(e: ExecError) -> CliError {
+    CliError { code: e.exit_code(), message: format!("error: {e}") }
+}
+
+/// Find the instance a user names: an exact instance id, or a stage with exactly one instance.
+pub fn find_instance<'a>(p: &'a Pipeline, name: &'a str) -> CliResult<&'a crate::pipeline::Instance> {
+    if let Some((_, i)) = p.instance(name) {
+        return Ok(i);
+    }
+    let of_stage: Vec<_> = p.instances_of(name).map(|(_, i)| i).collect();
+    match of_stage.len() {
+        1 => Ok(of_stage[0]),
+        0 => {
+            let ids: Vec<&str> = p.instances.iter().map(|i| i.id.as_str()).collect();
+            let hint = crate::pipeline::diagnostics::suggest(name, &ids, "the stage instances are").unwrap_or_else(|| format!("the stage instances are: {}", ids.join(", ")));
+            Err(CliError::bad_input(format!("error: pipeline `{}` has no stage `{name}`\nhint: {hint}", p.name)))
+        }
+        _ => Err(CliError::bad_input(format!(
+            "error: stage `{name}` has {} instances; name one:\n{}",
+            of_stage.len(),
+            of_stage.iter().map(|i| format!("  {}", i.id)).collect::<Vec<_>>().join("\n")
+        ))),
+    }
 }

@@ -1,4 +1,6 @@
 //! The one integration-test binary: runs the real `orchestrator` binary on real pipelines in
 //! temp dirs. Modules by area; `support` holds the fluent helper.
 
+mod exec;
 mod support;
+mod pipelines;

@@ -1,0 +1,142 @@
+//! [`Index`]: the sled database of the cache (the only file that imports sled). Trees:
+//! `manifests` (fingerprint key -> manifest JSON; a cache of `manifests/*.json`), `stat`
+//! (absolute path -> [`StatEntry`], so unchanged external inputs and store objects are not
+//! re-hashed), `last` (pipeline + instance id -> the fingerprint it last ran or hit under).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::manifest::Manifest;
+use crate::fingerprint::Fingerprint;
+use super::{CacheError, Result};
+
+#[derive(Debug, Clone)]
+pub struct Index {
+    path: PathBuf,
+    db: sled::Db,
+    manifests: sled::Tree,
+    stat: sled::Tree,
+    last: sled::Tree,
+}
+
+/// What the stat cache remembers about a file whose digest it knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatEntry {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ino: u64,
+    pub ctime_ns: i128,
+    pub digest: String,
+}
+
+impl StatEntry {
+    pub fn of(m: &std::fs::Metadata, digest: String) -> StatEntry {
+        StatEntry {
+            size: m.len(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            ino: m.ino(),
+            ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+            digest,
+        }
+    }
+
+    /// External inputs: any change of size, mtime, inode or ctime means "hash again".
+    pub fn same_external_file(&self, now: &StatEntry) -> bool {
+        self.size == now.size && self.mtime_ns == now.mtime_ns && self.ino == now.ino && self.ctime_ns == now.ctime_ns
+    }
+
+    /// Store objects: ctime is left out because making a hardlinked view changes it; a write to
+    /// the object still changes its mtime (or its inode, when replaced).
+    pub fn same_object_file(&self, now: &StatEntry) -> bool {
+        self.size == now.size && self.mtime_ns == now.mtime_ns && self.ino == now.ino
+    }
+}
+
+fn err(path: &Path, e: sled::Error) -> CacheError {
+    CacheError::Index { path: path.to_path_buf(), message: e.to_string() }
+}
+
+impl Index {
+    pub fn open(path: &Path) -> Result<Index> {
+        let db = sled::Config::new().path(path).open().map_err(|e| err(path, e))?;
+        let manifests = db.open_tree("manifests").map_err(|e| err(path, e))?;
+        let stat = db.open_tree("stat").map_err(|e| err(path, e))?;
+        let last = db.open_tree("last").map_err(|e| err(path, e))?;
+        Ok(Index { path: path.to_path_buf(), db, manifests, stat, last })
+    }
+
+    pub fn get_manifest(&self, key: &str) -> Result<Option<Manifest>> {
+        match self.manifests.get(key).map_err(|e| err(&self.path, e))? {
+            // An undecodable entry is treated as absent: the file in `manifests/` is the truth.
+            Some(v) => Ok(Manifest::from_bytes(&v).ok().filter(|m| m.key == key)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_manifest(&self, m: &Manifest) -> Result<()> {
+        self.manifests.insert(m.key.as_bytes(), m.to_bytes()).map_err(|e| err(&self.path, e))?;
+        Ok(())
+    }
+
+    pub fn remove_manifest(&self, key: &str) -> Result<()> {
+        self.manifests.remove(key).map_err(|e| err(&self.path, e))?;
+        Ok(())
+    }
+
+    pub fn manifest_keys(&self) -> Result<Vec<String>> {
+        self.manifests
+            .iter()
+            .keys()
+            .map(|k| k.map(|k| String::from_utf8_lossy(&k).into_owned()).map_err(|e| err(&self.path, e)))
+            .collect()
+    }
+
+    pub fn clear_manifests(&self) -> Result<()> {
+        self.manifests.clear().map_err(|e| err(&self.path, e))
+    }
+
+    pub fn get_stat(&self, path: &str) -> Result<Option<StatEntry>> {
+        Ok(self.stat.get(path).map_err(|e| err(&self.path, e))?.and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    pub fn put_stat(&self, path: &str, s: &StatEntry) -> Result<()> {
+        let v = serde_json::to_vec(s).expect("stat entry serializes");
+        self.stat.insert(path.as_bytes(), v).map_err(|e| err(&self.path, e))?;
+        Ok(())
+    }
+
+    pub fn remove_stat(&self, path: &str) -> Result<()> {
+        self.stat.remove(path).map_err(|e| err(&self.path, e))?;
+        Ok(())
+    }
+
+    fn last_key(pipeline: &str, instance: &str) -> Vec<u8> {
+        let mut k = pipeline.as_bytes().to_vec();
+        k.push(0);
+        k.extend_from_slice(instance.as_bytes());
+        k
+    }
+
+    /// The fingerprint this instance last ran (or hit) under, for `plan --explain`.
+    pub fn get_last(&self, pipeline: &str, instance: &str) -> Result<Option<Fingerprint>> {
+        Ok(self
+            .last
+            .get(Self::last_key(pipeline, instance))
+            .map_err(|e| err(&self.path, e))?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    pub fn put_last(&self, pipeline: &str, instance: &str, fp: &Fingerprint) -> Result<()> {
+        self.last.insert(Self::last_key(pipeline, instance), fp.canonical()).map_err(|e| err(&self.path, e))?;
+        Ok(())
+    }
+
+
+    /// Make everything written so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(|e| err(&self.path, e))?;
+        Ok(())
+    }
+}
