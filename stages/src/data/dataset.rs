@@ -40,7 +40,11 @@ pub struct DatasetMeta {
 
 /// Decode a JPEG (or, slower, any format the `image` crate reads) into HWC RGB u8 in `out`.
 /// Returns (height, width). `what` names the image in errors.
-pub fn decode_rgb_bytes(bytes: &[u8], out: &mut Vec<u8>, what: &dyn Fn() -> String) -> Result<(u32, u32)> {
+pub fn decode_rgb_bytes(
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+    what: &dyn Fn() -> String,
+) -> Result<(u32, u32)> {
     if bytes.starts_with(&[0xFF, 0xD8]) {
         use zune_jpeg::zune_core::bytestream::ZCursor;
         use zune_jpeg::zune_core::colorspace::ColorSpace;
@@ -52,7 +56,12 @@ pub fn decode_rgb_bytes(bytes: &[u8], out: &mut Vec<u8>, what: &dyn Fn() -> Stri
             out.resize(w * h * 3, 0);
             dec.decode_into(out).map(|_| (h as u32, w as u32))
         });
-        return res.map_err(|e| anyhow!("{}: undecodable JPEG: {e:?}\nhint: the record's payload is corrupt", what()));
+        return res.map_err(|e| {
+            anyhow!(
+                "{}: undecodable JPEG: {e:?}\nhint: the record's payload is corrupt",
+                what()
+            )
+        });
     }
     let img = image::load_from_memory(bytes)
         .map_err(|e| anyhow!("{}: undecodable image ({} bytes): {e}\nhint: the record's payload is corrupt or not an image", what(), bytes.len()))?
@@ -66,7 +75,13 @@ pub fn decode_rgb_bytes(bytes: &[u8], out: &mut Vec<u8>, what: &dyn Fn() -> Stri
 /// Index a RecordIO pair and write the dataset files into `train_dir`. `rec`/`idx` are stored in
 /// `dataset.json` as given (relative to `train_dir` or absolute). With `verify_images` every
 /// record is decoded and checked against the image size.
-pub fn publish(train_dir: &Path, rec: &Path, idx: &Path, property: Option<&Path>, verify_images: bool) -> Result<DatasetMeta> {
+pub fn publish(
+    train_dir: &Path,
+    rec: &Path,
+    idx: &Path,
+    property: Option<&Path>,
+    verify_images: bool,
+) -> Result<DatasetMeta> {
     let rec_abs = train_dir.join(rec);
     let idx_abs = train_dir.join(idx);
     let reader = RecordReader::open(&rec_abs, Some(&idx_abs))?;
@@ -82,7 +97,11 @@ pub fn publish(train_dir: &Path, rec: &Path, idx: &Path, property: Option<&Path>
     let first = reader.read_at(index.offsets[0])?;
     let rec_ref = &rec_abs;
     let what = |k: u64| move || format!("{} key {k}", rec_ref.display());
-    let (h, w) = decode_rgb_bytes(recordio::unpack(&first, &what(index.keys[0]))?.payload, &mut buf, &what(index.keys[0]))?;
+    let (h, w) = decode_rgb_bytes(
+        recordio::unpack(&first, &what(index.keys[0]))?.payload,
+        &mut buf,
+        &what(index.keys[0]),
+    )?;
     if let Some((_, ph, pw)) = prop {
         if (ph, pw) != (h, w) {
             bail!(
@@ -95,9 +114,15 @@ pub fn publish(train_dir: &Path, rec: &Path, idx: &Path, property: Option<&Path>
     if verify_images {
         for (i, (&k, &off)) in index.keys.iter().zip(&index.offsets).enumerate() {
             let r = reader.read_at(off)?;
-            let dims = decode_rgb_bytes(recordio::unpack(&r, &what(k))?.payload, &mut buf, &what(k))?;
+            let dims =
+                decode_rgb_bytes(recordio::unpack(&r, &what(k))?.payload, &mut buf, &what(k))?;
             if dims != (h, w) {
-                bail!("{} key {k} (position {i}): image is {}x{}, the dataset is {h}x{w}", rec_abs.display(), dims.0, dims.1);
+                bail!(
+                    "{} key {k} (position {i}): image is {}x{}, the dataset is {h}x{w}",
+                    rec_abs.display(),
+                    dims.0,
+                    dims.1
+                );
             }
         }
     }
@@ -116,7 +141,11 @@ pub fn publish(train_dir: &Path, rec: &Path, idx: &Path, property: Option<&Path>
     std::fs::write(train_dir.join("dataset.json"), serde_json::to_vec(&meta)?)
         .with_context(|| format!("cannot write {}", train_dir.join("dataset.json").display()))?;
     npy::write_1d(&train_dir.join("labels.npy"), &index.labels)?;
-    write_label_dict(&train_dir.join("label_dict.json"), &index.labels, index.num_classes)?;
+    write_label_dict(
+        &train_dir.join("label_dict.json"),
+        &index.labels,
+        index.num_classes,
+    )?;
     Ok(meta)
 }
 
@@ -126,9 +155,12 @@ pub fn write_label_dict(path: &Path, labels: &[i64], c: usize) -> Result<()> {
     for (pos, &l) in labels.iter().enumerate() {
         dict.entry(l as usize).or_default().push(pos);
     }
-    let obj: serde_json::Map<String, serde_json::Value> =
-        dict.into_iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
-    std::fs::write(path, serde_json::to_vec(&obj)?).with_context(|| format!("cannot write {}", path.display()))
+    let obj: serde_json::Map<String, serde_json::Value> = dict
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+        .collect();
+    std::fs::write(path, serde_json::to_vec(&obj)?)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// An opened `train/` folder: metadata, labels and the memory-mapped records.
@@ -147,8 +179,8 @@ impl Dataset {
         let text = std::fs::read_to_string(&meta_path).with_context(|| {
             format!("cannot read {}\nhint: a `train` input must be the `train/` output of a dataset stage", meta_path.display())
         })?;
-        let meta: DatasetMeta =
-            serde_json::from_str(&text).map_err(|e| anyhow!("{}: invalid dataset.json: {e}", meta_path.display()))?;
+        let meta: DatasetMeta = serde_json::from_str(&text)
+            .map_err(|e| anyhow!("{}: invalid dataset.json: {e}", meta_path.display()))?;
         if meta.version != DATASET_FORMAT_VERSION {
             bail!(
                 "{}: dataset format version {} but this build reads {DATASET_FORMAT_VERSION}\nhint: rerun the dataset stage",
@@ -157,15 +189,30 @@ impl Dataset {
             );
         }
         if meta.keys.len() != meta.n {
-            bail!("{}: n = {} but {} keys", meta_path.display(), meta.n, meta.keys.len());
+            bail!(
+                "{}: n = {} but {} keys",
+                meta_path.display(),
+                meta.n,
+                meta.keys.len()
+            );
         }
         let labels_path = train_dir.join("labels.npy");
         let labels = npy::read(&labels_path)?.to_i64()?;
         if labels.len() != meta.n {
-            bail!("{}: {} labels but dataset.json says n = {}", labels_path.display(), labels.len(), meta.n);
+            bail!(
+                "{}: {} labels but dataset.json says n = {}",
+                labels_path.display(),
+                labels.len(),
+                meta.n
+            );
         }
         if let Some(p) = labels.iter().position(|&l| l < 0 || l as usize >= meta.c) {
-            bail!("{}: position {p} has label {} out of range 0..{}", labels_path.display(), labels[p], meta.c);
+            bail!(
+                "{}: position {p} has label {} out of range 0..{}",
+                labels_path.display(),
+                labels[p],
+                meta.c
+            );
         }
         let rec = train_dir.join(&meta.rec);
         let idx = train_dir.join(&meta.idx);
@@ -174,10 +221,22 @@ impl Dataset {
             .keys
             .iter()
             .map(|&k| {
-                reader.offset_of(k).ok_or_else(|| anyhow!("{}: key {k} of dataset.json is not in {}", meta_path.display(), idx.display()))
+                reader.offset_of(k).ok_or_else(|| {
+                    anyhow!(
+                        "{}: key {k} of dataset.json is not in {}",
+                        meta_path.display(),
+                        idx.display()
+                    )
+                })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Dataset { dir: train_dir.to_path_buf(), meta, labels, offsets, reader })
+        Ok(Dataset {
+            dir: train_dir.to_path_buf(),
+            meta,
+            labels,
+            offsets,
+            reader,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -217,7 +276,11 @@ impl Dataset {
 
     fn check_pos(&self, pos: usize) -> Result<()> {
         if pos >= self.meta.n {
-            bail!("position {pos} out of range: the dataset {} has {} images", self.dir.display(), self.meta.n);
+            bail!(
+                "position {pos} out of range: the dataset {} has {} images",
+                self.dir.display(),
+                self.meta.n
+            );
         }
         Ok(())
     }
@@ -232,11 +295,21 @@ impl Dataset {
     pub fn decode_rgb(&self, pos: usize, out: &mut Vec<u8>) -> Result<()> {
         let rec = self.record_bytes(pos)?;
         let key = self.meta.keys[pos];
-        let what = || format!("{} key {key} (position {pos})", self.reader.path().display());
+        let what = || {
+            format!(
+                "{} key {key} (position {pos})",
+                self.reader.path().display()
+            )
+        };
         let u = recordio::unpack(&rec, &what)?;
         let (h, w) = decode_rgb_bytes(u.payload, out, &what)?;
         if (h, w) != self.image_size() {
-            bail!("{}: image is {h}x{w}, the dataset is {}x{}", what(), self.meta.height, self.meta.width);
+            bail!(
+                "{}: image is {h}x{w}, the dataset is {}x{}",
+                what(),
+                self.meta.height,
+                self.meta.width
+            );
         }
         Ok(())
     }
@@ -245,7 +318,12 @@ impl Dataset {
     pub fn payload(&self, pos: usize) -> Result<Cow<'_, [u8]>> {
         let rec = self.record_bytes(pos)?;
         let key = self.meta.keys[pos];
-        let what = || format!("{} key {key} (position {pos})", self.reader.path().display());
+        let what = || {
+            format!(
+                "{} key {key} (position {pos})",
+                self.reader.path().display()
+            )
+        };
         let start = {
             let u = recordio::unpack(&rec, &what)?;
             rec.len() - u.payload.len()
@@ -266,9 +344,13 @@ pub(crate) mod tests {
 
     /// A small JPEG of a flat colour with a gradient, for tests.
     pub(crate) fn jpeg(h: u32, w: u32, seed: u8) -> Vec<u8> {
-        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([seed.wrapping_mul(37), (x * 4) as u8, (y * 4) as u8]));
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([seed.wrapping_mul(37), (x * 4) as u8, (y * 4) as u8])
+        });
         let mut out = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95).encode_image(&img).unwrap();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
+            .encode_image(&img)
+            .unwrap();
         out
     }
 
@@ -282,7 +364,14 @@ pub(crate) mod tests {
             }
         }
         recordio::write_face_layout(dir, &images, &labels, per_class.len(), (h, w)).unwrap();
-        publish(dir, Path::new("train.rec"), Path::new("train.idx"), Some(&dir.join("property")), true).unwrap();
+        publish(
+            dir,
+            Path::new("train.rec"),
+            Path::new("train.idx"),
+            Some(&dir.join("property")),
+            true,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -300,9 +389,13 @@ pub(crate) mod tests {
         assert_eq!(buf.len(), 16 * 24 * 3);
         // Pixel (x=5, y=2): G ≈ 20, B ≈ 8 (lossy JPEG: within a few LSB).
         let px = &buf[(2 * 24 + 5) * 3..][..3];
-        assert!((px[1] as i32 - 20).abs() <= 6 && (px[2] as i32 - 8).abs() <= 6, "{px:?}");
+        assert!(
+            (px[1] as i32 - 20).abs() <= 6 && (px[2] as i32 - 8).abs() <= 6,
+            "{px:?}"
+        );
         let dict: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(d.path().join("label_dict.json")).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(d.path().join("label_dict.json")).unwrap())
+                .unwrap();
         assert_eq!(dict["0"], serde_json::json!([0, 1]));
         assert_eq!(dict["1"], serde_json::json!([]));
         assert_eq!(dict["2"], serde_json::json!([2, 3, 4]));
@@ -317,12 +410,30 @@ pub(crate) mod tests {
         let mut bad = jpeg(8, 8, 1);
         bad.truncate(30);
         recordio::write_face_layout(d.path(), &[jpeg(8, 8, 0), bad], &[0, 0], 1, (8, 8)).unwrap();
-        let err = publish(d.path(), Path::new("train.rec"), Path::new("train.idx"), None, true).unwrap_err().to_string();
+        let err = publish(
+            d.path(),
+            Path::new("train.rec"),
+            Path::new("train.idx"),
+            None,
+            true,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("train.rec key 2: undecodable JPEG"), "{err}");
         // Without verification the dataset opens, and decoding that position fails with the same message.
-        publish(d.path(), Path::new("train.rec"), Path::new("train.idx"), None, false).unwrap();
+        publish(
+            d.path(),
+            Path::new("train.rec"),
+            Path::new("train.idx"),
+            None,
+            false,
+        )
+        .unwrap();
         let ds = Dataset::open(d.path()).unwrap();
         let err = ds.decode_rgb(1, &mut Vec::new()).unwrap_err().to_string();
-        assert!(err.contains("key 2 (position 1): undecodable JPEG"), "{err}");
+        assert!(
+            err.contains("key 2 (position 1): undecodable JPEG"),
+            "{err}"
+        );
     }
 }

@@ -23,7 +23,9 @@ use super::dataset::Dataset;
 pub enum Flip {
     None,
     /// Flip with probability 0.5, decided by (seed, epoch, position).
-    Random { seed: u64 },
+    Random {
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -140,7 +142,13 @@ impl Plan {
                 }
             }
         }
-        Ok(Batch { positions, labels, images, h, w })
+        Ok(Batch {
+            positions,
+            labels,
+            images,
+            h,
+            w,
+        })
     }
 }
 
@@ -175,7 +183,10 @@ impl Loader {
         let mut order = match cfg.positions {
             Some(p) => {
                 if let Some(&bad) = p.iter().find(|&&q| q >= ds.len()) {
-                    bail!("loader: kept position {bad} is out of range: the dataset has {} images", ds.len());
+                    bail!(
+                        "loader: kept position {bad} is out of range: the dataset has {} images",
+                        ds.len()
+                    );
                 }
                 p
             }
@@ -203,11 +214,32 @@ impl Loader {
             rng.set_stream(cfg.epoch);
             order.shuffle(&mut rng);
         }
-        let labels = order.iter().map(|&p| new_label(p)).collect::<Result<Vec<_>>>()?;
-        let num_batches =
-            if cfg.drop_last { order.len() / cfg.batch_size } else { order.len().div_ceil(cfg.batch_size) };
-        let plan = Arc::new(Plan { ds, order, labels, batch_size: cfg.batch_size, num_batches, flip: cfg.flip, epoch: cfg.epoch });
-        let shared = Arc::new(Shared { window: Mutex::new(Window { next: 0, consumed: 0, stop: false }), cv: Condvar::new() });
+        let labels = order
+            .iter()
+            .map(|&p| new_label(p))
+            .collect::<Result<Vec<_>>>()?;
+        let num_batches = if cfg.drop_last {
+            order.len() / cfg.batch_size
+        } else {
+            order.len().div_ceil(cfg.batch_size)
+        };
+        let plan = Arc::new(Plan {
+            ds,
+            order,
+            labels,
+            batch_size: cfg.batch_size,
+            num_batches,
+            flip: cfg.flip,
+            epoch: cfg.epoch,
+        });
+        let shared = Arc::new(Shared {
+            window: Mutex::new(Window {
+                next: 0,
+                consumed: 0,
+                stop: false,
+            }),
+            cv: Condvar::new(),
+        });
         let mut threads = Vec::new();
         let mut rx = None;
         if cfg.workers > 0 && num_batches > 0 {
@@ -220,8 +252,13 @@ impl Loader {
                     let mut rgb = Vec::new();
                     loop {
                         let b = {
-                            let Ok(mut win) = shared.window.lock() else { return };
-                            while !win.stop && win.next < plan.num_batches && win.next >= win.consumed + depth {
+                            let Ok(mut win) = shared.window.lock() else {
+                                return;
+                            };
+                            while !win.stop
+                                && win.next < plan.num_batches
+                                && win.next >= win.consumed + depth
+                            {
                                 win = match shared.cv.wait(win) {
                                     Ok(w) => w,
                                     Err(_) => return,
@@ -240,7 +277,15 @@ impl Loader {
                 }));
             }
         }
-        Ok(Loader { plan, cursor: 0, shared, rx, pending: BTreeMap::new(), threads, rgb: Vec::new() })
+        Ok(Loader {
+            plan,
+            cursor: 0,
+            shared,
+            rx,
+            pending: BTreeMap::new(),
+            threads,
+            rgb: Vec::new(),
+        })
     }
 
     /// Batches in this epoch.
@@ -274,7 +319,11 @@ impl Iterator for Loader {
                 Ok((i, r)) => {
                     self.pending.insert(i, r);
                 }
-                Err(_) => break Err(anyhow!("loader: the decoding threads stopped before batch {b}")),
+                Err(_) => {
+                    break Err(anyhow!(
+                        "loader: the decoding threads stopped before batch {b}"
+                    ))
+                }
             }
         };
         if let Ok(mut win) = self.shared.window.lock() {
@@ -315,7 +364,10 @@ mod tests {
     }
 
     fn collect(ds: &Arc<Dataset>, cfg: LoaderConfig) -> Vec<Batch> {
-        Loader::new(ds.clone(), cfg).unwrap().map(|b| b.unwrap()).collect()
+        Loader::new(ds.clone(), cfg)
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect()
     }
 
     #[test]
@@ -339,11 +391,33 @@ mod tests {
         seen.sort();
         assert_eq!(seen, (0..14).collect::<Vec<_>>());
         for workers in [1, 2, 5] {
-            assert_eq!(collect(&ds, LoaderConfig { workers, ..cfg.clone() }), base, "workers {workers}");
+            assert_eq!(
+                collect(
+                    &ds,
+                    LoaderConfig {
+                        workers,
+                        ..cfg.clone()
+                    }
+                ),
+                base,
+                "workers {workers}"
+            );
         }
         // Another epoch shuffles differently; the same epoch again is identical.
-        let other = collect(&ds, LoaderConfig { epoch: 3, ..cfg.clone() });
-        assert_ne!(other.iter().map(|b| b.positions.clone()).collect::<Vec<_>>(), base.iter().map(|b| b.positions.clone()).collect::<Vec<_>>());
+        let other = collect(
+            &ds,
+            LoaderConfig {
+                epoch: 3,
+                ..cfg.clone()
+            },
+        );
+        assert_ne!(
+            other
+                .iter()
+                .map(|b| b.positions.clone())
+                .collect::<Vec<_>>(),
+            base.iter().map(|b| b.positions.clone()).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -352,18 +426,43 @@ mod tests {
         let ds = ds(d.path());
         let mut rgb = Vec::new();
         ds.decode_rgb(4, &mut rgb).unwrap();
-        let b = collect(&ds, LoaderConfig { positions: Some(vec![4]), batch_size: 1, ..Default::default() });
+        let b = collect(
+            &ds,
+            LoaderConfig {
+                positions: Some(vec![4]),
+                batch_size: 1,
+                ..Default::default()
+            },
+        );
         let (h, w) = (8, 12);
         assert_eq!(b[0].images.len(), 3 * h * w);
         let at = |c: usize, y: usize, x: usize| b[0].images[c * h * w + y * w + x];
-        assert_eq!(at(1, 2, 3), (rgb[(2 * w + 3) * 3 + 1] as f32 / 255.0 - 0.5) / 0.5);
-        assert_eq!(at(2, 7, 11), (rgb[(7 * w + 11) * 3 + 2] as f32 / 255.0 - 0.5) / 0.5);
+        assert_eq!(
+            at(1, 2, 3),
+            (rgb[(2 * w + 3) * 3 + 1] as f32 / 255.0 - 0.5) / 0.5
+        );
+        assert_eq!(
+            at(2, 7, 11),
+            (rgb[(7 * w + 11) * 3 + 2] as f32 / 255.0 - 0.5) / 0.5
+        );
         // Find a seed that flips position 4 in epoch 0 and check the mirrored pixel.
-        let seed = (0..64).find(|&s| flipped(Flip::Random { seed: s }, 0, 4)).unwrap();
-        let f = collect(&ds, LoaderConfig { positions: Some(vec![4]), batch_size: 1, flip: Flip::Random { seed }, ..Default::default() });
+        let seed = (0..64)
+            .find(|&s| flipped(Flip::Random { seed: s }, 0, 4))
+            .unwrap();
+        let f = collect(
+            &ds,
+            LoaderConfig {
+                positions: Some(vec![4]),
+                batch_size: 1,
+                flip: Flip::Random { seed },
+                ..Default::default()
+            },
+        );
         assert_eq!(f[0].images[h * w + 2 * w + 3], at(1, 2, w - 1 - 3));
         // About half of the positions flip.
-        let n = (0..1000).filter(|&p| flipped(Flip::Random { seed: 1 }, 0, p)).count();
+        let n = (0..1000)
+            .filter(|&p| flipped(Flip::Random { seed: 1 }, 0, p))
+            .count();
         assert!((400..600).contains(&n), "{n}");
     }
 
@@ -384,17 +483,47 @@ mod tests {
         assert_eq!(b[0].positions, vec![0, 8]);
         assert_eq!(b[0].labels, vec![0, 1]);
         assert_eq!(b[1].labels, vec![2, 2]);
-        let err = Loader::new(ds.clone(), LoaderConfig { positions: Some(vec![14]), ..cfg.clone() }).err().unwrap().to_string();
+        let err = Loader::new(
+            ds.clone(),
+            LoaderConfig {
+                positions: Some(vec![14]),
+                ..cfg.clone()
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(err.contains("kept position 14 is out of range"), "{err}");
-        let err = Loader::new(ds.clone(), LoaderConfig { label_map: Some(vec![0]), ..cfg }).err().unwrap().to_string();
-        assert!(err.contains("the label map has 1 entries but position 3 has class 1"), "{err}");
+        let err = Loader::new(
+            ds.clone(),
+            LoaderConfig {
+                label_map: Some(vec![0]),
+                ..cfg
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("the label map has 1 entries but position 3 has class 1"),
+            "{err}"
+        );
     }
 
     #[test]
     fn dropping_a_loader_early_joins_its_threads() {
         let d = tempfile::tempdir().unwrap();
         let ds = ds(d.path());
-        let mut l = Loader::new(ds, LoaderConfig { batch_size: 1, workers: 3, prefetch: 2, ..Default::default() }).unwrap();
+        let mut l = Loader::new(
+            ds,
+            LoaderConfig {
+                batch_size: 1,
+                workers: 3,
+                prefetch: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(l.next().unwrap().is_ok());
         drop(l);
     }

@@ -46,7 +46,9 @@ impl Score for f32 {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RocError {
-    #[error("{scores} scores but {labels} labels; every score needs exactly one genuine/impostor label")]
+    #[error(
+        "{scores} scores but {labels} labels; every score needs exactly one genuine/impostor label"
+    )]
     LengthMismatch { scores: usize, labels: usize },
     #[error("score {index} is NaN or infinite; a ROC needs finite scores\nhint: check the features for NaN (an untrained model can overflow)")]
     NotFinite { index: usize },
@@ -77,14 +79,50 @@ pub struct TarAtFar {
 /// `sklearn.metrics.roc_curve(labels, scores, drop_intermediate=True)`; label `true` = genuine.
 pub fn roc_curve<S: Score>(scores: &[S], genuine: &[bool]) -> Result<RocCurve, RocError> {
     if scores.len() != genuine.len() {
-        return Err(RocError::LengthMismatch { scores: scores.len(), labels: genuine.len() });
+        return Err(RocError::LengthMismatch {
+            scores: scores.len(),
+            labels: genuine.len(),
+        });
     }
-    if let Some(index) = scores.par_iter().position_first(|s| !s.to_f64().is_finite()) {
+    if let Some(index) = scores
+        .par_iter()
+        .position_first(|s| !s.to_f64().is_finite())
+    {
         return Err(RocError::NotFinite { index });
     }
-    let (mut pos, mut neg): (Vec<u64>, Vec<u64>) = rayon::join(
-        || scores.par_iter().zip(genuine.par_iter()).filter(|(_, &g)| g).map(|(s, _)| s.key()).collect(),
-        || scores.par_iter().zip(genuine.par_iter()).filter(|(_, &g)| !g).map(|(s, _)| s.key()).collect(),
+    // f32 keys fit in 32 bits: sorting u32 halves the memory traffic of the radix passes.
+    if std::mem::size_of::<S>() == 4 {
+        let (pos, neg) = split_sorted::<S, u32>(scores, genuine, |k| k as u32)?;
+        Ok(sweep(&pos, &neg, |k| key_to_f64::<S>(k as u64)))
+    } else {
+        let (pos, neg) = split_sorted::<S, u64>(scores, genuine, |k| k)?;
+        Ok(sweep(&pos, &neg, key_to_f64::<S>))
+    }
+}
+
+/// Genuine and impostor keys, each sorted ascending.
+fn split_sorted<S: Score, K: RadixKey>(
+    scores: &[S],
+    genuine: &[bool],
+    narrow: impl Fn(u64) -> K + Sync,
+) -> Result<(Vec<K>, Vec<K>), RocError> {
+    let (mut pos, mut neg): (Vec<K>, Vec<K>) = rayon::join(
+        || {
+            scores
+                .par_iter()
+                .zip(genuine.par_iter())
+                .filter(|(_, &g)| g)
+                .map(|(s, _)| narrow(s.key()))
+                .collect()
+        },
+        || {
+            scores
+                .par_iter()
+                .zip(genuine.par_iter())
+                .filter(|(_, &g)| !g)
+                .map(|(s, _)| narrow(s.key()))
+                .collect()
+        },
     );
     if pos.is_empty() {
         return Err(RocError::MissingClass("genuine"));
@@ -93,13 +131,30 @@ pub fn roc_curve<S: Score>(scores: &[S], genuine: &[bool]) -> Result<RocCurve, R
         return Err(RocError::MissingClass("impostor"));
     }
     rayon::join(|| radix_sort(&mut pos), || radix_sort(&mut neg));
+    Ok((pos, neg))
+}
 
-    // Walk both lists from the top; one point per distinct value = the end of its tied run.
-    let value_of = |key: u64| -> f64 {
-        // Keys come from this call's own scores, so look the value up by inverting the key.
-        key_to_f64::<S>(key)
+/// Walk both sorted lists from the top: one candidate point per distinct value (the end of its
+/// tied run), dropped on the fly unless it is a corner (drop_intermediate), so memory stays
+/// proportional to the kept points.
+fn sweep<K: RadixKey>(pos: &[K], neg: &[K], value_of: impl Fn(K) -> f64) -> RocCurve {
+    let (p, q) = (pos.len() as f64, neg.len() as f64);
+    let mut curve = RocCurve {
+        fpr: vec![0.0],
+        tpr: vec![0.0],
+        thresholds: vec![f64::INFINITY],
+        positives: pos.len() as u64,
+        negatives: neg.len() as u64,
     };
-    let (mut tps, mut fps, mut thr) = (Vec::new(), Vec::new(), Vec::new());
+    let mut push = |(tp, fp, thr): (i64, i64, f64)| {
+        curve.fpr.push(fp as f64 / q);
+        curve.tpr.push(tp as f64 / p);
+        curve.thresholds.push(thr);
+    };
+    // `prev` is the last candidate seen before `cur`; a candidate's fate is known once the next
+    // one arrives (or at the end, where the last is always kept).
+    let mut prev: Option<(i64, i64, f64)> = None;
+    let mut cur: Option<(i64, i64, f64)> = None;
     let (mut i, mut j) = (pos.len(), neg.len());
     while i > 0 || j > 0 {
         let top = match (i, j) {
@@ -113,42 +168,33 @@ pub fn roc_curve<S: Score>(scores: &[S], genuine: &[bool]) -> Result<RocCurve, R
         while j > 0 && neg[j - 1] == top {
             j -= 1;
         }
-        tps.push((pos.len() - i) as i64);
-        fps.push((neg.len() - j) as i64);
-        thr.push(value_of(top));
+        let next = (
+            (pos.len() - i) as i64,
+            (neg.len() - j) as i64,
+            value_of(top),
+        );
+        match (prev, cur) {
+            (None, None) => cur = Some(next),
+            (None, Some(c)) => {
+                // The first candidate is always kept.
+                push(c);
+                prev = Some(c);
+                cur = Some(next);
+            }
+            (Some(a), Some(c)) => {
+                if a.1 - 2 * c.1 + next.1 != 0 || a.0 - 2 * c.0 + next.0 != 0 {
+                    push(c);
+                }
+                prev = Some(c);
+                cur = Some(next);
+            }
+            (Some(_), None) => unreachable!("cur is set whenever prev is"),
+        }
     }
-
-    // drop_intermediate: keep the ends and every corner (a non-zero second difference).
-    let n = tps.len();
-    let keep: Vec<usize> = if n > 2 {
-        (0..n)
-            .filter(|&k| {
-                k == 0
-                    || k == n - 1
-                    || fps[k - 1] - 2 * fps[k] + fps[k + 1] != 0
-                    || tps[k - 1] - 2 * tps[k] + tps[k + 1] != 0
-            })
-            .collect()
-    } else {
-        (0..n).collect()
-    };
-    let (p, q) = (pos.len() as f64, neg.len() as f64);
-    let mut curve = RocCurve {
-        fpr: Vec::with_capacity(keep.len() + 1),
-        tpr: Vec::with_capacity(keep.len() + 1),
-        thresholds: Vec::with_capacity(keep.len() + 1),
-        positives: pos.len() as u64,
-        negatives: neg.len() as u64,
-    };
-    curve.fpr.push(0.0);
-    curve.tpr.push(0.0);
-    curve.thresholds.push(f64::INFINITY);
-    for k in keep {
-        curve.fpr.push(fps[k] as f64 / q);
-        curve.tpr.push(tps[k] as f64 / p);
-        curve.thresholds.push(thr[k]);
+    if let Some(c) = cur {
+        push(c);
     }
-    Ok(curve)
+    curve
 }
 
 fn key_to_f64<S: Score>(key: u64) -> f64 {
@@ -158,27 +204,49 @@ fn key_to_f64<S: Score>(key: u64) -> f64 {
         let b = if k >> 31 == 1 { k & !(1 << 31) } else { !k };
         f32::from_bits(b) as f64
     } else {
-        let b = if key >> 63 == 1 { key & !(1 << 63) } else { !key };
+        let b = if key >> 63 == 1 {
+            key & !(1 << 63)
+        } else {
+            !key
+        };
         f64::from_bits(b)
     }
 }
 
-/// LSD radix sort on bytes, skipping the bytes that all keys share (the high half of f32 keys).
-fn radix_sort(keys: &mut Vec<u64>) {
+/// An unsigned key for [`radix_sort`].
+trait RadixKey: Copy + Ord + Default + Send + Sync {
+    const BYTES: usize;
+    fn byte(self, b: usize) -> usize;
+}
+impl RadixKey for u32 {
+    const BYTES: usize = 4;
+    fn byte(self, b: usize) -> usize {
+        ((self >> (8 * b)) & 0xff) as usize
+    }
+}
+impl RadixKey for u64 {
+    const BYTES: usize = 8;
+    fn byte(self, b: usize) -> usize {
+        ((self >> (8 * b)) & 0xff) as usize
+    }
+}
+
+/// LSD radix sort on bytes, skipping the bytes that all keys share.
+fn radix_sort<K: RadixKey>(keys: &mut Vec<K>) {
     if keys.len() < 256 {
         keys.sort_unstable();
         return;
     }
-    let mut counts = vec![[0usize; 256]; 8];
+    let mut counts = vec![[0usize; 256]; K::BYTES];
     for &k in keys.iter() {
         for (b, c) in counts.iter_mut().enumerate() {
-            c[((k >> (8 * b)) & 0xff) as usize] += 1;
+            c[k.byte(b)] += 1;
         }
     }
-    let mut buf = vec![0u64; keys.len()];
+    let mut buf = vec![K::default(); keys.len()];
     let n = keys.len();
     for (b, c) in counts.iter().enumerate() {
-        if c.iter().any(|&x| x == n) {
+        if c.contains(&n) {
             continue;
         }
         let mut offs = [0usize; 256];
@@ -188,7 +256,7 @@ fn radix_sort(keys: &mut Vec<u64>) {
             acc += c[d];
         }
         for &k in keys.iter() {
-            let d = ((k >> (8 * b)) & 0xff) as usize;
+            let d = k.byte(b);
             buf[offs[d]] = k;
             offs[d] += 1;
         }
@@ -212,7 +280,12 @@ pub fn tar_at_far(curve: &RocCurve, targets: &[f64]) -> Vec<TarAtFar> {
                     best = k;
                 }
             }
-            TarAtFar { target: x, tar: curve.tpr[best], far: curve.fpr[best], threshold: curve.thresholds[best] }
+            TarAtFar {
+                target: x,
+                tar: curve.tpr[best],
+                far: curve.fpr[best],
+                threshold: curve.thresholds[best],
+            }
         })
         .collect()
 }
@@ -223,7 +296,9 @@ pub fn auc(x: &[f64], y: &[f64]) -> f64 {
         return f64::NAN;
     }
     let decreasing = x.windows(2).any(|w| w[1] - w[0] < 0.0);
-    let terms: Vec<f64> = (0..x.len() - 1).map(|i| (x[i + 1] - x[i]) * (y[i + 1] + y[i]) / 2.0).collect();
+    let terms: Vec<f64> = (0..x.len() - 1)
+        .map(|i| (x[i + 1] - x[i]) * (y[i + 1] + y[i]) / 2.0)
+        .collect();
     let area = np_sum(&terms);
     if decreasing {
         -area
@@ -299,7 +374,10 @@ mod tests {
         let s = [0.9f32, 0.5, 0.5, 0.5, 0.5, 0.3, 0.2, 0.1];
         let l = [true, true, false, true, false, false, false, false];
         let c = roc_curve(&s, &l).unwrap();
-        assert_eq!(c.thresholds, vec![f64::INFINITY, 0.9, 0.5, 0.1]);
+        assert_eq!(
+            c.thresholds,
+            vec![f64::INFINITY, 0.9f32 as f64, 0.5, 0.1f32 as f64]
+        );
         assert_eq!(c.tpr, vec![0.0, 1.0 / 3.0, 1.0, 1.0]);
         assert_eq!(c.fpr, vec![0.0, 0.0, 0.4, 1.0]);
     }
@@ -313,10 +391,25 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_errors() {
-        assert_eq!(roc_curve(&[0.1f64], &[true, false]), Err(RocError::LengthMismatch { scores: 1, labels: 2 }));
-        assert_eq!(roc_curve(&[0.1f64, f64::NAN], &[true, false]), Err(RocError::NotFinite { index: 1 }));
-        assert_eq!(roc_curve(&[0.1f64, 0.2], &[true, true]), Err(RocError::MissingClass("impostor")));
-        assert!(roc_curve(&[0.1f64, 0.2], &[false, false]).unwrap_err().to_string().contains("genuine"));
+        assert_eq!(
+            roc_curve(&[0.1f64], &[true, false]),
+            Err(RocError::LengthMismatch {
+                scores: 1,
+                labels: 2
+            })
+        );
+        assert_eq!(
+            roc_curve(&[0.1f64, f64::NAN], &[true, false]),
+            Err(RocError::NotFinite { index: 1 })
+        );
+        assert_eq!(
+            roc_curve(&[0.1f64, 0.2], &[true, true]),
+            Err(RocError::MissingClass("impostor"))
+        );
+        assert!(roc_curve(&[0.1f64, 0.2], &[false, false])
+            .unwrap_err()
+            .to_string()
+            .contains("genuine"));
     }
 
     #[test]
@@ -338,15 +431,23 @@ mod tests {
 
     #[test]
     fn radix_sort_sorts() {
-        let mut v: Vec<u64> = (0..10_000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7).collect();
+        let mut v: Vec<u64> = (0..10_000u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7)
+            .collect();
         let mut w = v.clone();
         radix_sort(&mut v);
         w.sort_unstable();
         assert_eq!(v, w);
-        let mut keys: Vec<u64> = [-2.5f32, -0.0, 0.0, 1e-30, -1e-30, 3.0].iter().map(|s| s.key()).collect();
+        let mut keys: Vec<u64> = [-2.5f32, -0.0, 0.0, 1e-30, -1e-30, 3.0]
+            .iter()
+            .map(|s| s.key())
+            .collect();
         keys.sort_unstable();
         let back: Vec<f64> = keys.iter().map(|&k| key_to_f64::<f32>(k)).collect();
-        assert_eq!(back, vec![-2.5, -1e-30f32 as f64, 0.0, 0.0, 1e-30f32 as f64, 3.0]);
+        assert_eq!(
+            back,
+            vec![-2.5, -1e-30f32 as f64, 0.0, 0.0, 1e-30f32 as f64, 3.0]
+        );
     }
 
     #[test]

@@ -39,7 +39,11 @@ pub enum VerificationError {
     #[error("{dist} distances but {labels} issame labels")]
     LengthMismatch { dist: usize, labels: usize },
     #[error("only {pairs} pairs: {folds}-fold evaluation would leave fold {fold} empty\nhint: a verification set needs at least {folds} pairs")]
-    EmptyFold { pairs: usize, folds: usize, fold: usize },
+    EmptyFold {
+        pairs: usize,
+        folds: usize,
+        fold: usize,
+    },
     #[error("distance {index} is NaN")]
     NaN { index: usize },
 }
@@ -72,7 +76,11 @@ pub fn pair_distances(emb: &[f32], dim: usize) -> Vec<f64> {
 /// Index of the first grid threshold `j · step` (j < len) strictly above `d`; `len` if none.
 fn first_above(d: f64, step: f64, len: usize) -> usize {
     let t = |j: usize| j as f64 * step;
-    let mut k = if d <= 0.0 { 0 } else { ((d / step).floor() as usize).min(len) };
+    let mut k = if d <= 0.0 {
+        0
+    } else {
+        ((d / step).floor() as usize).min(len)
+    };
     while k < len && t(k) <= d {
         k += 1;
     }
@@ -83,7 +91,12 @@ fn first_above(d: f64, step: f64, len: usize) -> usize {
 }
 
 /// Confusion counts at every grid threshold for the pairs `idx`: (true accepts, false accepts).
-fn sweep(cut: &[usize], issame: &[bool], idx: impl Iterator<Item = usize>, len: usize) -> (Vec<u32>, Vec<u32>) {
+fn sweep(
+    cut: &[usize],
+    issame: &[bool],
+    idx: impl Iterator<Item = usize>,
+    len: usize,
+) -> (Vec<u32>, Vec<u32>) {
     let mut ta = vec![0u32; len + 1];
     let mut fa = vec![0u32; len + 1];
     for i in idx {
@@ -104,9 +117,17 @@ fn sweep(cut: &[usize], issame: &[bool], idx: impl Iterator<Item = usize>, len: 
 }
 
 /// The whole protocol: `folds`-fold accuracy and VAL@`far_target` on distances (smaller = same).
-pub fn evaluate(dist: &[f64], issame: &[bool], folds: usize, far_target: f64) -> Result<VerificationResult, VerificationError> {
+pub fn evaluate(
+    dist: &[f64],
+    issame: &[bool],
+    folds: usize,
+    far_target: f64,
+) -> Result<VerificationResult, VerificationError> {
     if dist.len() != issame.len() {
-        return Err(VerificationError::LengthMismatch { dist: dist.len(), labels: issame.len() });
+        return Err(VerificationError::LengthMismatch {
+            dist: dist.len(),
+            labels: issame.len(),
+        });
     }
     if let Some(index) = dist.iter().position(|d| d.is_nan()) {
         return Err(VerificationError::NaN { index });
@@ -114,10 +135,20 @@ pub fn evaluate(dist: &[f64], issame: &[bool], folds: usize, far_target: f64) ->
     let n = dist.len();
     let bounds = kfold_bounds(n, folds);
     if let Some(fold) = bounds.iter().position(|(a, b)| a == b) {
-        return Err(VerificationError::EmptyFold { pairs: n, folds, fold });
+        return Err(VerificationError::EmptyFold {
+            pairs: n,
+            folds,
+            fold,
+        });
     }
-    let acc_cut: Vec<usize> = dist.iter().map(|&d| first_above(d, ACC_STEP, ACC_THRESHOLDS)).collect();
-    let val_cut: Vec<usize> = dist.iter().map(|&d| first_above(d, VAL_STEP, VAL_THRESHOLDS)).collect();
+    let acc_cut: Vec<usize> = dist
+        .iter()
+        .map(|&d| first_above(d, ACC_STEP, ACC_THRESHOLDS))
+        .collect();
+    let val_cut: Vec<usize> = dist
+        .iter()
+        .map(|&d| first_above(d, VAL_STEP, VAL_THRESHOLDS))
+        .collect();
     let (mut accs, mut thrs, mut vals, mut fars) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for &(a, b) in &bounds {
         let train = (0..a).chain(b..n);
@@ -137,7 +168,10 @@ pub fn evaluate(dist: &[f64], issame: &[bool], folds: usize, far_target: f64) ->
             }
         }
         let thr = best as f64 * ACC_STEP;
-        let test_correct = test.clone().filter(|&i| (dist[i] < thr) == issame[i]).count();
+        let test_correct = test
+            .clone()
+            .filter(|&i| (dist[i] < thr) == issame[i])
+            .count();
         accs.push(test_correct as f64 / (b - a) as f64);
         thrs.push(thr);
 
@@ -146,7 +180,11 @@ pub fn evaluate(dist: &[f64], issame: &[bool], folds: usize, far_target: f64) ->
         let (_, vfa) = sweep(&val_cut, issame, train, VAL_THRESHOLDS);
         let far_train: Vec<f64> = vfa.iter().map(|&c| c as f64 / n_diff as f64).collect();
         let max_far = far_train.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let threshold = if max_far >= far_target { slinear_interp(&far_train, VAL_STEP, far_target) } else { 0.0 };
+        let threshold = if max_far >= far_target {
+            slinear_interp(&far_train, VAL_STEP, far_target)
+        } else {
+            0.0
+        };
         let (mut ta_t, mut fa_t, mut same_t, mut diff_t) = (0u64, 0u64, 0u64, 0u64);
         for i in test {
             let accept = dist[i] < threshold;
@@ -218,7 +256,10 @@ mod tests {
     fn kfold_matches_sklearn_sizes() {
         assert_eq!(kfold_bounds(6000, 10)[0], (0, 600));
         let b = kfold_bounds(23, 10);
-        assert_eq!(b.iter().map(|(a, b)| b - a).collect::<Vec<_>>(), vec![3, 3, 3, 2, 2, 2, 2, 2, 2, 2]);
+        assert_eq!(
+            b.iter().map(|(a, b)| b - a).collect::<Vec<_>>(),
+            vec![3, 3, 3, 2, 2, 2, 2, 2, 2, 2]
+        );
         assert_eq!(b[9].1, 23);
     }
 
@@ -237,7 +278,9 @@ mod tests {
 
     #[test]
     fn separable_pairs_are_perfect() {
-        let dist: Vec<f64> = (0..100).map(|i| if i % 2 == 0 { 0.5 } else { 1.5 }).collect();
+        let dist: Vec<f64> = (0..100)
+            .map(|i| if i % 2 == 0 { 0.5 } else { 1.5 })
+            .collect();
         let same: Vec<bool> = (0..100).map(|i| i % 2 == 0).collect();
         let r = evaluate(&dist, &same, 10, 1e-3).unwrap();
         assert_eq!(r.accuracy, 1.0);
@@ -249,9 +292,19 @@ mod tests {
     #[test]
     fn too_few_pairs_is_an_error() {
         let e = evaluate(&[0.1; 5], &[true; 5], 10, 1e-3).unwrap_err();
-        assert_eq!(e, VerificationError::EmptyFold { pairs: 5, folds: 10, fold: 5 });
+        assert_eq!(
+            e,
+            VerificationError::EmptyFold {
+                pairs: 5,
+                folds: 10,
+                fold: 5
+            }
+        );
         assert!(e.to_string().contains("at least 10 pairs"));
-        assert!(matches!(evaluate(&[0.1; 5], &[true; 4], 10, 1e-3), Err(VerificationError::LengthMismatch { .. })));
+        assert!(matches!(
+            evaluate(&[0.1; 5], &[true; 4], 10, 1e-3),
+            Err(VerificationError::LengthMismatch { .. })
+        ));
     }
 
     #[test]

@@ -5,3 +5,5 @@
 pub mod npy;
 pub mod recordio;
 pub mod text;
+pub mod bin;
+pub mod ijb;

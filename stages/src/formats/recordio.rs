@@ -68,7 +68,11 @@ pub fn pack(id: u64, labels: &[f32], array: bool, payload: &[u8]) -> Vec<u8> {
 /// `mx.recordio.unpack`. `what` names the record in errors (file and key).
 pub fn unpack<'a>(rec: &'a [u8], what: &dyn Fn() -> String) -> Result<Unpacked<'a>> {
     if rec.len() < IR_HEADER_LEN {
-        bail!("{}: record of {} bytes is shorter than the 24-byte IRHeader", what(), rec.len());
+        bail!(
+            "{}: record of {} bytes is shorter than the 24-byte IRHeader",
+            what(),
+            rec.len()
+        );
     }
     let u32_at = |o: usize| u32::from_le_bytes([rec[o], rec[o + 1], rec[o + 2], rec[o + 3]]);
     let u64_at = |o: usize| {
@@ -76,9 +80,18 @@ pub fn unpack<'a>(rec: &'a [u8], what: &dyn Fn() -> String) -> Result<Unpacked<'
         b.copy_from_slice(&rec[o..o + 8]);
         u64::from_le_bytes(b)
     };
-    let header = IrHeader { flag: u32_at(0), label: f32::from_bits(u32_at(4)), id: u64_at(8), id2: u64_at(16) };
+    let header = IrHeader {
+        flag: u32_at(0),
+        label: f32::from_bits(u32_at(4)),
+        id: u64_at(8),
+        id2: u64_at(16),
+    };
     if header.flag == 0 {
-        return Ok(Unpacked { header, labels: vec![header.label], payload: &rec[IR_HEADER_LEN..] });
+        return Ok(Unpacked {
+            header,
+            labels: vec![header.label],
+            payload: &rec[IR_HEADER_LEN..],
+        });
     }
     let n = header.flag as usize;
     let end = n.checked_mul(4).and_then(|b| b.checked_add(IR_HEADER_LEN));
@@ -99,7 +112,11 @@ pub fn unpack<'a>(rec: &'a [u8], what: &dyn Fn() -> String) -> Result<Unpacked<'
 
 /// Read the logical record whose first part starts at `offset` in `data`. Returns the record
 /// (borrowed when it is a single part) and the offset just past its last part.
-pub fn read_record_at<'a>(data: &'a [u8], offset: usize, file: &Path) -> Result<(Cow<'a, [u8]>, usize)> {
+pub fn read_record_at<'a>(
+    data: &'a [u8],
+    offset: usize,
+    file: &Path,
+) -> Result<(Cow<'a, [u8]>, usize)> {
     let mut pos = offset;
     let mut assembled: Option<Vec<u8>> = None;
     loop {
@@ -191,8 +208,10 @@ pub struct RecordWriter {
 
 impl RecordWriter {
     pub fn create(rec_path: &Path, idx_path: &Path) -> Result<Self> {
-        let rec = File::create(rec_path).with_context(|| format!("cannot create {}", rec_path.display()))?;
-        let idx = File::create(idx_path).with_context(|| format!("cannot create {}", idx_path.display()))?;
+        let rec = File::create(rec_path)
+            .with_context(|| format!("cannot create {}", rec_path.display()))?;
+        let idx = File::create(idx_path)
+            .with_context(|| format!("cannot create {}", idx_path.display()))?;
         Ok(RecordWriter {
             rec_path: rec_path.to_path_buf(),
             rec: BufWriter::with_capacity(1 << 20, rec),
@@ -203,14 +222,17 @@ impl RecordWriter {
 
     /// Write one logical record (already packed) under `key`.
     pub fn write(&mut self, key: u64, record: &[u8]) -> Result<()> {
-        let n = write_record(&mut self.rec, record).with_context(|| format!("writing {}", self.rec_path.display()))?;
+        let n = write_record(&mut self.rec, record)
+            .with_context(|| format!("writing {}", self.rec_path.display()))?;
         writeln!(self.idx, "{key}\t{}", self.pos)?;
         self.pos += n;
         Ok(())
     }
 
     pub fn finish(mut self) -> Result<()> {
-        self.rec.flush().with_context(|| format!("writing {}", self.rec_path.display()))?;
+        self.rec
+            .flush()
+            .with_context(|| format!("writing {}", self.rec_path.display()))?;
         self.idx.flush()?;
         Ok(())
     }
@@ -227,7 +249,11 @@ pub fn write_face_layout(
     (height, width): (u32, u32),
 ) -> Result<()> {
     if images.len() != labels.len() {
-        bail!("write_face_layout: {} images but {} labels", images.len(), labels.len());
+        bail!(
+            "write_face_layout: {} images but {} labels",
+            images.len(),
+            labels.len()
+        );
     }
     if labels.windows(2).any(|w| w[1] < w[0]) {
         bail!("write_face_layout: labels must be in ascending class order");
@@ -242,17 +268,35 @@ pub fn write_face_layout(
         let key = i as u64 + 1;
         w.write(key, &pack(key, &[l as f32], false, img))?;
     }
-    w.write(0, &pack(0, &[(n + 1) as f32, (n + 1 + num_classes as u64) as f32], true, &[]))?;
+    w.write(
+        0,
+        &pack(
+            0,
+            &[(n + 1) as f32, (n + 1 + num_classes as u64) as f32],
+            true,
+            &[],
+        ),
+    )?;
     let mut start = 0usize;
     for c in 0..num_classes {
-        let end = start + labels[start..].iter().take_while(|&&l| l == c as i64).count();
+        let end = start
+            + labels[start..]
+                .iter()
+                .take_while(|&&l| l == c as i64)
+                .count();
         let key = n + 1 + c as u64;
-        w.write(key, &pack(key, &[(start + 1) as f32, (end + 1) as f32], true, &[]))?;
+        w.write(
+            key,
+            &pack(key, &[(start + 1) as f32, (end + 1) as f32], true, &[]),
+        )?;
         start = end;
     }
     w.finish()?;
-    std::fs::write(dir.join("property"), format!("{num_classes},{height},{width}\n"))
-        .with_context(|| format!("cannot write {}", dir.join("property").display()))?;
+    std::fs::write(
+        dir.join("property"),
+        format!("{num_classes},{height},{width}\n"),
+    )
+    .with_context(|| format!("cannot write {}", dir.join("property").display()))?;
     Ok(())
 }
 
@@ -272,7 +316,8 @@ impl RecordReader {
         let file = File::open(rec).with_context(|| format!("cannot open {}", rec.display()))?;
         // SAFETY: the file is opened read-only; a concurrent writer truncating it is outside the contract
         // of a dataset (inputs are read-only), and every access is bounds-checked against the map length.
-        let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot mmap {}", rec.display()))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .with_context(|| format!("cannot mmap {}", rec.display()))?;
         let entries = match idx {
             Some(idx) => parse_idx(idx, map.len() as u64)?,
             None => scan(&map, rec)?,
@@ -280,10 +325,18 @@ impl RecordReader {
         let mut by_key = HashMap::with_capacity(entries.len());
         for &(k, o) in &entries {
             if by_key.insert(k, o).is_some() {
-                bail!("{}: key {k} appears twice\nhint: rebuild the .idx", idx.unwrap_or(rec).display());
+                bail!(
+                    "{}: key {k} appears twice\nhint: rebuild the .idx",
+                    idx.unwrap_or(rec).display()
+                );
             }
         }
-        Ok(RecordReader { rec_path: rec.to_path_buf(), map, entries, by_key })
+        Ok(RecordReader {
+            rec_path: rec.to_path_buf(),
+            map,
+            entries,
+            by_key,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -307,14 +360,18 @@ impl RecordReader {
     /// The logical record of `key`.
     pub fn read_key(&self, key: u64) -> Result<Cow<'_, [u8]>> {
         let off = self.offset_of(key).ok_or_else(|| {
-            anyhow!("{}: no record with key {key} in the index", self.rec_path.display())
+            anyhow!(
+                "{}: no record with key {key} in the index",
+                self.rec_path.display()
+            )
         })?;
         self.read_at(off)
     }
 }
 
 fn parse_idx(path: &Path, rec_len: u64) -> Result<Vec<(u64, u64)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read index {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read index {}", path.display()))?;
     let mut out = Vec::with_capacity(text.len() / 12);
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
@@ -330,8 +387,16 @@ fn parse_idx(path: &Path, rec_len: u64) -> Result<Vec<(u64, u64)>> {
                 i + 1
             ),
         };
-        let key: u64 = k.parse().map_err(|_| anyhow!("{}:{}: key {k:?} is not an integer", path.display(), i + 1))?;
-        let off: u64 = o.parse().map_err(|_| anyhow!("{}:{}: offset {o:?} is not an integer", path.display(), i + 1))?;
+        let key: u64 = k
+            .parse()
+            .map_err(|_| anyhow!("{}:{}: key {k:?} is not an integer", path.display(), i + 1))?;
+        let off: u64 = o.parse().map_err(|_| {
+            anyhow!(
+                "{}:{}: offset {o:?} is not an integer",
+                path.display(),
+                i + 1
+            )
+        })?;
         if off + 8 > rec_len {
             bail!(
                 "{}:{}: idx entry for key {key} points at byte offset {off}, past the end of the .rec ({rec_len} bytes)\nhint: the .idx belongs to another (larger) .rec, or the .rec is truncated",
@@ -396,7 +461,7 @@ impl FaceIndex {
         };
         let (layout, keys, header_classes): (Layout, Vec<u64>, Option<usize>) = match header {
             Some(l) => {
-                if l.len() < 2 || !(l[0] >= 1.0) || !(l[1] >= l[0]) {
+                if l.len() < 2 || l[0].is_nan() || l[1].is_nan() || l[0] < 1.0 || l[1] < l[0] {
                     bail!(
                         "{}: header record (key 0) has label {l:?}; expected [N+1, N+1+C]\nhint: the file is not in the insightface face layout",
                         path.display()
@@ -406,7 +471,11 @@ impl FaceIndex {
                 let c = (l[1] - l[0]) as usize;
                 (Layout::Header, (1..first_id).collect(), Some(c))
             }
-            None => (Layout::IdxOrder, reader.entries().iter().map(|&(k, _)| k).collect(), None),
+            None => (
+                Layout::IdxOrder,
+                reader.entries().iter().map(|&(k, _)| k).collect(),
+                None,
+            ),
         };
         let mut offsets = Vec::with_capacity(keys.len());
         let mut labels = Vec::with_capacity(keys.len());
@@ -439,16 +508,28 @@ impl FaceIndex {
                 if header_classes.is_some() { "header record" } else { "property file" }
             );
         }
-        Ok(FaceIndex { layout, keys, offsets, labels, num_classes })
+        Ok(FaceIndex {
+            layout,
+            keys,
+            offsets,
+            labels,
+            num_classes,
+        })
     }
 }
 
 /// Parse `property`: `"{C},{H},{W}"` (optionally a second line `N`). Returns (C, H, W).
 pub fn read_property(path: &Path) -> Result<(usize, u32, u32)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let first = text.lines().next().unwrap_or("").trim();
     let parts: Vec<&str> = first.split(',').map(str::trim).collect();
-    let bad = || anyhow!("{}:1: expected `C,H,W` (e.g. `10572,112,112`), got {first:?}", path.display());
+    let bad = || {
+        anyhow!(
+            "{}:1: expected `C,H,W` (e.g. `10572,112,112`), got {first:?}",
+            path.display()
+        )
+    };
     if parts.len() != 3 {
         return Err(bad());
     }
@@ -479,7 +560,12 @@ mod tests {
         assert_eq!(n as usize, out.len());
         // Hand-built expected bytes: empty first part, empty middle, [1,2,3,4] middle, empty last.
         let mut want = Vec::new();
-        for (cflag, data) in [(1u32, &[][..]), (2, &[][..]), (2, &[1u8, 2, 3, 4][..]), (3, &[][..])] {
+        for (cflag, data) in [
+            (1u32, &[][..]),
+            (2, &[][..]),
+            (2, &[1u8, 2, 3, 4][..]),
+            (3, &[][..]),
+        ] {
             want.extend_from_slice(&[0x0A, 0x23, 0xD7, 0xCE]);
             want.extend_from_slice(&((cflag << 29) | data.len() as u32).to_le_bytes());
             want.extend_from_slice(data);
@@ -517,8 +603,13 @@ mod tests {
         assert_eq!(u.header.flag, 2);
         assert_eq!(u.labels, vec![11.0, 14.0]);
         assert!(u.payload.is_empty());
-        let err = unpack(&r[..28], &|| "f.rec key 0".into()).unwrap_err().to_string();
-        assert!(err.contains("f.rec key 0") && err.contains("announces 2 f32 labels"), "{err}");
+        let err = unpack(&r[..28], &|| "f.rec key 0".into())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("f.rec key 0") && err.contains("announces 2 f32 labels"),
+            "{err}"
+        );
     }
 
     fn write_dataset(dir: &Path, payloads: &[Vec<u8>], labels: &[i64], c: usize) {
@@ -532,14 +623,21 @@ mod tests {
         p2[16..20].copy_from_slice(&MAGIC_BYTES); // record offset 24+16 = 40, 4-aligned: split
         let payloads = vec![b"abc".to_vec(), p2.clone(), vec![1, 2, 3, 4, 5, 6, 7, 8]];
         write_dataset(d.path(), &payloads, &[0, 0, 2], 3);
-        let r = RecordReader::open(&d.path().join("train.rec"), Some(&d.path().join("train.idx"))).unwrap();
+        let r = RecordReader::open(
+            &d.path().join("train.rec"),
+            Some(&d.path().join("train.idx")),
+        )
+        .unwrap();
         let idx = FaceIndex::build(&r, None).unwrap();
         assert_eq!(idx.layout, Layout::Header);
         assert_eq!(idx.keys, vec![1, 2, 3]);
         assert_eq!(idx.labels, vec![0, 0, 2]);
         assert_eq!(idx.num_classes, 3);
         let rec = r.read_key(2).unwrap();
-        assert!(matches!(rec, Cow::Owned(_)), "the magic inside forces a multi-part record");
+        assert!(
+            matches!(rec, Cow::Owned(_)),
+            "the magic inside forces a multi-part record"
+        );
         assert_eq!(unpack(&rec, &|| "t".into()).unwrap().payload, &p2[..]);
         // Identity records [start, end) in keys.
         let u = r.read_key(4).unwrap();
@@ -549,7 +647,10 @@ mod tests {
         // A scan without the index finds the same keys.
         let s = RecordReader::open(&d.path().join("train.rec"), None).unwrap();
         assert_eq!(s.entries(), r.entries());
-        assert_eq!(read_property(&d.path().join("property")).unwrap(), (3, 112, 112));
+        assert_eq!(
+            read_property(&d.path().join("property")).unwrap(),
+            (3, 112, 112)
+        );
     }
 
     #[test]
@@ -559,7 +660,8 @@ mod tests {
         let idx = d.path().join("t.idx");
         let mut w = RecordWriter::create(&rec, &idx).unwrap();
         for key in [0u64, 4, 7, 5, 1, 6, 3, 2] {
-            w.write(key, &pack(key, &[(key % 2) as f32], false, b"x")).unwrap();
+            w.write(key, &pack(key, &[(key % 2) as f32], false, b"x"))
+                .unwrap();
         }
         w.finish().unwrap();
         let r = RecordReader::open(&rec, Some(&idx)).unwrap();
@@ -585,22 +687,40 @@ mod tests {
         std::fs::write(&rec, &bad).unwrap();
         let r = RecordReader::open(&rec, Some(&idx)).unwrap();
         let err = r.read_key(2).unwrap_err().to_string();
-        assert!(err.contains("bad magic 0xCED723FF at byte offset 36"), "{err}");
+        assert!(
+            err.contains("bad magic 0xCED723FF at byte offset 36"),
+            "{err}"
+        );
         // Truncated: cut the last identity record in half.
         std::fs::write(&rec, &good[..good.len() - 10]).unwrap();
         let r = RecordReader::open(&rec, Some(&idx)).unwrap();
         let last = r.entries().last().unwrap().1;
         let err = r.read_at(last).unwrap_err().to_string();
-        assert!(err.contains(&format!("truncated record at byte offset {last}")), "{err}");
+        assert!(
+            err.contains(&format!("truncated record at byte offset {last}")),
+            "{err}"
+        );
         // idx entry past the end.
         std::fs::write(&rec, &good[..60]).unwrap();
-        let err = RecordReader::open(&rec, Some(&idx)).err().unwrap().to_string();
-        assert!(err.contains("train.idx:3: idx entry for key 0 points at byte offset 72, past the end"), "{err}");
+        let err = RecordReader::open(&rec, Some(&idx))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("train.idx:3: idx entry for key 0 points at byte offset 72, past the end"),
+            "{err}"
+        );
         // Malformed idx line.
         std::fs::write(&rec, &good).unwrap();
         std::fs::write(&idx, "1\t0\nfoo\n").unwrap();
-        let err = RecordReader::open(&rec, Some(&idx)).err().unwrap().to_string();
-        assert!(err.contains("train.idx:2: expected `key<TAB>offset`"), "{err}");
+        let err = RecordReader::open(&rec, Some(&idx))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("train.idx:2: expected `key<TAB>offset`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -615,6 +735,9 @@ mod tests {
         w.finish().unwrap();
         let r = RecordReader::open(&rec, Some(&idx)).unwrap();
         let err = FaceIndex::build(&r, None).unwrap_err().to_string();
-        assert!(err.contains("key 2 has label 5 out of range 0..2 (classes from the header record)"), "{err}");
+        assert!(
+            err.contains("key 2 has label 5 out of range 0..2 (classes from the header record)"),
+            "{err}"
+        );
     }
 }

@@ -59,7 +59,7 @@ impl Params for SyntheticFacesParams {
         if self.images_per_identity < 1 {
             errs.push(ParamError::new("images_per_identity", "must be at least 1"));
         }
-        if !(16..=512).contains(&self.size) || self.size % 4 != 0 {
+        if !(16..=512).contains(&self.size) || !self.size.is_multiple_of(4) {
             errs.push(ParamError::new("size", format!("must be a multiple of 4 in 16..=512, got {}", self.size)));
         }
         if !(0.0..0.5).contains(&self.label_noise) {
@@ -68,7 +68,7 @@ impl Params for SyntheticFacesParams {
         if !(0.0..0.9).contains(&self.duplicates) {
             errs.push(ParamError::new("duplicates", format!("must be in [0, 0.9), got {}", self.duplicates)));
         }
-        if self.pairs < 20 || self.pairs % 10 != 0 {
+        if self.pairs < 20 || !self.pairs.is_multiple_of(10) {
             errs.push(ParamError::new("pairs", format!("must be a multiple of 10, at least 20, got {}", self.pairs)));
         }
         if self.verification_identities < 2 {

@@ -188,7 +188,7 @@ impl Params for EvalTrainsetParams {
         if self.batch_size == 0 {
             errs.push(ParamError::new("batch_size", "must be at least 1"));
         }
-        if !(self.s > 0.0) {
+        if self.s.is_nan() || self.s <= 0.0 {
             errs.push(ParamError::new("s", format!("must be > 0, got {}", self.s)));
         }
         if errs.is_empty() {

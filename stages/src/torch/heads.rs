@@ -67,6 +67,11 @@ impl Head {
         Head { cfg, kernel, t }
     }
 
+    /// CurricularFace's current `t` (None for the other heads).
+    pub fn t(&self) -> Option<&Tensor> {
+        self.t.as_ref()
+    }
+
     /// clamp(l2norm(x rows) · l2norm(kernel columns), −1, 1).
     pub fn cosine(&self, emb: &Tensor) -> Tensor {
         l2_norm(emb, 1).mm(&l2_norm(&self.kernel, 0)).clamp(-1.0, 1.0)

@@ -2,10 +2,16 @@
 //! ([`model`]), the optimiser ([`optim`]), the `train` and `eval-trainset` stages, and embedding
 //! extraction for `verify` / `ijbc`.
 
+pub mod embed;
+pub mod eval_trainset;
 pub mod heads;
 pub mod model;
 pub mod nn;
 pub mod optim;
+pub mod train;
+
+#[cfg(test)]
+mod golden_tests;
 
 use crate::invocation::Device as InvDevice;
 use crate::Invocation;
@@ -13,9 +19,29 @@ use crate::Invocation;
 /// Run a kind that needs libtorch; `None` when `inv.kind` is not one of them.
 pub fn run(inv: &Invocation) -> Option<anyhow::Result<serde_json::Value>> {
     match inv.kind.as_str() {
+        "train" => Some(train::run(inv)),
+        "eval-trainset" => Some(eval_trainset::run(inv)),
+        "verify" => Some(embed::run_verify(inv)),
+        "ijbc" => Some(embed::run_ijbc(inv)),
         _ => None,
     }
 }
+
+/// The params' own semantic checks, rendered like the engine renders them.
+pub fn check_params<P: crate::kinds::Params>(p: &P) -> anyhow::Result<()> {
+    if let Err(errs) = p.validate() {
+        let msgs: Vec<String> = errs
+            .iter()
+            .map(|e| match &e.hint {
+                Some(h) => format!("`{}`: {}\nhint: {h}", e.path, e.message),
+                None => format!("`{}`: {}", e.path, e.message),
+            })
+            .collect();
+        anyhow::bail!("invalid params:\n{}", msgs.join("\n"));
+    }
+    Ok(())
+}
+
 
 /// CUDA device 0 when the invocation asks for CUDA and libtorch sees it, else the CPU (with a
 /// progress message saying so). Also fixes the CPU thread count to the cores available.

@@ -89,6 +89,11 @@ pub fn save_vars(vs: &VarStore, path: &Path) -> Result<()> {
 pub fn load_vars(vs: &VarStore, path: &Path, what: &str) -> Result<()> {
     let file = Tensor::read_safetensors(path)
         .map_err(|e| anyhow::anyhow!("cannot read {what} weights {}: {e}", path.display()))?;
+    load_named_vars(vs, file.into_iter().collect(), &path.display().to_string(), what)
+}
+
+/// As [`load_vars`] from tensors already in memory; `source` names them in errors.
+pub fn load_named_vars(vs: &VarStore, file: HashMap<String, Tensor>, source: &str, what: &str) -> Result<()> {
     let file: HashMap<String, Tensor> =
         file.into_iter().filter(|(k, _)| !k.ends_with("num_batches_tracked")).collect();
     let vars = vs.variables();
@@ -113,7 +118,7 @@ pub fn load_vars(vs: &VarStore, path: &Path, what: &str) -> Result<()> {
             }
             s
         };
-        let mut msg = format!("{} does not hold the {what} this model needs:", path.display());
+        let mut msg = format!("{source} does not hold the {what} this model needs:");
         if !missing.is_empty() {
             msg.push_str(&format!("\n  missing ({}): {}", missing.len(), few(missing.into_iter().cloned().collect())));
         }
@@ -131,7 +136,7 @@ pub fn load_vars(vs: &VarStore, path: &Path, what: &str) -> Result<()> {
             let src = &file[&k];
             let mut dst = v;
             dst.f_copy_(&src.to_device(dst.device()).to_kind(dst.kind()))
-                .with_context(|| format!("{}: cannot copy `{k}`", path.display()))?;
+                .with_context(|| format!("{source}: cannot copy `{k}`"))?;
         }
         Ok(())
     })

@@ -1,0 +1,57 @@
+//! The `recordio` kind: index an existing insightface RecordIO folder in place ([`run`]). The
+//! published `dataset.json` points at the source `.rec`/`.idx` by absolute path; nothing is copied.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::kinds::data::RecordioParams;
+
+/// Find the `.rec`/`.idx` pair in `source`: `train.rec` + `train.idx`, or the only `.rec` there.
+pub fn find_pair(source: &Path) -> Result<(PathBuf, PathBuf)> {
+    let rec = source.join("train.rec");
+    let (rec, idx) = if rec.is_file() {
+        (rec, source.join("train.idx"))
+    } else {
+        let recs: Vec<PathBuf> = std::fs::read_dir(source)
+            .with_context(|| format!("cannot list {}", source.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "rec"))
+            .collect();
+        match recs.as_slice() {
+            [one] => (one.clone(), one.with_extension("idx")),
+            [] => bail!("{}: no train.rec (or other .rec file) here\nhint: `source` must be an insightface RecordIO folder such as faces_webface_112x112", source.display()),
+            _ => bail!("{}: several .rec files and no train.rec; rename the one to use to train.rec", source.display()),
+        }
+    };
+    if !idx.is_file() {
+        bail!(
+            "{}: missing index {}\nhint: the .idx (key<TAB>offset per record) must sit next to the .rec",
+            source.display(),
+            idx.display()
+        );
+    }
+    Ok((rec, idx))
+}
+
+pub fn run(p: &RecordioParams, source: &Path, train: &Path) -> Result<serde_json::Value> {
+    let source = source
+        .canonicalize()
+        .with_context(|| format!("cannot open source folder {}", source.display()))?;
+    let (rec, idx) = find_pair(&source)?;
+    std::fs::create_dir_all(train)?;
+    let property = source.join("property");
+    let meta = crate::data::dataset::publish(train, &rec, &idx, Some(&property), p.verify_images)?;
+    if property.is_file() {
+        std::fs::copy(&property, train.join("property"))?;
+    }
+    Ok(json!({
+        "images": meta.n,
+        "classes": meta.c,
+        "height": meta.height,
+        "width": meta.width,
+        "layout": meta.layout,
+        "verified_images": p.verify_images,
+    }))
+}

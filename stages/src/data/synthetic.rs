@@ -1,0 +1,1057 @@
+//! The `synthetic-faces` generator: a seeded stand-in for CASIA-WebFace ([`generate`]) written in
+//! the real formats: a face-layout RecordIO `train/` folder, an LFW-style `pairs.bin`, an IJB-C-style
+//! `ijbc/` release, and `noise.json` with the ground truth of the injected defects.
+//!
+//! Each identity is a parametric face ([`Identity`]: skin, hair and eye colours, face shape,
+//! feature geometry, hair style, beard, glasses, a skin texture). Each image adds nuisance
+//! ([`Nuisance`]: pose and affine jitter, expression, illumination, colour cast, background,
+//! occlusion, blur, sensor noise, JPEG quality). Everything derives from (seed, identity, image) by
+//! hashing, so images render in parallel and the bytes do not depend on the thread count.
+//!
+//! Faces are drawn in the identity's own frame, whose scale matches the 112×112 ArcFace template.
+//! Aligned images (training, pairs) use the similarity that maps the identity's five landmarks
+//! onto the template; IJB-C loose crops use an arbitrary larger similarity and publish the
+//! transformed landmarks, so aligning them to the template recovers the aligned face.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde_json::json;
+
+use crate::formats::ijb::{self, IjbRelease};
+use crate::formats::{bin, recordio};
+use crate::kinds::data::SyntheticFacesParams;
+
+/// ArcFace 112×112 five-point template (formats.md §3.2).
+pub const TEMPLATE: [[f32; 2]; 5] = [
+    [38.2946, 51.6963],
+    [73.5318, 51.5014],
+    [56.0252, 71.7366],
+    [41.5493, 92.3655],
+    [70.7299, 92.2041],
+];
+
+/// 2-D similarity x' = [[a, −b], [b, a]]·x + t.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sim {
+    pub a: f32,
+    pub b: f32,
+    pub tx: f32,
+    pub ty: f32,
+}
+
+impl Sim {
+    pub fn apply(&self, p: [f32; 2]) -> [f32; 2] {
+        [
+            self.a * p[0] - self.b * p[1] + self.tx,
+            self.b * p[0] + self.a * p[1] + self.ty,
+        ]
+    }
+
+    /// self ∘ other (apply `other` first).
+    pub fn then_after(&self, other: &Sim) -> Sim {
+        let t = self.apply([other.tx, other.ty]);
+        Sim {
+            a: self.a * other.a - self.b * other.b,
+            b: self.b * other.a + self.a * other.b,
+            tx: t[0],
+            ty: t[1],
+        }
+    }
+
+    pub fn inverse(&self) -> Sim {
+        let d = self.a * self.a + self.b * self.b;
+        let (a, b) = (self.a / d, -self.b / d);
+        let t = [-(a * self.tx - b * self.ty), -(b * self.tx + a * self.ty)];
+        Sim {
+            a,
+            b,
+            tx: t[0],
+            ty: t[1],
+        }
+    }
+
+    /// Rotation θ (radians) and scale s about `center`, then a shift.
+    pub fn about(center: [f32; 2], theta: f32, s: f32, shift: [f32; 2]) -> Sim {
+        let (a, b) = (s * theta.cos(), s * theta.sin());
+        let tx = center[0] - (a * center[0] - b * center[1]) + shift[0];
+        let ty = center[1] - (b * center[0] + a * center[1]) + shift[1];
+        Sim { a, b, tx, ty }
+    }
+
+    /// Least-squares similarity mapping `src` onto `dst` (the 2-D closed form of formats.md §3.2).
+    pub fn estimate(src: &[[f32; 2]], dst: &[[f32; 2]]) -> Sim {
+        let n = src.len() as f32;
+        let mean = |p: &[[f32; 2]]| {
+            let s = p
+                .iter()
+                .fold([0f32; 2], |acc, q| [acc[0] + q[0], acc[1] + q[1]]);
+            [s[0] / n, s[1] / n]
+        };
+        let (ms, md) = (mean(src), mean(dst));
+        let (mut var, mut sa, mut sb) = (0f32, 0f32, 0f32);
+        for (p, q) in src.iter().zip(dst) {
+            let (px, py, qx, qy) = (p[0] - ms[0], p[1] - ms[1], q[0] - md[0], q[1] - md[1]);
+            var += px * px + py * py;
+            sa += px * qx + py * qy;
+            sb += px * qy - py * qx;
+        }
+        let (a, b) = (sa / var, sb / var);
+        Sim {
+            a,
+            b,
+            tx: md[0] - (a * ms[0] - b * ms[1]),
+            ty: md[1] - (b * ms[0] + a * ms[1]),
+        }
+    }
+}
+
+/// SplitMix64 step, used to derive independent seeds from (seed, domain, index…).
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn seed_of(parts: &[u64]) -> u64 {
+    parts.iter().fold(0x5EED_u64, |h, &p| mix(h ^ p))
+}
+
+fn rng_of(parts: &[u64]) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed_of(parts))
+}
+
+fn normal(r: &mut ChaCha8Rng) -> f32 {
+    // Box-Muller; one value per call is plenty here.
+    let u1: f32 = r.gen_range(1e-7..1.0);
+    let u2: f32 = r.gen();
+    (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+}
+
+const TEX: usize = 32;
+const HAIR_LUT: usize = 128;
+
+/// The fixed appearance of one identity, in its own 112-pixel frame.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    skin: [f32; 3],
+    hair: [f32; 3],
+    eye: [f32; 3],
+    lip: [f32; 3],
+    center: [f32; 2],
+    face_w: f32,
+    face_h: f32,
+    eye_dx: f32,
+    eye_y: f32,
+    eye_r: f32,
+    brow_t: f32,
+    brow_tilt: f32,
+    nose_y: f32,
+    nose_w: f32,
+    mouth_y: f32,
+    mouth_hw: f32,
+    lip_t: f32,
+    hairline: f32,
+    hair_wave: f32,
+    /// 0 = short, 1 = long, 2 = bald.
+    hair_style: u8,
+    beard: bool,
+    glasses: bool,
+    /// Skin texture (multiplicative, around 0) on a TEX×TEX grid over the frame.
+    texture: Vec<f32>,
+    /// The five landmarks in the identity's frame.
+    landmarks: [[f32; 2]; 5],
+    /// Maps the landmarks onto the template.
+    align: Sim,
+}
+
+impl Identity {
+    pub fn new(seed: u64, index: u64) -> Identity {
+        let mut r = rng_of(&[seed, 1, index]);
+        let tone: f32 = r.gen_range(0.0..1.0);
+        let skin = [
+            90.0 + 150.0 * tone + r.gen_range(-12.0..12.0),
+            60.0 + 130.0 * tone + r.gen_range(-12.0..12.0),
+            45.0 + 115.0 * tone + r.gen_range(-15.0..15.0),
+        ];
+        let hair_kind: f32 = r.gen();
+        let hair = if hair_kind < 0.5 {
+            let d = r.gen_range(15.0..60.0);
+            [d + 10.0, d + 5.0, d]
+        } else if hair_kind < 0.75 {
+            [
+                r.gen_range(90.0..160.0),
+                r.gen_range(50.0..100.0),
+                r.gen_range(20.0..50.0),
+            ]
+        } else if hair_kind < 0.9 {
+            [
+                r.gen_range(180.0..230.0),
+                r.gen_range(150.0..200.0),
+                r.gen_range(80.0..130.0),
+            ]
+        } else {
+            let g = r.gen_range(130.0..220.0);
+            [g, g, g]
+        };
+        let eye = [
+            r.gen_range(20.0..120.0),
+            r.gen_range(20.0..110.0),
+            r.gen_range(10.0..130.0),
+        ];
+        let lip = [
+            skin[0] * r.gen_range(0.75..1.0) + 30.0,
+            skin[1] * r.gen_range(0.45..0.7),
+            skin[2] * r.gen_range(0.45..0.75),
+        ];
+        let face_w = r.gen_range(31.0..41.0);
+        let face_h = r.gen_range(44.0..56.0);
+        let center = [56.0, r.gen_range(62.0..68.0)];
+        let eye_dx = r.gen_range(14.5..21.0);
+        let eye_y = r.gen_range(47.0..56.0);
+        let nose_y = eye_y + r.gen_range(16.0..24.0);
+        let mouth_y = nose_y + r.gen_range(16.0..24.0);
+        let mouth_hw = r.gen_range(10.5..18.0);
+        let hair_style = match r.gen_range(0..10) {
+            0..=5 => 0,
+            6..=8 => 1,
+            _ => 2,
+        };
+        let mut texture = vec![0f32; TEX * TEX];
+        let waves: Vec<(f32, f32, f32, f32)> = (0..4)
+            .map(|_| {
+                (
+                    r.gen_range(-0.9..0.9),
+                    r.gen_range(-0.9..0.9),
+                    r.gen_range(0.0..std::f32::consts::TAU),
+                    r.gen_range(0.02..0.08),
+                )
+            })
+            .collect();
+        let spots: Vec<(f32, f32, f32)> = (0..r.gen_range(0..7))
+            .map(|_| {
+                (
+                    r.gen_range(4.0..28.0),
+                    r.gen_range(6.0..28.0),
+                    r.gen_range(0.8..2.0),
+                )
+            })
+            .collect();
+        for (i, t) in texture.iter_mut().enumerate() {
+            let (x, y) = ((i % TEX) as f32, (i / TEX) as f32);
+            *t = waves
+                .iter()
+                .map(|&(kx, ky, ph, a)| a * (kx * x + ky * y + ph).sin())
+                .sum::<f32>();
+            for &(sx, sy, sr) in &spots {
+                if (x - sx).powi(2) + (y - sy).powi(2) < sr * sr {
+                    *t -= 0.22;
+                }
+            }
+        }
+        let landmarks = [
+            [56.0 - eye_dx, eye_y],
+            [56.0 + eye_dx, eye_y],
+            [56.0, nose_y],
+            [56.0 - mouth_hw, mouth_y],
+            [56.0 + mouth_hw, mouth_y],
+        ];
+        Identity {
+            skin,
+            hair,
+            eye,
+            lip,
+            center,
+            face_w,
+            face_h,
+            eye_dx,
+            eye_y,
+            eye_r: r.gen_range(3.2..5.5),
+            brow_t: r.gen_range(1.5..4.0),
+            brow_tilt: r.gen_range(-0.25..0.25),
+            nose_y,
+            nose_w: r.gen_range(3.5..7.5),
+            mouth_y,
+            mouth_hw,
+            lip_t: r.gen_range(1.8..4.2),
+            hairline: center[1] - face_h * r.gen_range(0.55..0.85),
+            hair_wave: r.gen_range(0.0..4.0),
+            hair_style,
+            beard: r.gen_bool(0.18),
+            glasses: r.gen_bool(0.15),
+            texture,
+            align: Sim::estimate(&landmarks, &TEMPLATE),
+            landmarks,
+        }
+    }
+
+    /// The five landmarks in the identity's frame (pose shift included).
+    pub fn landmarks(&self, yaw: f32) -> [[f32; 2]; 5] {
+        let mut l = self.landmarks;
+        for p in &mut l {
+            p[0] += yaw;
+        }
+        l
+    }
+}
+
+/// Everything that varies from one image of an identity to the next.
+#[derive(Debug, Clone)]
+pub struct Nuisance {
+    /// Inner features shifted sideways against the face outline (a cheap yaw).
+    yaw: f32,
+    mouth_open: f32,
+    gain: f32,
+    grad: [f32; 2],
+    cast: [f32; 3],
+    bg: [[f32; 3]; 2],
+    /// Occluder rectangle in the identity frame and its colour.
+    occluder: Option<([f32; 4], [f32; 3])>,
+    blur: bool,
+    noise: f32,
+    quality: u8,
+    /// Affine jitter of aligned images: rotation, scale, shift (template pixels).
+    jitter: (f32, f32, [f32; 2]),
+    noise_seed: u64,
+}
+
+impl Nuisance {
+    pub fn new(r: &mut ChaCha8Rng) -> Nuisance {
+        let occluder = if r.gen_bool(0.18) {
+            let w = r.gen_range(18.0..60.0);
+            let h = r.gen_range(8.0..26.0);
+            let x = r.gen_range(20.0..92.0 - w * 0.5);
+            let y = r.gen_range(35.0..105.0);
+            let c = [
+                r.gen_range(0.0..255.0),
+                r.gen_range(0.0..255.0),
+                r.gen_range(0.0..255.0),
+            ];
+            Some(([x - w * 0.5, y - h * 0.5, x + w * 0.5, y + h * 0.5], c))
+        } else {
+            None
+        };
+        let light = r.gen_range(0.0..0.45);
+        let phi = r.gen_range(0.0..std::f32::consts::TAU);
+        Nuisance {
+            yaw: 2.2 * normal(r),
+            mouth_open: if r.gen_bool(0.3) {
+                r.gen_range(1.0..6.0)
+            } else {
+                0.0
+            },
+            gain: r.gen_range(0.6..1.3),
+            grad: [light * phi.cos() / 56.0, light * phi.sin() / 56.0],
+            cast: [
+                1.0 + 0.07 * normal(r),
+                1.0 + 0.07 * normal(r),
+                1.0 + 0.07 * normal(r),
+            ],
+            bg: [
+                [
+                    r.gen_range(0.0..255.0),
+                    r.gen_range(0.0..255.0),
+                    r.gen_range(0.0..255.0),
+                ],
+                [
+                    r.gen_range(0.0..255.0),
+                    r.gen_range(0.0..255.0),
+                    r.gen_range(0.0..255.0),
+                ],
+            ],
+            occluder,
+            blur: r.gen_bool(0.3),
+            noise: r.gen_range(1.0..9.0),
+            quality: r.gen_range(75..96),
+            jitter: (
+                0.09 * normal(r),
+                1.0 + 0.05 * normal(r),
+                [2.5 * normal(r), 2.5 * normal(r)],
+            ),
+            noise_seed: r.gen(),
+        }
+    }
+
+    /// A near-duplicate: the same shot with fresh sensor noise and a sub-pixel shift.
+    pub fn near_duplicate(&self, r: &mut ChaCha8Rng) -> Nuisance {
+        let mut n = self.clone();
+        n.jitter.2 = [
+            n.jitter.2[0] + r.gen_range(-0.6..0.6),
+            n.jitter.2[1] + r.gen_range(-0.6..0.6),
+        ];
+        n.noise_seed = r.gen();
+        n.gain *= r.gen_range(0.97..1.03);
+        n.quality = r.gen_range(80..96);
+        n
+    }
+
+    /// Identity frame → aligned image of side `size`: the identity's alignment, the jitter, the scale.
+    fn aligned(&self, id: &Identity, size: u32) -> Sim {
+        let (theta, s, shift) = self.jitter;
+        let k = size as f32 / 112.0;
+        let jit = Sim::about([56.0, 60.0], theta, s, shift);
+        Sim {
+            a: k,
+            b: 0.0,
+            tx: 0.0,
+            ty: 0.0,
+        }
+        .then_after(&jit.then_after(&id.align))
+    }
+
+    /// A detector-like confidence: lower with occlusion, blur and strong pose.
+    fn faceness(&self) -> f32 {
+        let mut s = 0.97 - 0.02 * self.yaw.abs();
+        if self.occluder.is_some() {
+            s -= 0.2;
+        }
+        if self.blur {
+            s -= 0.08;
+        }
+        s.clamp(0.3, 1.0)
+    }
+}
+
+#[inline]
+fn inside(dx: f32, dy: f32) -> f32 {
+    dx * dx + dy * dy
+}
+
+/// Render one face; `t` maps the identity frame to image pixels. Returns HWC RGB u8.
+pub fn render(id: &Identity, nz: &Nuisance, t: &Sim, w: usize, h: usize) -> Vec<u8> {
+    let inv = t.inverse();
+    let scale = (t.a * t.a + t.b * t.b).sqrt();
+    let mut img = vec![0f32; w * h * 3];
+    let c = id.center;
+    let (fw, fh) = (id.face_w, id.face_h);
+    let ex = [56.0 - id.eye_dx + nz.yaw, 56.0 + id.eye_dx + nz.yaw];
+    let mx = 56.0 + nz.yaw;
+    let mouth_h = id.lip_t + nz.mouth_open;
+    let shade = |col: [f32; 3], f: f32| [col[0] * f, col[1] * f, col[2] * f];
+    // The hairline's wave, tabulated per integer column of the identity frame.
+    let hair_lut: [f32; HAIR_LUT] =
+        std::array::from_fn(|x| id.hairline + id.hair_wave * (x as f32 * 0.21).sin());
+    let (ifw, ifh) = (1.0 / fw, 1.0 / fh);
+    let (ihw, ihh) = (1.0 / (fw * 1.16), 1.0 / (fh * 1.1));
+    for py in 0..h {
+        for px in 0..w {
+            let [u, v] = inv.apply([px as f32 + 0.5, py as f32 + 0.5]);
+            let dx = (u - c[0]) * ifw;
+            let dy = (v - c[1]) * ifh;
+            let r2 = inside(dx, dy);
+            let tex = {
+                let tx = ((u / 112.0 * TEX as f32) as isize).clamp(0, TEX as isize - 1) as usize;
+                let ty = ((v / 112.0 * TEX as f32) as isize).clamp(0, TEX as isize - 1) as usize;
+                id.texture[ty * TEX + tx]
+            };
+            let hair_r2 = inside((u - c[0]) * ihw, (v - c[1] + 3.0) * ihh);
+            let hairline = hair_lut[(u.max(0.0) as usize).min(HAIR_LUT - 1)];
+            let mut col = {
+                let f = (u + v) / 224.0;
+                std::array::from_fn::<f32, 3, _>(|k| nz.bg[0][k] * (1.0 - f) + nz.bg[1][k] * f)
+            };
+            let neck = (u - c[0]).abs() < fw * 0.5 && v > c[1] + fh * 0.55 && v < c[1] + fh * 1.45;
+            if neck {
+                col = shade(id.skin, 0.72 * (1.0 + tex));
+            }
+            let is_hair = id.hair_style != 2
+                && hair_r2 < 1.0
+                && (v < hairline || (id.hair_style == 1 && dx.abs() > 0.8 && v < c[1] + fh * 0.7));
+            if is_hair {
+                col = shade(id.hair, 0.85 + 2.0 * tex);
+            } else if r2 < 1.0 {
+                col = shade(id.skin, (1.0 + tex) * (1.0 - 0.22 * r2));
+                // Beard below the nose, outside the lips.
+                if id.beard && v > id.nose_y + 6.0 && r2 > 0.25 {
+                    col = shade(id.hair, 0.9 + tex);
+                }
+                // Nose: a shaded wedge ending at the nose tip.
+                let ny = (v - (id.nose_y - 15.0)) / 15.0;
+                if (0.0..=1.0).contains(&ny) && (u - mx).abs() < id.nose_w * ny {
+                    col = shade(col, 0.84);
+                }
+                if (v - id.nose_y).abs() < 1.2 && (u - mx).abs() < id.nose_w {
+                    col = shade(col, 0.6);
+                }
+                // Mouth: lips, and the dark inside when open.
+                if (v - id.mouth_y).abs() < mouth_h
+                    && inside((u - mx) / id.mouth_hw, (v - id.mouth_y) / mouth_h) < 1.0
+                {
+                    col = if nz.mouth_open > 0.0
+                        && inside(
+                            (u - mx) / (id.mouth_hw * 0.85),
+                            (v - id.mouth_y) / nz.mouth_open,
+                        ) < 1.0
+                    {
+                        [40.0, 15.0, 20.0]
+                    } else {
+                        id.lip
+                    };
+                }
+                let near_eyes = (v - id.eye_y).abs() < id.eye_r * 2.0 + 14.0;
+                for (k, &e) in ex.iter().enumerate().filter(|_| near_eyes) {
+                    // Brow: a tilted band above the eye.
+                    let side = if k == 0 { -1.0 } else { 1.0 };
+                    let by = id.eye_y - 8.5 + side * id.brow_tilt * (u - e);
+                    if (u - e).abs() < 8.0 && v > by - id.brow_t && v < by {
+                        col = shade(id.hair, 0.8);
+                    }
+                    let d = inside((u - e) / (id.eye_r * 1.7), (v - id.eye_y) / id.eye_r);
+                    if d < 1.0 {
+                        col = if inside(u - e, v - id.eye_y) < (id.eye_r * 0.65).powi(2) {
+                            if inside(u - e, v - id.eye_y) < (id.eye_r * 0.25).powi(2) {
+                                [10.0, 10.0, 10.0]
+                            } else {
+                                id.eye
+                            }
+                        } else {
+                            [235.0, 232.0, 225.0]
+                        };
+                    }
+                    if id.glasses {
+                        let g = inside(
+                            (u - e) / (id.eye_r * 2.6),
+                            (v - id.eye_y) / (id.eye_r * 2.0),
+                        );
+                        if (0.8..1.0).contains(&g) {
+                            col = [25.0, 25.0, 30.0];
+                        }
+                    }
+                }
+            }
+            if let Some((rect, oc)) = &nz.occluder {
+                if u > rect[0] && u < rect[2] && v > rect[1] && v < rect[3] {
+                    col = *oc;
+                }
+            }
+            let light = nz.gain * (1.0 + nz.grad[0] * (u - 56.0) + nz.grad[1] * (v - 56.0));
+            let o = (py * w + px) * 3;
+            for k in 0..3 {
+                img[o + k] = col[k] * light * nz.cast[k];
+            }
+        }
+    }
+    if nz.blur {
+        let radius = if scale > 1.5 { 2 } else { 1 };
+        box_blur(&mut img, w, h, radius);
+    }
+    // Sensor noise: one xorshift draw per pixel gives six 10-bit uniforms, summed in pairs into a
+    // triangular distribution per channel.
+    let mut s = nz.noise_seed | 1;
+    let amp = nz.noise * 1.7 / 1024.0;
+    let mut out = vec![0u8; img.len()];
+    for (o, px) in out.chunks_exact_mut(3).zip(img.chunks_exact(3)) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        for k in 0..3 {
+            let a = ((s >> (20 * k)) & 1023) as f32;
+            let b = ((s >> (20 * k + 10)) & 1023) as f32;
+            o[k] = (px[k] + (a + b - 1023.0) * amp + 0.5).clamp(0.0, 255.0) as u8;
+        }
+    }
+    out
+}
+
+fn box_blur(img: &mut [f32], w: usize, h: usize, r: usize) {
+    let mut tmp = img.to_vec();
+    let n = (2 * r + 1) as f32;
+    for y in 0..h {
+        for x in 0..w {
+            for k in 0..3 {
+                let mut s = 0.0;
+                for d in 0..=2 * r {
+                    let xx = (x + d).saturating_sub(r).min(w - 1);
+                    s += img[(y * w + xx) * 3 + k];
+                }
+                tmp[(y * w + x) * 3 + k] = s / n;
+            }
+        }
+    }
+    for y in 0..h {
+        for x in 0..w {
+            for k in 0..3 {
+                let mut s = 0.0;
+                for d in 0..=2 * r {
+                    let yy = (y + d).saturating_sub(r).min(h - 1);
+                    s += tmp[(yy * w + x) * 3 + k];
+                }
+                img[(y * w + x) * 3 + k] = s / n;
+            }
+        }
+    }
+}
+
+/// JPEG-encode HWC RGB (jpeg-encoder: SIMD DCT, several times faster than `image`'s encoder).
+pub fn encode_jpeg(rgb: &[u8], w: usize, h: usize, quality: u8) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(w * h / 2);
+    jpeg_encoder::Encoder::new(&mut out, quality)
+        .encode(rgb, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| anyhow::anyhow!("JPEG encoding failed: {e}"))?;
+    Ok(out)
+}
+
+/// One training image to render.
+#[derive(Debug, Clone)]
+struct TrainImage {
+    label: usize,
+    true_id: usize,
+    /// (identity, image) seed of the shot; a near-duplicate reuses its source's.
+    shot: (u64, u64),
+    duplicate_of: Option<usize>,
+}
+
+/// Long-tailed image counts with the requested mean; at least 2 per identity.
+fn image_counts(p: &SyntheticFacesParams) -> Vec<usize> {
+    let mut r = rng_of(&[p.seed, 2]);
+    let w: Vec<f32> = (0..p.identities)
+        .map(|_| (0.9 * normal(&mut r)).exp())
+        .collect();
+    let mean = w.iter().sum::<f32>() / w.len() as f32;
+    let m = p.images_per_identity as f32;
+    w.iter()
+        .map(|&x| ((m * x / mean).round() as usize).clamp(2, (m * 6.0) as usize + 2))
+        .collect()
+}
+
+fn plan_train(p: &SyntheticFacesParams) -> Vec<TrainImage> {
+    let counts = image_counts(p);
+    let ids = p.identities as usize;
+    let mut out: Vec<TrainImage> = Vec::with_capacity(counts.iter().sum());
+    for (label, &n) in counts.iter().enumerate() {
+        let mut r = rng_of(&[p.seed, 3, label as u64]);
+        let first = out.len();
+        for j in 0..n {
+            let pos = out.len();
+            if j > 0 && r.gen_bool(p.duplicates) {
+                // Near-duplicate of an earlier original image of this identity.
+                let originals: Vec<usize> = (first..pos)
+                    .filter(|&q| out[q].duplicate_of.is_none() && out[q].true_id == label)
+                    .collect();
+                if let Some(&src) = originals.get(r.gen_range(0..originals.len().max(1))) {
+                    out.push(TrainImage {
+                        label,
+                        true_id: label,
+                        shot: out[src].shot,
+                        duplicate_of: Some(src),
+                    });
+                    continue;
+                }
+            }
+            let true_id = if r.gen_bool(p.label_noise) {
+                (label + r.gen_range(1..ids)) % ids
+            } else {
+                label
+            };
+            out.push(TrainImage {
+                label,
+                true_id,
+                shot: (true_id as u64, seed_of(&[p.seed, 4, pos as u64])),
+                duplicate_of: None,
+            });
+        }
+    }
+    out
+}
+
+/// Render the aligned image of `id` for shot seed `shot` (and an optional duplicate perturbation).
+fn aligned_jpeg(id: &Identity, shot: u64, dup: Option<u64>, size: u32) -> Result<Vec<u8>> {
+    let mut r = ChaCha8Rng::seed_from_u64(shot);
+    let mut nz = Nuisance::new(&mut r);
+    if let Some(d) = dup {
+        nz = nz.near_duplicate(&mut ChaCha8Rng::seed_from_u64(d));
+    }
+    let t = nz.aligned(id, size);
+    let rgb = render(id, &nz, &t, size as usize, size as usize);
+    encode_jpeg(&rgb, size as usize, size as usize, nz.quality)
+}
+
+/// Output paths of the generator.
+pub struct Outputs<'a> {
+    pub train: &'a Path,
+    pub pairs: &'a Path,
+    pub ijbc: &'a Path,
+    pub noise: &'a Path,
+}
+
+/// Generate the whole default dataset. Returns the metrics.
+pub fn generate(p: &SyntheticFacesParams, out: &Outputs) -> Result<serde_json::Value> {
+    let started = std::time::Instant::now();
+    let size = p.size;
+    let ids = p.identities as u64;
+    let identities: Vec<Identity> =
+        (0..ids + p.verification_identities as u64 + p.ijbc_subjects as u64)
+            .into_par_iter()
+            .map(|i| Identity::new(p.seed, i))
+            .collect();
+
+    // Training set.
+    let plan = plan_train(p);
+    let images = plan
+        .par_iter()
+        .enumerate()
+        .map(|(pos, im)| {
+            let dup = im.duplicate_of.map(|_| seed_of(&[p.seed, 5, pos as u64]));
+            aligned_jpeg(&identities[im.shot.0 as usize], im.shot.1, dup, size)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let labels: Vec<i64> = plan.iter().map(|im| im.label as i64).collect();
+    recordio::write_face_layout(
+        out.train,
+        &images,
+        &labels,
+        p.identities as usize,
+        (size, size),
+    )?;
+    let meta = crate::data::dataset::publish(
+        out.train,
+        Path::new("train.rec"),
+        Path::new("train.idx"),
+        Some(&out.train.join("property")),
+        false,
+    )?;
+
+    // Ground truth of the injected defects.
+    let noisy: Vec<serde_json::Value> = plan
+        .iter()
+        .enumerate()
+        .filter(|(_, im)| im.true_id != im.label)
+        .map(|(pos, im)| json!({"position": pos, "label": im.label, "true_identity": im.true_id, "duplicate_of": im.duplicate_of}))
+        .collect();
+    let dups: Vec<serde_json::Value> = plan
+        .iter()
+        .enumerate()
+        .filter_map(|(pos, im)| {
+            im.duplicate_of
+                .map(|src| json!({"position": pos, "source": src, "identity": im.true_id}))
+        })
+        .collect();
+    let true_ids: Vec<usize> = plan.iter().map(|im| im.true_id).collect();
+    let counts = image_counts(p);
+    let noise = json!({
+        "n": plan.len(),
+        "label_noise": noisy,
+        "duplicates": dups,
+        "true_identity": true_ids,
+        "images_per_identity": counts,
+    });
+    std::fs::write(out.noise, serde_json::to_vec(&noise)?)
+        .with_context(|| format!("cannot write {}", out.noise.display()))?;
+
+    // Verification pairs: 10 folds, each half genuine then half impostor.
+    let v0 = ids;
+    let nv = p.verification_identities as u64;
+    let per_fold = (p.pairs / 10) as usize;
+    let mut specs: Vec<(u64, u64, bool)> = Vec::with_capacity(p.pairs as usize);
+    let mut r = rng_of(&[p.seed, 6]);
+    for fold in 0..10 {
+        // With an odd fold size, even folds get the extra genuine pair, so that exactly half are.
+        let genuine_in_fold = (per_fold + (fold + 1) % 2) / 2;
+        for k in 0..per_fold {
+            let genuine = k < genuine_in_fold;
+            let a = v0 + r.gen_range(0..nv);
+            let b = if genuine {
+                a
+            } else {
+                v0 + (a - v0 + r.gen_range(1..nv)) % nv
+            };
+            specs.push((a, b, genuine));
+        }
+    }
+    let pair_imgs = specs
+        .par_iter()
+        .enumerate()
+        .flat_map_iter(|(k, &(a, b, _))| {
+            [(a, 2 * k as u64), (b, 2 * k as u64 + 1)]
+                .into_iter()
+                .map(|(id, j)| {
+                    aligned_jpeg(
+                        &identities[id as usize],
+                        seed_of(&[p.seed, 7, j]),
+                        None,
+                        size,
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let issame: Vec<bool> = specs.iter().map(|s| s.2).collect();
+    bin::write_pairs(out.pairs, &pair_imgs, &issame)?;
+
+    // IJB-C-style release.
+    let ijbc = generate_ijbc(p, &identities, out.ijbc)?;
+
+    Ok(json!({
+        "images": plan.len(),
+        "identities": p.identities,
+        "min_images_per_identity": counts.iter().min(),
+        "max_images_per_identity": counts.iter().max(),
+        "identities_with_at_most_5_images": counts.iter().filter(|&&c| c <= 5).count(),
+        "label_noise_images": noise["label_noise"].as_array().map_or(0, |a| a.len()),
+        "duplicate_images": noise["duplicates"].as_array().map_or(0, |a| a.len()),
+        "image_size": size,
+        "classes": meta.c,
+        "pairs": p.pairs,
+        "ijbc_images": ijbc.0,
+        "ijbc_templates": ijbc.1,
+        "ijbc_pairs": ijbc.2,
+        "seconds": started.elapsed().as_secs_f64(),
+    }))
+}
+
+/// Write `ijbc/` (meta/ijbc_*.txt + loose_crop/). Returns (images, templates, pairs).
+fn generate_ijbc(
+    p: &SyntheticFacesParams,
+    identities: &[Identity],
+    root: &Path,
+) -> Result<(usize, usize, usize)> {
+    let s0 = p.identities as u64 + p.verification_identities as u64;
+    let mut r = rng_of(&[p.seed, 8]);
+    // (subject, template id, media id, shot seed, frame seed)
+    let mut rows: Vec<(u64, u64, u64, u64, Option<u64>)> = Vec::new();
+    let mut template_subject: Vec<(u64, u64)> = Vec::new();
+    let (mut tid, mut mid) = (0u64, 0u64);
+    for s in 0..p.ijbc_subjects as u64 {
+        for _ in 0..r.gen_range(2..=4) {
+            tid += r.gen_range(1..40);
+            template_subject.push((tid, s));
+            for _ in 0..r.gen_range(1..=3) {
+                mid += r.gen_range(1..500);
+                let shot = r.gen();
+                // A video media has several frames of the same shot.
+                let frames = if r.gen_bool(0.35) {
+                    r.gen_range(2..=3)
+                } else {
+                    1
+                };
+                for f in 0..frames {
+                    rows.push((
+                        s0 + s,
+                        tid,
+                        mid,
+                        shot,
+                        if frames > 1 {
+                            Some(seed_of(&[shot, f as u64]))
+                        } else {
+                            None
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    let size = p.size as f32;
+    let crops = rows
+        .par_iter()
+        .enumerate()
+        .map(|(i, &(id, _, _, shot, frame))| {
+            let ident = &identities[id as usize];
+            let mut nz = Nuisance::new(&mut ChaCha8Rng::seed_from_u64(shot));
+            if let Some(f) = frame {
+                nz = nz.near_duplicate(&mut ChaCha8Rng::seed_from_u64(f));
+            }
+            let mut cr = rng_of(&[shot, 9, frame.unwrap_or(0)]);
+            let cw = (size * cr.gen_range(1.4..2.0)).round();
+            let ch = (cw * cr.gen_range(1.0..1.3)).round();
+            let k = size / 112.0 * cr.gen_range(0.8..1.15);
+            let theta = 0.17 * normal(&mut cr);
+            let centre = [
+                cw * 0.5 + cw * cr.gen_range(-0.08..0.08),
+                ch * 0.5 + ch * cr.gen_range(-0.08..0.08),
+            ];
+            let (a, b) = (k * theta.cos(), k * theta.sin());
+            let face_c = [56.0 + nz.yaw, 62.0];
+            let loose = Sim {
+                a,
+                b,
+                tx: centre[0] - (a * face_c[0] - b * face_c[1]),
+                ty: centre[1] - (b * face_c[0] + a * face_c[1]),
+            };
+            let rgb = render(ident, &nz, &loose, cw as usize, ch as usize);
+            let jpeg = encode_jpeg(&rgb, cw as usize, ch as usize, nz.quality)?;
+            let mut lm = ident.landmarks(nz.yaw);
+            for q in &mut lm {
+                let t = loose.apply(*q);
+                *q = [
+                    t[0] + 0.4 * k * normal(&mut cr),
+                    t[1] + 0.4 * k * normal(&mut cr),
+                ];
+            }
+            let name = format!("{}.jpg", i + 1);
+            Ok((name, jpeg, lm, nz.faceness()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut release = IjbRelease {
+        images: vec![],
+        templates: vec![],
+        media: vec![],
+        landmarks: vec![],
+        scores: vec![],
+        pairs: vec![],
+    };
+    ijb::write_release(root, "IJBC", &release)?;
+    for ((name, jpeg, lm, score), row) in crops.into_iter().zip(&rows) {
+        std::fs::write(ijb::image_path(root, &name), &jpeg)
+            .with_context(|| format!("cannot write {name} in {}", root.display()))?;
+        release.images.push(name);
+        release.templates.push(row.1);
+        release.media.push(row.2);
+        release.landmarks.push(lm);
+        release.scores.push(score);
+    }
+    for i in 0..template_subject.len() {
+        for j in i + 1..template_subject.len() {
+            let (t1, s1) = template_subject[i];
+            let (t2, s2) = template_subject[j];
+            release.pairs.push((t1, t2, s1 == s2));
+        }
+    }
+    ijb::write_release(root, "IJBC", &release)?;
+    Ok((
+        release.images.len(),
+        template_subject.len(),
+        release.pairs.len(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> SyntheticFacesParams {
+        SyntheticFacesParams {
+            identities: 12,
+            images_per_identity: 6,
+            size: 32,
+            seed: 3,
+            label_noise: 0.1,
+            duplicates: 0.2,
+            verification_identities: 5,
+            pairs: 30,
+            ijbc_subjects: 3,
+        }
+    }
+
+    fn run(dir: &Path, p: &SyntheticFacesParams) -> serde_json::Value {
+        let train = dir.join("train");
+        let ijbc = dir.join("ijbc");
+        generate(
+            p,
+            &Outputs {
+                train: &train,
+                pairs: &dir.join("pairs.bin"),
+                ijbc: &ijbc,
+                noise: &dir.join("noise.json"),
+            },
+        )
+        .unwrap()
+    }
+
+    fn digest(dir: &Path) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push((
+                        p.strip_prefix(dir).unwrap().display().to_string(),
+                        blake3::hash(&std::fs::read(&p).unwrap())
+                            .to_hex()
+                            .to_string(),
+                    ));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn deterministic_and_complete() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let p = small();
+        let m = run(a.path(), &p);
+        run(b.path(), &p);
+        assert_eq!(digest(a.path()), digest(b.path()), "same seed, same bytes");
+        let c = tempfile::tempdir().unwrap();
+        run(c.path(), &SyntheticFacesParams { seed: 4, ..small() });
+        assert_ne!(digest(a.path()), digest(c.path()));
+
+        let ds = crate::data::dataset::Dataset::open(&a.path().join("train")).unwrap();
+        assert_eq!(ds.num_classes(), 12);
+        assert_eq!(ds.image_size(), (32, 32));
+        assert_eq!(m["images"].as_u64().unwrap() as usize, ds.len());
+        let mut buf = Vec::new();
+        for pos in 0..ds.len() {
+            ds.decode_rgb(pos, &mut buf).unwrap();
+        }
+        let (imgs, same) = bin::read_pairs(&a.path().join("pairs.bin")).unwrap();
+        assert_eq!((imgs.len(), same.len()), (60, 30));
+        assert_eq!(same.iter().filter(|&&s| s).count(), 15, "exactly half genuine with odd fold sizes");
+        let rel = ijb::read_release(&a.path().join("ijbc"), "IJBC", true).unwrap();
+        assert!(rel.images.len() >= 6);
+        assert!(rel.pairs.iter().any(|p| p.2) && rel.pairs.iter().any(|p| !p.2));
+        let noise: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(a.path().join("noise.json")).unwrap()).unwrap();
+        let truth = noise["true_identity"].as_array().unwrap();
+        for e in noise["label_noise"].as_array().unwrap() {
+            let pos = e["position"].as_u64().unwrap() as usize;
+            assert_eq!(ds.labels()[pos], e["label"].as_i64().unwrap());
+            assert_ne!(truth[pos].as_i64().unwrap(), ds.labels()[pos]);
+        }
+    }
+
+    #[test]
+    fn defects_follow_the_params() {
+        let p = SyntheticFacesParams {
+            identities: 300,
+            images_per_identity: 24,
+            ..Default::default()
+        };
+        let plan = plan_train(&p);
+        let n = plan.len() as f64;
+        assert!((n / 300.0 - 24.0).abs() < 4.0, "mean images {}", n / 300.0);
+        let noisy = plan.iter().filter(|im| im.true_id != im.label).count() as f64 / n;
+        let dups = plan.iter().filter(|im| im.duplicate_of.is_some()).count() as f64 / n;
+        assert!((noisy - 0.02 * (1.0 - 0.2)).abs() < 0.01, "{noisy}");
+        assert!((dups - 0.2).abs() < 0.03, "{dups}");
+        assert!(image_counts(&p).iter().filter(|&&c| c <= 5).count() >= 5);
+    }
+
+    #[test]
+    fn aligning_the_loose_crop_landmarks_recovers_the_aligned_face() {
+        let id = Identity::new(1, 0);
+        let nz = Nuisance::new(&mut ChaCha8Rng::seed_from_u64(2));
+        let loose = Sim::about([0.0, 0.0], 0.3, 1.4, [80.0, 70.0]);
+        let lm: Vec<[f32; 2]> = id
+            .landmarks(nz.yaw)
+            .iter()
+            .map(|&q| loose.apply(q))
+            .collect();
+        let m = Sim::estimate(&lm, &TEMPLATE);
+        let got = m.then_after(&loose);
+        let want = Sim::estimate(&id.landmarks(nz.yaw), &TEMPLATE);
+        for (g, w) in [
+            (got.a, want.a),
+            (got.b, want.b),
+            (got.tx, want.tx),
+            (got.ty, want.ty),
+        ] {
+            assert!((g - w).abs() < 1e-3, "{got:?} vs {want:?}");
+        }
+        // Without pose the identity's alignment maps its landmarks close to the template.
+        for (q, t) in id.landmarks(0.0).iter().zip(TEMPLATE) {
+            let a = id.align.apply(*q);
+            assert!(
+                (a[0] - t[0]).abs() < 6.0 && (a[1] - t[1]).abs() < 6.0,
+                "{a:?} vs {t:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! [`write_roc`]: the ROC plot of an IJB evaluation as SVG and PNG (plotters), plus the full curve
+//! as CSV.
+//!
+//! plotters' bitmap backend cannot draw text without a font backend (it panics), and system fonts
+//! are not guaranteed on compute nodes, so the crate enables plotters' `ab_glyph` feature and embeds
+//! Lato Regular (SIL Open Font License 1.1, `fonts/OFL.txt`, 75 kB): both files carry the same
+//! labels and legend.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use super::roc::{RocCurve, TarAtFar};
+
+const FONT: &[u8] = include_bytes!("fonts/Lato-Regular.ttf");
+const FAMILY: &str = "sans-serif";
+const SIZE: (u32, u32) = (800, 600);
+/// The x range of the reference plot (log scale).
+const FAR_MIN: f64 = 1e-6;
+
+fn register_font() -> Result<()> {
+    static ONCE: Once = Once::new();
+    let mut ok = true;
+    ONCE.call_once(|| ok = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
+    anyhow::ensure!(ok, "the embedded plot font could not be parsed");
+    Ok(())
+}
+
+/// Points to draw: on a log-x plot the first and last point of each 1/400-decade bin keep the
+/// staircase shape of a curve with millions of points.
+fn plot_points(curve: &RocCurve) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    let (mut bin_of_last, mut in_bin) = (i64::MIN, 0);
+    for (&f, &t) in curve.fpr.iter().zip(&curve.tpr) {
+        if f < FAR_MIN {
+            continue;
+        }
+        let bin = (f.log10() * 400.0).floor() as i64;
+        if bin != bin_of_last || in_bin == 1 {
+            in_bin = if bin != bin_of_last { 1 } else { 2 };
+            bin_of_last = bin;
+            out.push((f, t));
+        } else if let Some(last) = out.last_mut() {
+            *last = (f, t);
+        }
+    }
+    out
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    curve: &RocCurve,
+    label: &str,
+    title: &str,
+    auc: f64,
+    picks: &[TarAtFar],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)
+        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FAMILY, 26))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(60)
+        .build_cartesian_2d((FAR_MIN..1.0f64).log_scale(), 0.0..1.0f64)
+        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("False Positive Rate")
+        .y_desc("True Positive Rate")
+        .label_style((FAMILY, 16))
+        .axis_desc_style((FAMILY, 18))
+        .x_label_formatter(&|x| format!("{x:.0e}"))
+        .draw()
+        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    let blue = RGBColor(31, 119, 180);
+    chart
+        .draw_series(LineSeries::new(plot_points(curve), blue.stroke_width(2)))
+        .map_err(|e| anyhow::anyhow!("plot: {e}"))?
+        .label(format!("{label} (AUC = {:.2}%)", auc * 100.0))
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2)));
+    chart
+        .draw_series(
+            picks
+                .iter()
+                .filter(|p| p.far >= FAR_MIN)
+                .map(|p| Circle::new((p.far, p.tar), 4, RED.filled())),
+        )
+        .map_err(|e| anyhow::anyhow!("plot: {e}"))?
+        .label("TAR@FAR table points")
+        .legend(|(x, y)| Circle::new((x + 10, y), 4, RED.filled()));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font((FAMILY, 16))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    Ok(())
+}
+
+/// Write `roc.svg`, `roc.png` and `roc.csv` (`fpr,tpr,threshold`, the whole curve) into `dir`.
+pub fn write_roc(
+    dir: &Path,
+    curve: &RocCurve,
+    label: &str,
+    title: &str,
+    auc: f64,
+    picks: &[TarAtFar],
+) -> Result<()> {
+    register_font()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let svg = dir.join("roc.svg");
+    draw(
+        SVGBackend::new(&svg, SIZE).into_drawing_area(),
+        curve,
+        label,
+        title,
+        auc,
+        picks,
+    )
+    .with_context(|| format!("cannot draw {}", svg.display()))?;
+    let png = dir.join("roc.png");
+    draw(
+        BitMapBackend::new(&png, SIZE).into_drawing_area(),
+        curve,
+        label,
+        title,
+        auc,
+        picks,
+    )
+    .with_context(|| format!("cannot draw {}", png.display()))?;
+    let csv = dir.join("roc.csv");
+    let f =
+        std::fs::File::create(&csv).with_context(|| format!("cannot create {}", csv.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    writeln!(w, "fpr,tpr,threshold")?;
+    for ((f, t), th) in curve.fpr.iter().zip(&curve.tpr).zip(&curve.thresholds) {
+        // `{}` prints the shortest string that round-trips, so the CSV keeps every bit.
+        writeln!(w, "{f},{t},{th}")?;
+    }
+    w.flush()
+        .with_context(|| format!("cannot write {}", csv.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::roc::{auc, roc_curve, tar_at_far, IJB_FAR_TARGETS};
+
+    #[test]
+    fn writes_svg_png_and_csv() {
+        let n = 20_000;
+        let scores: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % n) as f32 / n as f32 + if i % 50 == 0 { 0.5 } else { 0.0 })
+            .collect();
+        let labels: Vec<bool> = (0..n).map(|i| i % 50 == 0).collect();
+        let c = roc_curve(&scores, &labels).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let a = auc(&c.fpr, &c.tpr);
+        write_roc(
+            dir.path(),
+            &c,
+            "test model",
+            "ROC on IJB-C",
+            a,
+            &tar_at_far(&c, &IJB_FAR_TARGETS),
+        )
+        .unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("roc.svg")).unwrap();
+        assert!(svg.contains("False Positive Rate") && svg.contains("AUC"));
+        let png = image::open(dir.path().join("roc.png")).unwrap().to_rgb8();
+        assert_eq!(png.dimensions(), SIZE);
+        // Text and the curve drew dark pixels; not a blank canvas.
+        assert!(png.pixels().filter(|p| p.0[0] < 100).count() > 1000);
+        let csv = std::fs::read_to_string(dir.path().join("roc.csv")).unwrap();
+        assert_eq!(csv.lines().count(), c.fpr.len() + 1);
+        assert!(csv.lines().nth(1).unwrap().starts_with("0,0,inf"));
+    }
+
+    #[test]
+    fn plot_points_thin_long_curves() {
+        let m = 1_000_000;
+        let fpr: Vec<f64> = (0..=m).map(|i| i as f64 / m as f64).collect();
+        let c = RocCurve {
+            tpr: fpr.clone(),
+            thresholds: vec![0.0; fpr.len()],
+            fpr,
+            positives: 1,
+            negatives: 1,
+        };
+        let p = plot_points(&c);
+        assert!(p.len() < 6000, "{}", p.len());
+        assert_eq!(p.last().unwrap().0, 1.0);
+    }
+}

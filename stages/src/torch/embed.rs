@@ -1,0 +1,737 @@
+//! Embedding extraction ([`embed`]: batched, on the stage's device, image + horizontal flip summed)
+//! and the two evaluation stages built on it: `verify` ([`run_verify`], the 10-fold protocol on
+//! `.bin` pair packs, formats.md §2.4-2.5) and `ijbc` ([`run_ijbc`], IJB-B/C 1:1, §3).
+//!
+//! Images are decoded and aligned on the CPU threads (rayon); only the forward pass touches the
+//! device. Everything after the embeddings is the tensor-free code of [`crate::eval`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rayon::prelude::*;
+use serde_json::{json, Value};
+use tch::{Device, Kind, Tensor};
+
+use super::model::load_backbone;
+use super::nn::Backbone;
+use crate::eval::align::{self, Image};
+use crate::eval::plot::write_roc;
+use crate::eval::pooling::{pool_templates, score_pairs};
+use crate::eval::roc::{auc, roc_curve, tar_at_far, IJB_FAR_TARGETS};
+use crate::eval::verification::{evaluate, pair_distances};
+use crate::formats::{bin, ijb, npy};
+use crate::kinds::eval::{IjbcParams, VerifyParams};
+use crate::Invocation;
+
+/// The five benchmarks whose mean the paper reports.
+pub const PAPER_SETS: [&str; 5] = ["lfw", "cfp_fp", "agedb_30", "calfw", "cplfw"];
+/// Keys of the TAR@FAR table, as the reference prints the targets.
+pub const FAR_KEYS: [&str; 6] = ["1e-06", "1e-05", "1e-04", "1e-03", "1e-02", "1e-01"];
+/// Images decoded and aligned per round before they go to the device.
+const DECODE_CHUNK: usize = 4096;
+
+/// Raw embeddings of `n` interleaved RGB images (`h × w × 3` u8 each): `emb(x) + emb(flip(x))`
+/// when `flip`, else `emb(x)`; input `(x/255 − 0.5)/0.5`, eval mode, `batch` images per forward.
+/// Returns `n × E` f32 values, row-major.
+pub fn embed(
+    net: &Backbone,
+    device: Device,
+    images: &[u8],
+    h: usize,
+    w: usize,
+    flip: bool,
+    batch: usize,
+) -> Result<Vec<f32>> {
+    let per = h * w * 3;
+    if per == 0 || !images.len().is_multiple_of(per) {
+        bail!(
+            "embed: {} bytes are not whole {h}×{w}×3 images",
+            images.len()
+        );
+    }
+    let n = images.len() / per;
+    let batch = batch.max(1);
+    let mut out: Vec<f32> = Vec::new();
+    tch::no_grad(|| -> Result<()> {
+        for start in (0..n).step_by(batch) {
+            let b = batch.min(n - start);
+            let x = Tensor::from_slice(&images[start * per..(start + b) * per])
+                .to_device(device)
+                .view([b as i64, h as i64, w as i64, 3])
+                .permute([0, 3, 1, 2])
+                .to_kind(Kind::Float);
+            let x = (x / 255.0 - 0.5) / 0.5;
+            let e = if flip {
+                // Both views in one forward (as the IJB reference does); eval-mode BN makes the
+                // result independent of the batch composition.
+                let both = net.forward_t(&Tensor::cat(&[&x, &x.flip([3])], 0), false);
+                both.narrow(0, 0, b as i64) + both.narrow(0, b as i64, b as i64)
+            } else {
+                net.forward_t(&x, false)
+            };
+            let e = e
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .contiguous()
+                .view([-1]);
+            let v: Vec<f32> = Vec::<f32>::try_from(&e)
+                .map_err(|err| anyhow!("embed: cannot read embeddings: {err}"))?;
+            out.extend_from_slice(&v);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Decode an encoded image to RGB and bring it to `w × h` (bilinear resize when it differs).
+fn decode_rgb(bytes: &[u8], w: usize, h: usize, what: impl Fn() -> String) -> Result<Vec<u8>> {
+    let img = image::load_from_memory(bytes)
+        .map_err(|e| anyhow!("{}: cannot decode the image: {e}", what()))?
+        .to_rgb8();
+    let img = if img.width() as usize != w || img.height() as usize != h {
+        image::imageops::resize(
+            &img,
+            w as u32,
+            h as u32,
+            image::imageops::FilterType::Triangle,
+        )
+    } else {
+        img
+    };
+    Ok(img.into_raw())
+}
+
+/// Rows L2-normalised in place (`sklearn.preprocessing.normalize`: a zero row stays zero).
+fn normalize_rows(v: &mut [f32], dim: usize) {
+    v.par_chunks_mut(dim).for_each(|r| {
+        let n = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if n > 0.0 {
+            r.iter_mut().for_each(|x| *x /= n);
+        }
+    });
+}
+
+/// The `.bin` files a `pairs` input names: the file itself, or the folder's `.bin` files (all, or
+/// those whose stems are in `sets`).
+fn pick_sets(input: &Path, sets: &[String]) -> Result<Vec<(String, PathBuf)>> {
+    let stem = |p: &Path| {
+        p.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    if input.is_file() {
+        return Ok(vec![(stem(input), input.to_path_buf())]);
+    }
+    let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for e in std::fs::read_dir(input)
+        .with_context(|| format!("cannot list verification folder {}", input.display()))?
+    {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "bin") && p.is_file() {
+            found.insert(stem(&p), p);
+        }
+    }
+    if found.is_empty() {
+        bail!("{}: no .bin verification packs in this folder\nhint: `pairs` must be a .bin file or a folder of them (lfw.bin, cfp_fp.bin, ...)", input.display());
+    }
+    if sets.is_empty() {
+        return Ok(found.into_iter().collect());
+    }
+    sets.iter()
+        .map(|s| {
+            found.get(s).map(|p| (s.clone(), p.clone())).ok_or_else(|| {
+                anyhow!(
+                    "params.sets names {s:?}, but {} has no {s}.bin\nhint: available sets: {}",
+                    input.display(),
+                    found.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+/// The `verify` stage.
+pub fn run_verify(inv: &Invocation) -> Result<Value> {
+    let p: VerifyParams = inv.params()?;
+    super::check_params(&p)?;
+    let device = super::select_device(inv);
+    let (net, info) = load_backbone(inv.input("model")?, device)?;
+    let (h, w) = (info.input_h as usize, info.input_w as usize);
+    let sets = pick_sets(inv.input("pairs")?, &p.sets)?;
+    let progress = inv.progress();
+    let mut out = serde_json::Map::new();
+    let mut accs: BTreeMap<String, f64> = BTreeMap::new();
+    for (name, path) in &sets {
+        let t0 = Instant::now();
+        let (jpegs, issame) = bin::read_pairs(path)?;
+        let decoded: Vec<Vec<u8>> = jpegs
+            .par_iter()
+            .enumerate()
+            .map(|(i, j)| decode_rgb(j, w, h, || format!("{} image {i}", path.display())))
+            .collect::<Result<_>>()?;
+        let images = decoded.concat();
+        drop(decoded);
+        let mut emb = embed(&net, device, &images, h, w, p.flip, p.batch_size as usize)?;
+        let dim = info.embedding_size as usize;
+        let xnorm = emb
+            .chunks(dim)
+            .map(|r| r.iter().map(|x| (x * x) as f64).sum::<f64>().sqrt())
+            .sum::<f64>()
+            / jpegs.len().max(1) as f64;
+        normalize_rows(&mut emb, dim);
+        let dist = pair_distances(&emb, dim);
+        let r =
+            evaluate(&dist, &issame, 10, 1e-3).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        progress.report(json!({"set": name, "accuracy": r.accuracy, "std": r.std, "seconds": t0.elapsed().as_secs_f64()}));
+        accs.insert(name.clone(), r.accuracy);
+        out.insert(
+            name.clone(),
+            json!({
+                "accuracy": r.accuracy,
+                "std": r.std,
+                "best_threshold": r.best_threshold,
+                "tar_at_far_1e-03": r.val,
+                "tar_at_far_1e-03_std": r.val_std,
+                "far": r.far,
+                "pairs": r.pairs,
+                "xnorm": xnorm,
+                "fold_accuracies": r.fold_accuracies,
+                "fold_thresholds": r.fold_thresholds,
+            }),
+        );
+    }
+    let avg = PAPER_SETS
+        .iter()
+        .map(|s| accs.get(*s).copied())
+        .collect::<Option<Vec<f64>>>()
+        .map(|v| v.iter().sum::<f64>() / v.len() as f64);
+    let metrics = json!({
+        "sets": Value::Object(out),
+        "avg": avg,
+        "avg_of": PAPER_SETS,
+        "flip": p.flip,
+        "input_size": [h, w],
+    });
+    let path = inv.output("results")?;
+    std::fs::write(path, serde_json::to_vec_pretty(&metrics)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(metrics)
+}
+
+/// Decode and align the loose crops `range` of the release into interleaved `h × w × 3` RGB.
+fn aligned_images(
+    root: &Path,
+    rel: &ijb::IjbRelease,
+    target: &str,
+    range: std::ops::Range<usize>,
+    h: usize,
+    w: usize,
+) -> Result<Vec<u8>> {
+    let meta = ijb::meta_paths(root, target)?;
+    let rows: Vec<Vec<u8>> = range
+        .into_par_iter()
+        .map(|i| -> Result<Vec<u8>> {
+            let bytes = ijb::read_image(root, rel, i, target)?;
+            let img = image::load_from_memory(&bytes)
+                .map_err(|e| anyhow!("{}: cannot decode: {e}", ijb::image_path(root, &rel.images[i]).display()))?
+                .to_rgb8();
+            let src = Image { width: img.width() as usize, height: img.height() as usize, channels: 3, data: img.into_raw() };
+            let lm = rel.landmarks[i].map(|[x, y]| [x as f64, y as f64]);
+            let out = align::align_face(&src, &lm, w, h).ok_or_else(|| {
+                anyhow!(
+                    "{}:{}: the 5 landmarks of {} coincide; no alignment exists\nhint: fix the landmark line",
+                    meta[2].display(),
+                    i + 1,
+                    rel.images[i]
+                )
+            })?;
+            Ok(out.data)
+        })
+        .collect::<Result<_>>()?;
+    Ok(rows.concat())
+}
+
+/// The `ijbc` stage.
+pub fn run_ijbc(inv: &Invocation) -> Result<Value> {
+    let p: IjbcParams = inv.params()?;
+    super::check_params(&p)?;
+    let device = super::select_device(inv);
+    let (net, info) = load_backbone(inv.input("model")?, device)?;
+    let (h, w, dim) = (
+        info.input_h as usize,
+        info.input_w as usize,
+        info.embedding_size as usize,
+    );
+    let root = inv.input("benchmark")?;
+    let rel = ijb::read_release(root, &p.target, true)?;
+    let n = rel.images.len();
+    if n == 0 {
+        bail!(
+            "{}: the release lists no images",
+            ijb::meta_paths(root, &p.target)?[0].display()
+        );
+    }
+    let progress = inv.progress();
+    let t0 = Instant::now();
+    let mut feats: Vec<f32> = Vec::with_capacity(n * dim);
+    for start in (0..n).step_by(DECODE_CHUNK) {
+        let end = (start + DECODE_CHUNK).min(n);
+        let images = aligned_images(root, &rel, &p.target, start..end, h, w)?;
+        feats.extend(embed(
+            &net,
+            device,
+            &images,
+            h,
+            w,
+            p.use_flip_test,
+            p.batch_size as usize,
+        )?);
+        progress.report(json!({"step": end, "steps": n, "images_per_s": end as f64 / t0.elapsed().as_secs_f64().max(1e-9)}));
+    }
+    let embed_s = t0.elapsed().as_secs_f64();
+    if !p.use_norm_score {
+        normalize_rows(&mut feats, dim);
+    }
+    if p.use_detector_score {
+        feats
+            .par_chunks_mut(dim)
+            .zip(rel.scores.par_iter())
+            .for_each(|(r, &s)| r.iter_mut().for_each(|x| *x *= s));
+    }
+    let t1 = Instant::now();
+    let templates = pool_templates(&feats, dim, &rel.templates, &rel.media)?;
+    drop(feats);
+    let p1: Vec<u64> = rel.pairs.iter().map(|x| x.0).collect();
+    let p2: Vec<u64> = rel.pairs.iter().map(|x| x.1).collect();
+    let labels: Vec<bool> = rel.pairs.iter().map(|x| x.2).collect();
+    let meta = ijb::meta_paths(root, &p.target)?;
+    let scores =
+        score_pairs(&templates, &p1, &p2).map_err(|e| anyhow!("{}: {e}", meta[1].display()))?;
+    let scores_path = inv.output("scores")?;
+    npy::write_1d(scores_path, &scores)?;
+    let curve = roc_curve(&scores, &labels).map_err(|e| anyhow!("{}: {e}", meta[1].display()))?;
+    let picks = tar_at_far(&curve, &IJB_FAR_TARGETS);
+    let area = auc(&curve.fpr, &curve.tpr);
+    let score_s = t1.elapsed().as_secs_f64();
+    write_roc(
+        inv.output("roc")?,
+        &curve,
+        &inv.stage_id,
+        &format!("ROC on {}", p.target),
+        area,
+        &picks,
+    )?;
+
+    let frac: serde_json::Map<String, Value> = FAR_KEYS
+        .iter()
+        .zip(&picks)
+        .map(|(k, t)| (k.to_string(), json!(t.tar)))
+        .collect();
+    let pct: serde_json::Map<String, Value> = FAR_KEYS
+        .iter()
+        .zip(&picks)
+        .map(|(k, t)| (k.to_string(), json!((t.tar * 1e4).round() / 100.0)))
+        .collect();
+    let points: Vec<Value> = FAR_KEYS
+        .iter()
+        .zip(&picks)
+        .map(|(k, t)| json!({"target": k, "tar": t.tar, "far": t.far, "threshold": t.threshold}))
+        .collect();
+    let metrics = json!({
+        "target": p.target,
+        "tar_at_far": Value::Object(frac),
+        "tar_at_far_percent": Value::Object(pct),
+        "roc_points_picked": points,
+        "auc": area,
+        "pairs": labels.len(),
+        "genuine_pairs": curve.positives,
+        "impostor_pairs": curve.negatives,
+        "templates": templates.len(),
+        "images": n,
+        "input_size": [h, w],
+        "flags": {"use_flip_test": p.use_flip_test, "use_norm_score": p.use_norm_score, "use_detector_score": p.use_detector_score},
+        "seconds": {"embed": embed_s, "pool_score_metrics": score_s},
+    });
+    let path = inv.output("results")?;
+    std::fs::write(path, serde_json::to_vec_pretty(&metrics)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(metrics)
+}
+
+/// Embedding throughput on the CPU for the benchmark `benches/ijbc.rs`: untrained backbones at the
+/// embedded default size and at the paper's 112×112, flip-sum forward, plus decode + align of
+/// JPEG loose crops.
+pub fn bench_throughput() {
+    use crate::kinds::train::Network;
+    use crate::torch::nn::Arch;
+    super::init_threads();
+    // Decode + align: 150×150 JPEG crops to 112×112.
+    let mut crop = image::RgbImage::new(150, 150);
+    for (x, y, px) in crop.enumerate_pixels_mut() {
+        *px = image::Rgb([
+            (x * 7 % 256) as u8,
+            (y * 5 % 256) as u8,
+            ((x + y) % 256) as u8,
+        ]);
+    }
+    let mut jpeg = Vec::new();
+    if let Err(e) =
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95).encode_image(&crop)
+    {
+        println!("embedding throughput: cannot encode a test JPEG: {e}");
+        return;
+    }
+    let lm = align::ARCFACE_112.map(|[x, y]| [x * 1.2 + 5.0, y * 1.2 + 3.0]);
+    let t = Instant::now();
+    let count = 2000;
+    let ok = (0..count)
+        .into_par_iter()
+        .filter(|_| {
+            image::load_from_memory(&jpeg)
+                .ok()
+                .and_then(|i| {
+                    let i = i.to_rgb8();
+                    let src = Image {
+                        width: 150,
+                        height: 150,
+                        channels: 3,
+                        data: i.into_raw(),
+                    };
+                    align::align_face(&src, &lm, 112, 112)
+                })
+                .is_some()
+        })
+        .count();
+    println!(
+        "decode + align 150px JPEG -> 112x112: {:.0} images/s ({ok} images)",
+        count as f64 / t.elapsed().as_secs_f64()
+    );
+    for (network, size, n, batch) in [
+        (Network::IresnetTiny, 32usize, 1024usize, 256usize),
+        (Network::IresnetTiny, 64, 512, 128),
+        (Network::Iresnet50, 112, 32, 16),
+    ] {
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let arch = Arch {
+            network,
+            input_h: size as i64,
+            input_w: size as i64,
+            embedding_size: 512,
+            dropout: 0.0,
+        };
+        let net = match Backbone::new(&vs.root(), &arch) {
+            Ok(n) => n,
+            Err(e) => {
+                println!("embedding throughput {network:?}: {e}");
+                continue;
+            }
+        };
+        let images = vec![128u8; n * size * size * 3];
+        // One warm-up batch, then the timed run.
+        let _ = embed(
+            &net,
+            Device::Cpu,
+            &images[..batch * size * size * 3],
+            size,
+            size,
+            true,
+            batch,
+        );
+        let t = Instant::now();
+        match embed(&net, Device::Cpu, &images, size, size, true, batch) {
+            Ok(_) => println!(
+                "embedding {network:?} @{size}px, flip-sum, batch {batch}, CPU ({} threads): {:.1} images/s",
+                tch::get_num_threads(),
+                n as f64 / t.elapsed().as_secs_f64()
+            ),
+            Err(e) => println!("embedding {network:?}: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invocation::{Device as InvDevice, INVOCATION_VERSION};
+    use crate::kinds::train::{Loss, Network};
+    use crate::torch::model::{save_vars, ModelInfo, BACKBONE_FILE, MODEL_FORMAT};
+    use crate::torch::nn::Arch;
+
+    const SIZE: usize = 32;
+
+    /// An untrained tiny backbone whose BN running stats were settled by a few train-mode passes
+    /// (fresh stats make eval outputs explode), saved as a `model/` folder.
+    fn model_dir(dir: &Path) -> PathBuf {
+        let m = dir.join("model");
+        std::fs::create_dir_all(&m).unwrap();
+        tch::manual_seed(3);
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let arch = Arch {
+            network: Network::IresnetTiny,
+            input_h: SIZE as i64,
+            input_w: SIZE as i64,
+            embedding_size: 16,
+            dropout: 0.0,
+        };
+        let net = Backbone::new(&vs.root(), &arch).unwrap();
+        tch::no_grad(|| {
+            for _ in 0..30 {
+                let _ = net.forward_t(
+                    &Tensor::randn(
+                        [16, 3, SIZE as i64, SIZE as i64],
+                        (Kind::Float, Device::Cpu),
+                    ),
+                    true,
+                );
+            }
+        });
+        save_vars(&vs, &m.join(BACKBONE_FILE)).unwrap();
+        ModelInfo {
+            format: MODEL_FORMAT,
+            network: Network::IresnetTiny,
+            loss: Loss::Cosface,
+            s: 64.0,
+            m: 0.35,
+            sigma: 0.05,
+            embedding_size: 16,
+            num_classes: 4,
+            input_h: SIZE as i64,
+            input_w: SIZE as i64,
+            dropout: 0.0,
+            epochs_trained: 0,
+            label_map_size: None,
+        }
+        .write(&m)
+        .unwrap();
+        m
+    }
+
+    /// A face-ish test image of subject `s`: a colour pattern plus a shot-dependent shift.
+    fn face(s: u64, shot: u64, w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            let v = ((x as u64 * (3 + s) + y as u64 * (5 + 2 * s) + shot) % 256) as u8;
+            image::Rgb([v, v.wrapping_mul(3), (s * 60) as u8])
+        });
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
+            .encode_image(&img)
+            .unwrap();
+        out
+    }
+
+    fn invocation(
+        dir: &Path,
+        kind: &str,
+        params: Value,
+        inputs: &[(&str, PathBuf)],
+        outputs: &[(&str, &str)],
+    ) -> Invocation {
+        Invocation {
+            version: INVOCATION_VERSION,
+            kind: kind.into(),
+            stage_id: format!("{kind}-test"),
+            params,
+            inputs: inputs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            outputs: outputs
+                .iter()
+                .map(|(k, v)| (k.to_string(), dir.join("out").join(v)))
+                .collect(),
+            out_dir: dir.join("out"),
+            work_dir: dir.join("work"),
+            device: InvDevice::Cpu,
+            progress: dir.join("progress.jsonl"),
+        }
+    }
+
+    #[test]
+    fn verify_stage_on_a_small_pack() {
+        let d = tempfile::tempdir().unwrap();
+        let model = model_dir(d.path());
+        std::fs::create_dir_all(d.path().join("out")).unwrap();
+        // 40 pairs at 48 px (resized to the model's 32 px): same subject for even pairs.
+        let (mut imgs, mut same) = (Vec::new(), Vec::new());
+        for k in 0..40u64 {
+            let genuine = k % 2 == 0;
+            imgs.push(face(k % 5, 0, 48, 48));
+            imgs.push(face(if genuine { k % 5 } else { (k + 1) % 5 }, 7, 48, 48));
+            same.push(genuine);
+        }
+        let pack = d.path().join("lfw.bin");
+        bin::write_pairs(&pack, &imgs, &same).unwrap();
+        let params = serde_json::to_value(VerifyParams::default()).unwrap();
+        let inv = invocation(
+            d.path(),
+            "verify",
+            params,
+            &[("model", model.clone()), ("pairs", pack)],
+            &[("results", "verify.json")],
+        );
+        let m = run_verify(&inv).unwrap();
+        let acc = m["sets"]["lfw"]["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{m}");
+        assert_eq!(m["sets"]["lfw"]["pairs"], 40);
+        assert!(m["avg"].is_null(), "avg needs all five paper sets");
+        let written: Value =
+            serde_json::from_slice(&std::fs::read(d.path().join("out/verify.json")).unwrap())
+                .unwrap();
+        assert_eq!(written, m);
+
+        // A folder input with a set that is not there names the available ones.
+        let folder = d.path().join("packs");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::copy(d.path().join("lfw.bin"), folder.join("lfw.bin")).unwrap();
+        let params = json!({"sets": ["cfp_fp"], "batch_size": 8, "flip": true});
+        let inv = invocation(
+            d.path(),
+            "verify",
+            params,
+            &[("model", model), ("pairs", folder)],
+            &[("results", "verify.json")],
+        );
+        let e = run_verify(&inv).unwrap_err().to_string();
+        assert!(
+            e.contains("cfp_fp") && e.contains("available sets: lfw"),
+            "{e}"
+        );
+    }
+
+    fn release(root: &Path) -> ijb::IjbRelease {
+        // 3 subjects × 2 templates; template 10·s + t has two media, one of them a 2-frame video.
+        let (mut r, mut n) = (
+            ijb::IjbRelease {
+                images: vec![],
+                templates: vec![],
+                media: vec![],
+                landmarks: vec![],
+                scores: vec![],
+                pairs: vec![],
+            },
+            0,
+        );
+        let lm = align::ARCFACE_112.map(|[x, y]| [(x * 0.8 + 10.0) as f32, (y * 0.8 + 6.0) as f32]);
+        for s in 0..3u64 {
+            for t in 0..2u64 {
+                for (media, frames) in [(100 * s + 10 * t, 1u64), (100 * s + 10 * t + 1, 2)] {
+                    for f in 0..frames {
+                        n += 1;
+                        let name = format!("{n}.jpg");
+                        std::fs::create_dir_all(root.join("loose_crop")).unwrap();
+                        std::fs::write(ijb::image_path(root, &name), face(s, t * 3 + f, 110, 110))
+                            .unwrap();
+                        r.images.push(name);
+                        r.templates.push(10 * s + t + 1);
+                        r.media.push(media);
+                        r.landmarks.push(lm);
+                        r.scores.push(0.9);
+                    }
+                }
+            }
+        }
+        for a in 0..6u64 {
+            for b in a + 1..6 {
+                let (ta, tb) = (10 * (a / 2) + a % 2 + 1, 10 * (b / 2) + b % 2 + 1);
+                r.pairs.push((ta, tb, a / 2 == b / 2));
+            }
+        }
+        ijb::write_release(root, "IJBC", &r).unwrap();
+        r
+    }
+
+    #[test]
+    fn ijbc_stage_end_to_end_and_bad_inputs() {
+        let d = tempfile::tempdir().unwrap();
+        let model = model_dir(d.path());
+        std::fs::create_dir_all(d.path().join("out")).unwrap();
+        let root = d.path().join("ijbc");
+        let rel = release(&root);
+        let outs = [
+            ("scores", "score.npy"),
+            ("roc", "roc"),
+            ("results", "ijbc.json"),
+        ];
+        let params = serde_json::to_value(IjbcParams::default()).unwrap();
+        let inv = invocation(
+            d.path(),
+            "ijbc",
+            params.clone(),
+            &[("model", model.clone()), ("benchmark", root.clone())],
+            &outs,
+        );
+        let m = run_ijbc(&inv).unwrap();
+        assert_eq!(m["pairs"], 15);
+        assert_eq!(m["templates"], 6);
+        assert_eq!(m["genuine_pairs"], 3);
+        for k in FAR_KEYS {
+            let t = m["tar_at_far"][k].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&t));
+            assert!((m["tar_at_far_percent"][k].as_f64().unwrap() - t * 100.0).abs() < 0.006);
+        }
+        let scores = npy::read(&d.path().join("out/score.npy")).unwrap();
+        assert_eq!(
+            (scores.descr.as_str(), scores.shape.clone()),
+            ("<f4", vec![15])
+        );
+        assert!(scores
+            .to_f32()
+            .unwrap()
+            .iter()
+            .all(|s| (-1.0001..=1.0001).contains(s)));
+        for f in ["roc.svg", "roc.png", "roc.csv"] {
+            assert!(d.path().join("out/roc").join(f).is_file(), "{f}");
+        }
+
+        // Bad inputs: each error names the file and line.
+        let run = |root: &Path| {
+            run_ijbc(&invocation(
+                d.path(),
+                "ijbc",
+                params.clone(),
+                &[("model", model.clone()), ("benchmark", root.to_path_buf())],
+                &outs,
+            ))
+        };
+        let meta = root.join("meta");
+        let pairs = std::fs::read_to_string(meta.join("ijbc_template_pair_label.txt")).unwrap();
+        std::fs::write(
+            meta.join("ijbc_template_pair_label.txt"),
+            format!("{pairs}1 999 0\n"),
+        )
+        .unwrap();
+        let e = run(&root).unwrap_err().to_string();
+        assert!(
+            e.contains("ijbc_template_pair_label.txt:16") && e.contains("999"),
+            "{e}"
+        );
+        std::fs::write(meta.join("ijbc_template_pair_label.txt"), &pairs).unwrap();
+
+        let pts = std::fs::read_to_string(meta.join("ijbc_name_5pts_score.txt")).unwrap();
+        let mut lines: Vec<String> = pts.lines().map(String::from).collect();
+        lines[2] = lines[2]
+            .rsplit_once(' ')
+            .unwrap()
+            .0
+            .rsplit_once(' ')
+            .unwrap()
+            .0
+            .to_string();
+        std::fs::write(meta.join("ijbc_name_5pts_score.txt"), lines.join("\n")).unwrap();
+        let e = run(&root).unwrap_err().to_string();
+        assert!(
+            e.contains("ijbc_name_5pts_score.txt:3") && e.contains("expected 12 values"),
+            "{e}"
+        );
+        std::fs::write(meta.join("ijbc_name_5pts_score.txt"), &pts).unwrap();
+
+        std::fs::remove_file(ijb::image_path(&root, &rel.images[4])).unwrap();
+        let e = run(&root).unwrap_err().to_string();
+        assert!(
+            e.contains("ijbc_face_tid_mid.txt:5") && e.contains("missing"),
+            "{e}"
+        );
+    }
+}

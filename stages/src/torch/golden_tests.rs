@@ -1,0 +1,150 @@
+//! Golden tests: the tch networks, heads and optimiser against fixtures that PyTorch 2.11 computes
+//! with `stages/tests/py/golden.py` (run through `$ORCHESTRATOR_PYTHON` into a temp dir once per
+//! test process). Skipped, with a printed notice, when `ORCHESTRATOR_PYTHON` is unset.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use super::heads::{self, Head, HeadConfig};
+use super::model::{load_named_vars, load_vars};
+use super::nn::{Arch, Backbone};
+use super::train::Trainer;
+use crate::kinds::train::{Loss, Network, TrainParams};
+
+const TOL: f64 = 1e-5;
+
+fn fixtures() -> Option<&'static Path> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let Some(py) = std::env::var_os("ORCHESTRATOR_PYTHON") else {
+            eprintln!("notice: ORCHESTRATOR_PYTHON is unset; skipping the PyTorch golden tests");
+            return None;
+        };
+        let dir = std::env::temp_dir().join(format!("orchestrator-golden-{}", std::process::id()));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/golden.py");
+        let st = std::process::Command::new(py).arg(&script).arg(&dir).arg("--r50").status().expect("run golden.py");
+        assert!(st.success(), "golden.py failed: {st}");
+        Some(dir)
+    })
+    .as_deref()
+}
+
+fn read(path: &Path) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_iter().collect()
+}
+
+/// max |a − b| / max(1, |b|) elementwise must stay under `TOL`.
+fn assert_close(what: &str, a: &Tensor, b: &Tensor) {
+    assert_eq!(a.size(), b.size(), "{what}: shapes");
+    let a = a.to_kind(Kind::Double);
+    let b = b.to_kind(Kind::Double);
+    let err = ((&a - &b).abs() / b.abs().clamp_min(1.0)).max().double_value(&[]);
+    assert!(err <= TOL, "{what}: max relative difference {err:e} > {TOL:e}");
+}
+
+fn arch(network: Network, h: i64, emb: i64) -> Arch {
+    Arch { network, input_h: h, input_w: h, embedding_size: emb, dropout: 0.0 }
+}
+
+fn check_net(name: &str, a: Arch) {
+    let Some(dir) = fixtures() else { return };
+    let vs = VarStore::new(Device::Cpu);
+    let net = Backbone::new(&vs.root(), &a).expect("arch");
+    load_vars(&vs, &dir.join(format!("{name}.safetensors")), "backbone").expect("PyTorch weights load");
+    let io = read(&dir.join(format!("{name}_io.safetensors")));
+    tch::no_grad(|| {
+        assert_close(&format!("{name} eval forward"), &net.forward_t(&io["x"], false), &io["eval"]);
+        assert_close(&format!("{name} train forward"), &net.forward_t(&io["x"], true), &io["train"]);
+    });
+    let vars = vs.variables();
+    for (k, v) in io.iter().filter_map(|(k, v)| Some((k.strip_prefix("after.")?, v))) {
+        assert_close(&format!("{name} {k} after a train step"), &vars[k], v);
+    }
+}
+
+#[test]
+fn golden_iresnet_tiny_forward() {
+    check_net("tiny", Arch { network: Network::IresnetTiny, ..arch(Network::IresnetTiny, 32, 64) });
+}
+
+#[test]
+fn golden_mobilefacenet_forward() {
+    check_net("mfn", arch(Network::Mobilefacenet, 112, 512));
+}
+
+#[test]
+fn golden_iresnet50_from_pytorch_safetensors() {
+    check_net("r50", arch(Network::Iresnet50, 112, 512));
+}
+
+fn loss_of(name: &str) -> Loss {
+    serde_json::from_value(serde_json::json!(name)).expect("loss name")
+}
+
+#[test]
+fn golden_heads_logits_loss_and_grads() {
+    let Some(dir) = fixtures() else { return };
+    for name in [
+        "cosface",
+        "arcface",
+        "curricularface",
+        "adaface",
+        "elasticcosface",
+        "elasticarcface",
+        "elasticcosface-plus",
+        "elasticarcface-plus",
+    ] {
+        let f = read(&dir.join(format!("head_{name}.safetensors")));
+        let loss = loss_of(name);
+        let cfg = HeadConfig::new(loss, None, None, 64, 10);
+        let vs = VarStore::new(Device::Cpu);
+        let head = Head::new(&vs.root(), cfg);
+        let mut init = HashMap::from([("kernel".to_string(), f["kernel"].shallow_clone())]);
+        if loss == Loss::Curricularface {
+            init.insert("t".into(), f["t0"].shallow_clone());
+        }
+        load_named_vars(&vs, init, name, "head").expect("head vars");
+        let emb = f["emb"].copy().set_requires_grad(true);
+        let labels = f["label"].to_kind(Kind::Int64);
+        let logits = head.forward_with_margins(&emb, &labels, Some(&f["margins"]));
+        let ce = heads::loss(&logits, &labels);
+        ce.backward();
+        assert_close(&format!("{name} logits"), &logits, &f["logits"]);
+        assert_close(&format!("{name} loss"), &ce.view([1]), &f["loss"]);
+        assert_close(&format!("{name} d loss / d emb"), &emb.grad(), &f["grad_emb"]);
+        assert_close(&format!("{name} d loss / d kernel"), &head.kernel.grad(), &f["grad_kernel"]);
+        if let Some(t) = head.t() {
+            assert_close(&format!("{name} t"), t, &f["t1"]);
+        }
+    }
+}
+
+#[test]
+fn golden_two_sgd_steps_with_clipping() {
+    let Some(dir) = fixtures() else { return };
+    let f = read(&dir.join("sgd.safetensors"));
+    let p = TrainParams { clip_grad_norm: 1.0, dropout: 0.0, ..TrainParams::default() };
+    let a = arch(Network::IresnetTiny, 32, 64);
+    let mut t = Trainer::new(Device::Cpu, &a, HeadConfig::new(Loss::Cosface, None, None, 64, 10), &p).expect("trainer");
+    let part = |prefix: &str| -> HashMap<String, Tensor> {
+        f.iter().filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.shallow_clone()))).collect()
+    };
+    load_named_vars(&t.bvs, part("backbone."), "sgd fixture", "backbone").expect("init backbone");
+    load_named_vars(&t.hvs, part("header."), "sgd fixture", "head").expect("init head");
+    for step in 0..2 {
+        let y = f[&format!("y{step}")].to_kind(Kind::Int64);
+        let out = t.step(&f[&format!("x{step}")], &y, 0.1, true).expect("finite loss");
+        assert!((out.loss - f[&format!("loss{step}")].double_value(&[0])).abs() < TOL, "step {step} loss");
+    }
+    let vars: HashMap<String, Tensor> =
+        t.bvs.variables().into_iter().map(|(k, v)| (format!("backbone.{k}"), v)).chain(t.hvs.variables().into_iter().map(|(k, v)| (format!("header.{k}"), v))).collect();
+    let finals = part("final.");
+    assert_eq!(finals.keys().filter(|k| !k.ends_with("num_batches_tracked")).count(), vars.len());
+    for (k, v) in &vars {
+        assert_close(&format!("{k} after two SGD steps"), v, &finals[k]);
+    }
+}
