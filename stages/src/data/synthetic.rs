@@ -993,7 +993,11 @@ mod tests {
         }
         let (imgs, same) = bin::read_pairs(&a.path().join("pairs.bin")).unwrap();
         assert_eq!((imgs.len(), same.len()), (60, 30));
-        assert_eq!(same.iter().filter(|&&s| s).count(), 15, "exactly half genuine with odd fold sizes");
+        assert_eq!(
+            same.iter().filter(|&&s| s).count(),
+            15,
+            "exactly half genuine with odd fold sizes"
+        );
         let rel = ijb::read_release(&a.path().join("ijbc"), "IJBC", true).unwrap();
         assert!(rel.images.len() >= 6);
         assert!(rel.pairs.iter().any(|p| p.2) && rel.pairs.iter().any(|p| !p.2));
