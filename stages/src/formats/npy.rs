@@ -61,7 +61,7 @@ pub fn write<T: Element>(path: &Path, shape: &[usize], data: &[T]) -> Result<()>
     let total = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - total % 64) % 64));
     header.push('\n');
-    let mut buf = Vec::with_capacity(10 + header.len() + data.len() * std::mem::size_of::<T>());
+    let mut buf = Vec::with_capacity(10 + header.len() + std::mem::size_of_val(data));
     buf.extend_from_slice(b"\x93NUMPY\x01\x00");
     buf.extend_from_slice(&(header.len() as u16).to_le_bytes());
     buf.extend_from_slice(header.as_bytes());
