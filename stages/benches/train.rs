@@ -14,7 +14,10 @@ use orchestrator_stages::torch::train::Trainer;
 use tch::{Device, Kind, Tensor};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -22,12 +25,28 @@ fn main() {
     let batch: i64 = env_or("BENCH_BATCH", 32);
     let steps: usize = env_or("BENCH_STEPS", 5);
     let net: String = env_or("BENCH_NET", "iresnet18".to_string());
-    let network: Network = serde_json::from_value(serde_json::json!(net)).expect("BENCH_NET: a network name");
+    let network: Network =
+        serde_json::from_value(serde_json::json!(net)).expect("BENCH_NET: a network name");
     let classes = 1000;
-    let p = TrainParams { network, dropout: 0.4, ..TrainParams::default() };
-    let arch = Arch { network, input_h: 112, input_w: 112, embedding_size: 512, dropout: p.dropout };
-    let mut t = Trainer::new(Device::Cpu, &arch, HeadConfig::new(Loss::Cosface, None, None, 512, classes), &p)
-        .expect("build the trainer");
+    let p = TrainParams {
+        network,
+        dropout: 0.4,
+        ..TrainParams::default()
+    };
+    let arch = Arch {
+        network,
+        input_h: 112,
+        input_w: 112,
+        embedding_size: 512,
+        dropout: p.dropout,
+    };
+    let mut t = Trainer::new(
+        Device::Cpu,
+        &arch,
+        HeadConfig::new(Loss::Cosface, None, None, 512, classes),
+        &p,
+    )
+    .expect("build the trainer");
     let x = Tensor::rand([batch, 3, 112, 112], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
     let y = Tensor::randint(classes, [batch], (Kind::Int64, Device::Cpu));
     for _ in 0..2 {
@@ -51,17 +70,29 @@ fn main() {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/bench_train.py");
     let out = std::process::Command::new(py)
         .arg(&script)
-        .args(["--net", &net, "--batch", &batch.to_string(), "--steps", &steps.to_string()])
+        .args([
+            "--net",
+            &net,
+            "--batch",
+            &batch.to_string(),
+            "--steps",
+            &steps.to_string(),
+        ])
         .args(["--threads", &tch::get_num_threads().to_string()])
         .output()
         .expect("run bench_train.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        println!("bench_train.py failed: {}", String::from_utf8_lossy(&out.stderr));
+        println!(
+            "bench_train.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return;
     }
     print!("{stdout}");
-    let py_ips: Option<f64> = stdout.lines().find_map(|l| l.strip_prefix("images_per_s=")?.trim().parse().ok());
+    let py_ips: Option<f64> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("images_per_s=")?.trim().parse().ok());
     if let Some(py_ips) = py_ips {
         println!("ratio tch / PyTorch: {:.3}", ips / py_ips);
     }

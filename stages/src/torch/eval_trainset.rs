@@ -90,9 +90,14 @@ pub fn evaluate(
             let yy = y.unsqueeze(1);
             let pr = if p.margin {
                 let logits = (&cos - cos.zeros_like().scatter_value(1, &yy, p.m)) * p.s;
-                logits.softmax(-1, Kind::Float).gather(1, &yy, false).to_kind(Kind::Double)
+                logits
+                    .softmax(-1, Kind::Float)
+                    .gather(1, &yy, false)
+                    .to_kind(Kind::Double)
             } else {
-                (cos.to_kind(Kind::Double) * p.s).softmax(-1, Kind::Double).gather(1, &yy, false)
+                (cos.to_kind(Kind::Double) * p.s)
+                    .softmax(-1, Kind::Double)
+                    .gather(1, &yy, false)
             };
             let pr = Vec::<f64>::try_from(pr.view([-1]).to_device(Device::Cpu))?;
             let lb = Vec::<i64>::try_from(cos.argmax(1, false).to_device(Device::Cpu))?;
@@ -111,7 +116,10 @@ pub fn evaluate(
     if let Some(pos) = seen.iter().position(|s| !s) {
         bail!("position {pos} was never scored ({done} of {n} seen)");
     }
-    Ok(TrainsetProbs { prob, pred_label: pred })
+    Ok(TrainsetProbs {
+        prob,
+        pred_label: pred,
+    })
 }
 
 pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
@@ -134,7 +142,8 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
         }
     })?;
     let probs_dir = inv.output("probs")?;
-    std::fs::create_dir_all(probs_dir).with_context(|| format!("cannot create {}", probs_dir.display()))?;
+    std::fs::create_dir_all(probs_dir)
+        .with_context(|| format!("cannot create {}", probs_dir.display()))?;
     npy::write_1d(&probs_dir.join("prob.npy"), &out.prob)?;
     text::write_floats(&probs_dir.join("prob.txt"), &out.prob)?;
     let pred_path = inv.output("predictions")?;
@@ -143,7 +152,12 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
     }
     npy::write_1d(pred_path, &out.pred_label)?;
     let n = out.prob.len();
-    let correct = out.pred_label.iter().zip(ds.labels()).filter(|(a, b)| a == b).count();
+    let correct = out
+        .pred_label
+        .iter()
+        .zip(ds.labels())
+        .filter(|(a, b)| a == b)
+        .count();
     let secs = t0.elapsed().as_secs_f64();
     Ok(json!({
         "samples": n,

@@ -24,9 +24,34 @@ fn fixtures() -> Option<&'static Path> {
             eprintln!("notice: ORCHESTRATOR_PYTHON is unset; skipping the PyTorch golden tests");
             return None;
         };
-        let dir = std::env::temp_dir().join(format!("orchestrator-golden-{}", std::process::id()));
+        // One folder per test process; earlier processes' folders (~180 MB with iResNet-50) are
+        // removed once they are an hour old, so that concurrent runs never share files.
+        let tmp = std::env::temp_dir();
+        if let Ok(rd) = std::fs::read_dir(&tmp) {
+            for e in rd.flatten() {
+                let stale = e
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+                if stale
+                    && e.file_name()
+                        .to_string_lossy()
+                        .starts_with("orchestrator-golden-")
+                {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = tmp.join(format!("orchestrator-golden-{}", std::process::id()));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/golden.py");
-        let st = std::process::Command::new(py).arg(&script).arg(&dir).arg("--r50").status().expect("run golden.py");
+        let st = std::process::Command::new(py)
+            .arg(&script)
+            .arg(&dir)
+            .arg("--r50")
+            .status()
+            .expect("run golden.py");
         assert!(st.success(), "golden.py failed: {st}");
         Some(dir)
     })
@@ -34,7 +59,10 @@ fn fixtures() -> Option<&'static Path> {
 }
 
 fn read(path: &Path) -> HashMap<String, Tensor> {
-    Tensor::read_safetensors(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_iter().collect()
+    Tensor::read_safetensors(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
+        .collect()
 }
 
 /// max |a − b| / max(1, |b|) elementwise must stay under `TOL`.
@@ -42,33 +70,62 @@ fn assert_close(what: &str, a: &Tensor, b: &Tensor) {
     assert_eq!(a.size(), b.size(), "{what}: shapes");
     let a = a.to_kind(Kind::Double);
     let b = b.to_kind(Kind::Double);
-    let err = ((&a - &b).abs() / b.abs().clamp_min(1.0)).max().double_value(&[]);
-    assert!(err <= TOL, "{what}: max relative difference {err:e} > {TOL:e}");
+    let err = ((&a - &b).abs() / b.abs().clamp_min(1.0))
+        .max()
+        .double_value(&[]);
+    assert!(
+        err <= TOL,
+        "{what}: max relative difference {err:e} > {TOL:e}"
+    );
 }
 
 fn arch(network: Network, h: i64, emb: i64) -> Arch {
-    Arch { network, input_h: h, input_w: h, embedding_size: emb, dropout: 0.0 }
+    Arch {
+        network,
+        input_h: h,
+        input_w: h,
+        embedding_size: emb,
+        dropout: 0.0,
+    }
 }
 
 fn check_net(name: &str, a: Arch) {
     let Some(dir) = fixtures() else { return };
     let vs = VarStore::new(Device::Cpu);
     let net = Backbone::new(&vs.root(), &a).expect("arch");
-    load_vars(&vs, &dir.join(format!("{name}.safetensors")), "backbone").expect("PyTorch weights load");
+    load_vars(&vs, &dir.join(format!("{name}.safetensors")), "backbone")
+        .expect("PyTorch weights load");
     let io = read(&dir.join(format!("{name}_io.safetensors")));
     tch::no_grad(|| {
-        assert_close(&format!("{name} eval forward"), &net.forward_t(&io["x"], false), &io["eval"]);
-        assert_close(&format!("{name} train forward"), &net.forward_t(&io["x"], true), &io["train"]);
+        assert_close(
+            &format!("{name} eval forward"),
+            &net.forward_t(&io["x"], false),
+            &io["eval"],
+        );
+        assert_close(
+            &format!("{name} train forward"),
+            &net.forward_t(&io["x"], true),
+            &io["train"],
+        );
     });
     let vars = vs.variables();
-    for (k, v) in io.iter().filter_map(|(k, v)| Some((k.strip_prefix("after.")?, v))) {
+    for (k, v) in io
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("after.")?, v)))
+    {
         assert_close(&format!("{name} {k} after a train step"), &vars[k], v);
     }
 }
 
 #[test]
 fn golden_iresnet_tiny_forward() {
-    check_net("tiny", Arch { network: Network::IresnetTiny, ..arch(Network::IresnetTiny, 32, 64) });
+    check_net(
+        "tiny",
+        Arch {
+            network: Network::IresnetTiny,
+            ..arch(Network::IresnetTiny, 32, 64)
+        },
+    );
 }
 
 #[test]
@@ -115,8 +172,16 @@ fn golden_heads_logits_loss_and_grads() {
         ce.backward();
         assert_close(&format!("{name} logits"), &logits, &f["logits"]);
         assert_close(&format!("{name} loss"), &ce.view([1]), &f["loss"]);
-        assert_close(&format!("{name} d loss / d emb"), &emb.grad(), &f["grad_emb"]);
-        assert_close(&format!("{name} d loss / d kernel"), &head.kernel.grad(), &f["grad_kernel"]);
+        assert_close(
+            &format!("{name} d loss / d emb"),
+            &emb.grad(),
+            &f["grad_emb"],
+        );
+        assert_close(
+            &format!("{name} d loss / d kernel"),
+            &head.kernel.grad(),
+            &f["grad_kernel"],
+        );
         if let Some(t) = head.t() {
             assert_close(&format!("{name} t"), t, &f["t1"]);
         }
@@ -127,23 +192,56 @@ fn golden_heads_logits_loss_and_grads() {
 fn golden_two_sgd_steps_with_clipping() {
     let Some(dir) = fixtures() else { return };
     let f = read(&dir.join("sgd.safetensors"));
-    let p = TrainParams { clip_grad_norm: 1.0, dropout: 0.0, ..TrainParams::default() };
+    let p = TrainParams {
+        clip_grad_norm: 1.0,
+        dropout: 0.0,
+        ..TrainParams::default()
+    };
     let a = arch(Network::IresnetTiny, 32, 64);
-    let mut t = Trainer::new(Device::Cpu, &a, HeadConfig::new(Loss::Cosface, None, None, 64, 10), &p).expect("trainer");
+    let mut t = Trainer::new(
+        Device::Cpu,
+        &a,
+        HeadConfig::new(Loss::Cosface, None, None, 64, 10),
+        &p,
+    )
+    .expect("trainer");
     let part = |prefix: &str| -> HashMap<String, Tensor> {
-        f.iter().filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.shallow_clone()))).collect()
+        f.iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.shallow_clone())))
+            .collect()
     };
     load_named_vars(&t.bvs, part("backbone."), "sgd fixture", "backbone").expect("init backbone");
     load_named_vars(&t.hvs, part("header."), "sgd fixture", "head").expect("init head");
     for step in 0..2 {
         let y = f[&format!("y{step}")].to_kind(Kind::Int64);
-        let out = t.step(&f[&format!("x{step}")], &y, 0.1, true).expect("finite loss");
-        assert!((out.loss - f[&format!("loss{step}")].double_value(&[0])).abs() < TOL, "step {step} loss");
+        let out = t
+            .step(&f[&format!("x{step}")], &y, 0.1, true)
+            .expect("finite loss");
+        assert!(
+            (out.loss - f[&format!("loss{step}")].double_value(&[0])).abs() < TOL,
+            "step {step} loss"
+        );
     }
-    let vars: HashMap<String, Tensor> =
-        t.bvs.variables().into_iter().map(|(k, v)| (format!("backbone.{k}"), v)).chain(t.hvs.variables().into_iter().map(|(k, v)| (format!("header.{k}"), v))).collect();
+    let vars: HashMap<String, Tensor> = t
+        .bvs
+        .variables()
+        .into_iter()
+        .map(|(k, v)| (format!("backbone.{k}"), v))
+        .chain(
+            t.hvs
+                .variables()
+                .into_iter()
+                .map(|(k, v)| (format!("header.{k}"), v)),
+        )
+        .collect();
     let finals = part("final.");
-    assert_eq!(finals.keys().filter(|k| !k.ends_with("num_batches_tracked")).count(), vars.len());
+    assert_eq!(
+        finals
+            .keys()
+            .filter(|k| !k.ends_with("num_batches_tracked"))
+            .count(),
+        vars.len()
+    );
     for (k, v) in &vars {
         assert_close(&format!("{k} after two SGD steps"), v, &finals[k]);
     }

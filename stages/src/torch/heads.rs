@@ -1,6 +1,10 @@
 //! [`Head`]: the margin heads of the reference's `utils/losses.py` (formats.md §5): CosFace, ArcFace,
 //! CurricularFace, AdaFace and ElasticFace (Cos/Arc, plain and Plus). The kernel is [E, C] (in × out,
 //! as the reference's `header.pth`), kept in its own VarStore so that only the backbone is clipped.
+//!
+//! Every head takes the *raw* backbone embedding and normalises it itself. For AdaFace this means
+//! the feature norms are real (the paper's AdaFace); the reference passes an already normalised
+//! embedding, so its "AdaFace" degenerates to CosFace m = 0.4 (diffprob.md §8 bug 6).
 
 use tch::nn::{self, Init};
 use tch::{Kind, Tensor};
@@ -24,7 +28,13 @@ pub struct HeadConfig {
 impl HeadConfig {
     /// Defaults of the reference: s 64; m CosFace 0.35, ArcFace/CurricularFace 0.5, AdaFace 0.4;
     /// σ ElasticCos 0.05 (Plus 0.02), ElasticArc 0.05 (Plus 0.0175).
-    pub fn new(loss: Loss, s: Option<f64>, m: Option<f64>, embedding_size: i64, num_classes: i64) -> Self {
+    pub fn new(
+        loss: Loss,
+        s: Option<f64>,
+        m: Option<f64>,
+        embedding_size: i64,
+        num_classes: i64,
+    ) -> Self {
         let (m0, sigma) = match loss {
             Loss::Cosface => (0.35, 0.0),
             Loss::Arcface | Loss::Curricularface => (0.5, 0.0),
@@ -34,7 +44,15 @@ impl HeadConfig {
             Loss::Elasticarcface => (0.5, 0.05),
             Loss::ElasticarcfacePlus => (0.5, 0.0175),
         };
-        HeadConfig { loss, s: s.unwrap_or(64.0), m: m.unwrap_or(m0), sigma, h: 0.333, embedding_size, num_classes }
+        HeadConfig {
+            loss,
+            s: s.unwrap_or(64.0),
+            m: m.unwrap_or(m0),
+            sigma,
+            h: 0.333,
+            embedding_size,
+            num_classes,
+        }
     }
 }
 
@@ -61,7 +79,14 @@ impl Head {
             let k = tch::no_grad(|| l2_norm(&k, 0));
             p.var_copy("kernel", &k)
         } else {
-            p.var("kernel", &dims, Init::Randn { mean: 0.0, stdev: 0.01 })
+            p.var(
+                "kernel",
+                &dims,
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.01,
+                },
+            )
         };
         let t = (cfg.loss == Loss::Curricularface).then(|| p.zeros_no_train("t", &[1]));
         Head { cfg, kernel, t }
@@ -74,7 +99,9 @@ impl Head {
 
     /// clamp(l2norm(x rows) · l2norm(kernel columns), −1, 1).
     pub fn cosine(&self, emb: &Tensor) -> Tensor {
-        l2_norm(emb, 1).mm(&l2_norm(&self.kernel, 0)).clamp(-1.0, 1.0)
+        l2_norm(emb, 1)
+            .mm(&l2_norm(&self.kernel, 0))
+            .clamp(-1.0, 1.0)
     }
 
     /// Training logits for raw embeddings `emb` [B, E] and labels [B] (i64); ElasticFace margins are
@@ -90,13 +117,21 @@ impl Head {
     fn is_elastic(&self) -> bool {
         matches!(
             self.cfg.loss,
-            Loss::Elasticcosface | Loss::Elasticarcface | Loss::ElasticcosfacePlus | Loss::ElasticarcfacePlus
+            Loss::Elasticcosface
+                | Loss::Elasticarcface
+                | Loss::ElasticcosfacePlus
+                | Loss::ElasticarcfacePlus
         )
     }
 
     /// As [`Head::forward`] with the ElasticFace per-sample margins given ([B, 1]); other heads
     /// ignore `margins`.
-    pub fn forward_with_margins(&self, emb: &Tensor, labels: &Tensor, margins: Option<&Tensor>) -> Tensor {
+    pub fn forward_with_margins(
+        &self,
+        emb: &Tensor,
+        labels: &Tensor,
+        margins: Option<&Tensor>,
+    ) -> Tensor {
         let (s, m) = (self.cfg.s, self.cfg.m);
         let y = labels.unsqueeze(1);
         match self.cfg.loss {
@@ -110,14 +145,20 @@ impl Head {
                 let mh = cos.zeros_like().scatter_value(1, &y, m);
                 (cos.acos() + mh).cos() * s
             }
-            Loss::Elasticcosface | Loss::ElasticcosfacePlus | Loss::Elasticarcface | Loss::ElasticarcfacePlus => {
+            Loss::Elasticcosface
+            | Loss::ElasticcosfacePlus
+            | Loss::Elasticarcface
+            | Loss::ElasticarcfacePlus => {
                 let cos = self.cosine(emb);
                 let b = labels.size()[0];
                 let drawn = match margins {
                     Some(t) => t.shallow_clone(),
                     None => Tensor::full([b, 1], m, (Kind::Float, emb.device())),
                 };
-                let per_sample = if matches!(self.cfg.loss, Loss::ElasticcosfacePlus | Loss::ElasticarcfacePlus) {
+                let per_sample = if matches!(
+                    self.cfg.loss,
+                    Loss::ElasticcosfacePlus | Loss::ElasticarcfacePlus
+                ) {
                     // Sample i gets sorted_margins[argsort(cos_y, descending)[i]], literally (§5).
                     tch::no_grad(|| {
                         let cos_y = cos.gather(1, &y, false).view([-1]);
@@ -128,8 +169,13 @@ impl Head {
                 } else {
                     drawn
                 };
-                let mh = cos.zeros_like().scatter(1, &y, &per_sample.to_kind(cos.kind()));
-                if matches!(self.cfg.loss, Loss::Elasticcosface | Loss::ElasticcosfacePlus) {
+                let mh = cos
+                    .zeros_like()
+                    .scatter(1, &y, &per_sample.to_kind(cos.kind()));
+                if matches!(
+                    self.cfg.loss,
+                    Loss::Elasticcosface | Loss::ElasticcosfacePlus
+                ) {
                     (cos - mh) * s
                 } else {
                     (cos.acos() + mh).cos() * s
@@ -144,7 +190,10 @@ impl Head {
                 let threshold = (std::f64::consts::PI - m).cos();
                 let mm = (std::f64::consts::PI - m).sin() * m;
                 let final_target = cos_m.where_self(&target.gt(threshold), &(&target - mm));
-                let t = self.t.as_ref().expect("CurricularFace head has its t buffer");
+                let t = self
+                    .t
+                    .as_ref()
+                    .expect("CurricularFace head has its t buffer");
                 tch::no_grad(|| {
                     let new_t = target.mean(Kind::Float) * 0.01 + t * 0.99;
                     let mut t = t.shallow_clone();
@@ -158,7 +207,9 @@ impl Head {
             Loss::Adaface => {
                 let eps = 1e-3;
                 let norms = emb.norm_scalaropt_dim(2, [1], true);
-                let cos = l2_norm(emb, 1).mm(&l2_norm(&self.kernel, 0)).clamp(-1.0 + eps, 1.0 - eps);
+                let cos = l2_norm(emb, 1)
+                    .mm(&l2_norm(&self.kernel, 0))
+                    .clamp(-1.0 + eps, 1.0 - eps);
                 let safe = norms.clamp(0.001, 100.0).detach();
                 let mean = safe.mean(Kind::Float);
                 let std = safe.std(true);
@@ -181,5 +232,8 @@ pub fn loss(logits: &Tensor, labels: &Tensor) -> Tensor {
 
 /// softmax(logits)[y] per sample ([B], f32), the DiffProb probability.
 pub fn gt_prob(logits: &Tensor, labels: &Tensor) -> Tensor {
-    logits.softmax(-1, Kind::Float).gather(1, &labels.unsqueeze(1), false).view([-1])
+    logits
+        .softmax(-1, Kind::Float)
+        .gather(1, &labels.unsqueeze(1), false)
+        .view([-1])
 }

@@ -42,23 +42,26 @@ pub fn check_params<P: crate::kinds::Params>(p: &P) -> anyhow::Result<()> {
     Ok(())
 }
 
-
 /// CUDA device 0 when the invocation asks for CUDA and libtorch sees it, else the CPU (with a
 /// progress message saying so). Also fixes the CPU thread count to the cores available.
 pub fn select_device(inv: &Invocation) -> tch::Device {
     init_threads();
     if inv.device == InvDevice::Cuda {
         if tch::Cuda::is_available() {
-            tch::Cuda::cudnn_set_benchmark(false);
+            // The reference sets cudnn.benchmark; bitwise resume is promised on the CPU only.
+            tch::Cuda::cudnn_set_benchmark(true);
             return tch::Device::Cuda(0);
         }
-        inv.progress().message("CUDA requested but libtorch sees no GPU: running on the CPU");
+        inv.progress()
+            .message("CUDA requested but libtorch sees no GPU: running on the CPU");
     }
     tch::Device::Cpu
 }
 
 /// libtorch's intra-op threads = the cores this process may use (not the machine's count).
 pub fn init_threads() {
-    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     tch::set_num_threads(n as i32);
 }

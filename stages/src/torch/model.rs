@@ -54,17 +54,33 @@ impl ModelInfo {
     pub fn head_config(&self) -> HeadConfig {
         HeadConfig {
             sigma: self.sigma,
-            ..HeadConfig::new(self.loss, Some(self.s), Some(self.m), self.embedding_size, self.num_classes)
+            ..HeadConfig::new(
+                self.loss,
+                Some(self.s),
+                Some(self.m),
+                self.embedding_size,
+                self.num_classes,
+            )
         }
     }
 
     pub fn read(model_dir: &Path) -> Result<Self> {
         let path = model_dir.join(INFO_FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}\nhint: `model` must be the `model/` output of a train stage", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read {}\nhint: `model` must be the `model/` output of a train stage",
+                path.display()
+            )
+        })?;
         let de = &mut serde_json::Deserializer::from_str(&text);
-        let info: ModelInfo = serde_path_to_error::deserialize(de)
-            .map_err(|e| anyhow::anyhow!("{}: invalid model description at `{}`: {}", path.display(), e.path(), e.inner()))?;
+        let info: ModelInfo = serde_path_to_error::deserialize(de).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: invalid model description at `{}`: {}",
+                path.display(),
+                e.path(),
+                e.inner()
+            )
+        })?;
         if info.format != MODEL_FORMAT {
             bail!("{}: model format {} is not {MODEL_FORMAT}\nhint: retrain with this version or use a matching worker", path.display(), info.format);
         }
@@ -73,7 +89,8 @@ impl ModelInfo {
 
     pub fn write(&self, model_dir: &Path) -> Result<()> {
         let path = model_dir.join(INFO_FILE);
-        std::fs::write(&path, serde_json::to_vec_pretty(self)?).with_context(|| format!("cannot write {}", path.display()))
+        std::fs::write(&path, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 }
 
@@ -81,7 +98,8 @@ impl ModelInfo {
 pub fn save_vars(vs: &VarStore, path: &Path) -> Result<()> {
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    Tensor::write_safetensors(&named, path).with_context(|| format!("cannot write {}", path.display()))
+    Tensor::write_safetensors(&named, path)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Load `path` into `vs`, requiring the same names and shapes. PyTorch's `num_batches_tracked`
@@ -89,13 +107,25 @@ pub fn save_vars(vs: &VarStore, path: &Path) -> Result<()> {
 pub fn load_vars(vs: &VarStore, path: &Path, what: &str) -> Result<()> {
     let file = Tensor::read_safetensors(path)
         .map_err(|e| anyhow::anyhow!("cannot read {what} weights {}: {e}", path.display()))?;
-    load_named_vars(vs, file.into_iter().collect(), &path.display().to_string(), what)
+    load_named_vars(
+        vs,
+        file.into_iter().collect(),
+        &path.display().to_string(),
+        what,
+    )
 }
 
 /// As [`load_vars`] from tensors already in memory; `source` names them in errors.
-pub fn load_named_vars(vs: &VarStore, file: HashMap<String, Tensor>, source: &str, what: &str) -> Result<()> {
-    let file: HashMap<String, Tensor> =
-        file.into_iter().filter(|(k, _)| !k.ends_with("num_batches_tracked")).collect();
+pub fn load_named_vars(
+    vs: &VarStore,
+    file: HashMap<String, Tensor>,
+    source: &str,
+    what: &str,
+) -> Result<()> {
+    let file: HashMap<String, Tensor> = file
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
+        .collect();
     let vars = vs.variables();
     let mut missing: Vec<&String> = vars.keys().filter(|k| !file.contains_key(*k)).collect();
     let mut unexpected: Vec<&String> = file.keys().filter(|k| !vars.contains_key(*k)).collect();
@@ -103,7 +133,8 @@ pub fn load_named_vars(vs: &VarStore, file: HashMap<String, Tensor>, source: &st
         .iter()
         .filter_map(|(k, v)| {
             let f = file.get(k)?;
-            (f.size() != v.size()).then(|| format!("{k}: file {:?}, model {:?}", f.size(), v.size()))
+            (f.size() != v.size())
+                .then(|| format!("{k}: file {:?}, model {:?}", f.size(), v.size()))
         })
         .collect();
     if !missing.is_empty() || !unexpected.is_empty() || !shapes.is_empty() {
@@ -120,13 +151,25 @@ pub fn load_named_vars(vs: &VarStore, file: HashMap<String, Tensor>, source: &st
         };
         let mut msg = format!("{source} does not hold the {what} this model needs:");
         if !missing.is_empty() {
-            msg.push_str(&format!("\n  missing ({}): {}", missing.len(), few(missing.into_iter().cloned().collect())));
+            msg.push_str(&format!(
+                "\n  missing ({}): {}",
+                missing.len(),
+                few(missing.into_iter().cloned().collect())
+            ));
         }
         if !unexpected.is_empty() {
-            msg.push_str(&format!("\n  unexpected ({}): {}", unexpected.len(), few(unexpected.into_iter().cloned().collect())));
+            msg.push_str(&format!(
+                "\n  unexpected ({}): {}",
+                unexpected.len(),
+                few(unexpected.into_iter().cloned().collect())
+            ));
         }
         if !shapes.is_empty() {
-            msg.push_str(&format!("\n  wrong shape ({}): {}", shapes.len(), few(shapes)));
+            msg.push_str(&format!(
+                "\n  wrong shape ({}): {}",
+                shapes.len(),
+                few(shapes)
+            ));
         }
         msg.push_str("\nhint: the network, input size, embedding size and class count in model.json must be those the weights were trained with");
         bail!(msg);

@@ -18,11 +18,19 @@ pub struct Sgd {
 
 impl Sgd {
     pub fn new(vs: &VarStore, momentum: f64, weight_decay: f64) -> Self {
-        let mut params: Vec<(String, Tensor)> =
-            vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut params: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let bufs = params.iter().map(|_| None).collect();
-        Sgd { params, bufs, momentum, weight_decay }
+        Sgd {
+            params,
+            bufs,
+            momentum,
+            weight_decay,
+        }
     }
 
     pub fn zero_grad(&mut self) {
@@ -35,8 +43,13 @@ impl Sgd {
     /// `torch.nn.utils.clip_grad_norm_`); returns the norm before clipping.
     pub fn clip_grad_norm(&self, max: f64) -> f64 {
         tch::no_grad(|| {
-            let norms: Vec<Tensor> =
-                self.params.iter().map(|(_, p)| p.grad()).filter(|g| g.defined()).map(|g| g.norm()).collect();
+            let norms: Vec<Tensor> = self
+                .params
+                .iter()
+                .map(|(_, p)| p.grad())
+                .filter(|g| g.defined())
+                .map(|g| g.norm())
+                .collect();
             if norms.is_empty() {
                 return 0.0;
             }
@@ -62,7 +75,11 @@ impl Sgd {
                 if !g.defined() {
                     continue;
                 }
-                let d = if self.weight_decay != 0.0 { g + &*p * self.weight_decay } else { g };
+                let d = if self.weight_decay != 0.0 {
+                    g + &*p * self.weight_decay
+                } else {
+                    g
+                };
                 let update = if self.momentum != 0.0 {
                     match buf {
                         Some(b) => {
@@ -99,7 +116,11 @@ impl Sgd {
         for ((n, p), buf) in self.params.iter().zip(self.bufs.iter_mut()) {
             *buf = match by_name.remove(n) {
                 Some(t) if t.size() == p.size() => Some(t.to_device(p.device()).to_kind(p.kind())),
-                Some(t) => anyhow::bail!("momentum buffer `{n}` has shape {:?}, the variable {:?}", t.size(), p.size()),
+                Some(t) => anyhow::bail!(
+                    "momentum buffer `{n}` has shape {:?}, the variable {:?}",
+                    t.size(),
+                    p.size()
+                ),
                 None => None,
             };
         }

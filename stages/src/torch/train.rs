@@ -54,7 +54,10 @@ pub fn read_kept(path: &Path, n: usize) -> Result<Vec<usize>> {
         let mut out = Vec::with_capacity(v.len());
         for (i, &p) in v.iter().enumerate() {
             if p < 0 || p as usize >= n {
-                bail!("{}: entry {i}: position {p} is out of range for a dataset of {n} samples", path.display());
+                bail!(
+                    "{}: entry {i}: position {p} is out of range for a dataset of {n} samples",
+                    path.display()
+                );
             }
             if let Some(&prev) = out.last() {
                 if p as usize <= prev {
@@ -72,18 +75,34 @@ pub fn read_kept(path: &Path, n: usize) -> Result<Vec<usize>> {
 /// Read `label_map.json` (old id as a decimal string → new id) into a dense old → new table
 /// over `c` dataset classes (−1 = not in the map).
 pub fn read_label_map(path: &Path, c: usize) -> Result<(Vec<i64>, usize)> {
-    let path = if path.is_dir() { path.join("label_map.json") } else { path.to_path_buf() };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read label map {}", path.display()))?;
+    let path = if path.is_dir() {
+        path.join("label_map.json")
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read label map {}", path.display()))?;
     let raw: BTreeMap<String, i64> = serde_json::from_str(&text).map_err(|e| {
-        anyhow::anyhow!("{}: line {}, column {}: not a JSON object of old id → new id: {e}", path.display(), e.line(), e.column())
+        anyhow::anyhow!(
+            "{}: line {}, column {}: not a JSON object of old id → new id: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        )
     })?;
     let size = raw.len();
     let mut table = vec![-1i64; c];
     let mut used = vec![false; size];
     for (k, &v) in &raw {
-        let old: usize = k.trim().parse().map_err(|_| anyhow::anyhow!("{}: key `{k}` is not a decimal class id", path.display()))?;
+        let old: usize = k.trim().parse().map_err(|_| {
+            anyhow::anyhow!("{}: key `{k}` is not a decimal class id", path.display())
+        })?;
         if old >= c {
-            bail!("{}: key `{k}`: class {old} does not exist; the dataset has {c} classes (0..{})", path.display(), c.saturating_sub(1));
+            bail!(
+                "{}: key `{k}`: class {old} does not exist; the dataset has {c} classes (0..{})",
+                path.display(),
+                c.saturating_sub(1)
+            );
         }
         if v < 0 || v as usize >= size {
             bail!(
@@ -93,7 +112,10 @@ pub fn read_label_map(path: &Path, c: usize) -> Result<(Vec<i64>, usize)> {
             );
         }
         if std::mem::replace(&mut used[v as usize], true) {
-            bail!("{}: new id {v} is given to more than one old class (second: `{k}`)", path.display());
+            bail!(
+                "{}: new id {v} is given to more than one old class (second: `{k}`)",
+                path.display()
+            );
         }
         table[old] = v;
     }
@@ -109,7 +131,10 @@ impl TrainingSet {
             None => (0..ds.len()).collect(),
         };
         if positions.is_empty() {
-            bail!("the kept list {} is empty: nothing to train on", kept.map(|p| p.display().to_string()).unwrap_or_default());
+            bail!(
+                "the kept list {} is empty: nothing to train on",
+                kept.map(|p| p.display().to_string()).unwrap_or_default()
+            );
         }
         match label_map {
             Some(lm) => {
@@ -122,7 +147,11 @@ impl TrainingSet {
                         labels[p]
                     );
                 }
-                Ok(TrainingSet { positions, label_map: Some(table), num_classes: size })
+                Ok(TrainingSet {
+                    positions,
+                    label_map: Some(table),
+                    num_classes: size,
+                })
             }
             None => {
                 let mut seen = vec![false; c];
@@ -136,7 +165,11 @@ impl TrainingSet {
                         if empty == 1 { "y" } else { "ies" }
                     );
                 }
-                Ok(TrainingSet { positions, label_map: None, num_classes: c })
+                Ok(TrainingSet {
+                    positions,
+                    label_map: None,
+                    num_classes: c,
+                })
             }
         }
     }
@@ -195,7 +228,9 @@ pub struct Checkpoints {
 
 impl Checkpoints {
     pub fn new(work_dir: &Path) -> Self {
-        Checkpoints { dir: work_dir.join("checkpoints") }
+        Checkpoints {
+            dir: work_dir.join("checkpoints"),
+        }
     }
 
     fn epoch_dir(&self, k: u32) -> PathBuf {
@@ -208,12 +243,17 @@ impl Checkpoints {
 
     /// The most recent complete checkpoint (epochs done), ignoring interrupted `.tmp` writes.
     pub fn latest(&self) -> Result<Option<u32>> {
-        let Ok(rd) = std::fs::read_dir(&self.dir) else { return Ok(None) };
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Ok(None);
+        };
         let mut best = None;
         for e in rd {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(k) = name.strip_prefix("epoch_").and_then(|k| k.parse::<u32>().ok()) {
+            if let Some(k) = name
+                .strip_prefix("epoch_")
+                .and_then(|k| k.parse::<u32>().ok())
+            {
                 if e.path().join("state.json").exists() {
                     best = best.max(Some(k));
                 }
@@ -235,7 +275,8 @@ impl Checkpoints {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
         }
-        std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        std::fs::create_dir_all(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
         model::save_vars(&t.bvs, &tmp.join("backbone.safetensors"))?;
         model::save_vars(&t.hvs, &tmp.join("header.safetensors"))?;
         save_named(&t.opt_b.state(), &tmp.join("momentum_backbone.safetensors"))?;
@@ -245,7 +286,8 @@ impl Checkpoints {
         if dst.exists() {
             std::fs::remove_dir_all(&dst)?;
         }
-        std::fs::rename(&tmp, &dst).with_context(|| format!("cannot commit checkpoint {}", dst.display()))?;
+        std::fs::rename(&tmp, &dst)
+            .with_context(|| format!("cannot commit checkpoint {}", dst.display()))?;
         // Older checkpoints are superseded once the new one is in place.
         for old in 0..k {
             let d = self.epoch_dir(old);
@@ -260,21 +302,35 @@ impl Checkpoints {
         let d = self.epoch_dir(k);
         let state: State = serde_json::from_slice(&std::fs::read(d.join("state.json"))?)
             .with_context(|| format!("{}: unreadable checkpoint state", d.display()))?;
-        model::load_vars(&t.bvs, &d.join("backbone.safetensors"), "backbone checkpoint")?;
+        model::load_vars(
+            &t.bvs,
+            &d.join("backbone.safetensors"),
+            "backbone checkpoint",
+        )?;
         model::load_vars(&t.hvs, &d.join("header.safetensors"), "head checkpoint")?;
-        t.opt_b.load_state(load_named(&d.join("momentum_backbone.safetensors"), t.device)?)?;
-        t.opt_h.load_state(load_named(&d.join("momentum_header.safetensors"), t.device)?)?;
+        t.opt_b.load_state(load_named(
+            &d.join("momentum_backbone.safetensors"),
+            t.device,
+        )?)?;
+        t.opt_h.load_state(load_named(
+            &d.join("momentum_header.safetensors"),
+            t.device,
+        )?)?;
         Ok(state)
     }
 }
 
 fn save_named(named: &[(String, Tensor)], path: &Path) -> Result<()> {
-    Tensor::write_safetensors(named, path).with_context(|| format!("cannot write {}", path.display()))
+    Tensor::write_safetensors(named, path)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn load_named(path: &Path, device: Device) -> Result<Vec<(String, Tensor)>> {
-    let v = Tensor::read_safetensors(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    Ok(v.into_iter().map(|(n, t)| (n, t.to_device(device))).collect())
+    let v = Tensor::read_safetensors(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    Ok(v.into_iter()
+        .map(|(n, t)| (n, t.to_device(device)))
+        .collect())
 }
 
 /// The networks, their VarStores and optimisers.
@@ -308,12 +364,28 @@ impl Trainer {
         let opt_b = Sgd::new(&bvs, p.momentum, p.weight_decay);
         let opt_h = Sgd::new(&hvs, p.momentum, p.weight_decay);
         let autocast = p.precision == Precision::Amp && device.is_cuda();
-        Ok(Trainer { device, bvs, hvs, backbone, head, opt_b, opt_h, clip: p.clip_grad_norm, autocast })
+        Ok(Trainer {
+            device,
+            bvs,
+            hvs,
+            backbone,
+            head,
+            opt_b,
+            opt_h,
+            clip: p.clip_grad_norm,
+            autocast,
+        })
     }
 
     /// Forward (train mode), loss, backward, clip the backbone's gradients, one SGD step of each.
     /// A non-finite loss stops before the update.
-    pub fn step(&mut self, images: &Tensor, labels: &Tensor, lr: f64, want_probs: bool) -> Result<StepOut> {
+    pub fn step(
+        &mut self,
+        images: &Tensor,
+        labels: &Tensor,
+        lr: f64,
+        want_probs: bool,
+    ) -> Result<StepOut> {
         let emb = tch::autocast(self.autocast, || self.backbone.forward_t(images, true));
         // The margin head and the loss stay in f32 (cosines near ±1 need the precision).
         let logits = self.head.forward(&emb.to_kind(tch::Kind::Float), labels);
@@ -323,7 +395,8 @@ impl Trainer {
             bail!("the training loss became {loss_v}\nhint: lower `lr`, keep `clip_grad_norm` on, or check the data; the last good checkpoint is kept");
         }
         let probs = if want_probs {
-            let p = tch::no_grad(|| heads::gt_prob(&logits.detach(), labels)).to_device(Device::Cpu);
+            let p =
+                tch::no_grad(|| heads::gt_prob(&logits.detach(), labels)).to_device(Device::Cpu);
             Some(Vec::<f32>::try_from(&p)?)
         } else {
             None
@@ -336,13 +409,18 @@ impl Trainer {
         }
         self.opt_b.step(lr);
         self.opt_h.step(lr);
-        Ok(StepOut { loss: loss_v, probs })
+        Ok(StepOut {
+            loss: loss_v,
+            probs,
+        })
     }
 }
 
 /// Batch → (images B×3×H×W, labels B) on `device`.
 pub fn batch_tensors(b: &Batch, device: Device) -> (Tensor, Tensor) {
-    let x = Tensor::from_slice(&b.images).view([b.len() as i64, 3, b.h as i64, b.w as i64]).to_device(device);
+    let x = Tensor::from_slice(&b.images)
+        .view([b.len() as i64, 3, b.h as i64, b.w as i64])
+        .to_device(device);
     let y = Tensor::from_slice(&b.labels).to_device(device);
     (x, y)
 }
@@ -378,7 +456,13 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
         embedding_size: i64::from(p.embedding_size),
         dropout: p.dropout,
     };
-    let head_cfg = HeadConfig::new(p.loss, p.s, p.m, arch.embedding_size, set.num_classes as i64);
+    let head_cfg = HeadConfig::new(
+        p.loss,
+        p.s,
+        p.m,
+        arch.embedding_size,
+        set.num_classes as i64,
+    );
     let mut t = Trainer::new(device, &arch, head_cfg, &p)?;
     let identity = Identity {
         arch,
@@ -391,7 +475,11 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
     let ckpts = Checkpoints::new(&inv.work_dir);
     let n = ds.len();
     let epochs = p.epochs;
-    let mut history: Vec<f32> = if p.record_history { vec![0.0; epochs as usize * n] } else { Vec::new() };
+    let mut history: Vec<f32> = if p.record_history {
+        vec![0.0; epochs as usize * n]
+    } else {
+        Vec::new()
+    };
     let mut state = State {
         identity: identity.clone(),
         epochs_done: 0,
@@ -415,13 +503,21 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
             for e in 0..state.epochs_done.min(epochs) {
                 let row = npy::read(&ckpts.history_row(e))?.to_f32()?;
                 if row.len() != n {
-                    bail!("{}: {} values, the dataset has {n}", ckpts.history_row(e).display(), row.len());
+                    bail!(
+                        "{}: {} values, the dataset has {n}",
+                        ckpts.history_row(e).display(),
+                        row.len()
+                    );
                 }
                 history[e as usize * n..(e as usize + 1) * n].copy_from_slice(&row);
             }
         }
         resumed_from = Some(state.epochs_done);
-        inv.progress().message(&format!("resuming after epoch {} of {epochs} from {}", state.epochs_done, inv.work_dir.display()));
+        inv.progress().message(&format!(
+            "resuming after epoch {} of {epochs} from {}",
+            state.epochs_done,
+            inv.work_dir.display()
+        ));
     }
     let verifier = match inv.opt_input("pairs") {
         Some(pairs) => Some(EpochVerifier::open(pairs, h as usize, w as usize)?),
@@ -452,7 +548,9 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
             let batch = batch?;
             let lr = learning_rate(&p, epoch, step, steps);
             let (x, y) = batch_tensors(&batch, device);
-            let out = t.step(&x, &y, lr, p.record_history).with_context(|| format!("epoch {}, step {}", epoch + 1, step + 1))?;
+            let out = t
+                .step(&x, &y, lr, p.record_history)
+                .with_context(|| format!("epoch {}, step {}", epoch + 1, step + 1))?;
             if let Some(probs) = out.probs {
                 let row = &mut history[epoch as usize * n..(epoch as usize + 1) * n];
                 for (&pos, &pr) in batch.positions.iter().zip(&probs) {
@@ -476,15 +574,31 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
         state.epoch_images_per_s.push(images as f64 / secs);
         state.epoch_lr.push(learning_rate(&p, epoch, 0, steps));
         if let Some(v) = &verifier {
-            let r = v.evaluate(&t.backbone, device).with_context(|| format!("verification after epoch {}", epoch + 1))?;
-            inv.progress().report(json!({"epoch": epoch + 1, "verification": r}));
+            let r = v
+                .evaluate(&t.backbone, device)
+                .with_context(|| format!("verification after epoch {}", epoch + 1))?;
+            inv.progress()
+                .report(json!({"epoch": epoch + 1, "verification": r}));
             state.verification.push(r);
         }
         state.epochs_done = epoch + 1;
-        let row = p.record_history.then(|| (epoch, &history[epoch as usize * n..(epoch as usize + 1) * n]));
+        let row = p.record_history.then(|| {
+            (
+                epoch,
+                &history[epoch as usize * n..(epoch as usize + 1) * n],
+            )
+        });
         ckpts.save(&t, &state, row)?;
     }
-    write_outputs(inv, &p, &t, &state, &history, n, set.label_map.as_ref().map(|_| set.num_classes))?;
+    write_outputs(
+        inv,
+        &p,
+        &t,
+        &state,
+        &history,
+        n,
+        set.label_map.as_ref().map(|_| set.num_classes),
+    )?;
     let mean_ips = if state.epoch_images_per_s.is_empty() {
         0.0
     } else {
@@ -528,7 +642,10 @@ impl EpochVerifier {
                 .collect();
             v.sort();
             if v.is_empty() {
-                bail!("{}: no .bin verification packs in this folder", pairs.display());
+                bail!(
+                    "{}: no .bin verification packs in this folder",
+                    pairs.display()
+                );
             }
             v
         } else {
@@ -543,13 +660,21 @@ impl EpochVerifier {
                     .map_err(|e| anyhow::anyhow!("{}: image {i}: cannot decode: {e}", f.display()))?
                     .to_rgb8();
                 let img = if (img.height() as usize, img.width() as usize) != (h, w) {
-                    image::imageops::resize(&img, w as u32, h as u32, image::imageops::FilterType::Triangle)
+                    image::imageops::resize(
+                        &img,
+                        w as u32,
+                        h as u32,
+                        image::imageops::FilterType::Triangle,
+                    )
                 } else {
                     img
                 };
                 rgb.extend_from_slice(img.as_raw());
             }
-            let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = f
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             sets.push((name, rgb, issame));
         }
         Ok(EpochVerifier { sets, h, w })
@@ -567,7 +692,8 @@ impl EpochVerifier {
                 }
             }
             let dist = crate::eval::verification::pair_distances(&emb, dim);
-            let r = crate::eval::verification::evaluate(&dist, issame, 10, 1e-3).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            let r = crate::eval::verification::evaluate(&dist, issame, 10, 1e-3)
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
             out.insert(name.clone(), json!({"accuracy": r.accuracy, "std": r.std}));
         }
         Ok(serde_json::Value::Object(out))
@@ -607,14 +733,69 @@ fn write_outputs(
     .write(dir)?;
     if p.record_history {
         let hdir = inv.output("history")?;
-        std::fs::create_dir_all(hdir).with_context(|| format!("cannot create {}", hdir.display()))?;
+        std::fs::create_dir_all(hdir)
+            .with_context(|| format!("cannot create {}", hdir.display()))?;
         npy::write(&hdir.join("history.npy"), &[p.epochs as usize, n], history)?;
         if p.export_history_txt {
             for e in 0..p.epochs as usize {
-                let row: Vec<f64> = history[e * n..(e + 1) * n].iter().map(|&x| f64::from(x)).collect();
+                let row: Vec<f64> = history[e * n..(e + 1) * n]
+                    .iter()
+                    .map(|&x| f64::from(x))
+                    .collect();
                 text::write_floats(&hdir.join(format!("prob_{e}.txt")), &row)?;
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_scales_by_batch_and_steps_at_one_based_milestones() {
+        let p = TrainParams {
+            lr: 0.1,
+            lr_batch: 512,
+            batch_size: 256,
+            ..TrainParams::default()
+        };
+        let lr = |e| learning_rate(&p, e, 0, 100);
+        // Reference: 0-based epochs 0-18 at the base lr, 19-26 ×0.1, 27-30 ×0.01, 31-33 ×0.001.
+        assert_eq!(lr(0), 0.05);
+        assert_eq!(lr(18), 0.05);
+        assert!((lr(19) - 0.005).abs() < 1e-15);
+        assert!((lr(27) - 0.0005).abs() < 1e-15);
+        assert!((lr(33) - 0.00005).abs() < 1e-15);
+        let w = TrainParams {
+            warmup_epochs: 2,
+            milestones: vec![],
+            ..TrainParams::default()
+        };
+        assert!((learning_rate(&w, 0, 0, 10) - 0.1 / 20.0).abs() < 1e-15);
+        assert!((learning_rate(&w, 1, 9, 10) - 0.1).abs() < 1e-15);
+        assert_eq!(learning_rate(&w, 2, 0, 10), 0.1);
+    }
+
+    #[test]
+    fn label_map_and_kept_npy_readers_reject_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let map = dir.path().join("label_map.json");
+        std::fs::write(&map, r#"{"0": 0, "3": 1}"#).unwrap();
+        assert_eq!(read_label_map(&map, 4).unwrap(), (vec![0, -1, -1, 1], 2));
+        std::fs::write(&map, r#"{"0": 0, "7": 1}"#).unwrap();
+        assert!(format!("{:#}", read_label_map(&map, 4).unwrap_err())
+            .contains("class 7 does not exist"));
+        std::fs::write(&map, r#"{"0": 1, "1": 1}"#).unwrap();
+        assert!(format!("{:#}", read_label_map(&map, 4).unwrap_err()).contains("more than one"));
+        std::fs::write(&map, r#"{"0": 0,"#).unwrap();
+        assert!(format!("{:#}", read_label_map(&map, 4).unwrap_err()).contains("line 1"));
+        let kept = dir.path().join("kept.npy");
+        npy::write_1d(&kept, &[0i64, 2, 5]).unwrap();
+        assert_eq!(read_kept(&kept, 6).unwrap(), vec![0, 2, 5]);
+        assert!(format!("{:#}", read_kept(&kept, 5).unwrap_err()).contains("out of range"));
+        npy::write_1d(&kept, &[0i64, 2, 2]).unwrap();
+        assert!(format!("{:#}", read_kept(&kept, 6).unwrap_err()).contains("strictly increasing"));
+    }
 }

@@ -18,20 +18,40 @@ impl IResNetConfig {
     const REFERENCE_WIDTHS: [i64; 4] = [64, 128, 256, 512];
 
     pub fn r18() -> Self {
-        IResNetConfig { layers: [2, 2, 2, 2], widths: Self::REFERENCE_WIDTHS, stem: 64 }
+        IResNetConfig {
+            layers: [2, 2, 2, 2],
+            widths: Self::REFERENCE_WIDTHS,
+            stem: 64,
+        }
     }
     pub fn r34() -> Self {
-        IResNetConfig { layers: [3, 4, 6, 3], widths: Self::REFERENCE_WIDTHS, stem: 64 }
+        IResNetConfig {
+            layers: [3, 4, 6, 3],
+            widths: Self::REFERENCE_WIDTHS,
+            stem: 64,
+        }
     }
     pub fn r50() -> Self {
-        IResNetConfig { layers: [3, 4, 14, 3], widths: Self::REFERENCE_WIDTHS, stem: 64 }
+        IResNetConfig {
+            layers: [3, 4, 14, 3],
+            widths: Self::REFERENCE_WIDTHS,
+            stem: 64,
+        }
     }
     pub fn r100() -> Self {
-        IResNetConfig { layers: [3, 13, 30, 3], widths: Self::REFERENCE_WIDTHS, stem: 64 }
+        IResNetConfig {
+            layers: [3, 13, 30, 3],
+            widths: Self::REFERENCE_WIDTHS,
+            stem: 64,
+        }
     }
     /// One block per stage and a quarter of the width: trains in minutes on a CPU at 32-112 px.
     pub fn tiny() -> Self {
-        IResNetConfig { layers: [1, 1, 1, 1], widths: [16, 32, 64, 128], stem: 16 }
+        IResNetConfig {
+            layers: [1, 1, 1, 1],
+            widths: [16, 32, 64, 128],
+            stem: 16,
+        }
     }
 }
 
@@ -40,7 +60,10 @@ fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> nn::Conv2D {
         stride,
         padding: k / 2,
         bias: false,
-        ws_init: Init::Randn { mean: 0.0, stdev: 0.1 },
+        ws_init: Init::Randn {
+            mean: 0.0,
+            stdev: 0.1,
+        },
         ..Default::default()
     };
     nn::conv2d(p, cin, cout, k, cfg)
@@ -62,7 +85,10 @@ impl Block {
     fn new(p: nn::Path, cin: i64, planes: i64, stride: i64) -> Self {
         let downsample = (stride != 1 || cin != planes).then(|| {
             let d = &p / "downsample";
-            (conv(&d / 0, cin, planes, 1, stride), batch_norm(&d / 1, planes, true))
+            (
+                conv(&d / 0, cin, planes, 1, stride),
+                batch_norm(&d / 1, planes, true),
+            )
         });
         Block {
             bn1: batch_norm(&p / "bn1", cin, true),
@@ -110,7 +136,14 @@ fn halve(x: i64) -> i64 {
 }
 
 impl IResNet {
-    pub fn new(p: &nn::Path, cfg: IResNetConfig, h: i64, w: i64, embedding: i64, dropout: f64) -> Self {
+    pub fn new(
+        p: &nn::Path,
+        cfg: IResNetConfig,
+        h: i64,
+        w: i64,
+        embedding: i64,
+        dropout: f64,
+    ) -> Self {
         let mut blocks = Vec::new();
         let mut cin = cfg.stem;
         for (stage, (&n, &planes)) in cfg.layers.iter().zip(cfg.widths.iter()).enumerate() {
@@ -129,8 +162,14 @@ impl IResNet {
             fc_in,
             embedding,
             LinearConfig {
-                ws_init: Init::Uniform { lo: -bound, up: bound },
-                bs_init: Some(Init::Uniform { lo: -bound, up: bound }),
+                ws_init: Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+                bs_init: Some(Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                }),
                 bias: true,
             },
         );
@@ -149,7 +188,10 @@ impl IResNet {
     }
 
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut x = xs.apply(&self.conv1).apply_t(&self.bn1, train).prelu(&self.prelu);
+        let mut x = xs
+            .apply(&self.conv1)
+            .apply_t(&self.bn1, train)
+            .prelu(&self.prelu);
         for b in &self.blocks {
             x = b.forward_t(&x, train);
         }

@@ -23,8 +23,24 @@ struct ConvBlock {
 
 impl ConvBlock {
     #[allow(clippy::too_many_arguments)]
-    fn new(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, pad: i64, groups: i64, linear: bool) -> Self {
-        let cfg = ConvConfig { stride, padding: pad, groups, bias: false, ws_init: KAIMING_FAN_OUT, ..Default::default() };
+    fn new(
+        p: nn::Path,
+        cin: i64,
+        cout: i64,
+        k: i64,
+        stride: i64,
+        pad: i64,
+        groups: i64,
+        linear: bool,
+    ) -> Self {
+        let cfg = ConvConfig {
+            stride,
+            padding: pad,
+            groups,
+            bias: false,
+            ws_init: KAIMING_FAN_OUT,
+            ..Default::default()
+        };
         ConvBlock {
             conv: nn::conv2d(&p / "conv", cin, cout, k, cfg),
             bn: batch_norm(&p / "bn", cout, true),
@@ -61,7 +77,12 @@ impl DepthWise {
     }
 
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let x = self.project.forward_t(&self.conv_dw.forward_t(&self.conv.forward_t(xs, train), train), train);
+        let x = self.project.forward_t(
+            &self
+                .conv_dw
+                .forward_t(&self.conv.forward_t(xs, train), train),
+            train,
+        );
         if self.residual {
             x + xs
         } else {
@@ -103,7 +124,12 @@ impl MobileFaceNet {
         let half = |x: i64| (x - 1) / 2 + 1;
         let (fh, fw) = (0..4).fold((h, w), |(a, b), _| (half(a), half(b)));
         let op = p / "output_layer";
-        let cfg = nn::ConvConfigND::<[i64; 2]> { groups: 512, bias: false, ws_init: KAIMING_FAN_OUT, ..Default::default() };
+        let cfg = nn::ConvConfigND::<[i64; 2]> {
+            groups: 512,
+            bias: false,
+            ws_init: KAIMING_FAN_OUT,
+            ..Default::default()
+        };
         let conv_6_dw = ConvBlock {
             conv: nn::conv(&op / "conv_6_dw" / "conv", 512, 512, [fh, fw], cfg),
             bn: batch_norm(&op / "conv_6_dw" / "bn", 512, true),
@@ -114,7 +140,16 @@ impl MobileFaceNet {
             body,
             conv_6_sep: ConvBlock::new(p / "conv_6_sep", 128, 512, 1, 1, 0, 1, false),
             conv_6_dw,
-            linear: nn::linear(&op / "linear", 512, embedding, LinearConfig { ws_init: KAIMING_FAN_OUT, bs_init: None, bias: false }),
+            linear: nn::linear(
+                &op / "linear",
+                512,
+                embedding,
+                LinearConfig {
+                    ws_init: KAIMING_FAN_OUT,
+                    bs_init: None,
+                    bias: false,
+                },
+            ),
             bn: batch_norm(&op / "bn", embedding, false),
         }
     }

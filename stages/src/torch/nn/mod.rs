@@ -39,7 +39,10 @@ impl Arch {
             );
         }
         if self.embedding_size < 1 {
-            anyhow::bail!("embedding_size must be at least 1, got {}", self.embedding_size);
+            anyhow::bail!(
+                "embedding_size must be at least 1, got {}",
+                self.embedding_size
+            );
         }
         Ok(())
     }
@@ -74,10 +77,17 @@ impl BatchNorm {
 }
 
 /// A BatchNorm (1-d or 2-d: the input decides), affine or not.
-pub fn batch_norm<'a, P: std::borrow::Borrow<nn::Path<'a>>>(p: P, c: i64, affine: bool) -> BatchNorm {
+pub fn batch_norm<'a, P: std::borrow::Borrow<nn::Path<'a>>>(
+    p: P,
+    c: i64,
+    affine: bool,
+) -> BatchNorm {
     let p = p.borrow();
     let (ws, bs) = if affine {
-        (Some(p.var("weight", &[c], Init::Const(1.0))), Some(p.var("bias", &[c], Init::Const(0.0))))
+        (
+            Some(p.var("weight", &[c], Init::Const(1.0))),
+            Some(p.var("bias", &[c], Init::Const(0.0))),
+        )
     } else {
         (None, None)
     };
@@ -138,7 +148,10 @@ impl Backbone {
 
 /// Number of trainable scalars (what PyTorch counts with `requires_grad`).
 pub fn trainable_params(vs: &nn::VarStore) -> i64 {
-    vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+    vs.trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum()
 }
 
 #[cfg(test)]
@@ -148,7 +161,13 @@ mod tests {
     /// (trainable params, PyTorch state_dict entries = vars + one `num_batches_tracked` per BN).
     fn count(network: Network, h: i64) -> (i64, usize) {
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let arch = Arch { network, input_h: h, input_w: h, embedding_size: 512, dropout: 0.0 };
+        let arch = Arch {
+            network,
+            input_h: h,
+            input_w: h,
+            embedding_size: 512,
+            dropout: 0.0,
+        };
         let _net = Backbone::new(&vs.root(), &arch).expect("valid arch");
         let vars = vs.variables();
         let bns = vars.keys().filter(|k| k.ends_with("running_mean")).count();
@@ -176,9 +195,18 @@ mod tests {
         tch::manual_seed(0);
         for size in [32, 48, 112] {
             let vs = nn::VarStore::new(tch::Device::Cpu);
-            let arch = Arch { network: Network::IresnetTiny, input_h: size, input_w: size, embedding_size: 64, dropout: 0.4 };
+            let arch = Arch {
+                network: Network::IresnetTiny,
+                input_h: size,
+                input_w: size,
+                embedding_size: 64,
+                dropout: 0.4,
+            };
             let net = Backbone::new(&vs.root(), &arch).expect("valid arch");
-            let y = net.forward_t(&Tensor::randn([2, 3, size, size], (tch::Kind::Float, tch::Device::Cpu)), true);
+            let y = net.forward_t(
+                &Tensor::randn([2, 3, size, size], (tch::Kind::Float, tch::Device::Cpu)),
+                true,
+            );
             assert_eq!(y.size(), vec![2, 64]);
         }
     }
