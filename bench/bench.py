@@ -61,6 +61,7 @@ CARGO_BENCHES = [
 ]
 
 SCENARIOS = ["cold", "noop", "param", "touch"]
+CARGO_HEADING = "## The project's own benches"
 
 # Medians measured by the issue author on this 2-core machine (seconds): cold, no-op, 1 param.
 REFERENCE = {
@@ -669,8 +670,30 @@ class Harness:
         if tool.name == "orchestrator" and wl.key == "w3":
             self.check_noop_reads(tool, wl, ws, log, runlogs)
         if tool.name == "orchestrator" and self.a.profile:
+            self.profile_noop(tool, wl, ws, log, runlogs)
             self.profile_cold(tool, wl, base, log, runlogs)
         self.empty_trash(base)
+
+    def profile_noop(self, tool, wl, ws, log, runlogs):
+        """One more no-op run under `perf record --call-graph dwarf`: the engine's own functions,
+        inclusive (a no-op is pure engine time, so user-space call chains are what matter)."""
+        if not shutil.which("perf"):
+            return
+        data = runlogs / "noop.perf"
+        r = self.one(tool, wl, "noop", ws, log, runlogs, wrap=["perf", "record", "-q", "-F", "20000", "--call-graph", "dwarf,32768", "-o", str(data), "--"])
+        if r.rc != 0:
+            self.extra.setdefault("profile_noop", {})[wl.key] = f"profiled run failed: {r.note}"
+            return
+        out = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "-g", "none", "--children", "--sort", "sym", "--comm=orchestrator,tokio-rt-worker"], capture_output=True, text=True).stdout
+        rows, seen = [], set()
+        for ln in out.splitlines():
+            m = re.match(r"\s*([\d.]+)%\s+[\d.]+%\s+\[\.\]\s+((?:orchestrator|sled|yaml_rust2|blake3)::\S+)$", ln)
+            # Inlined frames repeat their caller's line; one line per function is enough.
+            if m and m.group(2) not in seen and float(m.group(1)) >= 2.0:
+                seen.add(m.group(2))
+                rows.append(f"{float(m.group(1)):6.1f}%  {m.group(2)}")
+        text = [f"no-op run under perf: {r.secs * 1000:.0f} ms wall, {r.cpu * 1000:.0f} ms CPU; engine functions, inclusive, >= 2 % of samples:"] + rows[:25]
+        self.extra.setdefault("profile_noop", {})[wl.key] = "\n".join(text)
 
     def profile_cold(self, tool, wl, base, log, runlogs):
         """One more cold run under `perf record -g`: where the time goes, by process and by
@@ -974,13 +997,27 @@ class Harness:
             lines += ["## Where orchestrator's cold time goes (`--profile`)", ""]
             for key, text in self.extra["profile"].items():
                 lines += [f"### {key.upper()}", "", "```", text, "```", ""]
+        if self.extra.get("profile_noop"):
+            lines += ["## Where orchestrator's no-op time goes (`--profile`)", ""]
+            for key, text in self.extra["profile_noop"].items():
+                lines += [f"### {key.upper()}", "", "```", text, "```", ""]
         if getattr(self, "cargo", None) is not None:
-            lines += ["## The project's own benches", "", "Run by the same harness (`CARGO_BENCHES` in `bench/bench.py`, plus every `[[bench]]` of both Cargo.toml files).", ""]
+            lines += [CARGO_HEADING, "", "Run by the same harness (`CARGO_BENCHES` in `bench/bench.py`, plus every `[[bench]]` of both Cargo.toml files).", ""]
             for pkg, name, cmd, status, text in self.cargo:
                 lines.append(f"### `{cmd}`: {status}" if cmd else f"### `cargo bench -p {pkg} --bench {name}`: {status}")
                 lines.append("")
                 if text:
                     lines += ["```", text, "```", ""]
+        elif DOC.exists():
+            # A run without the cargo benches keeps the figures of the last run that had them.
+            old = DOC.read_text()
+            at = old.find(CARGO_HEADING)
+            if at >= 0:
+                carried = old[at:].split("\n", 1)[1] if "\n" in old[at:] else ""
+                heading = old[at:].split("\n", 1)[0]
+                stamp = re.search(r"the run of (\d{4}-\d\d-\d\d \d\d:\d\d UTC)", heading) or re.search(r"Run (\d{4}-\d\d-\d\d \d\d:\d\d UTC)", old)
+                since = f" (carried over from the run of {stamp.group(1)}: this run had `--no-cargo`)" if stamp else " (carried over: this run had `--no-cargo`)"
+                lines += [CARGO_HEADING + since, carried.lstrip("\n")]
         DOC.parent.mkdir(parents=True, exist_ok=True)
         DOC.write_text("\n".join(lines))
         self.say(f"wrote {DOC}")
@@ -1077,7 +1114,7 @@ def parse_args(argv):
     ap.add_argument("--no-workloads", action="store_true", help="only the cargo benches (printed; docs/benchmarks.md is left as it is)")
     ap.add_argument("--cargo-timeout", type=int, default=3600, help="seconds allowed per cargo bench (default 3600)")
     ap.add_argument("--orch-gather", choices=["explicit", "matrix"], default="explicit", help="how W2 is written for orchestrator: `explicit` (default) spells the 200 cells and the gather's 200 inputs out; `matrix` uses `matrix:` and a gather input naming the matrix stage, for an engine with a gather construct")
-    ap.add_argument("--profile", action="store_true", help="one extra cold run of orchestrator per workload under `perf record -g`, summarised in the report")
+    ap.add_argument("--profile", action="store_true", help="extra runs of orchestrator under perf (one no-op, one cold per workload), summarised in the report")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     ap.add_argument("--tmp", help="work folder (default: a new one under $TMPDIR, deleted at the end)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (workspaces, logs, W3 inputs)")
