@@ -223,13 +223,13 @@ fn main() {
         String::new(),
     ));
     core.push((
-        "clean (flags + kept)",
+        "clean (flags only)",
         time(7, || clean::flag(&d.pred, &labels)),
         String::new(),
     ));
     let kept: Vec<usize> = (0..N).filter(|&i| flags[i] == 0).collect();
     core.push((
-        "relabel",
+        "relabel (map only)",
         time(7, || relabel::label_map(&labels, &kept)),
         String::new(),
     ));
@@ -399,7 +399,7 @@ fn main() {
                 "jobs": [
                     {"name": "diffprob t=3e-5", "kind": "diffprob", "threshold": 3e-5, "min": 5},
                     {"name": "diffprob target 0.5", "kind": "diffprob", "target_ratio": 0.5, "min": 5},
-                    {"name": "clean (flags + kept)", "kind": "clean"},
+                    {"name": "clean (+ prob_clean)", "kind": "clean"},
                     {"name": "diffprob+clean target 0.5", "kind": "diffprob", "target_ratio": 0.5, "min": 5, "clean": true},
                     {"name": "dynunc score+select f=0.5", "kind": "dynunc", "fraction": 0.5, "min": 5, "window": 10, "include_final": false},
                     {"name": "rand reference f=0.5", "kind": "rand", "fraction": 0.5, "min": 5},
@@ -448,8 +448,11 @@ fn main() {
             None => println!("  {name:<32} {ms:>8.1} {:>11} {:>11}  {note}", "-", "-"),
         }
     }
-    println!("\nwhole stage (read inputs, write outputs)   rust ms");
+    println!("\nwhole stage (read inputs, write outputs)   rust ms    numpy ms    speed-up");
     for (name, ms) in stages {
-        println!("  {name:<40} {ms:>8.1}");
+        match reference.get(name) {
+            Some(r) => println!("  {name:<40} {ms:>8.1} {r:>11.1} {:>10.0}x", r / ms),
+            None => println!("  {name:<40} {ms:>8.1}"),
+        }
     }
 }

@@ -22,18 +22,19 @@ pub fn flag(pred: &[i64], labels: &Labels) -> Vec<u8> {
 
 /// Keys of `noise.json` that may hold the mislabeled positions, in the order they are tried.
 const NOISE_KEYS: [&str; 7] = [
+    "label_noise",
     "mislabeled",
     "mislabeled_positions",
-    "label_noise",
     "noisy",
     "noisy_positions",
     "flipped",
     "wrong_labels",
 ];
 
-/// The mislabeled positions of a synthetic dataset's `noise.json`: a JSON array of positions, or
-/// an object whose `mislabeled` (or a like-named key, see [`NOISE_KEYS`]) is an array of positions
-/// or of objects with a `position`.
+/// The mislabeled positions of a synthetic dataset's `noise.json` (data/synthetic.rs writes
+/// `{"label_noise": [{"position": p, "label": .., "true_identity": ..}, ...], ...}`); also accepted:
+/// a JSON array of positions, or another key of [`NOISE_KEYS`] holding positions or objects with
+/// a `position`.
 pub fn read_noise(path: &Path, n: usize) -> Result<Vec<usize>> {
     let name = path.display().to_string();
     let v: Value = serde_json::from_slice(
@@ -43,6 +44,11 @@ pub fn read_noise(path: &Path, n: usize) -> Result<Vec<usize>> {
     let (list, key) = match &v {
         Value::Array(a) => (a, String::new()),
         Value::Object(o) => {
+            if let Some(m) = o.get("n").and_then(Value::as_u64) {
+                if m as usize != n {
+                    bail!("{name} describes a dataset of {m} samples, the labels have {n}\nhint: give the noise.json of the same synthetic dataset");
+                }
+            }
             let found = NOISE_KEYS.iter().find_map(|k| match o.get(*k) {
                 Some(Value::Array(a)) => Some((a, k.to_string())),
                 Some(Value::Object(inner)) => inner
@@ -186,6 +192,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read_noise(&p, 5).unwrap(), vec![1, 3]);
+        std::fs::write(&p, r#"{"n": 5, "label_noise": [{"position": 2, "label": 0, "true_identity": 1, "duplicate_of": null}], "duplicates": [{"position": 4, "source": 0, "identity": 0}], "true_identity": [0, 0, 1, 1, 0]}"#).unwrap();
+        assert_eq!(read_noise(&p, 5).unwrap(), vec![2]);
+        assert!(read_noise(&p, 6)
+            .unwrap_err()
+            .to_string()
+            .contains("describes a dataset of 5 samples, the labels have 6"));
         std::fs::write(&p, "[4, 0]").unwrap();
         assert_eq!(read_noise(&p, 5).unwrap(), vec![0, 4]);
         std::fs::write(&p, r#"{"mislabeled": [7]}"#).unwrap();

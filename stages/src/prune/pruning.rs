@@ -249,3 +249,43 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
     }
     Ok(m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prune::inputs::Labels;
+
+    #[test]
+    fn unreachable_targets_and_wrong_amounts_are_clear_errors() {
+        // Ties: t = 0 keeps one sample per distinct value, so at most 3 of 6 here.
+        let labels = Labels::new(&[0, 0, 0, 0, 0, 0], None, "l").unwrap();
+        let ids = Identities::new(&labels, None);
+        let v = [0.5, 0.5, 0.25, 0.25, 0.125, 0.125];
+        let e = select(Rule::DiffProb, &ids, &v, Amount::TargetRatio(0.8), 2, 6)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("target ratio 0.833333 (5 of 6 samples) is unreachable: at most 3 samples (0.500000)"), "{e}");
+        let s = select(Rule::DiffProb, &ids, &v, Amount::TargetRatio(0.5), 2, 6).unwrap();
+        assert_eq!(s.kept.len(), 3);
+        let e = select(Rule::TopK, &ids, &v, Amount::Threshold(0.1), 2, 6)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("take `fraction` or `target_ratio`, not `threshold`"),
+            "{e}"
+        );
+        let e = select(Rule::DiffProb, &ids, &v, Amount::Fraction(0.5), 2, 6)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("take `threshold` or `target_ratio`, not `fraction`"),
+            "{e}"
+        );
+        // Flags shrink what the k rule can reach; the ratio stays relative to the full N.
+        let flagged = Identities::new(&labels, Some(&[1, 1, 0, 0, 0, 0]));
+        let e = select(Rule::LastK, &flagged, &v, Amount::TargetRatio(1.0), 2, 6)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 4 samples (0.666667)"), "{e}");
+    }
+}

@@ -78,45 +78,73 @@ pub fn dynamic_uncertainty<T: Copy + Into<f64> + Sync>(
         epochs - 2
     };
     let recorded = (last + 2 - window) as f64;
-    let (w, wf, wm1) = (window, window as f64, (window - 1) as f64);
     let mut scores = vec![0.0f64; n];
     scores
         .par_chunks_mut(BLOCK)
         .enumerate()
         .for_each(|(b, out)| {
-            let base = b * BLOCK;
-            let m = out.len();
-            // Each sample's ring is stored twice over (slots h and h + w), so the window, oldest
-            // first, is the contiguous slice [h, h + w).
-            let mut ring = vec![0.0f64; m * 2 * w];
-            let mut head = vec![0usize; m];
-            let mut acc = vec![0.0f64; m];
-            for (e, row) in history.iter().enumerate() {
-                for (j, &v) in row[base..base + m].iter().enumerate() {
-                    let v: f64 = v.into();
-                    if v != 0.0 {
-                        let r = &mut ring[j * 2 * w..(j + 1) * 2 * w];
-                        let h = head[j];
-                        r[h] = v;
-                        r[h + w] = v;
-                        head[j] = if h + 1 == w { 0 } else { h + 1 };
-                    }
-                }
-                if e + 1 >= w && e <= last {
-                    for j in 0..m {
-                        let h = head[j];
-                        let win = &ring[j * 2 * w + h..j * 2 * w + h + w];
-                        let mean = win.iter().sum::<f64>() / wf;
-                        let ss: f64 = win.iter().map(|x| (x - mean) * (x - mean)).sum();
-                        acc[j] += (ss / wm1).sqrt() * 10.0;
-                    }
-                }
-            }
-            for (o, a) in out.iter_mut().zip(acc) {
-                *o = a / recorded;
+            // The default window as a constant lets the compiler unroll the window loops.
+            if window == 10 {
+                uncertainty_block(history, b * BLOCK, out, 10, last, recorded);
+            } else {
+                uncertainty_block(history, b * BLOCK, out, window, last, recorded);
             }
         });
     Ok(scores)
+}
+
+/// DynUnc of samples `base..base + out.len()`.
+///
+/// The windows are stored slot-major (`ring[slot * m + j]`, sample j's next write slot `head[j]`),
+/// so the mean and the squared deviations are summed over slots for many samples at once (SIMD).
+/// A window is summed in slot order, a rotation of epoch order: the same values, rounded in
+/// another order (the reference's numpy/torch reductions have their own order too).
+#[inline(always)]
+fn uncertainty_block<T: Copy + Into<f64>>(
+    history: &[&[T]],
+    base: usize,
+    out: &mut [f64],
+    w: usize,
+    last: usize,
+    recorded: f64,
+) {
+    let m = out.len();
+    let (wf, wm1) = (w as f64, (w - 1) as f64);
+    let mut ring = vec![0.0f64; w * m];
+    let mut head = vec![0usize; m];
+    let mut acc = vec![0.0f64; m];
+    let mut mean = vec![0.0f64; m];
+    let mut ss = vec![0.0f64; m];
+    for (e, row) in history.iter().enumerate() {
+        for (j, &v) in row[base..base + m].iter().enumerate() {
+            let v: f64 = v.into();
+            if v != 0.0 {
+                let h = head[j];
+                ring[h * m + j] = v;
+                head[j] = if h + 1 == w { 0 } else { h + 1 };
+            }
+        }
+        if e + 1 >= w && e <= last {
+            mean.iter_mut().for_each(|x| *x = 0.0);
+            ss.iter_mut().for_each(|x| *x = 0.0);
+            for slot in ring.chunks_exact(m) {
+                mean.iter_mut().zip(slot).for_each(|(s, &x)| *s += x);
+            }
+            mean.iter_mut().for_each(|s| *s /= wf);
+            for slot in ring.chunks_exact(m) {
+                ss.iter_mut()
+                    .zip(slot)
+                    .zip(&mean)
+                    .for_each(|((q, &x), &mu)| *q += (x - mu) * (x - mu));
+            }
+            acc.iter_mut()
+                .zip(&ss)
+                .for_each(|(a, &q)| *a += (q / wm1).sqrt() * 10.0);
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = a / recorded;
+    }
 }
 
 /// The `score` stage.
