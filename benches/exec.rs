@@ -14,9 +14,19 @@ fn bin() -> &'static str {
 
 fn run(dir: &Path, args: &[&str]) -> Duration {
     let t = Instant::now();
-    let out = Command::new(bin()).current_dir(dir).args(args).env("NO_COLOR", "1").env_remove("ORCHESTRATOR_CACHE").output().expect("spawn orchestrator");
+    let out = Command::new(bin())
+        .current_dir(dir)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("ORCHESTRATOR_CACHE")
+        .output()
+        .expect("spawn orchestrator");
     let d = t.elapsed();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     d
 }
 
@@ -35,7 +45,9 @@ fn noop(name: &str, yaml: &str, target_ms: u64) {
     let t = project();
     std::fs::write(t.path().join("p.yaml"), yaml).unwrap();
     let first = run(t.path(), &["run", "p.yaml", "-q"]);
-    let times: Vec<Duration> = (0..7).map(|_| run(t.path(), &["run", "p.yaml", "-q"])).collect();
+    let times: Vec<Duration> = (0..7)
+        .map(|_| run(t.path(), &["run", "p.yaml", "-q"]))
+        .collect();
     let plan = run(t.path(), &["plan", "p.yaml"]);
     let best = *times.iter().min().unwrap();
     println!(
@@ -48,7 +60,9 @@ fn noop(name: &str, yaml: &str, target_ms: u64) {
 }
 
 fn twelve() -> String {
-    let mut s = String::from("name: twelve\nstages:\n  s0:\n    run: \"echo 0 > ${outputs.out}\"\n    outputs: [out]\n");
+    let mut s = String::from(
+        "name: twelve\nstages:\n  s0:\n    run: \"echo 0 > ${outputs.out}\"\n    outputs: [out]\n",
+    );
     for i in 1..12 {
         s.push_str(&format!("  s{i}:\n    run: \"cat ${{inputs.x}} > ${{outputs.out}}; echo {i} >> ${{outputs.out}}\"\n    inputs: {{ x: s{}.out }}\n    outputs: [out]\n", i - 1));
     }
@@ -70,7 +84,9 @@ fn scheduler_overhead() {
     let t = project();
     let mut s = String::from("name: trivial\nstages:\n");
     for i in 0..n {
-        s.push_str(&format!("  t{i}:\n    run: \"echo {i} > ${{outputs.out}}\"\n    outputs: [out]\n"));
+        s.push_str(&format!(
+            "  t{i}:\n    run: \"echo {i} > ${{outputs.out}}\"\n    outputs: [out]\n"
+        ));
     }
     std::fs::write(t.path().join("p.yaml"), s).unwrap();
     let orch = run(t.path(), &["run", "p.yaml", "-q", "--jobs", "1"]);
@@ -79,7 +95,11 @@ fn scheduler_overhead() {
     std::fs::create_dir_all(&raw_dir).unwrap();
     let t0 = Instant::now();
     for i in 0..n {
-        let st = Command::new("sh").arg("-c").arg(format!("echo {i} > '{}/{i}'", raw_dir.display())).status().unwrap();
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo {i} > '{}/{i}'", raw_dir.display()))
+            .status()
+            .unwrap();
         assert!(st.success());
     }
     let raw = t0.elapsed();

@@ -60,7 +60,11 @@ fn measure(dir: &Path, args: &[&str]) -> Option<(Duration, i64)> {
         let _ = e.read_to_string(&mut err);
     }
     if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        eprintln!("  `{}` failed: {}", args.join(" "), err.lines().next().unwrap_or(""));
+        eprintln!(
+            "  `{}` failed: {}",
+            args.join(" "),
+            err.lines().next().unwrap_or("")
+        );
         return None;
     }
     Some((d, ru.ru_maxrss))
@@ -100,16 +104,48 @@ fn main() {
         assert_eq!(q.instances.len(), p.instances.len());
     }
     times.sort();
-    println!("pipeline: 50 x 20 matrix = {} cells, {} stage instances", p.cells.len(), p.instances.len());
-    println!("{:<34} min {:>7.1} ms   median {:>7.1} ms   (first {:.1} ms)", "pipeline::load (in process)", times[0].as_secs_f64() * 1e3, times[4].as_secs_f64() * 1e3, first.as_secs_f64() * 1e3);
+    println!(
+        "pipeline: 50 x 20 matrix = {} cells, {} stage instances",
+        p.cells.len(),
+        p.instances.len()
+    );
+    println!(
+        "{:<34} min {:>7.1} ms   median {:>7.1} ms   (first {:.1} ms)",
+        "pipeline::load (in process)",
+        times[0].as_secs_f64() * 1e3,
+        times[4].as_secs_f64() * 1e3,
+        first.as_secs_f64() * 1e3
+    );
     let t = Instant::now();
     let fps = orchestrator::fingerprint::static_fingerprints(&p);
-    println!("{:<34} {:>7.1} ms for {}", "static fingerprints (in process)", t.elapsed().as_secs_f64() * 1e3, fps.len());
+    println!(
+        "{:<34} {:>7.1} ms for {}",
+        "static fingerprints (in process)",
+        t.elapsed().as_secs_f64() * 1e3,
+        fps.len()
+    );
     let t = Instant::now();
     let cp = orchestrator::dag::critical_path_lengths(&p, &|_| 1.0);
-    println!("{:<34} {:>7.1} ms (longest chain {})", "critical_path_lengths", t.elapsed().as_secs_f64() * 1e3, cp.iter().cloned().fold(0.0, f64::max));
+    println!(
+        "{:<34} {:>7.1} ms (longest chain {})",
+        "critical_path_lengths",
+        t.elapsed().as_secs_f64() * 1e3,
+        cp.iter().cloned().fold(0.0, f64::max)
+    );
 
-    report("orchestrator validate", dir.path(), &["validate", "big.yaml"]);
-    report("orchestrator dag --format json", dir.path(), &["dag", "big.yaml", "--format", "json"]);
-    report("orchestrator plan (empty cache)", dir.path(), &["plan", "big.yaml"]);
+    report(
+        "orchestrator validate",
+        dir.path(),
+        &["validate", "big.yaml"],
+    );
+    report(
+        "orchestrator dag --format json",
+        dir.path(),
+        &["dag", "big.yaml", "--format", "json"],
+    );
+    report(
+        "orchestrator plan (empty cache)",
+        dir.path(),
+        &["plan", "big.yaml"],
+    );
 }

@@ -24,7 +24,10 @@ pub struct GcReport {
 }
 
 pub fn gc(cache: &Cache, dry_run: bool) -> Result<GcReport> {
-    let mut rep = GcReport { dry_run, ..Default::default() };
+    let mut rep = GcReport {
+        dry_run,
+        ..Default::default()
+    };
     let mut keep_keys = BTreeSet::new();
     let mut keep_runs: BTreeSet<PathBuf> = BTreeSet::new();
     let mut keep_work = BTreeSet::new();
@@ -44,7 +47,11 @@ pub fn gc(cache: &Cache, dry_run: bool) -> Result<GcReport> {
     }
     let mut keep_objects = BTreeSet::new();
     for key in cache.store.manifest_keys()? {
-        let m = if keep_keys.contains(&key) { cache.store.read_manifest(&key)? } else { None };
+        let m = if keep_keys.contains(&key) {
+            cache.store.read_manifest(&key)?
+        } else {
+            None
+        };
         match m {
             Some(m) => {
                 rep.kept_manifests += 1;
@@ -66,7 +73,9 @@ pub fn gc(cache: &Cache, dry_run: bool) -> Result<GcReport> {
             }
         }
     }
-    rep.removed_views = sweep(&cache.root.join("views"), dry_run, |name, _| keep_objects.contains(name));
+    rep.removed_views = sweep(&cache.root.join("views"), dry_run, |name, _| {
+        keep_objects.contains(name)
+    });
     for (digest, size) in cache.store.all_objects()? {
         if keep_objects.contains(&digest) {
             rep.kept_objects += 1;
@@ -76,12 +85,18 @@ pub fn gc(cache: &Cache, dry_run: bool) -> Result<GcReport> {
             rep.removed_bytes += size;
             if !dry_run {
                 cache.store.remove_object(&digest);
-                cache.index.remove_stat(&cache.store.object_path(&digest).to_string_lossy())?;
+                cache
+                    .index
+                    .remove_stat(&cache.store.object_path(&digest).to_string_lossy())?;
             }
         }
     }
-    rep.removed_run_dirs = sweep(&cache.root.join("runs"), dry_run, |_, p| keep_runs.contains(p));
-    rep.removed_work_dirs = sweep(&cache.root.join("work"), dry_run, |name, _| keep_work.contains(name));
+    rep.removed_run_dirs = sweep(&cache.root.join("runs"), dry_run, |_, p| {
+        keep_runs.contains(p)
+    });
+    rep.removed_work_dirs = sweep(&cache.root.join("work"), dry_run, |name, _| {
+        keep_work.contains(name)
+    });
     sweep(&cache.root.join("tmp"), dry_run, |_, _| false);
     if !dry_run {
         cache.index.flush()?;
@@ -91,7 +106,9 @@ pub fn gc(cache: &Cache, dry_run: bool) -> Result<GcReport> {
 
 /// Remove the entries of `dir` that `keep(name, path)` rejects; returns how many.
 fn sweep(dir: &Path, dry_run: bool, keep: impl Fn(&str, &Path) -> bool) -> usize {
-    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     let mut n = 0;
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();

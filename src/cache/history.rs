@@ -44,7 +44,11 @@ pub struct History {
 
 impl History {
     pub fn new(root: &Path, pipeline: &str) -> History {
-        History { path: root.join("history").join(format!("{}.jsonl", sanitize(pipeline))) }
+        History {
+            path: root
+                .join("history")
+                .join(format!("{}.jsonl", sanitize(pipeline))),
+        }
     }
 
     /// One `write` of one line with O_APPEND: records never interleave.
@@ -56,7 +60,8 @@ impl History {
             .append(true)
             .open(&self.path)
             .map_err(CacheError::io("cannot write history", &self.path))?;
-        f.write_all(&line).map_err(CacheError::io("cannot write history", &self.path))
+        f.write_all(&line)
+            .map_err(CacheError::io("cannot write history", &self.path))
     }
 
     /// Every record, oldest first; a torn last line (crash mid-write) is skipped.
@@ -66,7 +71,10 @@ impl History {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(CacheError::io("cannot read history", &self.path)(e)),
         };
-        Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
     }
 
     /// The latest record per instance.

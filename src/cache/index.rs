@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::manifest::Manifest;
-use crate::fingerprint::Fingerprint;
 use super::{CacheError, Result};
+use crate::fingerprint::Fingerprint;
 
 #[derive(Debug, Clone)]
 pub struct Index {
@@ -44,7 +44,10 @@ impl StatEntry {
 
     /// External inputs: any change of size, mtime, inode or ctime means "hash again".
     pub fn same_external_file(&self, now: &StatEntry) -> bool {
-        self.size == now.size && self.mtime_ns == now.mtime_ns && self.ino == now.ino && self.ctime_ns == now.ctime_ns
+        self.size == now.size
+            && self.mtime_ns == now.mtime_ns
+            && self.ino == now.ino
+            && self.ctime_ns == now.ctime_ns
     }
 
     /// Store objects: ctime is left out because making a hardlinked view changes it; a write to
@@ -55,16 +58,28 @@ impl StatEntry {
 }
 
 fn err(path: &Path, e: sled::Error) -> CacheError {
-    CacheError::Index { path: path.to_path_buf(), message: e.to_string() }
+    CacheError::Index {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 impl Index {
     pub fn open(path: &Path) -> Result<Index> {
-        let db = sled::Config::new().path(path).open().map_err(|e| err(path, e))?;
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| err(path, e))?;
         let manifests = db.open_tree("manifests").map_err(|e| err(path, e))?;
         let stat = db.open_tree("stat").map_err(|e| err(path, e))?;
         let last = db.open_tree("last").map_err(|e| err(path, e))?;
-        Ok(Index { path: path.to_path_buf(), db, manifests, stat, last })
+        Ok(Index {
+            path: path.to_path_buf(),
+            db,
+            manifests,
+            stat,
+            last,
+        })
     }
 
     pub fn get_manifest(&self, key: &str) -> Result<Option<Manifest>> {
@@ -76,7 +91,10 @@ impl Index {
     }
 
     pub fn put_manifest(&self, m: &Manifest) -> Result<()> {
-        self.manifests.insert(m.key.as_bytes(), m.to_bytes()).map_err(|e| err(&self.path, e))?;
+        let compact = serde_json::to_vec(m).expect("a manifest always serializes");
+        self.manifests
+            .insert(m.key.as_bytes(), compact)
+            .map_err(|e| err(&self.path, e))?;
         Ok(())
     }
 
@@ -89,7 +107,10 @@ impl Index {
         self.manifests
             .iter()
             .keys()
-            .map(|k| k.map(|k| String::from_utf8_lossy(&k).into_owned()).map_err(|e| err(&self.path, e)))
+            .map(|k| {
+                k.map(|k| String::from_utf8_lossy(&k).into_owned())
+                    .map_err(|e| err(&self.path, e))
+            })
             .collect()
     }
 
@@ -98,12 +119,18 @@ impl Index {
     }
 
     pub fn get_stat(&self, path: &str) -> Result<Option<StatEntry>> {
-        Ok(self.stat.get(path).map_err(|e| err(&self.path, e))?.and_then(|v| serde_json::from_slice(&v).ok()))
+        Ok(self
+            .stat
+            .get(path)
+            .map_err(|e| err(&self.path, e))?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
     pub fn put_stat(&self, path: &str, s: &StatEntry) -> Result<()> {
         let v = serde_json::to_vec(s).expect("stat entry serializes");
-        self.stat.insert(path.as_bytes(), v).map_err(|e| err(&self.path, e))?;
+        self.stat
+            .insert(path.as_bytes(), v)
+            .map_err(|e| err(&self.path, e))?;
         Ok(())
     }
 
@@ -121,18 +148,38 @@ impl Index {
 
     /// The fingerprint this instance last ran (or hit) under, for `plan --explain`.
     pub fn get_last(&self, pipeline: &str, instance: &str) -> Result<Option<Fingerprint>> {
-        Ok(self
+        let v = self
             .last
             .get(Self::last_key(pipeline, instance))
-            .map_err(|e| err(&self.path, e))?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
+            .map_err(|e| err(&self.path, e))?;
+        Ok(v.and_then(|v| {
+            let nl = v.iter().position(|&b| b == b'\n')?;
+            serde_json::from_slice(&v[nl + 1..]).ok()
+        }))
     }
 
+    /// Only the key of [`Index::get_last`] (no JSON parsing: the no-op rerun path).
+    pub fn get_last_key(&self, pipeline: &str, instance: &str) -> Result<Option<String>> {
+        let v = self
+            .last
+            .get(Self::last_key(pipeline, instance))
+            .map_err(|e| err(&self.path, e))?;
+        Ok(v.and_then(|v| {
+            let nl = v.iter().position(|&b| b == b'\n')?;
+            std::str::from_utf8(&v[..nl]).ok().map(String::from)
+        }))
+    }
+
+    /// Stored as `key\nfingerprint-json`.
     pub fn put_last(&self, pipeline: &str, instance: &str, fp: &Fingerprint) -> Result<()> {
-        self.last.insert(Self::last_key(pipeline, instance), fp.canonical()).map_err(|e| err(&self.path, e))?;
+        let mut v = fp.key().into_bytes();
+        v.push(b'\n');
+        v.extend_from_slice(&fp.canonical());
+        self.last
+            .insert(Self::last_key(pipeline, instance), v)
+            .map_err(|e| err(&self.path, e))?;
         Ok(())
     }
-
 
     /// Make everything written so far durable.
     pub fn flush(&self) -> Result<()> {

@@ -35,7 +35,10 @@ impl CacheLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|source| CacheError::NotWritable { root: root.to_path_buf(), source })?;
+            .map_err(|source| CacheError::NotWritable {
+                root: root.to_path_buf(),
+                source,
+            })?;
         let mut previous = String::new();
         let _ = file.read_to_string(&mut previous);
         let (pid, host) = parse(&previous);
@@ -44,7 +47,11 @@ impl CacheLock {
         if rc != 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(CacheError::Locked { root: root.to_path_buf(), pid, host });
+                return Err(CacheError::Locked {
+                    root: root.to_path_buf(),
+                    pid,
+                    host,
+                });
             }
             return Err(CacheError::io("cannot lock", &path)(e));
         }
@@ -52,9 +59,12 @@ impl CacheLock {
             tracing::warn!("taking over the stale lock of {path} left by pid {pid} on {host} (no longer running)", path = path.display());
         }
         let me = format!("{} {}\n", std::process::id(), hostname());
-        file.set_len(0).map_err(CacheError::io("cannot write", &path))?;
-        file.rewind().map_err(CacheError::io("cannot write", &path))?;
-        file.write_all(me.as_bytes()).map_err(CacheError::io("cannot write", &path))?;
+        file.set_len(0)
+            .map_err(CacheError::io("cannot write", &path))?;
+        file.rewind()
+            .map_err(CacheError::io("cannot write", &path))?;
+        file.write_all(me.as_bytes())
+            .map_err(CacheError::io("cannot write", &path))?;
         Ok(CacheLock { _file: file })
     }
 }

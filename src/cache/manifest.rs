@@ -54,7 +54,10 @@ impl Manifest {
     pub fn from_bytes(b: &[u8]) -> Result<Manifest, String> {
         let m: Manifest = serde_json::from_slice(b).map_err(|e| e.to_string())?;
         if m.version != MANIFEST_VERSION {
-            return Err(format!("manifest version {} (this build reads {MANIFEST_VERSION})", m.version));
+            return Err(format!(
+                "manifest version {} (this build reads {MANIFEST_VERSION})",
+                m.version
+            ));
         }
         Ok(m)
     }

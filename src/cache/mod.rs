@@ -41,15 +41,30 @@ pub use verify::{rebuild_index, verify, VerifyReport};
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cache {root} is not writable: {source}\nhint: pass a writable folder with --cache-dir or ORCHESTRATOR_CACHE, or fix its permissions")]
-    NotWritable { root: PathBuf, source: std::io::Error },
+    NotWritable {
+        root: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the cache {root} is in use by another `orchestrator run` (pid {pid} on {host})\nhint: wait for it to finish, or use another --cache-dir")]
-    Locked { root: PathBuf, pid: String, host: String },
+    Locked {
+        root: PathBuf,
+        pid: String,
+        host: String,
+    },
     #[error("cannot open the cache index {path}: {message}\nhint: if no other orchestrator uses this cache, run `orchestrator cache rebuild-index`")]
     Index { path: PathBuf, message: String },
     #[error("{op} {path}: {source}{hint}", hint = io_hint(source))]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("corrupt {what} {path}: {message}")]
-    Corrupt { what: &'static str, path: PathBuf, message: String },
+    Corrupt {
+        what: &'static str,
+        path: PathBuf,
+        message: String,
+    },
 }
 
 fn io_hint(e: &std::io::Error) -> &'static str {
@@ -63,7 +78,10 @@ fn io_hint(e: &std::io::Error) -> &'static str {
 }
 
 impl CacheError {
-    pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CacheError {
+    pub fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> CacheError {
         let path = path.into();
         move |source| CacheError::Io { op, path, source }
     }
@@ -85,7 +103,11 @@ impl Cache {
     pub fn open(root: &Path) -> Result<Cache> {
         let root = Self::prepare_layout(root)?;
         let index = Index::open(&root.join("index"))?;
-        Ok(Cache { store: Store::new(&root), root, index })
+        Ok(Cache {
+            store: Store::new(&root),
+            root,
+            index,
+        })
     }
 
     /// Open for writing: the layout is checked, the one-scheduler lock taken (a clear error when a
@@ -94,17 +116,40 @@ impl Cache {
         let root = Self::prepare_layout(root)?;
         let lock = CacheLock::acquire(&root)?;
         let index = Index::open(&root.join("index"))?;
-        Ok((Cache { store: Store::new(&root), root, index }, lock))
+        Ok((
+            Cache {
+                store: Store::new(&root),
+                root,
+                index,
+            },
+            lock,
+        ))
     }
 
     /// Create (if needed) and check the folder layout; returns the canonical root.
     pub fn prepare_layout(root: &Path) -> Result<PathBuf> {
-        std::fs::create_dir_all(root).map_err(|source| CacheError::NotWritable { root: root.to_path_buf(), source })?;
-        let root = root.canonicalize().map_err(CacheError::io("cannot resolve", root))?;
-        for sub in ["objects", "manifests", "views", "runs", "work", "history", "tmp"] {
+        std::fs::create_dir_all(root).map_err(|source| CacheError::NotWritable {
+            root: root.to_path_buf(),
+            source,
+        })?;
+        let root = root
+            .canonicalize()
+            .map_err(CacheError::io("cannot resolve", root))?;
+        for sub in [
+            "objects",
+            "manifests",
+            "views",
+            "runs",
+            "work",
+            "history",
+            "tmp",
+        ] {
             let p = root.join(sub);
             if !p.is_dir() {
-                std::fs::create_dir_all(&p).map_err(|source| CacheError::NotWritable { root: root.clone(), source })?;
+                std::fs::create_dir_all(&p).map_err(|source| CacheError::NotWritable {
+                    root: root.clone(),
+                    source,
+                })?;
             }
         }
         check_writable(&root)?;
@@ -126,10 +171,20 @@ impl Cache {
 
     /// A fresh run dir for one attempt of fingerprint `key`.
     pub fn new_run_dir(&self, key: &str) -> Result<PathBuf> {
-        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         let mut n = 0u32;
         loop {
-            let p = self.root.join("runs").join(format!("{key}.{ms}{}", if n == 0 { String::new() } else { format!("-{n}") }));
+            let p = self.root.join("runs").join(format!(
+                "{key}.{ms}{}",
+                if n == 0 {
+                    String::new()
+                } else {
+                    format!("-{n}")
+                }
+            ));
             match std::fs::create_dir(&p) {
                 Ok(()) => return Ok(p),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
@@ -170,7 +225,8 @@ impl Cache {
         for d in blobs {
             let p = self.store.object_path(&d);
             if let Ok(meta) = std::fs::metadata(&p) {
-                self.index.put_stat(&p.to_string_lossy(), &StatEntry::of(&meta, d))?;
+                self.index
+                    .put_stat(&p.to_string_lossy(), &StatEntry::of(&meta, d))?;
             }
         }
         Ok(())
@@ -220,11 +276,25 @@ impl Cache {
         Ok(None)
     }
 
+    /// Move an output file into the store (see [`Store::ingest_file`]); an existing object of
+    /// the same digest is trusted only after the stat-cached check.
+    pub fn ingest_file(&self, src: &Path) -> Result<String> {
+        self.store
+            .ingest_file(src, &|d| matches!(self.check_blob(d, false), Ok(None)))
+    }
+
+    pub fn ingest_dir(&self, src: &Path) -> Result<(String, TreeObject)> {
+        self.store
+            .ingest_dir(src, &|d| matches!(self.check_blob(d, false), Ok(None)))
+    }
+
     fn check_blob(&self, digest: &str, repair: bool) -> Result<Option<String>> {
         let path = self.store.object_path(digest);
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(format!("object {digest} is missing"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Some(format!("object {digest} is missing")))
+            }
             Err(e) => return Err(CacheError::io("cannot stat", path)(e)),
         };
         let stat = StatEntry::of(&meta, String::new());
@@ -236,14 +306,23 @@ impl Cache {
         }
         let actual = hash_file(&path).map_err(CacheError::io("cannot read", &path))?;
         if actual == digest {
-            self.index.put_stat(&key, &StatEntry { digest: actual, ..stat })?;
+            self.index.put_stat(
+                &key,
+                &StatEntry {
+                    digest: actual,
+                    ..stat
+                },
+            )?;
             return Ok(None);
         }
         if repair {
             self.store.remove_object(digest);
             self.index.remove_stat(&key)?;
         }
-        Ok(Some(format!("object {} is corrupt (its content hashes to {actual})", path.display())))
+        Ok(Some(format!(
+            "object {} is corrupt (its content hashes to {actual})",
+            path.display()
+        )))
     }
 
     /// Content digest of an external input (file: blob digest; folder: tree digest), through the
@@ -251,7 +330,9 @@ impl Cache {
     pub fn digest_external(&self, path: &Path) -> Result<String> {
         let meta = std::fs::metadata(path).map_err(CacheError::io("cannot read input", path))?;
         if meta.is_dir() {
-            let tree = self.store.tree_of_dir(path, &|p, m| self.digest_external_file(p, m))?;
+            let tree = self
+                .store
+                .tree_of_dir(path, &|p, m| self.digest_external_file(p, m))?;
             Ok(tree.digest())
         } else {
             self.digest_external_file(path, &meta)
@@ -267,7 +348,13 @@ impl Cache {
             }
         }
         let digest = hash_file(path).map_err(CacheError::io("cannot read input", path))?;
-        self.index.put_stat(&key, &StatEntry { digest: digest.clone(), ..stat })?;
+        self.index.put_stat(
+            &key,
+            &StatEntry {
+                digest: digest.clone(),
+                ..stat
+            },
+        )?;
         Ok(digest)
     }
 }
@@ -276,8 +363,13 @@ impl Cache {
 /// holds the pipeline (nearest folder above it with a `cache/` folder or a `Cargo.toml`), else
 /// `cache/` in the pipeline's folder.
 pub fn resolve_root(explicit: Option<&Path>, pipeline_file: &Path) -> PathBuf {
-    let abs = pipeline_file.canonicalize().unwrap_or_else(|_| pipeline_file.to_path_buf());
-    let start = abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let abs = pipeline_file
+        .canonicalize()
+        .unwrap_or_else(|_| pipeline_file.to_path_buf());
+    let start = abs
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     find_root(explicit, &start)
 }
 
@@ -300,7 +392,10 @@ pub fn find_root(explicit: Option<&Path>, start: &Path) -> PathBuf {
 /// A file-name-safe form of an instance id or pipeline name (`/` and NUL are the only bytes a
 /// Unix file name cannot hold; `..` is defused too).
 pub fn sanitize(s: &str) -> String {
-    let t: String = s.chars().map(|c| if c == '/' || c == '\0' { '_' } else { c }).collect();
+    let t: String = s
+        .chars()
+        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+        .collect();
     if t == "." || t == ".." || t.is_empty() {
         format!("_{t}")
     } else {
@@ -309,23 +404,34 @@ pub fn sanitize(s: &str) -> String {
 }
 
 fn check_writable(root: &Path) -> Result<()> {
-    let probe = root.join("tmp").join(format!(".probe-{}", std::process::id()));
+    let probe = root
+        .join("tmp")
+        .join(format!(".probe-{}", std::process::id()));
     match std::fs::write(&probe, b"x") {
         Ok(()) => {
             let _ = std::fs::remove_file(&probe);
             Ok(())
         }
-        Err(source) => Err(CacheError::NotWritable { root: root.to_path_buf(), source }),
+        Err(source) => Err(CacheError::NotWritable {
+            root: root.to_path_buf(),
+            source,
+        }),
     }
 }
 
 /// `results/<pipeline>` beside the cache root `root`.
 pub fn results_dir(root: &Path, pipeline: &str) -> PathBuf {
-    root.parent().unwrap_or(root).join("results").join(sanitize(pipeline))
+    root.parent()
+        .unwrap_or(root)
+        .join("results")
+        .join(sanitize(pipeline))
 }
 
 pub fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -340,7 +446,10 @@ mod tests {
         std::fs::write(t.path().join("proj/pipelines/p.yaml"), "x").unwrap();
         let r = resolve_root(None, &t.path().join("proj/pipelines/p.yaml"));
         assert_eq!(r, t.path().join("proj/cache").canonicalize().unwrap());
-        assert_eq!(resolve_root(Some(Path::new("/x")), Path::new("p.yaml")), PathBuf::from("/x"));
+        assert_eq!(
+            resolve_root(Some(Path::new("/x")), Path::new("p.yaml")),
+            PathBuf::from("/x")
+        );
     }
 
     #[test]

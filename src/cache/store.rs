@@ -54,7 +54,9 @@ static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 
 impl Store {
     pub fn new(root: &Path) -> Store {
-        Store { root: root.to_path_buf() }
+        Store {
+            root: root.to_path_buf(),
+        }
     }
 
     pub fn object_path(&self, digest: &str) -> PathBuf {
@@ -69,19 +71,33 @@ impl Store {
     /// A unique path under `tmp/` (same filesystem as the store, so renames are atomic).
     pub fn tmp_path(&self, hint: &str) -> PathBuf {
         let n = TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.root.join("tmp").join(format!("{hint}.{}.{n}", std::process::id()))
+        self.root
+            .join("tmp")
+            .join(format!("{hint}.{}.{n}", std::process::id()))
     }
 
     /// Move the file `src` into the store (it must be on the cache's filesystem) and return its
-    /// digest. An existing object of the same digest is replaced: the rename is as cheap as a
-    /// delete, and it heals an object that was corrupted behind the store's back.
-    pub fn ingest_file(&self, src: &Path) -> Result<String> {
+    /// digest. When an object of that digest exists and `existing_ok` confirms it is intact, `src`
+    /// is dropped (views stay hardlinks of the object); a corrupt one is replaced and its views go.
+    pub fn ingest_file(
+        &self,
+        src: &Path,
+        existing_ok: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<String> {
         let digest = hash_file(src).map_err(CacheError::io("cannot read output", src))?;
         let dst = self.object_path(&digest);
+        if dst.is_file() {
+            if existing_ok(&digest) {
+                let _ = std::fs::remove_file(src);
+                return Ok(digest);
+            }
+            self.remove_views(&digest);
+        }
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent).map_err(CacheError::io("cannot create", parent))?;
         }
-        std::fs::set_permissions(src, std::fs::Permissions::from_mode(0o444)).map_err(CacheError::io("cannot chmod", src))?;
+        std::fs::set_permissions(src, std::fs::Permissions::from_mode(0o444))
+            .map_err(CacheError::io("cannot chmod", src))?;
         if fsync_enabled() {
             if let Ok(f) = std::fs::File::open(src) {
                 let _ = f.sync_all();
@@ -97,7 +113,8 @@ impl Store {
         let dst = self.object_path(&digest);
         let tmp = self.tmp_path("obj");
         write_durable(&tmp, bytes)?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444)).map_err(CacheError::io("cannot chmod", &tmp))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))
+            .map_err(CacheError::io("cannot chmod", &tmp))?;
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent).map_err(CacheError::io("cannot create", parent))?;
         }
@@ -106,15 +123,19 @@ impl Store {
     }
 
     /// Move every file under the folder `src` into the store; store and return its tree.
-    pub fn ingest_dir(&self, src: &Path) -> Result<(String, TreeObject)> {
+    pub fn ingest_dir(
+        &self,
+        src: &Path,
+        existing_ok: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<(String, TreeObject)> {
         let tree = self.tree_of_dir(src, &|p, meta| {
             if meta.file_type().is_symlink() || !meta.is_file() {
                 // A symlink's target content is what the stage meant; copy it, then ingest.
                 let tmp = self.tmp_path("link");
                 std::fs::copy(p, &tmp).map_err(CacheError::io("cannot read output", p))?;
-                self.ingest_file(&tmp)
+                self.ingest_file(&tmp, existing_ok)
             } else {
-                self.ingest_file(p)
+                self.ingest_file(p, existing_ok)
             }
         })?;
         let digest = self.put_bytes(&tree.to_bytes())?;
@@ -123,7 +144,11 @@ impl Store {
 
     /// Walk `dir` and build its tree; `digest_of` gives each file's digest (hashing through the
     /// stat cache for external inputs, or ingesting for outputs). Files are hashed in parallel.
-    pub fn tree_of_dir(&self, dir: &Path, digest_of: &(dyn Fn(&Path, &std::fs::Metadata) -> Result<String> + Sync)) -> Result<TreeObject> {
+    pub fn tree_of_dir(
+        &self,
+        dir: &Path,
+        digest_of: &(dyn Fn(&Path, &std::fs::Metadata) -> Result<String> + Sync),
+    ) -> Result<TreeObject> {
         use rayon::prelude::*;
         let mut files = Vec::new();
         let mut empty_dirs = Vec::new();
@@ -132,26 +157,48 @@ impl Store {
             .par_iter()
             .map(|(rel, abs)| {
                 let meta = std::fs::metadata(abs).map_err(CacheError::io("cannot read", abs))?;
-                let mode = if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
-                let link_meta = std::fs::symlink_metadata(abs).map_err(CacheError::io("cannot read", abs))?;
-                Ok(TreeEntry { path: rel.clone(), digest: digest_of(abs, &link_meta)?, mode })
+                let mode = if meta.permissions().mode() & 0o111 != 0 {
+                    0o755
+                } else {
+                    0o644
+                };
+                let link_meta =
+                    std::fs::symlink_metadata(abs).map_err(CacheError::io("cannot read", abs))?;
+                Ok(TreeEntry {
+                    path: rel.clone(),
+                    digest: digest_of(abs, &link_meta)?,
+                    mode,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         empty_dirs.sort();
-        Ok(TreeObject { tree: 1, entries, empty_dirs })
+        Ok(TreeObject {
+            tree: 1,
+            entries,
+            empty_dirs,
+        })
     }
 
     pub fn read_tree(&self, digest: &str) -> Result<TreeObject> {
         let p = self.object_path(digest);
         let bytes = std::fs::read(&p).map_err(CacheError::io("cannot read tree", &p))?;
-        serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt { what: "tree object", path: p, message: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
+            what: "tree object",
+            path: p,
+            message: e.to_string(),
+        })
+    }
+
+    /// Where [`Store::view`] puts `digest` named `name` (no file-system access).
+    pub fn view_path(&self, digest: &str, name: &str) -> PathBuf {
+        let name = if name.is_empty() { "data" } else { name };
+        self.root.join("views").join(digest).join(name)
     }
 
     /// The path a stage reads: `views/<digest>/<name>`, materialised once.
     pub fn view(&self, digest: &str, kind: ObjKind, name: &str) -> Result<PathBuf> {
-        let name = if name.is_empty() { "data" } else { name };
-        let dst = self.root.join("views").join(digest).join(name);
+        let dst = self.view_path(digest, name);
         if std::fs::symlink_metadata(&dst).is_ok() {
             return Ok(dst);
         }
@@ -230,7 +277,10 @@ impl Store {
         match std::fs::remove_file(self.manifest_path(key)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(CacheError::io("cannot remove manifest", self.manifest_path(key))(e)),
+            Err(e) => Err(CacheError::io(
+                "cannot remove manifest",
+                self.manifest_path(key),
+            )(e)),
         }
     }
 
@@ -272,16 +322,26 @@ impl Store {
     }
 }
 
-fn walk(dir: &Path, rel: &str, files: &mut Vec<(String, PathBuf)>, empty: &mut Vec<String>) -> Result<()> {
+fn walk(
+    dir: &Path,
+    rel: &str,
+    files: &mut Vec<(String, PathBuf)>,
+    empty: &mut Vec<String>,
+) -> Result<()> {
     let mut n = 0;
     for e in std::fs::read_dir(dir).map_err(CacheError::io("cannot list", dir))? {
         let e = e.map_err(CacheError::io("cannot list", dir))?;
         n += 1;
         let name = e.file_name().to_string_lossy().into_owned();
-        let r = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let r = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
         let p = e.path();
         // Follow symlinks to folders; a dangling link is an error naming it.
-        let meta = std::fs::metadata(&p).map_err(CacheError::io("cannot read (dangling symlink?)", &p))?;
+        let meta =
+            std::fs::metadata(&p).map_err(CacheError::io("cannot read (dangling symlink?)", &p))?;
         if meta.is_dir() {
             walk(&p, &r, files, empty)?;
         } else {
@@ -300,7 +360,8 @@ fn link_or_copy(src: &Path, dst: &Path, mode: u32) -> Result<()> {
     }
     std::fs::copy(src, dst).map_err(CacheError::io("cannot materialise", dst))?;
     let m = if mode & 0o111 != 0 { 0o555 } else { 0o444 };
-    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(m)).map_err(CacheError::io("cannot chmod", dst))
+    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(m))
+        .map_err(CacheError::io("cannot chmod", dst))
 }
 
 /// Whether commits fsync (`ORCHESTRATOR_FSYNC=1`). Off by default: a process crash (`kill -9`,
@@ -309,13 +370,16 @@ fn link_or_copy(src: &Path, dst: &Path, mode: u32) -> Result<()> {
 /// stage; an fsync per file would cost ~4 ms per stage on typical disks.
 pub fn fsync_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("ORCHESTRATOR_FSYNC").is_some_and(|v| v != "0" && !v.is_empty()))
+    *ON.get_or_init(|| {
+        std::env::var_os("ORCHESTRATOR_FSYNC").is_some_and(|v| v != "0" && !v.is_empty())
+    })
 }
 
 pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut f = std::fs::File::create(path).map_err(CacheError::io("cannot write", path))?;
-    f.write_all(bytes).map_err(CacheError::io("cannot write", path))?;
+    f.write_all(bytes)
+        .map_err(CacheError::io("cannot write", path))?;
     if fsync_enabled() {
         f.sync_all().map_err(CacheError::io("cannot sync", path))?;
     }
@@ -349,14 +413,17 @@ mod tests {
         let (t, s) = store();
         let src = t.path().join("tmp/a");
         std::fs::write(&src, b"hello").unwrap();
-        let d = s.ingest_file(&src).unwrap();
+        let d = s.ingest_file(&src, &|_| true).unwrap();
         assert_eq!(d, hash_bytes(b"hello"));
         assert!(!src.exists());
-        let mode = std::fs::metadata(s.object_path(&d)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(s.object_path(&d))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o444);
-        // same content again: one object, source moved
+        // same content again: deduplicated, source removed
         std::fs::write(&src, b"hello").unwrap();
-        assert_eq!(s.ingest_file(&src).unwrap(), d);
+        assert_eq!(s.ingest_file(&src, &|_| true).unwrap(), d);
         assert!(!src.exists());
     }
 
@@ -367,7 +434,7 @@ mod tests {
         std::fs::create_dir_all(src.join("sub/empty")).unwrap();
         std::fs::write(src.join("a.txt"), b"A").unwrap();
         std::fs::write(src.join("sub/b.txt"), b"B").unwrap();
-        let (d, tree) = s.ingest_dir(&src).unwrap();
+        let (d, tree) = s.ingest_dir(&src, &|_| true).unwrap();
         assert_eq!(tree.entries.len(), 2);
         assert_eq!(tree.empty_dirs, vec!["sub/empty".to_string()]);
         let v = s.view(&d, ObjKind::Dir, "out").unwrap();
@@ -378,7 +445,9 @@ mod tests {
         std::fs::create_dir_all(other.join("sub/empty")).unwrap();
         std::fs::write(other.join("a.txt"), b"A").unwrap();
         std::fs::write(other.join("sub/b.txt"), b"B").unwrap();
-        let t2 = s.tree_of_dir(&other, &|p, _| Ok(hash_file(p).unwrap())).unwrap();
+        let t2 = s
+            .tree_of_dir(&other, &|p, _| Ok(hash_file(p).unwrap()))
+            .unwrap();
         assert_eq!(t2.digest(), d);
     }
 }

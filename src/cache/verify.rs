@@ -28,7 +28,10 @@ impl VerifyReport {
 }
 
 pub fn verify(cache: &Cache, repair: bool) -> Result<VerifyReport> {
-    let mut rep = VerifyReport { repaired: repair, ..Default::default() };
+    let mut rep = VerifyReport {
+        repaired: repair,
+        ..Default::default()
+    };
     let objects = cache.store.all_objects()?;
     rep.objects = objects.len();
     rep.bytes = objects.iter().map(|(_, s)| s).sum();
@@ -38,7 +41,10 @@ pub fn verify(cache: &Cache, repair: bool) -> Result<VerifyReport> {
             let p = cache.store.object_path(digest);
             match hash_file(&p) {
                 Ok(actual) if &actual == digest => None,
-                Ok(actual) => Some((digest.clone(), format!("{}: content hashes to {actual}", p.display()))),
+                Ok(actual) => Some((
+                    digest.clone(),
+                    format!("{}: content hashes to {actual}", p.display()),
+                )),
                 Err(e) => Some((digest.clone(), format!("{}: {e}", p.display()))),
             }
         })
@@ -47,7 +53,8 @@ pub fn verify(cache: &Cache, repair: bool) -> Result<VerifyReport> {
     for key in cache.store.manifest_keys()? {
         rep.manifests += 1;
         let Some(m) = cache.store.read_manifest(&key)? else {
-            rep.broken_manifests.push((key.clone(), String::new(), "unreadable manifest".into()));
+            rep.broken_manifests
+                .push((key.clone(), String::new(), "unreadable manifest".into()));
             if repair {
                 cache.drop_manifest(&key)?;
             }
@@ -65,7 +72,10 @@ pub fn verify(cache: &Cache, repair: bool) -> Result<VerifyReport> {
         };
         for (name, o) in &m.outputs {
             check(&o.digest, &format!("output `{name}`"));
-            if o.kind == ObjKind::Dir && cache.store.has(&o.digest) && !bad_set.contains(o.digest.as_str()) {
+            if o.kind == ObjKind::Dir
+                && cache.store.has(&o.digest)
+                && !bad_set.contains(o.digest.as_str())
+            {
                 match cache.store.read_tree(&o.digest) {
                     Ok(t) => {
                         for e in &t.entries {
@@ -80,7 +90,8 @@ pub fn verify(cache: &Cache, repair: bool) -> Result<VerifyReport> {
             check(d, "metrics.json");
         }
         if let Some(p) = problem {
-            rep.broken_manifests.push((key.clone(), m.instance.clone(), p));
+            rep.broken_manifests
+                .push((key.clone(), m.instance.clone(), p));
             if repair {
                 cache.drop_manifest(&key)?;
             }
@@ -89,11 +100,16 @@ pub fn verify(cache: &Cache, repair: bool) -> Result<VerifyReport> {
     if repair {
         for (d, _) in &bad {
             cache.store.remove_object(d);
-            cache.index.remove_stat(&cache.store.object_path(d).to_string_lossy())?;
+            cache
+                .index
+                .remove_stat(&cache.store.object_path(d).to_string_lossy())?;
         }
         cache.index.flush()?;
     }
-    rep.corrupt_objects = bad.into_iter().map(|(d, msg)| (cache.store.object_path(&d).display().to_string(), msg)).collect();
+    rep.corrupt_objects = bad
+        .into_iter()
+        .map(|(d, msg)| (cache.store.object_path(&d).display().to_string(), msg))
+        .collect();
     Ok(rep)
 }
 

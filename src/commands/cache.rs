@@ -37,7 +37,10 @@ pub fn run(c: Command, g: &Global) -> CliResult<u8> {
             }
             let size = super::gc::human_bytes(r.bytes);
             if r.is_clean() {
-                println!("ok: {} objects ({size}) and {} manifests verified", r.objects, r.manifests);
+                println!(
+                    "ok: {} objects ({size}) and {} manifests verified",
+                    r.objects, r.manifests
+                );
                 return Ok(0);
             }
             if repair {
@@ -65,7 +68,10 @@ pub fn run(c: Command, g: &Global) -> CliResult<u8> {
             drop(lock);
             let (cache, _lock) = super::run::open_locked(&root)?;
             let n = crate::cache::rebuild_index(&cache).map_err(super::run::cache_error)?;
-            println!("rebuilt the index of {} from {n} manifests", cache.root.display());
+            println!(
+                "rebuilt the index of {} from {n} manifests",
+                cache.root.display()
+            );
             Ok(0)
         }
     }

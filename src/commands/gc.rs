@@ -28,7 +28,13 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
         r.removed_work_dirs,
         r.removed_views
     );
-    println!("kept {} objects ({}), {} manifests in {}", r.kept_objects, human_bytes(r.kept_bytes), r.kept_manifests, cache.root.display());
+    println!(
+        "kept {} objects ({}), {} manifests in {}",
+        r.kept_objects,
+        human_bytes(r.kept_bytes),
+        r.kept_manifests,
+        cache.root.display()
+    );
     Ok(0)
 }
 

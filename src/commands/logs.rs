@@ -21,8 +21,15 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
     let p = super::run::load(&args.pipeline)?;
     let inst = super::run::find_instance(&p, &args.stage)?;
     let root = super::run::cache_root(g, &args.pipeline);
-    let records = History::new(&root, &p.name).read().map_err(super::run::cache_error)?;
-    let Some(run_dir) = records.iter().rev().filter(|r| r.instance == inst.id).find_map(|r| r.run_dir.clone()) else {
+    let records = History::new(&root, &p.name)
+        .read()
+        .map_err(super::run::cache_error)?;
+    let Some(run_dir) = records
+        .iter()
+        .rev()
+        .filter(|r| r.instance == inst.id)
+        .find_map(|r| r.run_dir.clone())
+    else {
         return Err(CliError::bad_input(format!(
             "error: stage `{}` has no log yet (it never ran in this cache, or its results came from another pipeline's run)\nhint: `orchestrator run {}`",
             inst.id,
@@ -34,7 +41,12 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
         println!("{}", log.display());
         return Ok(0);
     }
-    let bytes = std::fs::read(&log).map_err(|e| CliError::environment(format!("error: cannot read {}: {e}\nhint: `orchestrator gc` may have removed it", log.display())))?;
+    let bytes = std::fs::read(&log).map_err(|e| {
+        CliError::environment(format!(
+            "error: cannot read {}: {e}\nhint: `orchestrator gc` may have removed it",
+            log.display()
+        ))
+    })?;
     use std::io::Write;
     let _ = std::io::stdout().write_all(&bytes);
     Ok(0)

@@ -52,12 +52,24 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
                 "waits"
             }
         };
-        let why = if e.reasons.is_empty() { String::new() } else { format!("  {}", e.reasons.join("; ")) };
+        let why = if e.reasons.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", e.reasons.join("; "))
+        };
         println!("{state:<9} {:<width$}{why}", e.instance);
         if args.explain && !e.changed.is_empty() {
-            println!("{:<9} {:<width$}  changed fields: {}", "", "", e.changed.join(", "));
+            println!(
+                "{:<9} {:<width$}  changed fields: {}",
+                "",
+                "",
+                e.changed.join(", ")
+            );
         }
     }
-    println!("{} instances: {cached} cached, {run} will run, {waits} wait on upstream", entries.len());
+    println!(
+        "{} instances: {cached} cached, {run} will run, {waits} wait on upstream",
+        entries.len()
+    );
     Ok(0)
 }

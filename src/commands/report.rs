@@ -1,11 +1,48 @@
-//! `orchestrator report`.
+//! `orchestrator report PIPELINE`: the comparison table over the matrix cells (Markdown on the
+//! terminal; Markdown, CSV, JSON and plots under `results/<pipeline>/report/`).
 
+use std::path::PathBuf;
+
+use crate::cache::Cache;
 use crate::cli::Global;
 use crate::exit::{CliError, CliResult};
 
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Markdown,
+    Csv,
+    Json,
+}
 
-pub fn run(_args: Args, _g: &Global) -> CliResult<u8> {
-    Err(CliError::environment("`report` is being built"))
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// What to print on stdout (all three are written to the report folder either way).
+    #[arg(long, value_enum, default_value = "markdown")]
+    pub format: Format,
+    /// Report folder (default: `results/<pipeline>/report/` beside the cache).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(args: Args, g: &Global) -> CliResult<u8> {
+    let p = super::run::load(&args.pipeline)?;
+    let root = super::run::cache_root(g, &args.pipeline);
+    let cache = Cache::open(&root).map_err(super::run::cache_error)?;
+    let report = crate::report::build(&p, &cache)
+        .map_err(|e| CliError::environment(format!("error: cannot build the report of `{}`: {e:#}", p.name)))?;
+    let dir = args.out.unwrap_or_else(|| cache.results_dir(&p.name).join("report"));
+    let written = report
+        .write(&dir)
+        .map_err(|e| CliError::environment(format!("error: cannot write the report: {e:#}")))?;
+    match args.format {
+        Format::Markdown => print!("{}", report.markdown()),
+        Format::Csv => print!("{}", report.csv()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
+    }
+    if args.format == Format::Markdown {
+        println!("\nreport: {} ({} files)", dir.display(), written.len());
+    }
+    Ok(0)
 }

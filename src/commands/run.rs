@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crate::cache::{Cache, CacheError, CacheLock};
 use crate::cli::Global;
-use crate::exec::{self, ExecError, GpuChoice, LocalBackend, MessageFormat, RunOptions, RunSummary, View};
+use crate::exec::{
+    self, ExecError, GpuChoice, LocalBackend, MessageFormat, RunOptions, RunSummary, View,
+};
 use crate::exit::{CliError, CliResult};
 use crate::pipeline::Pipeline;
 
@@ -26,6 +28,19 @@ pub struct Args {
     /// on stdout).
     #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
     pub message_format: MessageFormat,
+    /// Where stages run: `local` processes, or `slurm` jobs (`sbatch`). Default: the pipeline's
+    /// `executor.kind`, else local.
+    #[arg(long, value_parser = ["local", "slurm"])]
+    pub executor: Option<String>,
+    /// SLURM: most jobs this run keeps queued or running at once (GPU and CPU stages each).
+    #[arg(long, default_value_t = 64)]
+    pub max_jobs: u32,
+    /// SLURM: seconds between two `squeue` polls.
+    #[arg(long, default_value_t = 2.0)]
+    pub slurm_poll: f64,
+    /// SLURM: most `sbatch` calls per second (0: no limit).
+    #[arg(long, default_value_t = 5.0)]
+    pub slurm_submit_rate: f64,
 }
 
 fn parse_gpus(s: &str) -> Result<GpuChoice, String> {
@@ -37,13 +52,43 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
     let root = cache_root(g, &args.pipeline);
     let (cache, _lock) = open_locked(&root)?;
     let opts = RunOptions {
-        jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)),
+        jobs: args.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1)
+        }),
         gpus: exec::gpu_ids(&args.gpus),
         fail_fast: args.fail_fast,
         stage_bin: exec::find_stage_bin(),
     };
     let mut view = View::new(args.message_format, g.quiet);
-    let summary = exec::run(&p, &cache, opts, Box::new(LocalBackend::default()), &mut view).map_err(exec_error)?;
+    let summary = if args.executor.as_deref().or(p.executor.kind.as_deref()) == Some("slurm") {
+        let so = exec::slurm::SlurmOptions {
+            poll: std::time::Duration::from_secs_f64(args.slurm_poll.max(0.05)),
+            submit_rate: args.slurm_submit_rate,
+            max_jobs: args.max_jobs,
+        };
+        let backend = exec::slurm::SlurmBackend::new(&p, &cache.root, &so)
+            .map_err(|e| CliError::environment(format!("error: {e}")))?;
+        let (q, gpus, jobs) = exec::slurm::scheduling_view(&p, args.max_jobs);
+        exec::run(
+            &q,
+            &cache,
+            RunOptions { gpus, jobs, ..opts },
+            Box::new(backend),
+            &mut view,
+        )
+        .map_err(exec_error)?
+    } else {
+        exec::run(
+            &p,
+            &cache,
+            opts,
+            Box::new(LocalBackend::default()),
+            &mut view,
+        )
+        .map_err(exec_error)?
+    };
     let (text, json) = render_summary(&summary);
     view.summary(&text, json);
     Ok(if summary.interrupted {
@@ -58,7 +103,11 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
 fn render_summary(s: &RunSummary) -> (String, serde_json::Value) {
     let mut t = String::new();
     for f in &s.failed {
-        t.push_str(&format!("error: {} ({})\n", f.message.trim_end(), f.location));
+        t.push_str(&format!(
+            "error: {} ({})\n",
+            f.message.trim_end(),
+            f.location
+        ));
         if let Some(log) = &f.log {
             t.push_str(&format!("  log: {}\n", log.display()));
             let tail = log_tail(log, 10);
@@ -70,14 +119,22 @@ fn render_summary(s: &RunSummary) -> (String, serde_json::Value) {
             }
         }
     }
-    let mut counts = format!("ran {}, cached {}, failed {}", s.ran, s.cached, s.failed.len());
+    let mut counts = format!(
+        "ran {}, cached {}, failed {}",
+        s.ran,
+        s.cached,
+        s.failed.len()
+    );
     if s.skipped > 0 {
         counts.push_str(&format!(", skipped {}", s.skipped));
     }
     if s.not_started > 0 {
         counts.push_str(&format!(", not started {}", s.not_started));
     }
-    t.push_str(&format!("{counts} in {}\n", exec::view::fmt_duration(s.wall)));
+    t.push_str(&format!(
+        "{counts} in {}\n",
+        exec::view::fmt_duration(s.wall)
+    ));
     if s.interrupted {
         t.push_str("interrupted: what finished is saved; run the same command again to resume\n");
     }
@@ -99,20 +156,28 @@ fn render_summary(s: &RunSummary) -> (String, serde_json::Value) {
 /// The last `n` lines of a log file (lossy UTF-8; reads at most the last 64 KiB).
 pub fn log_tail(path: &Path, n: usize) -> Vec<String> {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else { return Vec::new() };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
     let mut buf = Vec::new();
     let _ = f.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|s| s.to_string()).collect()
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// Load and validate a pipeline; every error rendered, exit 2.
 pub fn load(path: &Path) -> CliResult<Pipeline> {
     if !path.exists() {
-        return Err(CliError::bad_input(format!("error: pipeline file {} does not exist", path.display())));
+        return Err(CliError::bad_input(format!(
+            "error: pipeline file {} does not exist",
+            path.display()
+        )));
     }
     crate::pipeline::load(path).map_err(CliError::from)
 }
@@ -126,7 +191,10 @@ pub fn cache_root(g: &Global, pipeline: &Path) -> PathBuf {
 pub fn cache_root_here(g: &Global, pipeline: Option<&Path>) -> PathBuf {
     match pipeline {
         Some(p) => cache_root(g, p),
-        None => crate::cache::find_root(g.cache_dir.as_deref(), &std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))),
+        None => crate::cache::find_root(
+            g.cache_dir.as_deref(),
+            &std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        ),
     }
 }
 
@@ -139,11 +207,17 @@ pub fn cache_error(e: CacheError) -> CliError {
 }
 
 pub fn exec_error(e: ExecError) -> CliError {
-    CliError { code: e.exit_code(), message: format!("error: {e}") }
+    CliError {
+        code: e.exit_code(),
+        message: format!("error: {e}"),
+    }
 }
 
 /// Find the instance a user names: an exact instance id, or a stage with exactly one instance.
-pub fn find_instance<'a>(p: &'a Pipeline, name: &'a str) -> CliResult<&'a crate::pipeline::Instance> {
+pub fn find_instance<'a>(
+    p: &'a Pipeline,
+    name: &'a str,
+) -> CliResult<&'a crate::pipeline::Instance> {
     if let Some((_, i)) = p.instance(name) {
         return Ok(i);
     }
@@ -152,13 +226,21 @@ pub fn find_instance<'a>(p: &'a Pipeline, name: &'a str) -> CliResult<&'a crate:
         1 => Ok(of_stage[0]),
         0 => {
             let ids: Vec<&str> = p.instances.iter().map(|i| i.id.as_str()).collect();
-            let hint = crate::pipeline::diagnostics::suggest(name, &ids, "the stage instances are").unwrap_or_else(|| format!("the stage instances are: {}", ids.join(", ")));
-            Err(CliError::bad_input(format!("error: pipeline `{}` has no stage `{name}`\nhint: {hint}", p.name)))
+            let hint = crate::pipeline::diagnostics::suggest(name, &ids, "the stage instances are")
+                .unwrap_or_else(|| format!("the stage instances are: {}", ids.join(", ")));
+            Err(CliError::bad_input(format!(
+                "error: pipeline `{}` has no stage `{name}`\nhint: {hint}",
+                p.name
+            )))
         }
         _ => Err(CliError::bad_input(format!(
             "error: stage `{name}` has {} instances; name one:\n{}",
             of_stage.len(),
-            of_stage.iter().map(|i| format!("  {}", i.id)).collect::<Vec<_>>().join("\n")
+            of_stage
+                .iter()
+                .map(|i| format!("  {}", i.id))
+                .collect::<Vec<_>>()
+                .join("\n")
         ))),
     }
 }

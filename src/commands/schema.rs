@@ -9,7 +9,8 @@ use crate::exit::{CliResult, OK};
 pub struct Args {}
 
 pub fn run(_args: Args, _g: &Global) -> CliResult<u8> {
-    let s = serde_json::to_string_pretty(&crate::pipeline::schema::schema()).map_err(anyhow::Error::from)?;
+    let s = serde_json::to_string_pretty(&crate::pipeline::schema::schema())
+        .map_err(anyhow::Error::from)?;
     println!("{s}");
     Ok(OK)
 }

@@ -21,21 +21,34 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
     let inst = super::run::find_instance(&p, &args.stage)?;
     let root = super::run::cache_root(g, &args.pipeline);
     let root = root.canonicalize().unwrap_or(root);
-    let committed = History::new(&root, &p.name).latest_committed().map_err(super::run::cache_error)?;
+    let committed = History::new(&root, &p.name)
+        .latest_committed()
+        .map_err(super::run::cache_error)?;
     let no_results = || {
-        CliError::bad_input(format!("error: stage `{}` has no results yet\nhint: `orchestrator run {}`", inst.id, args.pipeline.display()))
+        CliError::bad_input(format!(
+            "error: stage `{}` has no results yet\nhint: `orchestrator run {}`",
+            inst.id,
+            args.pipeline.display()
+        ))
     };
     let rec = committed.get(&inst.id).ok_or_else(no_results)?;
     let store = Store::new(&root);
-    let m = store.read_manifest(&rec.key).map_err(super::run::cache_error)?.ok_or_else(no_results)?;
+    let m = store
+        .read_manifest(&rec.key)
+        .map_err(super::run::cache_error)?
+        .ok_or_else(no_results)?;
     let mut rows = Vec::new();
     for (name, o) in &m.outputs {
         let base = o.rel_path.rsplit('/').next().unwrap_or(name).to_string();
-        let v = store.view(&o.digest, o.kind, &base).map_err(super::run::cache_error)?;
+        let v = store
+            .view(&o.digest, o.kind, &base)
+            .map_err(super::run::cache_error)?;
         rows.push((name.clone(), v));
     }
     if let Some(d) = &m.metrics {
-        let v = store.view(d, crate::cache::ObjKind::File, "metrics.json").map_err(super::run::cache_error)?;
+        let v = store
+            .view(d, crate::cache::ObjKind::File, "metrics.json")
+            .map_err(super::run::cache_error)?;
         rows.push(("metrics.json".into(), v));
     }
     if let Some(want) = &args.output {
@@ -46,8 +59,12 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
             }
             None => {
                 let names: Vec<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
-                let hint = crate::pipeline::diagnostics::suggest(want, &names, "its outputs are").unwrap_or_default();
-                Err(CliError::bad_input(format!("error: stage `{}` has no output `{want}`\nhint: {hint}", inst.id)))
+                let hint = crate::pipeline::diagnostics::suggest(want, &names, "its outputs are")
+                    .unwrap_or_default();
+                Err(CliError::bad_input(format!(
+                    "error: stage `{}` has no output `{want}`\nhint: {hint}",
+                    inst.id
+                )))
             }
         };
     }

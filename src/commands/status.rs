@@ -22,7 +22,9 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
     let root = super::run::cache_root(g, &args.pipeline);
     let history = History::new(&root, &p.name);
     let latest = history.latest().map_err(super::run::cache_error)?;
-    let committed = history.latest_committed().map_err(super::run::cache_error)?;
+    let committed = history
+        .latest_committed()
+        .map_err(super::run::cache_error)?;
     let locked = crate::cache::CacheLock::acquire(&root).is_err();
     let width = p.instances.iter().map(|i| i.id.len()).max().unwrap_or(0);
     for inst in &p.instances {
@@ -50,9 +52,17 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
         match shown {
             None => println!("{state:<11} {:<width$}", inst.id),
             Some(r) => {
-                let dur = if r.duration_ms > 0 { crate::exec::view::fmt_duration(std::time::Duration::from_millis(r.duration_ms)) } else { "-".into() };
+                let dur = if r.duration_ms > 0 {
+                    crate::exec::view::fmt_duration(std::time::Duration::from_millis(r.duration_ms))
+                } else {
+                    "-".into()
+                };
                 let dev = if r.device.is_empty() { "-" } else { &r.device };
-                println!("{state:<11} {:<width$}  {dur:>8}  {dev:<10} {}", inst.id, fmt_time(r.at));
+                println!(
+                    "{state:<11} {:<width$}  {dur:>8}  {dev:<10} {}",
+                    inst.id,
+                    fmt_time(r.at)
+                );
             }
         }
     }
@@ -72,7 +82,12 @@ pub fn fmt_time(t: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", secs / 3600, secs % 3600 / 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 #[cfg(test)]

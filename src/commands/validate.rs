@@ -31,9 +31,19 @@ pub fn run(args: Args, _g: &Global) -> CliResult<u8> {
     let p = pipeline::load(&args.pipeline)?;
     match args.format {
         Format::Text => {
-            let stages: std::collections::BTreeSet<&str> = p.instances.iter().map(|i| i.stage.as_str()).collect();
-            let cells = if p.matrix_axes.is_empty() { String::new() } else { format!(", {} matrix cells", p.cells.len()) };
-            println!("ok: `{}`: {} stage instances of {} stages{cells}", args.pipeline.display(), p.instances.len(), stages.len());
+            let stages: std::collections::BTreeSet<&str> =
+                p.instances.iter().map(|i| i.stage.as_str()).collect();
+            let cells = if p.matrix_axes.is_empty() {
+                String::new()
+            } else {
+                format!(", {} matrix cells", p.cells.len())
+            };
+            println!(
+                "ok: `{}`: {} stage instances of {} stages{cells}",
+                args.pipeline.display(),
+                p.instances.len(),
+                stages.len()
+            );
         }
         Format::Json => {
             let s = serde_json::to_string_pretty(&to_json(&p)).map_err(anyhow::Error::from)?;
@@ -56,7 +66,9 @@ pub fn to_json(p: &Pipeline) -> serde_json::Value {
                 .iter()
                 .map(|(k, v)| {
                     let v = match v {
-                        Input::Upstream { instance, output } => json!({"upstream": p.instances[*instance].id, "output": output}),
+                        Input::Upstream { instance, output } => {
+                            json!({"upstream": p.instances[*instance].id, "output": output})
+                        }
                         Input::External { path } => json!({"path": path}),
                     };
                     (k.clone(), v)

@@ -34,6 +34,8 @@ pub enum ExitStatus {
     Signal(i32),
     TimedOut,
     SpawnFailed(String),
+    /// A backend's own account of how the job ended (e.g. "SLURM job 12 ... (log: ...)").
+    Backend(String),
 }
 
 impl std::fmt::Display for ExitStatus {
@@ -44,6 +46,7 @@ impl std::fmt::Display for ExitStatus {
             ExitStatus::Signal(s) => write!(f, "killed by signal {s}"),
             ExitStatus::TimedOut => write!(f, "time limit reached"),
             ExitStatus::SpawnFailed(e) => write!(f, "could not start: {e}"),
+            ExitStatus::Backend(m) => write!(f, "{m}"),
         }
     }
 }
@@ -57,12 +60,26 @@ pub enum BackendEvent {
 pub trait Backend {
     /// Start a job. Returns the backend's id for it (a pid, a SLURM job id) for the run record.
     /// Its end arrives later as `BackendEvent::Exited` on `events`.
-    fn submit(&mut self, spec: JobSpec, events: UnboundedSender<BackendEvent>) -> Result<String, String>;
+    fn submit(
+        &mut self,
+        spec: JobSpec,
+        events: UnboundedSender<BackendEvent>,
+    ) -> Result<String, String>;
     /// Stop a job: `hard` = kill now; otherwise ask it to stop (it may checkpoint first).
     fn cancel(&mut self, job: JobId, hard: bool);
     /// Follow a job started by an earlier orchestrator process (by its recorded id). Backends whose
     /// jobs die with the orchestrator (local processes) cannot, and return false.
-    fn reattach(&mut self, _spec: &JobSpec, _recorded_id: &str, _events: UnboundedSender<BackendEvent>) -> bool {
+    fn reattach(
+        &mut self,
+        _spec: &JobSpec,
+        _recorded_id: &str,
+        _events: UnboundedSender<BackendEvent>,
+    ) -> bool {
+        false
+    }
+    /// Whether the first Ctrl-C cancels running jobs (a cluster's queued jobs would otherwise
+    /// outlive the run) instead of letting them finish.
+    fn cancels_on_interrupt(&self) -> bool {
         false
     }
 }
@@ -76,7 +93,11 @@ pub struct LocalBackend {
 }
 
 impl Backend for LocalBackend {
-    fn submit(&mut self, spec: JobSpec, events: UnboundedSender<BackendEvent>) -> Result<String, String> {
+    fn submit(
+        &mut self,
+        spec: JobSpec,
+        events: UnboundedSender<BackendEvent>,
+    ) -> Result<String, String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -100,7 +121,9 @@ impl Backend for LocalBackend {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| format!("cannot start `{prog}`: {e}"))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start `{prog}`: {e}"))?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         self.pids.insert(spec.job, pid);
         let job = spec.job;

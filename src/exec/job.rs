@@ -29,7 +29,11 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 /// Replace `${inputs.x}` / `${outputs.x}` with shell-quoted absolute paths; other text is kept.
-pub fn substitute(command: &str, inputs: &BTreeMap<String, PathBuf>, outputs: &BTreeMap<String, PathBuf>) -> String {
+pub fn substitute(
+    command: &str,
+    inputs: &BTreeMap<String, PathBuf>,
+    outputs: &BTreeMap<String, PathBuf>,
+) -> String {
     let mut out = String::with_capacity(command.len() + 64);
     let mut rest = command;
     while let Some(start) = rest.find("${") {
@@ -82,22 +86,41 @@ pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
     for o in &a.inst.outputs {
         let p = out_dir.join(&o.rel_path);
         if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         }
         outputs.insert(o.name.clone(), p.clone());
         out_spec.insert(o.name.clone(), (p, o.is_dir));
     }
     let cuda = !a.grant.gpus.is_empty();
     let mut env = vec![
-        ("CUDA_VISIBLE_DEVICES".to_string(), a.grant.cuda_visible_devices()),
-        ("ORCHESTRATOR_DEVICE".to_string(), if cuda { "cuda" } else { "cpu" }.to_string()),
+        (
+            "CUDA_VISIBLE_DEVICES".to_string(),
+            a.grant.cuda_visible_devices(),
+        ),
+        (
+            "ORCHESTRATOR_DEVICE".to_string(),
+            if cuda { "cuda" } else { "cpu" }.to_string(),
+        ),
         ("ORCHESTRATOR_STAGE_ID".to_string(), a.inst.id.clone()),
-        ("ORCHESTRATOR_OUT_DIR".to_string(), out_dir.to_string_lossy().into_owned()),
-        ("ORCHESTRATOR_WORK_DIR".to_string(), work_dir.to_string_lossy().into_owned()),
-        ("ORCHESTRATOR_PROGRESS".to_string(), progress.to_string_lossy().into_owned()),
+        (
+            "ORCHESTRATOR_OUT_DIR".to_string(),
+            out_dir.to_string_lossy().into_owned(),
+        ),
+        (
+            "ORCHESTRATOR_WORK_DIR".to_string(),
+            work_dir.to_string_lossy().into_owned(),
+        ),
+        (
+            "ORCHESTRATOR_PROGRESS".to_string(),
+            progress.to_string_lossy().into_owned(),
+        ),
     ];
     let argv = match &a.inst.action {
-        Action::Shell { command, env: stage_env } => {
+        Action::Shell {
+            command,
+            env: stage_env,
+        } => {
             env.extend(stage_env.iter().map(|(k, v)| (k.clone(), v.clone())));
             let cmd = substitute(command, &a.inputs, &outputs);
             let _ = std::fs::write(run_dir.join("command.sh"), &cmd);
@@ -118,9 +141,16 @@ pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
             };
             let inv_path = run_dir.join("invocation.json");
             let bytes = serde_json::to_vec_pretty(&inv).map_err(|e| e.to_string())?;
-            std::fs::write(&inv_path, bytes).map_err(|e| format!("cannot write {}: {e}", inv_path.display()))?;
-            let bin = a.stage_bin.ok_or("the stage worker `orchestrator-stage` was not found")?;
-            vec![bin.to_string_lossy().into_owned(), "run".to_string(), inv_path.to_string_lossy().into_owned()]
+            std::fs::write(&inv_path, bytes)
+                .map_err(|e| format!("cannot write {}: {e}", inv_path.display()))?;
+            let bin = a
+                .stage_bin
+                .ok_or("the stage worker `orchestrator-stage` was not found")?;
+            vec![
+                bin.to_string_lossy().into_owned(),
+                "run".to_string(),
+                inv_path.to_string_lossy().into_owned(),
+            ]
         }
     };
     let spec = JobSpec {
@@ -132,9 +162,20 @@ pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
         log,
         run_dir: run_dir.clone(),
         outputs: out_spec,
-        timeout: a.inst.resources.time_min.map(|m| std::time::Duration::from_secs(m as u64 * 60)),
+        timeout: a
+            .inst
+            .resources
+            .time_min
+            .map(|m| std::time::Duration::from_secs(m as u64 * 60)),
     };
-    Ok(Prepared { spec, run_dir, out_dir, work_dir, progress, device: a.grant.device() })
+    Ok(Prepared {
+        spec,
+        run_dir,
+        out_dir,
+        work_dir,
+        progress,
+        device: a.grant.device(),
+    })
 }
 
 pub struct CommitArgs {
@@ -179,14 +220,35 @@ pub fn commit(a: CommitArgs) -> Result<Manifest, String> {
             Ok(_) => {}
         }
         let (digest, kind) = if *is_dir {
-            (a.cache.store.ingest_dir(&p).map_err(|e| e.to_string())?.0, ObjKind::Dir)
+            (
+                a.cache.ingest_dir(&p).map_err(|e| e.to_string())?.0,
+                ObjKind::Dir,
+            )
         } else {
-            (a.cache.store.ingest_file(&p).map_err(|e| e.to_string())?, ObjKind::File)
+            (
+                a.cache.ingest_file(&p).map_err(|e| e.to_string())?,
+                ObjKind::File,
+            )
         };
-        entries.insert(name.clone(), OutputEntry { digest, kind, rel_path: rel.clone() });
+        entries.insert(
+            name.clone(),
+            OutputEntry {
+                digest,
+                kind,
+                rel_path: rel.clone(),
+            },
+        );
     }
     let metrics_path = a.out_dir.join("metrics.json");
-    let metrics = if metrics_path.is_file() { Some(a.cache.store.ingest_file(&metrics_path).map_err(|e| e.to_string())?) } else { None };
+    let metrics = if metrics_path.is_file() {
+        Some(
+            a.cache
+                .ingest_file(&metrics_path)
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
     let m = Manifest {
         version: MANIFEST_VERSION,
         key: a.key.clone(),

@@ -12,6 +12,7 @@ pub mod job;
 pub mod plan;
 pub mod resources;
 pub mod scheduler;
+pub mod slurm;
 pub mod view;
 
 use std::path::PathBuf;
@@ -26,10 +27,19 @@ pub use view::{MessageFormat, View};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("input `{path}` of stage `{stage}` does not exist ({location})\nhint: restore the file, or point the pipeline at where it is now", path = path.display())]
-    MissingInput { path: PathBuf, stage: String, location: String },
+    #[error("{path} does not exist: it is input `{input}` of stage `{stage}` ({location})\nhint: restore the file, or point the pipeline at where it is now; cached results are kept", path = path.display())]
+    MissingInput {
+        path: PathBuf,
+        stage: String,
+        input: String,
+        location: String,
+    },
     #[error("stage `{stage}` ({location}) {why}\nhint: lower its `resources.gpus`, or pass more devices with --gpus")]
-    Unsatisfiable { stage: String, location: String, why: String },
+    Unsatisfiable {
+        stage: String,
+        location: String,
+        why: String,
+    },
     #[error("the stage worker `orchestrator-stage` was not found (looked at {looked_at})\nhint: build it with `make build`, or point ORCHESTRATOR_STAGE_BIN at it", looked_at = looked_at.display())]
     WorkerMissing { looked_at: PathBuf },
     #[error(transparent)]
@@ -42,7 +52,9 @@ impl ExecError {
     /// The documented exit code (see `crate::exit`).
     pub fn exit_code(&self) -> u8 {
         match self {
-            ExecError::MissingInput { .. } | ExecError::Unsatisfiable { .. } => crate::exit::BAD_INPUT,
+            ExecError::MissingInput { .. } | ExecError::Unsatisfiable { .. } => {
+                crate::exit::BAD_INPUT
+            }
             _ => crate::exit::ENVIRONMENT,
         }
     }
@@ -106,8 +118,17 @@ pub fn gpu_ids(choice: &GpuChoice) -> Vec<u32> {
 
 /// Run `p` with `backend` on a single-threaded runtime (the loop and the process spawns stay on
 /// this thread, which `PR_SET_PDEATHSIG` relies on; commits hash on the blocking pool).
-pub fn run(p: &Pipeline, cache: &Cache, opts: RunOptions, backend: Box<dyn Backend + '_>, view: &mut View) -> Result<RunSummary, ExecError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ExecError::Runtime)?;
+pub fn run(
+    p: &Pipeline,
+    cache: &Cache,
+    opts: RunOptions,
+    backend: Box<dyn Backend + '_>,
+    view: &mut View,
+) -> Result<RunSummary, ExecError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ExecError::Runtime)?;
     rt.block_on(async {
         let s = scheduler::Scheduler::new(p, cache, opts, backend, view)?;
         s.run().await

@@ -20,23 +20,36 @@ pub const PENDING: &str = "(pending)";
 
 /// Per instance: input name -> digest of each external input. Every distinct path is hashed
 /// once (through the stat cache), in parallel. A missing path is an error naming it and the stage.
-pub fn hash_externals(p: &Pipeline, cache: &Cache) -> Result<Vec<BTreeMap<String, String>>, ExecError> {
-    let mut paths: HashMap<&PathBuf, (String, String)> = HashMap::new();
+pub fn hash_externals(
+    p: &Pipeline,
+    cache: &Cache,
+) -> Result<Vec<BTreeMap<String, String>>, ExecError> {
+    let mut paths: HashMap<&PathBuf, (String, String, String)> = HashMap::new();
     for inst in &p.instances {
         for (name, input) in &inst.inputs {
             if let Input::External { path } = input {
-                paths.entry(path).or_insert_with(|| (format!("{} (input `{name}`)", inst.id), inst.location.clone()));
+                paths
+                    .entry(path)
+                    .or_insert_with(|| (inst.id.clone(), name.clone(), inst.location.clone()));
             }
         }
     }
     let list: Vec<_> = paths.into_iter().collect();
     let digests: Vec<(PathBuf, String)> = list
         .par_iter()
-        .map(|(path, (stage, location))| {
+        .map(|(path, (stage, input, location))| {
             if std::fs::symlink_metadata(path).is_err() {
-                return Err(ExecError::MissingInput { path: (*path).clone(), stage: stage.clone(), location: location.clone() });
+                return Err(ExecError::MissingInput {
+                    path: (*path).clone(),
+                    stage: stage.clone(),
+                    input: input.clone(),
+                    location: location.clone(),
+                });
             }
-            cache.digest_external(path).map(|d| ((*path).clone(), d)).map_err(ExecError::Cache)
+            cache
+                .digest_external(path)
+                .map(|d| ((*path).clone(), d))
+                .map_err(ExecError::Cache)
         })
         .collect::<Result<_, _>>()?;
     let by_path: HashMap<PathBuf, String> = digests.into_iter().collect();
@@ -55,14 +68,21 @@ pub fn hash_externals(p: &Pipeline, cache: &Cache) -> Result<Vec<BTreeMap<String
 }
 
 /// Digests of all inputs of `inst`, or `None` while an upstream has no manifest yet.
-pub fn input_digests(inst: &Instance, external: &BTreeMap<String, String>, done: &[Option<Manifest>]) -> Option<BTreeMap<String, String>> {
+pub fn input_digests(
+    inst: &Instance,
+    external: &BTreeMap<String, String>,
+    done: &[Option<Manifest>],
+) -> Option<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for (name, input) in &inst.inputs {
         let d = match input {
             Input::External { .. } => external.get(name)?.clone(),
             Input::Upstream { instance, output } => {
                 let m = done.get(*instance)?.as_ref()?;
-                m.outputs.get(output).map(|o| o.digest.clone()).unwrap_or_else(|| ABSENT.to_string())
+                m.outputs
+                    .get(output)
+                    .map(|o| o.digest.clone())
+                    .unwrap_or_else(|| ABSENT.to_string())
             }
         };
         out.insert(name.clone(), d);
@@ -74,7 +94,10 @@ pub fn input_digests(inst: &Instance, external: &BTreeMap<String, String>, done:
 #[derive(Debug, Clone)]
 pub enum Verdict {
     Cached(Box<Manifest>),
-    Run { reasons: Vec<String>, changed: Vec<String> },
+    Run {
+        reasons: Vec<String>,
+        changed: Vec<String>,
+    },
 }
 
 /// Readable form of a changed fingerprint field.
@@ -91,7 +114,14 @@ pub fn describe_field(f: &str) -> String {
 
 /// Look `fp` up; on a miss, say why (compared with the instance's last recorded fingerprint).
 /// With `repair`, a manifest whose objects are corrupt or missing is dropped (the stage reruns).
-pub fn lookup(cache: &Cache, pipeline: &str, inst: &Instance, fp: &Fingerprint, key: &str, repair: bool) -> Result<Verdict, ExecError> {
+pub fn lookup(
+    cache: &Cache,
+    pipeline: &str,
+    inst: &Instance,
+    fp: &Fingerprint,
+    key: &str,
+    repair: bool,
+) -> Result<Verdict, ExecError> {
     let mut reasons = Vec::new();
     if let Some(m) = cache.manifest(key)? {
         match cache.check_manifest(&m, repair)? {
@@ -112,13 +142,20 @@ pub fn lookup(cache: &Cache, pipeline: &str, inst: &Instance, fp: &Fingerprint, 
             Vec::new()
         }
         Some(old) if old.key() != key => {
-            let c: Vec<String> = fp.changed_fields(old).into_iter().filter(|f| !is_pending(fp, f)).collect();
+            let c: Vec<String> = fp
+                .changed_fields(old)
+                .into_iter()
+                .filter(|f| !is_pending(fp, f))
+                .collect();
             reasons.extend(c.iter().map(|f| describe_field(f)));
             c
         }
         Some(_) => {
             if reasons.is_empty() {
-                reasons.push("its previous run did not complete (failed, interrupted, or removed by gc)".into());
+                reasons.push(
+                    "its previous run did not complete (failed, interrupted, or removed by gc)"
+                        .into(),
+                );
             }
             Vec::new()
         }
@@ -127,7 +164,10 @@ pub fn lookup(cache: &Cache, pipeline: &str, inst: &Instance, fp: &Fingerprint, 
 }
 
 fn is_pending(fp: &Fingerprint, field: &str) -> bool {
-    field.strip_prefix("inputs.").and_then(|n| fp.inputs.get(n)).is_some_and(|d| d == PENDING)
+    field
+        .strip_prefix("inputs.")
+        .and_then(|n| fp.inputs.get(n))
+        .is_some_and(|d| d == PENDING)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -164,11 +204,23 @@ pub fn plan(p: &Pipeline, cache: &Cache) -> Result<Vec<PlanEntry>, ExecError> {
                 match lookup(cache, &p.name, inst, &fp, &key, false)? {
                     Verdict::Cached(m) => {
                         done[i] = Some(*m);
-                        out.push(PlanEntry { instance: inst.id.clone(), state: PlanState::Cached, reasons: vec![], changed: vec![], waits_on: vec![], key: Some(key) });
+                        out.push(PlanEntry {
+                            instance: inst.id.clone(),
+                            state: PlanState::Cached,
+                            reasons: vec![],
+                            changed: vec![],
+                            waits_on: vec![],
+                            key: Some(key),
+                        });
                     }
-                    Verdict::Run { reasons, changed } => {
-                        out.push(PlanEntry { instance: inst.id.clone(), state: PlanState::WillRun, reasons, changed, waits_on: vec![], key: Some(key) })
-                    }
+                    Verdict::Run { reasons, changed } => out.push(PlanEntry {
+                        instance: inst.id.clone(),
+                        state: PlanState::WillRun,
+                        reasons,
+                        changed,
+                        waits_on: vec![],
+                        key: Some(key),
+                    }),
                 }
             }
             None => {
@@ -178,7 +230,13 @@ pub fn plan(p: &Pipeline, cache: &Cache) -> Result<Vec<PlanEntry>, ExecError> {
                     if let Input::Upstream { instance, output } = input {
                         match &done[*instance] {
                             Some(m) => {
-                                digests.insert(name.clone(), m.outputs.get(output).map(|o| o.digest.clone()).unwrap_or_else(|| ABSENT.into()));
+                                digests.insert(
+                                    name.clone(),
+                                    m.outputs
+                                        .get(output)
+                                        .map(|o| o.digest.clone())
+                                        .unwrap_or_else(|| ABSENT.into()),
+                                );
                             }
                             None => {
                                 digests.insert(name.clone(), PENDING.into());
@@ -191,13 +249,31 @@ pub fn plan(p: &Pipeline, cache: &Cache) -> Result<Vec<PlanEntry>, ExecError> {
                     }
                 }
                 let fp = Fingerprint::of(inst, digests);
-                let (mut reasons, changed) = match lookup(cache, &p.name, inst, &fp, "(pending)", false)? {
-                    Verdict::Run { reasons, changed } => (reasons, changed),
-                    Verdict::Cached(_) => (vec![], vec![]),
-                };
+                let (mut reasons, changed) =
+                    match lookup(cache, &p.name, inst, &fp, "(pending)", false)? {
+                        Verdict::Run { reasons, changed } => (reasons, changed),
+                        Verdict::Cached(_) => (vec![], vec![]),
+                    };
                 reasons.retain(|r| !r.starts_with("its previous run"));
-                reasons.insert(0, format!("waits on {}", waits_on.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(", ")));
-                out.push(PlanEntry { instance: inst.id.clone(), state: PlanState::Waits, reasons, changed, waits_on, key: None });
+                reasons.insert(
+                    0,
+                    format!(
+                        "waits on {}",
+                        waits_on
+                            .iter()
+                            .map(|w| format!("`{w}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                out.push(PlanEntry {
+                    instance: inst.id.clone(),
+                    state: PlanState::Waits,
+                    reasons,
+                    changed,
+                    waits_on,
+                    key: None,
+                });
             }
         }
     }

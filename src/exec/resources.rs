@@ -27,7 +27,11 @@ impl std::str::FromStr for GpuChoice {
         }
         let mut ids = Vec::new();
         for part in s.split(',') {
-            let id: u32 = part.trim().parse().map_err(|_| format!("`{part}` is not a GPU index (expected e.g. `--gpus 0,1,3` or `--gpus none`)"))?;
+            let id: u32 = part.trim().parse().map_err(|_| {
+                format!(
+                    "`{part}` is not a GPU index (expected e.g. `--gpus 0,1,3` or `--gpus none`)"
+                )
+            })?;
             if ids.contains(&id) {
                 return Err(format!("GPU {id} is listed twice"));
             }
@@ -39,7 +43,9 @@ impl std::str::FromStr for GpuChoice {
 
 /// GPU indices reported by `nvidia-smi`; none when it is missing or fails.
 pub fn discover_gpus() -> Vec<u32> {
-    let out = std::process::Command::new("nvidia-smi").args(["--query-gpu=index,memory.total", "--format=csv,noheader"]).output();
+    let out = std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=index,memory.total", "--format=csv,noheader"])
+        .output();
     match out {
         Ok(o) if o.status.success() => parse_nvidia_smi(&String::from_utf8_lossy(&o.stdout)),
         _ => Vec::new(),
@@ -47,7 +53,10 @@ pub fn discover_gpus() -> Vec<u32> {
 }
 
 pub fn parse_nvidia_smi(text: &str) -> Vec<u32> {
-    text.lines().filter_map(|l| l.split(',').next()).filter_map(|i| i.trim().parse().ok()).collect()
+    text.lines()
+        .filter_map(|l| l.split(',').next())
+        .filter_map(|i| i.trim().parse().ok())
+        .collect()
 }
 
 /// What a running stage holds; given back when it ends.
@@ -65,11 +74,22 @@ impl Grant {
         if self.gpus.is_empty() {
             "cpu".into()
         } else {
-            format!("cuda:{}", self.gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+            format!(
+                "cuda:{}",
+                self.gpus
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
         }
     }
     pub fn cuda_visible_devices(&self) -> String {
-        self.gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+        self.gpus
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -85,7 +105,13 @@ pub struct Resources {
 impl Resources {
     pub fn new(gpus: Vec<u32>, jobs: u32) -> Resources {
         let jobs = jobs.max(1);
-        Resources { free_gpus: gpus.iter().copied().collect(), all_gpus: gpus, jobs, free_cpus: jobs, heavy_free: true }
+        Resources {
+            free_gpus: gpus.iter().copied().collect(),
+            all_gpus: gpus,
+            jobs,
+            free_cpus: jobs,
+            heavy_free: true,
+        }
     }
 
     pub fn gpu_count(&self) -> usize {
@@ -95,7 +121,12 @@ impl Resources {
     /// Why `ask` can never be satisfied here, if so.
     pub fn impossible(&self, ask: &Ask) -> Option<String> {
         if !self.all_gpus.is_empty() && ask.gpus as usize > self.all_gpus.len() {
-            return Some(format!("asks for {} GPUs but this run has {} ({:?})", ask.gpus, self.all_gpus.len(), self.all_gpus));
+            return Some(format!(
+                "asks for {} GPUs but this run has {} ({:?})",
+                ask.gpus,
+                self.all_gpus.len(),
+                self.all_gpus
+            ));
         }
         None
     }
@@ -120,17 +151,30 @@ impl Resources {
             }
             self.heavy_free = false;
             self.free_cpus -= cpus;
-            return Some(Grant { gpus: Vec::new(), cpus, heavy_lane: true });
+            return Some(Grant {
+                gpus: Vec::new(),
+                cpus,
+                heavy_lane: true,
+            });
         }
         if ask.gpus as usize > self.free_gpus.len() {
             return None;
         }
-        let gpus: Vec<u32> = self.free_gpus.iter().copied().take(ask.gpus as usize).collect();
+        let gpus: Vec<u32> = self
+            .free_gpus
+            .iter()
+            .copied()
+            .take(ask.gpus as usize)
+            .collect();
         for g in &gpus {
             self.free_gpus.remove(g);
         }
         self.free_cpus -= cpus;
-        Some(Grant { gpus, cpus, heavy_lane: false })
+        Some(Grant {
+            gpus,
+            cpus,
+            heavy_lane: false,
+        })
     }
 
     pub fn give_back(&mut self, g: &Grant) {
@@ -150,7 +194,11 @@ mod tests {
     use super::*;
 
     fn ask(gpus: u32, cpus: u32) -> Ask {
-        Ask { gpus, cpus, ..Default::default() }
+        Ask {
+            gpus,
+            cpus,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -162,7 +210,10 @@ mod tests {
         let b = r.try_take(&ask(1, 0)).unwrap();
         assert_eq!(b.gpus, vec![2]);
         r.give_back(&a);
-        assert_eq!(r.try_take(&ask(2, 0)).unwrap().cuda_visible_devices(), "0,1");
+        assert_eq!(
+            r.try_take(&ask(2, 0)).unwrap().cuda_visible_devices(),
+            "0,1"
+        );
         assert!(r.impossible(&ask(4, 0)).is_some());
     }
 
@@ -185,12 +236,18 @@ mod tests {
         let _b = r.try_take(&ask(0, 1)).unwrap();
         assert!(r.try_take(&ask(0, 1)).is_none());
         r.give_back(&a);
-        assert!(r.try_take(&ask(0, 5)).is_none(), "clamped to jobs=2 but only 1 free");
+        assert!(
+            r.try_take(&ask(0, 5)).is_none(),
+            "clamped to jobs=2 but only 1 free"
+        );
     }
 
     #[test]
     fn parses_gpu_lists() {
-        assert_eq!("0,1,3".parse::<GpuChoice>().unwrap(), GpuChoice::Ids(vec![0, 1, 3]));
+        assert_eq!(
+            "0,1,3".parse::<GpuChoice>().unwrap(),
+            GpuChoice::Ids(vec![0, 1, 3])
+        );
         assert_eq!("none".parse::<GpuChoice>().unwrap(), GpuChoice::None);
         assert!("0,x".parse::<GpuChoice>().unwrap_err().contains("`x`"));
         assert_eq!(parse_nvidia_smi("0, 81559 MiB\n1, 81559 MiB\n"), vec![0, 1]);

@@ -28,9 +28,24 @@ use crate::pipeline::{Action, Input, Pipeline};
 #[derive(Debug)]
 enum Node {
     Waiting,
-    Ready { fp: Fingerprint, key: String, attempt: u32 },
-    Running { fp: Fingerprint, key: String, attempt: u32, grant: Grant, prepared: Box<Prepared>, started: Instant, tail: ProgressTail },
-    Committing { attempt: u32, log: PathBuf },
+    Ready {
+        fp: Fingerprint,
+        key: String,
+        attempt: u32,
+    },
+    Running {
+        fp: Fingerprint,
+        key: String,
+        attempt: u32,
+        grant: Grant,
+        prepared: Box<Prepared>,
+        started: Instant,
+        tail: ProgressTail,
+    },
+    Committing {
+        attempt: u32,
+        log: PathBuf,
+    },
     Done,
     Failed,
     Skipped,
@@ -65,7 +80,13 @@ pub struct Scheduler<'a> {
 }
 
 impl<'a> Scheduler<'a> {
-    pub fn new(p: &'a Pipeline, cache: &'a Cache, opts: RunOptions, backend: Box<dyn Backend + 'a>, view: &'a mut View) -> Result<Self, ExecError> {
+    pub fn new(
+        p: &'a Pipeline,
+        cache: &'a Cache,
+        opts: RunOptions,
+        backend: Box<dyn Backend + 'a>,
+        view: &'a mut View,
+    ) -> Result<Self, ExecError> {
         let n = p.instances.len();
         let mut deps = vec![Vec::new(); n];
         let mut dependents = vec![Vec::new(); n];
@@ -82,7 +103,11 @@ impl<'a> Scheduler<'a> {
         let resources = Resources::new(opts.gpus.clone(), opts.jobs);
         for inst in &p.instances {
             if let Some(why) = resources.impossible(&inst.resources) {
-                return Err(ExecError::Unsatisfiable { stage: inst.id.clone(), location: inst.location.clone(), why });
+                return Err(ExecError::Unsatisfiable {
+                    stage: inst.id.clone(),
+                    location: inst.location.clone(),
+                    why,
+                });
             }
         }
         let external = hash_externals(p, cache)?;
@@ -119,15 +144,21 @@ impl<'a> Scheduler<'a> {
         self.compute_priorities();
         let (tx, mut rx) = mpsc::unbounded_channel::<BackendEvent>();
         let mut commit_rx = self.commit_rx.take().expect("run is called once");
-        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(ExecError::Runtime)?;
-        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(ExecError::Runtime)?;
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(ExecError::Runtime)?;
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(ExecError::Runtime)?;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             if !self.stopping {
                 self.launch(&tx)?;
             }
-            let active = self.nodes.iter().filter(|n| matches!(n, Node::Running { .. } | Node::Committing { .. })).count();
+            let active = self
+                .nodes
+                .iter()
+                .filter(|n| matches!(n, Node::Running { .. } | Node::Committing { .. }))
+                .count();
             if active == 0 {
                 // Nothing runs, so every slot is free: whatever is still ready can only be waiting
                 // because we are stopping.
@@ -143,7 +174,11 @@ impl<'a> Scheduler<'a> {
         }
         self.cache.index.flush()?;
         let results_dir = self.link_results();
-        let not_started = self.nodes.iter().filter(|n| matches!(n, Node::Ready { .. } | Node::Waiting)).count();
+        let not_started = self
+            .nodes
+            .iter()
+            .filter(|n| matches!(n, Node::Ready { .. } | Node::Waiting))
+            .count();
         Ok(RunSummary {
             ran: self.ran,
             cached: self.cached,
@@ -183,7 +218,8 @@ impl<'a> Scheduler<'a> {
             }
             let p = self.p;
             let inst = &p.instances[i];
-            let digests = input_digests(inst, &self.external[i], &self.done).expect("all upstreams are done");
+            let digests =
+                input_digests(inst, &self.external[i], &self.done).expect("all upstreams are done");
             let fp = Fingerprint::of(inst, digests);
             let key = fp.key();
             match lookup(self.cache, &self.p.name, inst, &fp, &key, true)? {
@@ -192,10 +228,18 @@ impl<'a> Scheduler<'a> {
                     self.done[i] = Some(*m);
                     self.nodes[i] = Node::Done;
                     self.cached += 1;
-                    self.view.event(ViewEvent::Cached { instance: inst.id.clone() });
+                    self.view.event(ViewEvent::Cached {
+                        instance: inst.id.clone(),
+                    });
                     queue.extend(self.dependents[i].iter().copied());
                 }
-                Verdict::Run { .. } => self.nodes[i] = Node::Ready { fp, key, attempt: 1 },
+                Verdict::Run { .. } => {
+                    self.nodes[i] = Node::Ready {
+                        fp,
+                        key,
+                        attempt: 1,
+                    }
+                }
             }
         }
         Ok(())
@@ -203,9 +247,20 @@ impl<'a> Scheduler<'a> {
 
     /// Record the fingerprint an instance now stands on; a cache hit under a key different from
     /// the last one also gets a history record (so `status` and `show` follow it).
-    fn remember_last(&self, i: usize, fp: &Fingerprint, key: &str, status: RunStatus, m: &Manifest) -> Result<(), ExecError> {
+    fn remember_last(
+        &self,
+        i: usize,
+        fp: &Fingerprint,
+        key: &str,
+        status: RunStatus,
+        m: &Manifest,
+    ) -> Result<(), ExecError> {
         let inst = &self.p.instances[i];
-        let same = self.cache.index.get_last(&self.p.name, &inst.id)?.is_some_and(|old| old.key() == key);
+        let same = self
+            .cache
+            .index
+            .get_last_key(&self.p.name, &inst.id)?
+            .is_some_and(|old| old == key);
         if status == RunStatus::Cached && same {
             return Ok(());
         }
@@ -229,7 +284,10 @@ impl<'a> Scheduler<'a> {
         self.nodes[i] = Node::Skipped;
         self.skipped += 1;
         let up = &self.p.instances[because].id;
-        self.view.event(ViewEvent::Skipped { instance: self.p.instances[i].id.clone(), because: format!("upstream `{up}` failed or was skipped") });
+        self.view.event(ViewEvent::Skipped {
+            instance: self.p.instances[i].id.clone(),
+            because: format!("upstream `{up}` failed or was skipped"),
+        });
     }
 
     fn check_worker(&self) -> Result<(), ExecError> {
@@ -237,10 +295,13 @@ impl<'a> Scheduler<'a> {
             return Ok(());
         }
         let needs = self.p.instances.iter().zip(&self.nodes).any(|(inst, n)| {
-            matches!(inst.action, Action::Builtin { .. }) && matches!(n, Node::Ready { .. } | Node::Waiting)
+            matches!(inst.action, Action::Builtin { .. })
+                && matches!(n, Node::Ready { .. } | Node::Waiting)
         });
         if needs {
-            return Err(ExecError::WorkerMissing { looked_at: super::stage_bin_candidate() });
+            return Err(ExecError::WorkerMissing {
+                looked_at: super::stage_bin_candidate(),
+            });
         }
         Ok(())
     }
@@ -255,30 +316,79 @@ impl<'a> Scheduler<'a> {
             let weight = self
                 .cache
                 .index
-                .get_last(&self.p.name, &inst.id)
+                .get_last_key(&self.p.name, &inst.id)
                 .ok()
                 .flatten()
-                .and_then(|fp| self.cache.index.get_manifest(&fp.key()).ok().flatten())
+                .and_then(|k| self.cache.index.get_manifest(&k).ok().flatten())
                 .map(|m| (m.duration_ms as f64 / 1000.0).max(0.001))
                 .unwrap_or(1.0);
-            let down = self.dependents[i].iter().map(|&j| self.priority[j]).fold(0.0, f64::max);
+            let down = self.dependents[i]
+                .iter()
+                .map(|&j| self.priority[j])
+                .fold(0.0, f64::max);
             self.priority[i] = weight + down;
         }
     }
 
     fn launch(&mut self, tx: &mpsc::UnboundedSender<BackendEvent>) -> Result<(), ExecError> {
-        let mut ready: Vec<usize> = (0..self.nodes.len()).filter(|&i| matches!(self.nodes[i], Node::Ready { .. })).collect();
-        ready.sort_by(|&a, &b| self.priority[b].total_cmp(&self.priority[a]).then(a.cmp(&b)));
+        let mut ready: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| matches!(self.nodes[i], Node::Ready { .. }))
+            .collect();
+        ready.sort_by(|&a, &b| {
+            self.priority[b]
+                .total_cmp(&self.priority[a])
+                .then(a.cmp(&b))
+        });
         let p = self.p;
         for i in ready {
             let inst = &p.instances[i];
-            let Some(grant) = self.resources.try_take(&inst.resources) else { continue };
-            let Node::Ready { fp, key, attempt } = std::mem::replace(&mut self.nodes[i], Node::Waiting) else { unreachable!() };
+            let Some(grant) = self.resources.try_take(&inst.resources) else {
+                continue;
+            };
+            let Node::Ready { fp, key, attempt } =
+                std::mem::replace(&mut self.nodes[i], Node::Waiting)
+            else {
+                unreachable!()
+            };
+            // A job an earlier orchestrator process submitted for this very fingerprint and that
+            // still runs (SLURM): follow it instead of submitting again.
+            if let Some((prepared, id)) =
+                super::slurm::recorded_attempt(self.cache, &key, i, &inst.id, &grant)
+            {
+                if self.backend.reattach(&prepared.spec, &id, tx.clone()) {
+                    self.view.event(ViewEvent::Note {
+                        message: format!(
+                            "`{}`: re-attached to job {id} submitted by an earlier run",
+                            inst.id
+                        ),
+                    });
+                    self.view.event(ViewEvent::Started {
+                        instance: inst.id.clone(),
+                        device: prepared.device.clone(),
+                        attempt,
+                        log: prepared.spec.log.clone(),
+                    });
+                    let tail = ProgressTail::new(prepared.progress.clone());
+                    self.nodes[i] = Node::Running {
+                        fp,
+                        key,
+                        attempt,
+                        grant,
+                        prepared: Box::new(prepared),
+                        started: Instant::now(),
+                        tail,
+                    };
+                    continue;
+                }
+            }
             let inputs = match self.input_paths(i) {
                 Ok(x) => x,
                 Err(e) => {
                     self.resources.give_back(&grant);
-                    self.nodes[i] = Node::Committing { attempt, log: PathBuf::new() };
+                    self.nodes[i] = Node::Committing {
+                        attempt,
+                        log: PathBuf::new(),
+                    };
                     self.fail(i, attempt, e, None)?;
                     continue;
                 }
@@ -297,7 +407,10 @@ impl<'a> Scheduler<'a> {
                 Ok(p) => p,
                 Err(e) => {
                     self.resources.give_back(&grant);
-                    self.nodes[i] = Node::Committing { attempt, log: PathBuf::new() };
+                    self.nodes[i] = Node::Committing {
+                        attempt,
+                        log: PathBuf::new(),
+                    };
                     self.fail(i, attempt, e, None)?;
                     continue;
                 }
@@ -315,13 +428,29 @@ impl<'a> Scheduler<'a> {
             })?;
             match self.backend.submit(prepared.spec.clone(), tx.clone()) {
                 Ok(_id) => {
-                    self.view.event(ViewEvent::Started { instance: inst.id.clone(), device: prepared.device.clone(), attempt, log });
+                    self.view.event(ViewEvent::Started {
+                        instance: inst.id.clone(),
+                        device: prepared.device.clone(),
+                        attempt,
+                        log,
+                    });
                     let tail = ProgressTail::new(prepared.progress.clone());
-                    self.nodes[i] = Node::Running { fp, key, attempt, grant, prepared: Box::new(prepared), started: Instant::now(), tail };
+                    self.nodes[i] = Node::Running {
+                        fp,
+                        key,
+                        attempt,
+                        grant,
+                        prepared: Box::new(prepared),
+                        started: Instant::now(),
+                        tail,
+                    };
                 }
                 Err(e) => {
                     self.resources.give_back(&grant);
-                    self.nodes[i] = Node::Committing { attempt, log: log.clone() };
+                    self.nodes[i] = Node::Committing {
+                        attempt,
+                        log: log.clone(),
+                    };
                     self.fail(i, attempt, e, Some(log))?;
                 }
             }
@@ -338,10 +467,19 @@ impl<'a> Scheduler<'a> {
                     out.insert(name.clone(), path.clone());
                 }
                 Input::Upstream { instance, output } => {
-                    let m = self.done[*instance].as_ref().ok_or_else(|| format!("upstream `{}` has no outputs", self.p.instances[*instance].id))?;
+                    let m = self.done[*instance].as_ref().ok_or_else(|| {
+                        format!(
+                            "upstream `{}` has no outputs",
+                            self.p.instances[*instance].id
+                        )
+                    })?;
                     if let Some(o) = m.outputs.get(output) {
                         let base = o.rel_path.rsplit('/').next().unwrap_or(output).to_string();
-                        let v = self.cache.store.view(&o.digest, o.kind, &base).map_err(|e| e.to_string())?;
+                        let v = self
+                            .cache
+                            .store
+                            .view(&o.digest, o.kind, &base)
+                            .map_err(|e| e.to_string())?;
                         out.insert(name.clone(), v);
                     }
                 }
@@ -353,18 +491,38 @@ impl<'a> Scheduler<'a> {
     fn on_backend(&mut self, ev: BackendEvent) -> Result<(), ExecError> {
         let BackendEvent::Exited { job: i, status } = ev;
         let node = std::mem::replace(&mut self.nodes[i], Node::Waiting);
-        let Node::Running { fp, key, attempt, grant, prepared, started, mut tail } = node else {
+        let Node::Running {
+            fp,
+            key,
+            attempt,
+            grant,
+            prepared,
+            started,
+            mut tail,
+        } = node
+        else {
             self.nodes[i] = node;
             return Ok(());
         };
         if let Some(text) = tail.poll() {
-            self.view.event(ViewEvent::Progress { instance: self.p.instances[i].id.clone(), text });
+            self.view.event(ViewEvent::Progress {
+                instance: self.p.instances[i].id.clone(),
+                text,
+            });
         }
         self.resources.give_back(&grant);
         let log = prepared.spec.log.clone();
         if status != ExitStatus::Success {
-            self.nodes[i] = Node::Committing { attempt, log: log.clone() };
-            return self.fail(i, attempt, format!("stage `{}` failed: {status}", self.p.instances[i].id), Some(log));
+            self.nodes[i] = Node::Committing {
+                attempt,
+                log: log.clone(),
+            };
+            return self.fail(
+                i,
+                attempt,
+                format!("stage `{}` failed: {status}", self.p.instances[i].id),
+                Some(log),
+            );
         }
         let p = self.p;
         let inst = &p.instances[i];
@@ -372,7 +530,11 @@ impl<'a> Scheduler<'a> {
             cache: self.cache.clone(),
             pipeline: self.p.name.clone(),
             instance: inst.id.clone(),
-            outputs: inst.outputs.iter().map(|o| (o.name.clone(), o.rel_path.clone(), o.is_dir, o.required)).collect(),
+            outputs: inst
+                .outputs
+                .iter()
+                .map(|o| (o.name.clone(), o.rel_path.clone(), o.is_dir, o.required))
+                .collect(),
             fingerprint: fp,
             key,
             out_dir: prepared.out_dir.clone(),
@@ -391,14 +553,18 @@ impl<'a> Scheduler<'a> {
 
     fn on_committed(&mut self, c: Committed) -> Result<(), ExecError> {
         let i = c.job;
-        let Node::Committing { attempt, log } = std::mem::replace(&mut self.nodes[i], Node::Waiting) else {
+        let Node::Committing { attempt, log } =
+            std::mem::replace(&mut self.nodes[i], Node::Waiting)
+        else {
             return Ok(());
         };
         match c.result {
             Ok(m) => {
                 let p = self.p;
                 let inst = &p.instances[i];
-                self.cache.index.put_last(&self.p.name, &inst.id, &m.fingerprint)?;
+                self.cache
+                    .index
+                    .put_last(&self.p.name, &inst.id, &m.fingerprint)?;
                 self.cache.history(&self.p.name).append(&RunRecord {
                     instance: inst.id.clone(),
                     key: m.key.clone(),
@@ -409,7 +575,11 @@ impl<'a> Scheduler<'a> {
                     run_dir: log.parent().map(PathBuf::from),
                     message: None,
                 })?;
-                self.view.event(ViewEvent::Finished { instance: inst.id.clone(), duration: Duration::from_millis(m.duration_ms), device: m.device.clone() });
+                self.view.event(ViewEvent::Finished {
+                    instance: inst.id.clone(),
+                    duration: Duration::from_millis(m.duration_ms),
+                    device: m.device.clone(),
+                });
                 self.done[i] = Some(m);
                 self.nodes[i] = Node::Done;
                 self.ran += 1;
@@ -417,27 +587,49 @@ impl<'a> Scheduler<'a> {
                 self.settle(deps)
             }
             Err(e) => {
-                self.nodes[i] = Node::Committing { attempt, log: log.clone() };
+                self.nodes[i] = Node::Committing {
+                    attempt,
+                    log: log.clone(),
+                };
                 self.fail(i, attempt, e, Some(log))
             }
         }
     }
 
     /// A failed attempt: retry if the stage allows, else fail it and skip its dependents.
-    fn fail(&mut self, i: usize, attempt: u32, message: String, log: Option<PathBuf>) -> Result<(), ExecError> {
+    fn fail(
+        &mut self,
+        i: usize,
+        attempt: u32,
+        message: String,
+        log: Option<PathBuf>,
+    ) -> Result<(), ExecError> {
         let p = self.p;
         let inst = &p.instances[i];
         let log = log.filter(|l| !l.as_os_str().is_empty());
         let will_retry = attempt <= inst.retry && !self.stopping;
-        self.view.event(ViewEvent::Failed { instance: inst.id.clone(), message: message.clone(), log: log.clone(), will_retry });
+        self.view.event(ViewEvent::Failed {
+            instance: inst.id.clone(),
+            message: message.clone(),
+            log: log.clone(),
+            will_retry,
+        });
         if will_retry {
-            let digests = input_digests(inst, &self.external[i], &self.done).expect("upstreams are done");
+            let digests =
+                input_digests(inst, &self.external[i], &self.done).expect("upstreams are done");
             let fp = Fingerprint::of(inst, digests);
             let key = fp.key();
-            self.nodes[i] = Node::Ready { fp, key, attempt: attempt + 1 };
+            self.nodes[i] = Node::Ready {
+                fp,
+                key,
+                attempt: attempt + 1,
+            };
             return Ok(());
         }
-        let key = Fingerprint::of(inst, input_digests(inst, &self.external[i], &self.done).unwrap_or_default());
+        let key = Fingerprint::of(
+            inst,
+            input_digests(inst, &self.external[i], &self.done).unwrap_or_default(),
+        );
         self.cache.index.put_last(&self.p.name, &inst.id, &key)?;
         self.cache.history(&self.p.name).append(&RunRecord {
             instance: inst.id.clone(),
@@ -450,12 +642,19 @@ impl<'a> Scheduler<'a> {
             message: Some(message.clone()),
         })?;
         self.nodes[i] = Node::Failed;
-        self.failures.push(Failure { instance: inst.id.clone(), location: inst.location.clone(), message, log });
+        self.failures.push(Failure {
+            instance: inst.id.clone(),
+            location: inst.location.clone(),
+            message,
+            log,
+        });
         let deps = self.dependents[i].clone();
         self.settle(deps)?;
         if self.opts.fail_fast && !self.stopping {
             self.stopping = true;
-            self.view.event(ViewEvent::Note { message: "--fail-fast: stopping the run".into() });
+            self.view.event(ViewEvent::Note {
+                message: "--fail-fast: stopping the run".into(),
+            });
             self.cancel_all(true);
         }
         Ok(())
@@ -463,14 +662,33 @@ impl<'a> Scheduler<'a> {
 
     fn on_interrupt(&mut self) {
         self.interrupted = true;
-        if !self.stopping {
+        if !self.stopping && self.backend.cancels_on_interrupt() {
             self.stopping = true;
-            let n = self.nodes.iter().filter(|n| matches!(n, Node::Running { .. })).count();
+            let n = self
+                .nodes
+                .iter()
+                .filter(|n| matches!(n, Node::Running { .. }))
+                .count();
+            self.view.event(ViewEvent::Note {
+                message: format!(
+                    "interrupted: launching nothing more; cancelling {n} submitted job(s)"
+                ),
+            });
+            self.cancel_all(false);
+        } else if !self.stopping {
+            self.stopping = true;
+            let n = self
+                .nodes
+                .iter()
+                .filter(|n| matches!(n, Node::Running { .. }))
+                .count();
             self.view.event(ViewEvent::Note {
                 message: format!("interrupted: launching nothing more; letting {n} running stage(s) finish (press Ctrl-C again to kill them)"),
             });
         } else {
-            self.view.event(ViewEvent::Note { message: "interrupted again: killing running stages".into() });
+            self.view.event(ViewEvent::Note {
+                message: "interrupted again: killing running stages".into(),
+            });
             self.cancel_all(true);
         }
     }
@@ -488,7 +706,10 @@ impl<'a> Scheduler<'a> {
         for (i, n) in self.nodes.iter_mut().enumerate() {
             if let Node::Running { tail, .. } = n {
                 if let Some(text) = tail.poll() {
-                    events.push(ViewEvent::Progress { instance: self.p.instances[i].id.clone(), text });
+                    events.push(ViewEvent::Progress {
+                        instance: self.p.instances[i].id.clone(),
+                        text,
+                    });
                 }
             }
         }
@@ -503,23 +724,31 @@ impl<'a> Scheduler<'a> {
         for (i, m) in self.done.iter().enumerate() {
             let Some(m) = m else { continue };
             let inst_dir = dir.join(crate::cache::sanitize(&self.p.instances[i].id));
-            let mut links: Vec<(String, PathBuf)> = Vec::new();
+            let mut links: Vec<(String, String, crate::cache::ObjKind, String)> = Vec::new();
             for (name, o) in &m.outputs {
                 let base = o.rel_path.rsplit('/').next().unwrap_or(name).to_string();
-                if let Ok(v) = self.cache.store.view(&o.digest, o.kind, &base) {
-                    links.push((name.clone(), v));
-                }
+                links.push((name.clone(), o.digest.clone(), o.kind, base));
             }
             if let Some(d) = &m.metrics {
-                if let Ok(v) = self.cache.store.view(d, crate::cache::ObjKind::File, "metrics.json") {
-                    links.push(("metrics.json".into(), v));
-                }
+                links.push((
+                    "metrics.json".into(),
+                    d.clone(),
+                    crate::cache::ObjKind::File,
+                    "metrics.json".into(),
+                ));
             }
-            for (name, target) in links {
+            for (name, digest, kind, base) in links {
                 let link = inst_dir.join(crate::cache::sanitize(&name));
-                if std::fs::read_link(&link).is_ok_and(|t| t == target) {
+                // An unchanged link whose view still exists (repair and gc remove views) is done.
+                let want = self.cache.store.view_path(&digest, &base);
+                if std::fs::read_link(&link).is_ok_and(|t| t == want)
+                    && std::fs::symlink_metadata(&want).is_ok()
+                {
                     continue;
                 }
+                let Ok(target) = self.cache.store.view(&digest, kind, &base) else {
+                    continue;
+                };
                 let _ = std::fs::create_dir_all(&inst_dir);
                 let tmp = inst_dir.join(format!(".{name}.tmp{}", std::process::id()));
                 let _ = std::fs::remove_file(&tmp);

@@ -10,24 +10,46 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::backend::{Backend, BackendEvent, ExitStatus, JobId, JobSpec};
 use super::*;
-use crate::pipeline::{Action, ExecutorConfig, Input, Instance, Output, ReportConfig, Resources as Ask};
+use crate::pipeline::{
+    Action, ExecutorConfig, Input, Instance, Output, ReportConfig, Resources as Ask,
+};
 
 fn shell(id: &str, cmd: &str, inputs: &[(&str, Input)], outputs: &[&str], gpus: u32) -> Instance {
     Instance {
         id: id.into(),
         stage: id.into(),
         cell: BTreeMap::new(),
-        action: Action::Shell { command: cmd.into(), env: BTreeMap::new() },
-        inputs: inputs.iter().map(|(n, i)| (n.to_string(), i.clone())).collect(),
-        outputs: outputs.iter().map(|o| Output { name: o.to_string(), rel_path: format!("{o}.txt"), is_dir: false, required: true }).collect(),
-        resources: Ask { gpus, ..Default::default() },
+        action: Action::Shell {
+            command: cmd.into(),
+            env: BTreeMap::new(),
+        },
+        inputs: inputs
+            .iter()
+            .map(|(n, i)| (n.to_string(), i.clone()))
+            .collect(),
+        outputs: outputs
+            .iter()
+            .map(|o| Output {
+                name: o.to_string(),
+                rel_path: format!("{o}.txt"),
+                is_dir: false,
+                required: true,
+            })
+            .collect(),
+        resources: Ask {
+            gpus,
+            ..Default::default()
+        },
         retry: 0,
         location: format!("p.yaml:1:1 ({id})"),
     }
 }
 
 fn up(i: usize, o: &str) -> Input {
-    Input::Upstream { instance: i, output: o.into() }
+    Input::Upstream {
+        instance: i,
+        output: o.into(),
+    }
 }
 
 fn pipeline(dir: &Path, instances: Vec<Instance>) -> Pipeline {
@@ -44,11 +66,23 @@ fn pipeline(dir: &Path, instances: Vec<Instance>) -> Pipeline {
 }
 
 fn opts(gpus: Vec<u32>) -> RunOptions {
-    RunOptions { jobs: 4, gpus, fail_fast: false, stage_bin: None }
+    RunOptions {
+        jobs: 4,
+        gpus,
+        fail_fast: false,
+        stage_bin: None,
+    }
 }
 
 fn go(p: &Pipeline, cache: &Cache) -> RunSummary {
-    run(p, cache, opts(vec![]), Box::new(LocalBackend::default()), &mut View::silent()).unwrap()
+    run(
+        p,
+        cache,
+        opts(vec![]),
+        Box::new(LocalBackend::default()),
+        &mut View::silent(),
+    )
+    .unwrap()
 }
 
 /// a -> b -> c, plus d independent.
@@ -58,7 +92,13 @@ fn chain(dir: &Path, b_cmd: &str) -> Pipeline {
         vec![
             shell("a", "echo A > ${outputs.out}", &[], &["out"], 0),
             shell("b", b_cmd, &[("x", up(0, "out"))], &["out"], 0),
-            shell("c", "cat ${inputs.x} ${inputs.x} > ${outputs.out}", &[("x", up(1, "out"))], &["out"], 0),
+            shell(
+                "c",
+                "cat ${inputs.x} ${inputs.x} > ${outputs.out}",
+                &[("x", up(1, "out"))],
+                &["out"],
+                0,
+            ),
             shell("d", "echo D > ${outputs.out}", &[], &["out"], 0),
         ],
     )
@@ -73,11 +113,29 @@ fn temp_cache() -> (tempfile::TempDir, Cache) {
 #[test]
 fn rerun_is_all_cached_and_a_change_reruns_exactly_downstream() {
     let (t, cache) = temp_cache();
-    let s = go(&chain(t.path(), "cat ${inputs.x} > ${outputs.out}; echo B >> ${outputs.out}"), &cache);
+    let s = go(
+        &chain(
+            t.path(),
+            "cat ${inputs.x} > ${outputs.out}; echo B >> ${outputs.out}",
+        ),
+        &cache,
+    );
     assert_eq!((s.ran, s.cached, s.failed.len()), (4, 0, 0));
-    let s = go(&chain(t.path(), "cat ${inputs.x} > ${outputs.out}; echo B >> ${outputs.out}"), &cache);
+    let s = go(
+        &chain(
+            t.path(),
+            "cat ${inputs.x} > ${outputs.out}; echo B >> ${outputs.out}",
+        ),
+        &cache,
+    );
     assert_eq!((s.ran, s.cached), (0, 4));
-    let s = go(&chain(t.path(), "cat ${inputs.x} > ${outputs.out}; echo B2 >> ${outputs.out}"), &cache);
+    let s = go(
+        &chain(
+            t.path(),
+            "cat ${inputs.x} > ${outputs.out}; echo B2 >> ${outputs.out}",
+        ),
+        &cache,
+    );
     assert_eq!((s.ran, s.cached), (2, 2), "b and c rerun, a and d are hits");
     let c_out = t.path().join("results/t/c/out");
     assert_eq!(std::fs::read_to_string(c_out).unwrap(), "A\nB2\nA\nB2\n");
@@ -88,7 +146,10 @@ fn byte_identical_rerun_keeps_dependents_cached() {
     let (t, cache) = temp_cache();
     go(&chain(t.path(), "cat ${inputs.x} > ${outputs.out}"), &cache);
     // A different command that writes the same bytes: b reruns, c is an early-cutoff hit.
-    let s = go(&chain(t.path(), "cat ${inputs.x} > ${outputs.out} # same bytes"), &cache);
+    let s = go(
+        &chain(t.path(), "cat ${inputs.x} > ${outputs.out} # same bytes"),
+        &cache,
+    );
     assert_eq!((s.ran, s.cached), (1, 3));
 }
 
@@ -98,7 +159,11 @@ fn failure_skips_dependents_and_runs_the_rest() {
     let s = go(&chain(t.path(), "echo oops >&2; exit 3"), &cache);
     assert_eq!(s.failed.len(), 1);
     assert_eq!(s.failed[0].instance, "b");
-    assert!(s.failed[0].message.contains("exit code 3"), "{}", s.failed[0].message);
+    assert!(
+        s.failed[0].message.contains("exit code 3"),
+        "{}",
+        s.failed[0].message
+    );
     let log = std::fs::read_to_string(s.failed[0].log.as_ref().unwrap()).unwrap();
     assert!(log.contains("oops"));
     assert_eq!((s.ran, s.skipped), (2, 1), "a and d ran, c skipped");
@@ -109,14 +174,26 @@ fn missing_declared_output_fails_the_stage() {
     let (t, cache) = temp_cache();
     let s = go(&chain(t.path(), "true"), &cache);
     assert_eq!(s.failed.len(), 1);
-    assert!(s.failed[0].message.contains("did not write its declared output `out`"), "{}", s.failed[0].message);
+    assert!(
+        s.failed[0]
+            .message
+            .contains("did not write its declared output `out`"),
+        "{}",
+        s.failed[0].message
+    );
 }
 
 #[test]
 fn retry_reruns_a_flaky_stage() {
     let (t, cache) = temp_cache();
     let flag = t.path().join("flag");
-    let mut p = chain(t.path(), &format!("if [ -e {f} ]; then cat ${{inputs.x}} > ${{outputs.out}}; else touch {f}; exit 1; fi", f = flag.display()));
+    let mut p = chain(
+        t.path(),
+        &format!(
+            "if [ -e {f} ]; then cat ${{inputs.x}} > ${{outputs.out}}; else touch {f}; exit 1; fi",
+            f = flag.display()
+        ),
+    );
     p.instances[1].retry = 1;
     let s = go(&p, &cache);
     assert_eq!((s.ran, s.failed.len()), (4, 0));
@@ -127,24 +204,54 @@ fn corrupt_object_is_detected_and_the_stage_reruns() {
     let (t, cache) = temp_cache();
     let p = chain(t.path(), "cat ${inputs.x} > ${outputs.out}");
     go(&p, &cache);
-    let m = cache.manifest(&cache.index.get_last("t", "a").unwrap().unwrap().key()).unwrap().unwrap();
+    let m = cache
+        .manifest(&cache.index.get_last("t", "a").unwrap().unwrap().key())
+        .unwrap()
+        .unwrap();
     let obj = cache.store.object_path(&m.outputs["out"].digest);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&obj, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(&obj, "B\n").unwrap();
     assert!(!crate::cache::verify(&cache, false).unwrap().is_clean());
     let s = go(&p, &cache);
-    assert_eq!(s.ran, 1, "a reruns, rewrites identical bytes, dependents stay cached");
+    assert_eq!(
+        s.ran, 1,
+        "a reruns, rewrites identical bytes, dependents stay cached"
+    );
     assert!(crate::cache::verify(&cache, false).unwrap().is_clean());
 }
 
 #[test]
 fn missing_external_input_is_a_clear_error() {
     let (t, cache) = temp_cache();
-    let p = pipeline(t.path(), vec![shell("a", "cat ${inputs.x} > ${outputs.out}", &[("x", Input::External { path: t.path().join("gone.bin") })], &["out"], 0)]);
-    let e = run(&p, &cache, opts(vec![]), Box::new(LocalBackend::default()), &mut View::silent()).unwrap_err();
+    let p = pipeline(
+        t.path(),
+        vec![shell(
+            "a",
+            "cat ${inputs.x} > ${outputs.out}",
+            &[(
+                "x",
+                Input::External {
+                    path: t.path().join("gone.bin"),
+                },
+            )],
+            &["out"],
+            0,
+        )],
+    );
+    let e = run(
+        &p,
+        &cache,
+        opts(vec![]),
+        Box::new(LocalBackend::default()),
+        &mut View::silent(),
+    )
+    .unwrap_err();
     assert_eq!(e.exit_code(), crate::exit::BAD_INPUT);
-    assert!(e.to_string().contains("gone.bin") && e.to_string().contains("stage `a"), "{e}");
+    assert!(
+        e.to_string().contains("gone.bin") && e.to_string().contains("stage `a"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -152,7 +259,16 @@ fn external_input_change_reruns_via_stat_cache() {
     let (t, cache) = temp_cache();
     let f = t.path().join("in.txt");
     std::fs::write(&f, "1").unwrap();
-    let p = pipeline(t.path(), vec![shell("a", "cat ${inputs.x} > ${outputs.out}", &[("x", Input::External { path: f.clone() })], &["out"], 0)]);
+    let p = pipeline(
+        t.path(),
+        vec![shell(
+            "a",
+            "cat ${inputs.x} > ${outputs.out}",
+            &[("x", Input::External { path: f.clone() })],
+            &["out"],
+            0,
+        )],
+    );
     assert_eq!(go(&p, &cache).ran, 1);
     assert_eq!(go(&p, &cache).cached, 1);
     std::fs::write(&f, "2").unwrap();
@@ -165,7 +281,11 @@ fn external_input_change_reruns_via_stat_cache() {
 fn plan_explains_changed_fields() {
     let (t, cache) = temp_cache();
     go(&chain(t.path(), "cat ${inputs.x} > ${outputs.out}"), &cache);
-    let entries = plan::plan(&chain(t.path(), "cat ${inputs.x} > ${outputs.out}; echo"), &cache).unwrap();
+    let entries = plan::plan(
+        &chain(t.path(), "cat ${inputs.x} > ${outputs.out}; echo"),
+        &cache,
+    )
+    .unwrap();
     let st: Vec<_> = entries.iter().map(|e| e.state).collect();
     use plan::PlanState::*;
     assert_eq!(st, vec![Cached, WillRun, Waits, Cached]);
@@ -173,14 +293,21 @@ fn plan_explains_changed_fields() {
     assert!(entries[2].reasons[0].contains("waits on `b`"));
 }
 
-/// Fake backend: records (stage, CUDA_VISIBLE_DEVICES, start, end), writes outputs, exits 0.
+/// (stage, CUDA_VISIBLE_DEVICES, start, end) of each fake job.
+type Span = (String, String, Instant, Instant);
+
+/// Fake backend: records a [`Span`] per job, writes its outputs, exits 0.
 #[derive(Clone, Default)]
 struct Fake {
-    log: Arc<Mutex<Vec<(String, String, Instant, Instant)>>>,
+    log: Arc<Mutex<Vec<Span>>>,
 }
 
 impl Backend for Fake {
-    fn submit(&mut self, spec: JobSpec, events: UnboundedSender<BackendEvent>) -> Result<String, String> {
+    fn submit(
+        &mut self,
+        spec: JobSpec,
+        events: UnboundedSender<BackendEvent>,
+    ) -> Result<String, String> {
         let log = self.log.clone();
         let job: JobId = spec.job;
         tokio::spawn(async move {
@@ -189,9 +316,19 @@ impl Backend for Fake {
             for (p, _) in spec.outputs.values() {
                 std::fs::write(p, &spec.stage_id).unwrap();
             }
-            let cvd = spec.env.iter().find(|(k, _)| k == "CUDA_VISIBLE_DEVICES").map(|(_, v)| v.clone()).unwrap_or_default();
-            log.lock().unwrap().push((spec.stage_id.clone(), cvd, start, Instant::now()));
-            let _ = events.send(BackendEvent::Exited { job, status: ExitStatus::Success });
+            let cvd = spec
+                .env
+                .iter()
+                .find(|(k, _)| k == "CUDA_VISIBLE_DEVICES")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            log.lock()
+                .unwrap()
+                .push((spec.stage_id.clone(), cvd, start, Instant::now()));
+            let _ = events.send(BackendEvent::Exited {
+                job,
+                status: ExitStatus::Success,
+            });
         });
         Ok(format!("fake-{job}"))
     }
@@ -201,10 +338,19 @@ impl Backend for Fake {
 #[test]
 fn gpus_are_exclusive_and_all_used() {
     let (t, cache) = temp_cache();
-    let insts = (0..12).map(|i| shell(&format!("g{i}"), "", &[], &["out"], 1)).collect();
+    let insts = (0..12)
+        .map(|i| shell(&format!("g{i}"), "", &[], &["out"], 1))
+        .collect();
     let p = pipeline(t.path(), insts);
     let fake = Fake::default();
-    let s = run(&p, &cache, opts(vec![0, 1, 2, 3]), Box::new(fake.clone()), &mut View::silent()).unwrap();
+    let s = run(
+        &p,
+        &cache,
+        opts(vec![0, 1, 2, 3]),
+        Box::new(fake.clone()),
+        &mut View::silent(),
+    )
+    .unwrap();
     assert_eq!(s.ran, 12);
     let log = fake.log.lock().unwrap().clone();
     let used: std::collections::BTreeSet<_> = log.iter().map(|l| l.1.clone()).collect();
@@ -213,14 +359,32 @@ fn gpus_are_exclusive_and_all_used() {
         assert_eq!(a.1.split(',').count(), 1);
         for b in &log[i + 1..] {
             let overlap = a.2 < b.3 && b.2 < a.3;
-            assert!(!(overlap && a.1 == b.1), "{} and {} overlap on GPU {}", a.0, b.0, a.1);
+            assert!(
+                !(overlap && a.1 == b.1),
+                "{} and {} overlap on GPU {}",
+                a.0,
+                b.0,
+                a.1
+            );
         }
     }
     // No GPUs at all: GPU stages run on the CPU one at a time.
     let (t2, cache2) = temp_cache();
-    let p2 = pipeline(t2.path(), (0..3).map(|i| shell(&format!("h{i}"), "", &[], &["out"], 1)).collect());
+    let p2 = pipeline(
+        t2.path(),
+        (0..3)
+            .map(|i| shell(&format!("h{i}"), "", &[], &["out"], 1))
+            .collect(),
+    );
     let fake2 = Fake::default();
-    run(&p2, &cache2, opts(vec![]), Box::new(fake2.clone()), &mut View::silent()).unwrap();
+    run(
+        &p2,
+        &cache2,
+        opts(vec![]),
+        Box::new(fake2.clone()),
+        &mut View::silent(),
+    )
+    .unwrap();
     let log2 = fake2.log.lock().unwrap().clone();
     for (i, a) in log2.iter().enumerate() {
         assert_eq!(a.1, "");
@@ -234,20 +398,44 @@ fn gpus_are_exclusive_and_all_used() {
 fn too_many_gpus_is_refused_up_front() {
     let (t, cache) = temp_cache();
     let p = pipeline(t.path(), vec![shell("big", "", &[], &["out"], 3)]);
-    let e = run(&p, &cache, opts(vec![0, 1]), Box::new(Fake::default()), &mut View::silent()).unwrap_err();
+    let e = run(
+        &p,
+        &cache,
+        opts(vec![0, 1]),
+        Box::new(Fake::default()),
+        &mut View::silent(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("asks for 3 GPUs"), "{e}");
 }
 
 #[test]
 fn gc_keeps_latest_and_removes_superseded() {
     let (t, cache) = temp_cache();
-    go(&chain(t.path(), "cat ${inputs.x} > ${outputs.out}; echo 1 >> ${outputs.out}"), &cache);
-    go(&chain(t.path(), "cat ${inputs.x} > ${outputs.out}; echo 2 >> ${outputs.out}"), &cache);
+    go(
+        &chain(
+            t.path(),
+            "cat ${inputs.x} > ${outputs.out}; echo 1 >> ${outputs.out}",
+        ),
+        &cache,
+    );
+    go(
+        &chain(
+            t.path(),
+            "cat ${inputs.x} > ${outputs.out}; echo 2 >> ${outputs.out}",
+        ),
+        &cache,
+    );
     let r = crate::cache::gc(&cache, false).unwrap();
     assert_eq!(r.removed_manifests, 2, "old b and old c");
     assert!(r.removed_objects >= 2);
-    let s = go(&chain(t.path(), "cat ${inputs.x} > ${outputs.out}; echo 2 >> ${outputs.out}"), &cache);
+    let s = go(
+        &chain(
+            t.path(),
+            "cat ${inputs.x} > ${outputs.out}; echo 2 >> ${outputs.out}",
+        ),
+        &cache,
+    );
     assert_eq!(s.cached, 4);
     assert!(crate::cache::verify(&cache, false).unwrap().is_clean());
 }
-

@@ -19,13 +19,37 @@ pub enum MessageFormat {
 /// One thing that happened, for the view.
 #[derive(Debug, Clone)]
 pub enum ViewEvent {
-    Cached { instance: String },
-    Started { instance: String, device: String, attempt: u32, log: PathBuf },
-    Progress { instance: String, text: String },
-    Finished { instance: String, duration: Duration, device: String },
-    Failed { instance: String, message: String, log: Option<PathBuf>, will_retry: bool },
-    Skipped { instance: String, because: String },
-    Note { message: String },
+    Cached {
+        instance: String,
+    },
+    Started {
+        instance: String,
+        device: String,
+        attempt: u32,
+        log: PathBuf,
+    },
+    Progress {
+        instance: String,
+        text: String,
+    },
+    Finished {
+        instance: String,
+        duration: Duration,
+        device: String,
+    },
+    Failed {
+        instance: String,
+        message: String,
+        log: Option<PathBuf>,
+        will_retry: bool,
+    },
+    Skipped {
+        instance: String,
+        because: String,
+    },
+    Note {
+        message: String,
+    },
 }
 
 pub struct View {
@@ -37,14 +61,28 @@ pub struct View {
 
 impl View {
     pub fn new(format: MessageFormat, quiet: bool) -> View {
-        let tty = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() && format == MessageFormat::Human && !quiet;
-        let multi = tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8)));
-        View { format, quiet, multi, bars: HashMap::new() }
+        let tty = std::io::stderr().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none()
+            && format == MessageFormat::Human
+            && !quiet;
+        let multi =
+            tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8)));
+        View {
+            format,
+            quiet,
+            multi,
+            bars: HashMap::new(),
+        }
     }
 
     /// A view that prints nothing (tests, benchmarks).
     pub fn silent() -> View {
-        View { format: MessageFormat::Human, quiet: true, multi: None, bars: HashMap::new() }
+        View {
+            format: MessageFormat::Human,
+            quiet: true,
+            multi: None,
+            bars: HashMap::new(),
+        }
     }
 
     fn line(&self, s: String) {
@@ -66,16 +104,33 @@ impl View {
         }
         match ev {
             ViewEvent::Cached { .. } => {}
-            ViewEvent::Started { instance, device, attempt, log } => {
-                let again = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
+            ViewEvent::Started {
+                instance,
+                device,
+                attempt,
+                log,
+            } => {
+                let again = if attempt > 1 {
+                    format!(" (attempt {attempt})")
+                } else {
+                    String::new()
+                };
                 if let Some(m) = &self.multi {
                     let bar = m.add(ProgressBar::new_spinner());
-                    bar.set_style(ProgressStyle::with_template("{spinner} {prefix:.bold} [{elapsed}] {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{spinner} {prefix:.bold} [{elapsed}] {wide_msg}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
                     bar.set_prefix(format!("{instance} ({device}){again}"));
                     bar.enable_steady_tick(Duration::from_millis(200));
                     self.bars.insert(instance, bar);
                 } else {
-                    self.line(format!("   start  {instance} on {device}{again}  (log: {})", log.display()));
+                    self.line(format!(
+                        "   start  {instance} on {device}{again}  (log: {})",
+                        log.display()
+                    ));
                 }
             }
             ViewEvent::Progress { instance, text } => {
@@ -85,18 +140,34 @@ impl View {
                     self.line(format!("          {instance}: {text}"));
                 }
             }
-            ViewEvent::Finished { instance, duration, device } => {
+            ViewEvent::Finished {
+                instance,
+                duration,
+                device,
+            } => {
                 self.finish_bar(&instance);
-                self.line(format!("     ran  {instance} on {device} in {}", fmt_duration(duration)));
+                self.line(format!(
+                    "     ran  {instance} on {device} in {}",
+                    fmt_duration(duration)
+                ));
             }
-            ViewEvent::Failed { instance, message, log, will_retry } => {
+            ViewEvent::Failed {
+                instance,
+                message,
+                log,
+                will_retry,
+            } => {
                 self.finish_bar(&instance);
                 let first = message.lines().next().unwrap_or("");
                 let retry = if will_retry { ", retrying" } else { "" };
-                let log = log.map(|l| format!(" (log: {})", l.display())).unwrap_or_default();
+                let log = log
+                    .map(|l| format!(" (log: {})", l.display()))
+                    .unwrap_or_default();
                 self.line(format!("  FAILED  {instance}: {first}{retry}{log}"));
             }
-            ViewEvent::Skipped { instance, because } => self.line(format!(" skipped  {instance}: {because}")),
+            ViewEvent::Skipped { instance, because } => {
+                self.line(format!(" skipped  {instance}: {because}"))
+            }
             ViewEvent::Note { message } => self.line(message),
         }
     }
@@ -127,18 +198,38 @@ fn json_event(ev: &ViewEvent) -> serde_json::Value {
     use serde_json::json;
     let t = crate::cache::now_unix();
     match ev {
-        ViewEvent::Cached { instance } => json!({"event": "cached", "instance": instance, "time": t}),
-        ViewEvent::Started { instance, device, attempt, log } => {
+        ViewEvent::Cached { instance } => {
+            json!({"event": "cached", "instance": instance, "time": t})
+        }
+        ViewEvent::Started {
+            instance,
+            device,
+            attempt,
+            log,
+        } => {
             json!({"event": "started", "instance": instance, "device": device, "attempt": attempt, "log": log, "time": t})
         }
-        ViewEvent::Progress { instance, text } => json!({"event": "progress", "instance": instance, "progress": text, "time": t}),
-        ViewEvent::Finished { instance, duration, device } => {
+        ViewEvent::Progress { instance, text } => {
+            json!({"event": "progress", "instance": instance, "progress": text, "time": t})
+        }
+        ViewEvent::Finished {
+            instance,
+            duration,
+            device,
+        } => {
             json!({"event": "finished", "instance": instance, "device": device, "duration_s": duration.as_secs_f64(), "time": t})
         }
-        ViewEvent::Failed { instance, message, log, will_retry } => {
+        ViewEvent::Failed {
+            instance,
+            message,
+            log,
+            will_retry,
+        } => {
             json!({"event": "failed", "instance": instance, "message": message, "log": log, "will_retry": will_retry, "time": t})
         }
-        ViewEvent::Skipped { instance, because } => json!({"event": "skipped", "instance": instance, "because": because, "time": t}),
+        ViewEvent::Skipped { instance, because } => {
+            json!({"event": "skipped", "instance": instance, "because": because, "time": t})
+        }
         ViewEvent::Note { message } => json!({"event": "note", "message": message, "time": t}),
     }
 }
@@ -150,7 +241,11 @@ pub fn fmt_duration(d: Duration) -> String {
     } else if s < 3600.0 {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
     } else {
-        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+        format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
     }
 }
 
@@ -164,7 +259,11 @@ pub struct ProgressTail {
 
 impl ProgressTail {
     pub fn new(path: PathBuf) -> Self {
-        ProgressTail { path, offset: 0, partial: String::new() }
+        ProgressTail {
+            path,
+            offset: 0,
+            partial: String::new(),
+        }
     }
 
     pub fn poll(&mut self) -> Option<String> {
@@ -175,7 +274,10 @@ impl ProgressTail {
         }
         f.seek(SeekFrom::Start(self.offset)).ok()?;
         let mut buf = String::new();
-        (&mut f).take(len - self.offset).read_to_string(&mut buf).ok()?;
+        (&mut f)
+            .take(len - self.offset)
+            .read_to_string(&mut buf)
+            .ok()?;
         self.offset = len;
         self.partial.push_str(&buf);
         let last_nl = self.partial.rfind('\n')?;
@@ -224,8 +326,14 @@ mod tests {
 
     #[test]
     fn progress_lines_render_readably() {
-        assert_eq!(render_progress(r#"{"epoch":3,"epochs":12,"loss":5.1}"#).unwrap(), "epoch 3/12  loss 5.1000");
-        assert_eq!(render_progress(r#"{"message":"loading"}"#).unwrap(), "loading");
+        assert_eq!(
+            render_progress(r#"{"epoch":3,"epochs":12,"loss":5.1}"#).unwrap(),
+            "epoch 3/12  loss 5.1000"
+        );
+        assert_eq!(
+            render_progress(r#"{"message":"loading"}"#).unwrap(),
+            "loading"
+        );
         assert!(render_progress("not json").is_none());
     }
 
@@ -238,7 +346,12 @@ mod tests {
         std::fs::write(&p, "{\"message\":\"a\"}\n{\"message\":\"b\"}\n{\"mess").unwrap();
         assert_eq!(tail.poll().unwrap(), "b");
         use std::io::Write;
-        std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"age\":\"c\"}\n").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"age\":\"c\"}\n")
+            .unwrap();
         assert_eq!(tail.poll().unwrap(), "c");
     }
 }

@@ -61,18 +61,36 @@ fn rerun_runs_nothing_and_a_param_change_reruns_exactly_downstream() {
     let r = p.run(&["run", "p.yaml", "--message-format", "json"]);
     r.success();
     assert!(started(&r.stdout()).is_empty(), "{}", r.stdout());
-    p.run(&["run", "p.yaml"]).success().stderr_has("ran 0, cached 4, failed 0");
+    p.run(&["run", "p.yaml"])
+        .success()
+        .stderr_has("ran 0, cached 4, failed 0");
 
-    p.file("p.yaml", &chain("cat ${inputs.x} > ${outputs.out}").replace("greeting: hello", "greeting: bye"));
-    p.run(&["plan", "p.yaml", "--explain"]).success().stdout_has("will run  a").stdout_has("changed fields: command").stdout_has("waits on `a`");
+    p.file(
+        "p.yaml",
+        &chain("cat ${inputs.x} > ${outputs.out}").replace("greeting: hello", "greeting: bye"),
+    );
+    p.run(&["plan", "p.yaml", "--explain"])
+        .success()
+        .stdout_has("will run  a")
+        .stdout_has("changed fields: command")
+        .stdout_has("waits on `a`");
     let r = p.run(&["run", "p.yaml", "--message-format", "json"]);
     r.success();
     assert_eq!(started(&r.stdout()), set(&["a", "b", "c"]));
-    assert_eq!(std::fs::read_to_string(p.path("results/chain/c/out")).unwrap(), "bye\nbye\n");
+    assert_eq!(
+        std::fs::read_to_string(p.path("results/chain/c/out")).unwrap(),
+        "bye\nbye\n"
+    );
     let shown = p.run(&["show", "p.yaml", "c", "out"]);
     shown.success();
-    assert_eq!(std::fs::read_to_string(shown.stdout().trim()).unwrap(), "bye\nbye\n");
-    p.run(&["status", "p.yaml"]).success().stdout_has("cached").stdout_has("cpu");
+    assert_eq!(
+        std::fs::read_to_string(shown.stdout().trim()).unwrap(),
+        "bye\nbye\n"
+    );
+    p.run(&["status", "p.yaml"])
+        .success()
+        .stdout_has("cached")
+        .stdout_has("cpu");
 }
 
 #[test]
@@ -86,7 +104,10 @@ fn byte_identical_rerun_does_not_invalidate_dependents() {
     r.success();
     assert_eq!(started(&r.stdout()), set(&["b"]));
     // Different bytes: c reruns too.
-    p.file("p.yaml", &chain("cat ${inputs.x} > ${outputs.out}; echo more >> ${outputs.out}"));
+    p.file(
+        "p.yaml",
+        &chain("cat ${inputs.x} > ${outputs.out}; echo more >> ${outputs.out}"),
+    );
     let r = p.run(&["run", "p.yaml", "--message-format", "json"]);
     assert_eq!(started(&r.stdout()), set(&["b", "c"]));
 }
@@ -103,15 +124,23 @@ fn failing_stage_skips_dependents_and_reports_its_log() {
         .stderr_has("| something broke")
         .stderr_has("skipped  c")
         .stderr_has("ran 2, cached 0, failed 1, skipped 1");
-    p.run(&["status", "p.yaml"]).success().stdout_has("failed").stdout_has("never run");
-    p.run(&["logs", "p.yaml", "b"]).success().stdout_has("something broke");
+    p.run(&["status", "p.yaml"])
+        .success()
+        .stdout_has("failed")
+        .stdout_has("never run");
+    p.run(&["logs", "p.yaml", "b"])
+        .success()
+        .stdout_has("something broke");
 }
 
 #[test]
 fn missing_declared_output_is_a_stage_failure() {
     let p = Project::new();
     p.file("p.yaml", &chain("true"));
-    p.run(&["run", "p.yaml"]).exit(1).stderr_has("did not write its declared output `out`").stderr_has("hint: the command must create ${outputs.out}");
+    p.run(&["run", "p.yaml"])
+        .exit(1)
+        .stderr_has("did not write its declared output `out`")
+        .stderr_has("hint: the command must create ${outputs.out}");
 }
 
 #[test]
@@ -121,16 +150,30 @@ fn corrupt_object_is_detected_and_the_stage_runs_again() {
     p.run(&["run", "p.yaml"]).success();
     p.run(&["cache", "verify"]).success().stdout_has("ok: ");
     // The view is a hardlink of the object: writing through it corrupts the stored object.
-    let obj = p.run(&["show", "p.yaml", "a", "out"]).stdout().trim().to_string();
+    let obj = p
+        .run(&["show", "p.yaml", "a", "out"])
+        .stdout()
+        .trim()
+        .to_string();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&obj, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(&obj, "tampered\n").unwrap();
-    p.run(&["cache", "verify"]).exit(3).stdout_has("corrupt object").stderr_has("--repair");
+    p.run(&["cache", "verify"])
+        .exit(3)
+        .stdout_has("corrupt object")
+        .stderr_has("--repair");
     let r = p.run(&["run", "p.yaml", "--message-format", "json"]);
     r.success();
-    assert_eq!(started(&r.stdout()), set(&["a"]), "a reruns; same bytes, so b and c stay cached");
+    assert_eq!(
+        started(&r.stdout()),
+        set(&["a"]),
+        "a reruns; same bytes, so b and c stay cached"
+    );
     p.run(&["cache", "verify"]).success();
-    assert_eq!(std::fs::read_to_string(p.path("results/chain/a/out")).unwrap(), "hello\n");
+    assert_eq!(
+        std::fs::read_to_string(p.path("results/chain/a/out")).unwrap(),
+        "hello\n"
+    );
 }
 
 #[test]
@@ -150,7 +193,10 @@ fn deleted_external_input_is_a_clear_error_and_loses_nothing() {
     );
     p.run(&["run", "p.yaml"]).success();
     std::fs::remove_file(p.path("data/in.txt")).unwrap();
-    p.run(&["run", "p.yaml"]).exit(2).stderr_has("data/in.txt").stderr_has("stage `a`");
+    p.run(&["run", "p.yaml"])
+        .exit(2)
+        .stderr_has("data/in.txt")
+        .stderr_has("does not exist: it is input `src` of stage `a`");
     p.run(&["status", "p.yaml"]).success().stdout_has("cached");
     p.file("data/in.txt", "x\n");
     p.run(&["run", "p.yaml"]).success().stderr_has("cached 1");
@@ -173,14 +219,24 @@ fn second_run_on_the_same_cache_is_refused() {
             flag.display()
         ),
     );
-    let mut first = p.cmd(&["run", "p.yaml"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut first = p
+        .cmd(&["run", "p.yaml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     wait_for(&flag, Duration::from_secs(20));
     let r = p.run(&["run", "p.yaml"]);
     let _ = first.kill();
     let _ = first.wait();
-    r.exit(3).stderr_has("in use by another `orchestrator run` (pid").stderr_has(&first.id().to_string());
+    r.exit(3)
+        .stderr_has("in use by another `orchestrator run` (pid")
+        .stderr_has(&first.id().to_string());
     // The lock of the killed run is stale now: the next run takes it over.
-    p.file("p.yaml", "name: slow\nstages:\n  a:\n    run: \"echo > ${outputs.out}\"\n    outputs: [out]\n");
+    p.file(
+        "p.yaml",
+        "name: slow\nstages:\n  a:\n    run: \"echo > ${outputs.out}\"\n    outputs: [out]\n",
+    );
     p.run(&["run", "p.yaml"]).success();
 }
 
@@ -195,14 +251,20 @@ fn read_only_cache_dir_is_a_clear_error() {
         eprintln!("notice: cannot make a folder read-only here (root without chattr); skipping the read-only cache check");
         return;
     }
-    p.file("p.yaml", &chain("cat ${inputs.x} > ${outputs.out}; echo x >> ${outputs.out}"));
-    p.run(&["run", "p.yaml"]).exit(3).stderr_has("not writable").stderr_has("hint:");
+    p.file(
+        "p.yaml",
+        &chain("cat ${inputs.x} > ${outputs.out}; echo x >> ${outputs.out}"),
+    );
+    p.run(&["run", "p.yaml"])
+        .exit(3)
+        .stderr_has("not writable")
+        .stderr_has("hint:");
     drop(ro);
     p.run(&["run", "p.yaml"]).success();
     p.run(&["cache", "verify"]).success();
 }
 
-/// Makes a folder read-only for the test (chmod; as root, which ignores modes, `chattr +i`).
+/// Makes a folder tree read-only for the test (chmod; as root, which ignores modes, `chattr +i`).
 struct ReadOnly<'a> {
     dir: &'a Path,
     chattr: bool,
@@ -211,36 +273,62 @@ struct ReadOnly<'a> {
 
 impl<'a> ReadOnly<'a> {
     fn make(dir: &'a Path) -> Self {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let _ = std::process::Command::new("chmod")
+            .arg("-R")
+            .arg("a-w")
+            .arg(dir)
+            .status();
         let writable = |d: &Path| {
             let probe = d.join(".probe");
             let ok = std::fs::write(&probe, b"x").is_ok();
             let _ = std::fs::remove_file(probe);
             ok
         };
-        if !writable(dir) {
-            return ReadOnly { dir, chattr: false, effective: true };
+        if !writable(&dir.join("tmp")) {
+            return ReadOnly {
+                dir,
+                chattr: false,
+                effective: true,
+            };
         }
-        let chattr = std::process::Command::new("chattr").arg("+i").arg(dir).status().is_ok_and(|s| s.success());
-        ReadOnly { dir, chattr, effective: chattr && !writable(dir) }
+        let chattr = std::process::Command::new("chattr")
+            .arg("-R")
+            .arg("+i")
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ReadOnly {
+            dir,
+            chattr,
+            effective: chattr && !writable(&dir.join("tmp")),
+        }
     }
 }
 
 impl Drop for ReadOnly<'_> {
     fn drop(&mut self) {
-        use std::os::unix::fs::PermissionsExt;
         if self.chattr {
-            let _ = std::process::Command::new("chattr").arg("-i").arg(self.dir).status();
+            let _ = std::process::Command::new("chattr")
+                .arg("-R")
+                .arg("-i")
+                .arg(self.dir)
+                .status();
         }
-        let _ = std::fs::set_permissions(self.dir, std::fs::Permissions::from_mode(0o755));
+        let _ = std::process::Command::new("find")
+            .arg(self.dir)
+            .args(["-type", "d", "-exec", "chmod", "u+w", "{}", "+"])
+            .status();
     }
 }
 
 fn wait_for(path: &Path, limit: Duration) {
     let t = Instant::now();
     while !path.exists() {
-        assert!(t.elapsed() < limit, "timed out waiting for {}", path.display());
+        assert!(
+            t.elapsed() < limit,
+            "timed out waiting for {}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -270,7 +358,10 @@ fn results(p: &Project) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     for e in std::fs::read_dir(p.path("results/thirty")).unwrap() {
         let e = e.unwrap();
-        m.insert(e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path().join("out")).unwrap());
+        m.insert(
+            e.file_name().to_string_lossy().into_owned(),
+            std::fs::read_to_string(e.path().join("out")).unwrap(),
+        );
     }
     m
 }
@@ -292,7 +383,12 @@ fn kill_9_at_random_moments_then_rerun_resumes_exactly() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let delay = Duration::from_millis(60 + seed % 400);
-        let mut child = p.cmd(&["run", "p.yaml", "--jobs", "4"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = p
+            .cmd(&["run", "p.yaml", "--jobs", "4"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(delay);
         // SIGKILL: no cleanup runs in the orchestrator.
         let _ = child.kill();
@@ -309,7 +405,11 @@ fn kill_9_at_random_moments_then_rerun_resumes_exactly() {
     let r = p.run(&["run", "p.yaml", "--jobs", "4", "--message-format", "json"]);
     r.success();
     let rerun = started(&r.stdout());
-    assert!(rerun.is_disjoint(&finished), "finished stages ran again: {:?}", rerun.intersection(&finished).collect::<Vec<_>>());
+    assert!(
+        rerun.is_disjoint(&finished),
+        "finished stages ran again: {:?}",
+        rerun.intersection(&finished).collect::<Vec<_>>()
+    );
     assert_eq!(rerun.len() + events(&r.stdout(), "cached").len(), 30);
     assert_eq!(results(&p), want);
     p.run(&["cache", "verify"]).success().stdout_has("ok: ");
@@ -325,34 +425,68 @@ fn twelve_one_gpu_stages_share_four_gpus_without_overlap() {
         ));
     }
     p.file("p.yaml", &s);
-    p.run(&["run", "p.yaml", "--gpus", "0,1,2,3", "--jobs", "1"]).success();
+    p.run(&["run", "p.yaml", "--gpus", "0,1,2,3", "--jobs", "1"])
+        .success();
     let mut spans = Vec::new();
     for i in 0..12 {
         let text = std::fs::read_to_string(p.path(&format!("results/gpus/g{i}/out"))).unwrap();
         let nums: Vec<&str> = text.split_whitespace().collect();
         assert_eq!(nums.len(), 3, "{text}");
-        spans.push((nums[0].to_string(), nums[1].parse::<u128>().unwrap(), nums[2].parse::<u128>().unwrap()));
+        spans.push((
+            nums[0].to_string(),
+            nums[1].parse::<u128>().unwrap(),
+            nums[2].parse::<u128>().unwrap(),
+        ));
     }
-    assert_eq!(spans.iter().map(|s| s.0.clone()).collect::<BTreeSet<_>>(), set(&["0", "1", "2", "3"]));
+    assert_eq!(
+        spans.iter().map(|s| s.0.clone()).collect::<BTreeSet<_>>(),
+        set(&["0", "1", "2", "3"])
+    );
     for (i, a) in spans.iter().enumerate() {
         for b in &spans[i + 1..] {
-            assert!(!(a.0 == b.0 && a.1 < b.2 && b.1 < a.2), "two stages on GPU {} at once: {a:?} {b:?}", a.0);
+            assert!(
+                !(a.0 == b.0 && a.1 < b.2 && b.1 < a.2),
+                "two stages on GPU {} at once: {a:?} {b:?}",
+                a.0
+            );
         }
     }
-    let max_concurrent = spans.iter().map(|a| spans.iter().filter(|b| b.1 <= a.1 && a.1 < b.2).count()).max().unwrap();
-    assert_eq!(max_concurrent, 4, "all four GPUs busy at once (with --jobs 1: GPU stages do not take CPU slots)");
+    let max_concurrent = spans
+        .iter()
+        .map(|a| spans.iter().filter(|b| b.1 <= a.1 && a.1 < b.2).count())
+        .max()
+        .unwrap();
+    assert_eq!(
+        max_concurrent, 4,
+        "all four GPUs busy at once (with --jobs 1: GPU stages do not take CPU slots)"
+    );
 }
 
 #[test]
 fn gc_and_rebuild_index_keep_the_latest_results() {
     let p = Project::new();
-    p.file("p.yaml", &chain("cat ${inputs.x} > ${outputs.out}; echo 1 >> ${outputs.out}"));
+    p.file(
+        "p.yaml",
+        &chain("cat ${inputs.x} > ${outputs.out}; echo 1 >> ${outputs.out}"),
+    );
     p.run(&["run", "p.yaml"]).success();
-    p.file("p.yaml", &chain("cat ${inputs.x} > ${outputs.out}; echo 2 >> ${outputs.out}"));
+    p.file(
+        "p.yaml",
+        &chain("cat ${inputs.x} > ${outputs.out}; echo 2 >> ${outputs.out}"),
+    );
     p.run(&["run", "p.yaml"]).success();
-    p.run(&["gc", "--dry-run"]).success().stdout_has("would remove 2 objects");
-    p.run(&["gc"]).success().stdout_has("removed 2 objects").stdout_has("2 manifests");
+    p.run(&["gc", "--dry-run"])
+        .success()
+        .stdout_has("would remove 2 objects");
+    p.run(&["gc"])
+        .success()
+        .stdout_has("removed 2 objects")
+        .stdout_has("2 manifests");
     std::fs::remove_dir_all(p.path("cache/index")).unwrap();
-    p.run(&["cache", "rebuild-index"]).success().stdout_has("from 4 manifests");
-    p.run(&["run", "p.yaml"]).success().stderr_has("ran 0, cached 4");
+    p.run(&["cache", "rebuild-index"])
+        .success()
+        .stdout_has("from 4 manifests");
+    p.run(&["run", "p.yaml"])
+        .success()
+        .stderr_has("ran 0, cached 4");
 }

@@ -4,3 +4,4 @@
 mod exec;
 mod support;
 mod pipelines;
+mod slurm;

@@ -26,7 +26,15 @@ fn count_stage(v: &Value, stage: &str) -> usize {
 
 /// id -> static fingerprint key.
 fn keys(v: &Value) -> BTreeMap<String, String> {
-    instances(v).iter().map(|i| (i["id"].as_str().unwrap().to_string(), i["static_key"].as_str().unwrap().to_string())).collect()
+    instances(v)
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_string(),
+                i["static_key"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
 }
 
 const SWEEP: &str = r#"
@@ -56,11 +64,32 @@ fn a_4x3_matrix_gives_12_dependent_instances_and_one_of_each_shared_stage() {
     assert_eq!(count_stage(&v, "evalt"), 1, "shared");
     assert_eq!(count_stage(&v, "score"), 4, "one per method");
     assert_eq!(count_stage(&v, "prune"), 12);
-    assert_eq!(count_stage(&v, "retrain"), 12, "inherits both axes from prune");
+    assert_eq!(
+        count_stage(&v, "retrain"),
+        12,
+        "inherits both axes from prune"
+    );
     assert_eq!(count_stage(&v, "verify"), 12);
-    let ids: Vec<String> = instances(&v).iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
-    assert_eq!(ids[..7], ["data", "train", "evalt", "score[method=diffprob+1]", "score[method=dynunc+2]", "score[method=rand+3]", "score[method=rand+4]"]);
-    assert!(ids.contains(&"prune[method=diffprob+1,ratio=0.25]".to_string()), "{ids:?}");
+    let ids: Vec<String> = instances(&v)
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids[..7],
+        [
+            "data",
+            "train",
+            "evalt",
+            "score[method=diffprob+1]",
+            "score[method=dynunc+2]",
+            "score[method=rand+3]",
+            "score[method=rand+4]"
+        ]
+    );
+    assert!(
+        ids.contains(&"prune[method=diffprob+1,ratio=0.25]".to_string()),
+        "{ids:?}"
+    );
     // Topological order: every upstream appears before its user.
     for (i, inst) in instances(&v).iter().enumerate() {
         for input in inst["inputs"].as_object().unwrap().values() {
@@ -70,21 +99,43 @@ fn a_4x3_matrix_gives_12_dependent_instances_and_one_of_each_shared_stage() {
         }
     }
     // Typed interpolation: `"${params.epochs}"` stays a number; the ratio flows through params.
-    let prune = instances(&v).into_iter().find(|i| i["id"] == "prune[method=dynunc+2,ratio=0.5]").unwrap();
+    let prune = instances(&v)
+        .into_iter()
+        .find(|i| i["id"] == "prune[method=dynunc+2,ratio=0.5]")
+        .unwrap();
     assert_eq!(prune["params"]["target_ratio"], serde_json::json!(0.5));
-    assert_eq!(prune["inputs"]["scores"], serde_json::json!({"upstream": "score[method=dynunc+2]", "output": "scores"}));
-    let train = instances(&v).into_iter().find(|i| i["id"] == "train").unwrap();
+    assert_eq!(
+        prune["inputs"]["scores"],
+        serde_json::json!({"upstream": "score[method=dynunc+2]", "output": "scores"})
+    );
+    let train = instances(&v)
+        .into_iter()
+        .find(|i| i["id"] == "train")
+        .unwrap();
     assert_eq!(train["params"]["epochs"], serde_json::json!(2));
-    assert_eq!(train["params"]["batch_size"], serde_json::json!(512), "defaults filled in");
-    assert_eq!(train["resources"]["gpus"], serde_json::json!(1), "the kind's default");
+    assert_eq!(
+        train["params"]["batch_size"],
+        serde_json::json!(512),
+        "defaults filled in"
+    );
+    assert_eq!(
+        train["resources"]["gpus"],
+        serde_json::json!(1),
+        "the kind's default"
+    );
 
     // The same count through `dag --format json` and the text summary.
     let d = json_of(&p, &["dag", "sweep.yaml", "--format", "json"]);
     assert_eq!(instances(&d).len(), 3 + 4 + 12 * 3);
-    p.run(&["validate", "sweep.yaml"]).success().stdout_has("ok: `sweep.yaml`: 43 stage instances of 7 stages, 12 matrix cells");
+    p.run(&["validate", "sweep.yaml"])
+        .success()
+        .stdout_has("ok: `sweep.yaml`: 43 stage instances of 7 stages, 12 matrix cells");
 
     // A value the kind rejects in one cell only is reported with that cell.
-    p.file("bad.yaml", &SWEEP.replace("{m: rand, seed: 4}", "{m: random, seed: 4}"));
+    p.file(
+        "bad.yaml",
+        &SWEEP.replace("{m: rand, seed: 4}", "{m: random, seed: 4}"),
+    );
     p.run(&["validate", "bad.yaml"])
         .exit(2)
         .stderr_has("param `method` of `score`: unknown variant `random`")
@@ -101,24 +152,61 @@ fn changing_one_param_changes_exactly_the_fingerprints_downstream_of_it() {
         p.file(name, &text);
         let b = keys(&json_of(&p, &["validate", name, "--format", "json"]));
         assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-        a.keys().filter(|id| a[*id] != b[*id]).cloned().collect::<Vec<String>>()
+        a.keys()
+            .filter(|id| a[*id] != b[*id])
+            .cloned()
+            .collect::<Vec<String>>()
     };
-    let below = |stages: &[&str]| a.keys().filter(|id| stages.iter().any(|s| id.as_str() == *s || id.starts_with(&format!("{s}[")))).cloned().collect::<Vec<String>>();
+    let below = |stages: &[&str]| {
+        a.keys()
+            .filter(|id| {
+                stages
+                    .iter()
+                    .any(|s| id.as_str() == *s || id.starts_with(&format!("{s}[")))
+            })
+            .cloned()
+            .collect::<Vec<String>>()
+    };
 
     // A param of one stage: that stage and everything downstream of it.
-    let changed = changed_by("b.yaml", SWEEP.replace("images_per_identity: 4", "images_per_identity: 5"));
-    assert_eq!(changed, a.keys().cloned().collect::<Vec<_>>(), "data is upstream of everything");
-    let changed = changed_by("c.yaml", SWEEP.replace("record_history: true", "record_history: false"));
-    assert_eq!(changed, below(&["train", "evalt", "score", "prune", "retrain", "verify"]));
+    let changed = changed_by(
+        "b.yaml",
+        SWEEP.replace("images_per_identity: 4", "images_per_identity: 5"),
+    );
+    assert_eq!(
+        changed,
+        a.keys().cloned().collect::<Vec<_>>(),
+        "data is upstream of everything"
+    );
+    let changed = changed_by(
+        "c.yaml",
+        SWEEP.replace("record_history: true", "record_history: false"),
+    );
+    assert_eq!(
+        changed,
+        below(&["train", "evalt", "score", "prune", "retrain", "verify"])
+    );
     // The verify stage alone.
-    let changed = changed_by("d.yaml", SWEEP.replace("pairs: data.pairs } }", "pairs: data.pairs }, with: { batch_size: 32 } }"));
+    let changed = changed_by(
+        "d.yaml",
+        SWEEP.replace(
+            "pairs: data.pairs } }",
+            "pairs: data.pairs }, with: { batch_size: 32 } }",
+        ),
+    );
     assert_eq!(changed, below(&["verify"]));
     // A pipeline param used by two stages: both, and everything downstream of either.
     let changed = changed_by("e.yaml", SWEEP.replace("epochs: 2,", "epochs: 3,"));
-    assert_eq!(changed, below(&["train", "evalt", "score", "prune", "retrain", "verify"]));
+    assert_eq!(
+        changed,
+        below(&["train", "evalt", "score", "prune", "retrain", "verify"])
+    );
     // One matrix value: only the cells that have it change (they get new ids); the rest keep
     // their keys.
-    p.file("g.yaml", &SWEEP.replace("ratio: [0.75, 0.5, 0.25]", "ratio: [0.75, 0.5, 0.3]"));
+    p.file(
+        "g.yaml",
+        &SWEEP.replace("ratio: [0.75, 0.5, 0.25]", "ratio: [0.75, 0.5, 0.3]"),
+    );
     let g = keys(&json_of(&p, &["validate", "g.yaml", "--format", "json"]));
     let kept: Vec<&String> = a.keys().filter(|id| g.get(*id) == Some(&a[*id])).collect();
     let expected: Vec<&String> = a.keys().filter(|id| !id.contains("ratio=0.25")).collect();
@@ -154,25 +242,51 @@ fn shell_stages_paths_and_optional_inputs() {
         "#,
     );
     let v = json_of(&p, &["validate", "pipes/run.yaml", "--format", "json"]);
-    let by_id: BTreeMap<String, Value> = instances(&v).into_iter().map(|i| (i["id"].as_str().unwrap().to_string(), i)).collect();
+    let by_id: BTreeMap<String, Value> = instances(&v)
+        .into_iter()
+        .map(|i| (i["id"].as_str().unwrap().to_string(), i))
+        .collect();
     // Null in one cell: no such input.
-    assert!(by_id["prune[method=diffprob+clean.flags,ratio=0.5]"]["inputs"].get("flags").is_some());
-    assert!(by_id["prune[method=rand,ratio=0.5]"]["inputs"].get("flags").is_none());
+    assert!(
+        by_id["prune[method=diffprob,ratio=0.5]"]["inputs"]
+            .get("flags")
+            .is_some()
+    );
+    assert!(by_id["prune[method=rand,ratio=0.5]"]["inputs"]
+        .get("flags")
+        .is_none());
     assert_eq!(by_id["prune[method=rand,ratio=0.5]"]["retry"], 2);
     let check = &by_id["check[method=rand,ratio=0.25]"];
     assert_eq!(check["kind"], "run");
     assert_eq!(check["command"], "python3 ${inputs.script} ${inputs.kept} --ratio 0.25 --tag r0.25 > ${outputs.report} && echo $${HOME}");
     assert_eq!(check["env"], serde_json::json!({"RATIO": "0.25", "N": "3"}));
-    assert_eq!(check["outputs"], serde_json::json!({"report": "report", "plots": "plots/"}));
-    assert_eq!(check["resources"], serde_json::json!({"gpus": 0, "cpus": 2, "mem_gb": 1.5, "time_min": 30, "slurm": {"partition": "short"}}));
+    assert_eq!(
+        check["outputs"],
+        serde_json::json!({"report": "report", "plots": "plots/"})
+    );
+    assert_eq!(
+        check["resources"],
+        serde_json::json!({"gpus": 0, "cpus": 2, "mem_gb": 1.5, "time_min": 30, "slurm": {"partition": "short"}})
+    );
     // An external path is relative to the file that wrote it, made absolute (not checked now).
     let script = PathBuf::from(check["inputs"]["script"]["path"].as_str().unwrap());
     assert!(script.is_absolute());
-    assert_eq!(script.canonicalize().unwrap(), p.path("scripts/check.py").canonicalize().unwrap());
-    assert_eq!(check["inputs"]["kept"], serde_json::json!({"upstream": "prune[method=rand,ratio=0.25]", "output": "kept"}));
+    assert_eq!(
+        script.canonicalize().unwrap(),
+        p.path("scripts/check.py").canonicalize().unwrap()
+    );
+    assert_eq!(
+        check["inputs"]["kept"],
+        serde_json::json!({"upstream": "prune[method=rand,ratio=0.25]", "output": "kept"})
+    );
     // An external input that does not exist is fine at load time (the executor checks it).
-    p.file("pipes/missing.yaml", "stages:\n  r: { uses: recordio, inputs: { source: ./nowhere/faces } }\n");
-    p.run(&["validate", "pipes/missing.yaml"]).success().stdout_has("1 stage instances of 1 stages");
+    p.file(
+        "pipes/missing.yaml",
+        "stages:\n  r: { uses: recordio, inputs: { source: ./nowhere/faces } }\n",
+    );
+    p.run(&["validate", "pipes/missing.yaml"])
+        .success()
+        .stdout_has("1 stage instances of 1 stages");
 }
 
 #[test]
@@ -204,18 +318,57 @@ fn extend_deep_merges_and_keeps_paths_relative_to_their_file() {
     );
     let v = json_of(&p, &["validate", "sweep.yaml", "--format", "json"]);
     assert_eq!(v["name"], "sweep");
-    let ids: Vec<String> = instances(&v).iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
-    assert_eq!(ids, ["data[seed=1]", "data[seed=2]", "src", "train[seed=1]", "train[seed=2]", "extra"]);
+    let ids: Vec<String> = instances(&v)
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "data[seed=1]",
+            "data[seed=2]",
+            "src",
+            "train[seed=1]",
+            "train[seed=2]",
+            "extra"
+        ]
+    );
     let data = &instances(&v)[0];
     assert_eq!(data["params"]["identities"], 20, "kept from the base");
     assert_eq!(data["params"]["seed"], 1, "overridden per cell");
-    let src = instances(&v).into_iter().find(|i| i["id"] == "src").unwrap();
-    assert!(src["inputs"]["source"]["path"].as_str().unwrap().ends_with("base/faces"), "{src}");
-    let extra = instances(&v).into_iter().find(|i| i["id"] == "extra").unwrap();
-    assert!(!extra["inputs"]["source"]["path"].as_str().unwrap().contains("base"), "{extra}");
+    let src = instances(&v)
+        .into_iter()
+        .find(|i| i["id"] == "src")
+        .unwrap();
+    assert!(
+        src["inputs"]["source"]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("base/faces"),
+        "{src}"
+    );
+    let extra = instances(&v)
+        .into_iter()
+        .find(|i| i["id"] == "extra")
+        .unwrap();
+    assert!(
+        !extra["inputs"]["source"]["path"]
+            .as_str()
+            .unwrap()
+            .contains("base"),
+        "{extra}"
+    );
     // Errors in the base point at the base file.
-    p.file("base/single.yaml", &std::fs::read_to_string(p.path("base/single.yaml")).unwrap().replace("identities: 20", "identitis: 20"));
-    p.run(&["validate", "sweep.yaml"]).exit(2).stderr_has(" --> base/single.yaml:4:").stderr_has("did you mean `identities`?");
+    p.file(
+        "base/single.yaml",
+        &std::fs::read_to_string(p.path("base/single.yaml"))
+            .unwrap()
+            .replace("identities: 20", "identitis: 20"),
+    );
+    p.run(&["validate", "sweep.yaml"])
+        .exit(2)
+        .stderr_has(" --> base/single.yaml:4:")
+        .stderr_has("did you mean `identities`?");
 }
 
 #[test]
@@ -239,7 +392,10 @@ fn dag_renders_text_dot_and_mermaid() {
         .stdout_has("  n2 [label=\"prune[r=0.5]\"];")
         .stdout_has("  n1 -> n2 [label=\"scores\"];")
         .stdout_has("  n0 -> n2 [label=\"train -> labels\"];");
-    p.run(&["dag", "p.yaml", "--format", "mermaid"]).success().stdout_has("flowchart LR\n  n0[\"data\"]").stdout_has("  n1 -->|\"scores\"| n3");
+    p.run(&["dag", "p.yaml", "--format", "mermaid"])
+        .success()
+        .stdout_has("flowchart LR\n  n0[\"data\"]")
+        .stdout_has("  n1 -->|\"scores\"| n3");
 }
 
 #[test]
@@ -252,14 +408,24 @@ fn checked_in_schema_is_current() {
     let got = r.stdout();
     let schema: Value = serde_json::from_str(&got).expect("schema is JSON");
     assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
-    assert!(schema["definitions"].as_object().unwrap().contains_key("PruneParams"), "kinds' params are in the schema");
+    assert!(
+        schema["definitions"]
+            .as_object()
+            .unwrap()
+            .contains_key("PruneParams"),
+        "kinds' params are in the schema"
+    );
     if std::env::var_os("UPDATE_SCHEMA").is_some() {
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, &got).unwrap();
         return;
     }
     let want = std::fs::read_to_string(&file).unwrap_or_default();
-    assert!(want == got, "{} is out of date: rerun with UPDATE_SCHEMA=1", file.display());
+    assert!(
+        want == got,
+        "{} is out of date: rerun with UPDATE_SCHEMA=1",
+        file.display()
+    );
 }
 
 /// Every `tests/bad/NN-name.yaml` fails `validate` with exit code 2 and exactly the text of
@@ -270,7 +436,15 @@ fn bad_pipelines_render_exact_errors() {
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml") && p.file_name().unwrap().to_string_lossy().chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "yaml")
+                && p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_digit())
+        })
         .collect();
     cases.sort();
     assert!(cases.len() >= 25, "only {} bad pipelines", cases.len());
@@ -278,11 +452,20 @@ fn bad_pipelines_render_exact_errors() {
     let mut failures = Vec::new();
     for case in &cases {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let out = std::process::Command::new(crate::support::bin()).current_dir(&dir).args(["validate", &name]).env("NO_COLOR", "1").output().unwrap();
+        let out = std::process::Command::new(crate::support::bin())
+            .current_dir(&dir)
+            .args(["validate", &name])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let expected_file = case.with_extension("stderr");
         if out.status.code() != Some(2) {
-            failures.push(format!("{name}: exit code {:?}, stdout:\n{}\nstderr:\n{stderr}", out.status.code(), String::from_utf8_lossy(&out.stdout)));
+            failures.push(format!(
+                "{name}: exit code {:?}, stdout:\n{}\nstderr:\n{stderr}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout)
+            ));
             continue;
         }
         if stderr.contains("panicked") {
@@ -295,7 +478,9 @@ fn bad_pipelines_render_exact_errors() {
         }
         let want = std::fs::read_to_string(&expected_file).unwrap_or_default();
         if want != stderr {
-            failures.push(format!("{name}: stderr differs (BLESS=1 to accept)\n--- want\n{want}\n--- got\n{stderr}"));
+            failures.push(format!(
+                "{name}: stderr differs (BLESS=1 to accept)\n--- want\n{want}\n--- got\n{stderr}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -325,4 +510,29 @@ fn every_error_is_reported_not_just_the_first() {
         .stderr_has("`${inputs.x}` names an undeclared input")
         .stderr_has("stage `b` has no output `modle`")
         .stderr_has("is not a valid pipeline: 5 errors");
+}
+
+/// The pipelines users copy must always load.
+#[test]
+fn shipped_pipelines_validate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "yaml") {
+            let out = std::process::Command::new(crate::support::bin())
+                .arg("validate")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}:\n{}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no pipelines in {}", dir.display());
 }
