@@ -30,7 +30,9 @@ pub fn graph(p: &Pipeline) -> DiGraph<usize, String> {
 /// the graph agrees and is what code that builds its own graphs should use).
 pub fn topological_order(p: &Pipeline) -> Result<Vec<usize>, Vec<usize>> {
     let g = graph(p);
-    petgraph::algo::toposort(&g, None).map(|v| v.into_iter().map(|n| n.index()).collect()).map_err(|c| vec![c.node_id().index()])
+    petgraph::algo::toposort(&g, None)
+        .map(|v| v.into_iter().map(|n| n.index()).collect())
+        .map_err(|c| vec![c.node_id().index()])
 }
 
 /// Indices of the instances that read an output of each instance.
@@ -110,7 +112,12 @@ pub fn find_cycle(adj: &[Vec<usize>]) -> Option<Vec<usize>> {
                     Some(Color::Grey) => {
                         let pos = stack.iter().position(|(x, _)| *x == w).unwrap_or(0);
                         let mut cycle: Vec<usize> = stack[pos..].iter().map(|(x, _)| *x).collect();
-                        let min = cycle.iter().enumerate().min_by_key(|(_, x)| **x).map(|(i, _)| i).unwrap_or(0);
+                        let min = cycle
+                            .iter()
+                            .enumerate()
+                            .min_by_key(|(_, x)| **x)
+                            .map(|(i, _)| i)
+                            .unwrap_or(0);
                         cycle.rotate_left(min);
                         return Some(cycle);
                     }
@@ -148,7 +155,9 @@ fn upstream_edges(p: &Pipeline, i: usize) -> Vec<(usize, &str, &str)> {
         .inputs
         .iter()
         .filter_map(|(name, input)| match input {
-            Input::Upstream { instance, output } => Some((*instance, name.as_str(), output.as_str())),
+            Input::Upstream { instance, output } => {
+                Some((*instance, name.as_str(), output.as_str()))
+            }
             Input::External { .. } => None,
         })
         .collect()
@@ -159,7 +168,10 @@ fn render_text(p: &Pipeline) -> String {
     let _ = writeln!(s, "{}: {} stage instances", p.name, p.instances.len());
     let deps = dependencies(p);
     for (i, inst) in p.instances.iter().enumerate() {
-        let ups: Vec<&str> = deps[i].iter().map(|u| p.instances[*u].id.as_str()).collect();
+        let ups: Vec<&str> = deps[i]
+            .iter()
+            .map(|u| p.instances[*u].id.as_str())
+            .collect();
         if ups.is_empty() {
             let _ = writeln!(s, "{}", inst.id);
         } else {
@@ -183,7 +195,11 @@ fn render_dot(p: &Pipeline) -> String {
     }
     for i in 0..p.instances.len() {
         for (u, input, output) in upstream_edges(p, i) {
-            let label = if input == output { input.to_string() } else { format!("{output} -> {input}") };
+            let label = if input == output {
+                input.to_string()
+            } else {
+                format!("{output} -> {input}")
+            };
             let _ = writeln!(s, "  n{u} -> n{i} [label={}];", dot_quote(&label));
         }
     }
@@ -202,7 +218,11 @@ fn render_mermaid(p: &Pipeline) -> String {
     }
     for i in 0..p.instances.len() {
         for (u, input, output) in upstream_edges(p, i) {
-            let label = if input == output { input.to_string() } else { format!("{output} -> {input}") };
+            let label = if input == output {
+                input.to_string()
+            } else {
+                format!("{output} -> {input}")
+            };
             let _ = writeln!(s, "  n{u} -->|{}| n{i}", mermaid_label(&label));
         }
     }
@@ -231,11 +251,17 @@ mod tests {
     #[test]
     fn finds_cycles_with_their_path() {
         assert_eq!(find_cycle(&[vec![1], vec![2], vec![]]), None);
-        assert_eq!(find_cycle(&[vec![1], vec![2], vec![0]]), Some(vec![0, 1, 2]));
+        assert_eq!(
+            find_cycle(&[vec![1], vec![2], vec![0]]),
+            Some(vec![0, 1, 2])
+        );
         assert_eq!(find_cycle(&[vec![], vec![2], vec![1]]), Some(vec![1, 2]));
         assert_eq!(find_cycle(&[vec![0]]), Some(vec![0]));
         // The cycle is rotated to start at its smallest node.
-        assert_eq!(find_cycle(&[vec![], vec![], vec![3], vec![1], vec![]]).is_none(), true);
-        assert_eq!(find_cycle(&[vec![3], vec![2], vec![0], vec![1]]), Some(vec![0, 3, 1, 2]));
+        assert!(find_cycle(&[vec![], vec![], vec![3], vec![1], vec![]]).is_none());
+        assert_eq!(
+            find_cycle(&[vec![3], vec![2], vec![0], vec![1]]),
+            Some(vec![0, 3, 1, 2])
+        );
     }
 }

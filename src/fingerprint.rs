@@ -39,13 +39,43 @@ impl Fingerprint {
         let outputs = inst
             .outputs
             .iter()
-            .map(|o| (o.name.clone(), if o.is_dir { format!("{}/", o.rel_path) } else { o.rel_path.clone() }))
+            .map(|o| {
+                (
+                    o.name.clone(),
+                    if o.is_dir {
+                        format!("{}/", o.rel_path)
+                    } else {
+                        o.rel_path.clone()
+                    },
+                )
+            })
             .collect();
         let (kind, kind_version, params, command, env) = match &inst.action {
-            Action::Builtin { kind, params } => (kind.name.to_string(), kind.version, params.clone(), String::new(), BTreeMap::new()),
-            Action::Shell { command, env } => ("run".to_string(), 0, serde_json::Value::Null, command.clone(), env.clone()),
+            Action::Builtin { kind, params } => (
+                kind.name.to_string(),
+                kind.version,
+                params.clone(),
+                String::new(),
+                BTreeMap::new(),
+            ),
+            Action::Shell { command, env } => (
+                "run".to_string(),
+                0,
+                serde_json::Value::Null,
+                command.clone(),
+                env.clone(),
+            ),
         };
-        Fingerprint { version: FINGERPRINT_VERSION, kind, kind_version, params, command, env, outputs, inputs: input_digests }
+        Fingerprint {
+            version: FINGERPRINT_VERSION,
+            kind,
+            kind_version,
+            params,
+            command,
+            env,
+            outputs,
+            inputs: input_digests,
+        }
     }
 
     /// The canonical encoding that is hashed.
@@ -75,14 +105,22 @@ fn diff_values(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &m
         (Object(ma), Object(mb)) => {
             let keys: std::collections::BTreeSet<&String> = ma.keys().chain(mb.keys()).collect();
             for k in keys {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match (ma.get(k), mb.get(k)) {
                     (Some(x), Some(y)) => diff_values(&p, x, y, out),
                     _ => out.push(p),
                 }
             }
         }
-        _ if a != b => out.push(if path.is_empty() { "(whole)".into() } else { path.to_string() }),
+        _ if a != b => out.push(if path.is_empty() {
+            "(whole)".into()
+        } else {
+            path.to_string()
+        }),
         _ => {}
     }
 }
@@ -101,7 +139,9 @@ pub fn static_fingerprints(p: &crate::pipeline::Pipeline) -> Vec<Fingerprint> {
             .iter()
             .map(|(name, input)| {
                 let d = match input {
-                    crate::pipeline::Input::Upstream { instance, output } => format!("static:{}/{output}", keys[*instance]),
+                    crate::pipeline::Input::Upstream { instance, output } => {
+                        format!("static:{}/{output}", keys[*instance])
+                    }
                     crate::pipeline::Input::External { path } => format!("path:{}", path.display()),
                 };
                 (name.clone(), d)
@@ -134,11 +174,35 @@ mod tests {
             cell: [("ratio".to_string(), "0.5".to_string())].into(),
             action: Action::Builtin { kind, params },
             inputs: BTreeMap::from([
-                ("scores".to_string(), Input::Upstream { instance: 3, output: "scores".into() }),
-                ("train".to_string(), Input::External { path: PathBuf::from("/data/train") }),
+                (
+                    "scores".to_string(),
+                    Input::Upstream {
+                        instance: 3,
+                        output: "scores".into(),
+                    },
+                ),
+                (
+                    "train".to_string(),
+                    Input::External {
+                        path: PathBuf::from("/data/train"),
+                    },
+                ),
             ]),
-            outputs: kind.outputs.iter().map(|p| Output { name: p.name.into(), rel_path: p.rel_path().into(), is_dir: p.is_dir(), required: p.required }).collect(),
-            resources: Resources { gpus: 0, cpus: 1, ..Default::default() },
+            outputs: kind
+                .outputs
+                .iter()
+                .map(|p| Output {
+                    name: p.name.into(),
+                    rel_path: p.rel_path().into(),
+                    is_dir: p.is_dir(),
+                    required: p.required,
+                })
+                .collect(),
+            resources: Resources {
+                gpus: 0,
+                cpus: 1,
+                ..Default::default()
+            },
             retry: 0,
             location: "p.yaml:3:3".into(),
         }
@@ -146,13 +210,24 @@ mod tests {
 
     fn shell() -> Instance {
         let mut i = builtin(&kinds::prune::PRUNE, serde_json::Value::Null);
-        i.action = Action::Shell { command: "python3 ${inputs.script} > ${outputs.report}".into(), env: BTreeMap::from([("A".to_string(), "1".to_string())]) };
-        i.outputs = vec![Output { name: "report".into(), rel_path: "report".into(), is_dir: false, required: true }];
+        i.action = Action::Shell {
+            command: "python3 ${inputs.script} > ${outputs.report}".into(),
+            env: BTreeMap::from([("A".to_string(), "1".to_string())]),
+        };
+        i.outputs = vec![Output {
+            name: "report".into(),
+            rel_path: "report".into(),
+            is_dir: false,
+            required: true,
+        }];
         i
     }
 
     fn digests() -> BTreeMap<String, String> {
-        BTreeMap::from([("scores".to_string(), "aa".repeat(32)), ("train".to_string(), "bb".repeat(32))])
+        BTreeMap::from([
+            ("scores".to_string(), "aa".repeat(32)),
+            ("train".to_string(), "bb".repeat(32)),
+        ])
     }
 
     fn key(i: &Instance) -> String {
@@ -190,7 +265,10 @@ mod tests {
         let a = builtin(p, prune_params());
         let b = builtin(bumped, prune_params());
         assert_ne!(key(&a), key(&b));
-        assert_eq!(Fingerprint::of(&b, digests()).changed_fields(&Fingerprint::of(&a, digests())), ["kind_version"]);
+        assert_eq!(
+            Fingerprint::of(&b, digests()).changed_fields(&Fingerprint::of(&a, digests())),
+            ["kind_version"]
+        );
     }
 
     #[test]
@@ -211,7 +289,10 @@ mod tests {
             };
             let b = builtin(&kinds::prune::PRUNE, p);
             assert_ne!(key(&a), key(&b), "param {name}");
-            assert_eq!(Fingerprint::of(&b, digests()).changed_fields(&Fingerprint::of(&a, digests())), [format!("params.{name}")]);
+            assert_eq!(
+                Fingerprint::of(&b, digests()).changed_fields(&Fingerprint::of(&a, digests())),
+                [format!("params.{name}")]
+            );
         }
     }
 
@@ -250,7 +331,12 @@ mod tests {
         let mut folder = shell();
         folder.outputs[0].is_dir = true;
         let mut more = shell();
-        more.outputs.push(Output { name: "plots".into(), rel_path: "plots".into(), is_dir: true, required: true });
+        more.outputs.push(Output {
+            name: "plots".into(),
+            rel_path: "plots".into(),
+            is_dir: true,
+            required: true,
+        });
         for b in [renamed, moved, folder, more] {
             assert_ne!(key(&a), key(&b), "{:?}", b.outputs);
         }
@@ -291,15 +377,32 @@ mod tests {
     fn devices_paths_ids_and_retries_are_not_part_of_the_key() {
         let a = builtin(&kinds::prune::PRUNE, prune_params());
         let mut b = a.clone();
-        b.resources = Resources { gpus: 4, cpus: 8, mem_gb: Some(64.0), time_min: Some(30), slurm: BTreeMap::from([("partition".to_string(), "gpu".to_string())]) };
+        b.resources = Resources {
+            gpus: 4,
+            cpus: 8,
+            mem_gb: Some(64.0),
+            time_min: Some(30),
+            slurm: BTreeMap::from([("partition".to_string(), "gpu".to_string())]),
+        };
         b.retry = 3;
         b.id = "other[x=1]".into();
         b.stage = "other".into();
         b.cell = BTreeMap::new();
         b.location = "elsewhere.yaml:9:9".into();
         // Where an external input lives does not matter, only its content digest.
-        b.inputs.insert("train".into(), Input::External { path: PathBuf::from("/mnt/other/copy/of/train") });
-        b.inputs.insert("scores".into(), Input::Upstream { instance: 17, output: "scores".into() });
+        b.inputs.insert(
+            "train".into(),
+            Input::External {
+                path: PathBuf::from("/mnt/other/copy/of/train"),
+            },
+        );
+        b.inputs.insert(
+            "scores".into(),
+            Input::Upstream {
+                instance: 17,
+                output: "scores".into(),
+            },
+        );
         assert_eq!(key(&a), key(&b));
         let text = String::from_utf8(Fingerprint::of(&b, digests()).canonical()).unwrap();
         for absent in ["/mnt", "gpu", "cache", "CUDA", "elsewhere", "other"] {

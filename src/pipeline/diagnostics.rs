@@ -35,7 +35,13 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(message: impl Into<String>) -> Self {
-        Diagnostic { message: message.into(), key_path: None, span: None, hint: None, note: None }
+        Diagnostic {
+            message: message.into(),
+            key_path: None,
+            span: None,
+            hint: None,
+            note: None,
+        }
     }
     pub fn at(mut self, span: Option<Span>) -> Self {
         self.span = span;
@@ -65,14 +71,23 @@ impl Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "error: {}", self.message)?;
-        let width = self.span.as_ref().map(|s| s.line.to_string().len()).unwrap_or(1);
+        let width = self
+            .span
+            .as_ref()
+            .map(|s| s.line.to_string().len())
+            .unwrap_or(1);
         let pad = " ".repeat(width);
         match &self.span {
             Some(s) => {
                 writeln!(f, "{pad}--> {}:{}:{}", s.file, s.line, s.col)?;
                 writeln!(f, "{pad} |")?;
                 writeln!(f, "{:>width$} | {}", s.line, s.source_line)?;
-                let lead: String = s.source_line.chars().take(s.col.saturating_sub(1)).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+                let lead: String = s
+                    .source_line
+                    .chars()
+                    .take(s.col.saturating_sub(1))
+                    .map(|c| if c == '\t' { '\t' } else { ' ' })
+                    .collect();
                 let carets = "^".repeat(s.len.max(1));
                 match &self.key_path {
                     Some(k) => writeln!(f, "{pad} | {lead}{carets} {k}")?,
@@ -118,7 +133,12 @@ impl fmt::Display for Diagnostics {
             writeln!(f, "{d}")?;
         }
         let n = self.items.len();
-        write!(f, "error: `{}` is not a valid pipeline: {n} error{}", self.file, if n == 1 { "" } else { "s" })
+        write!(
+            f,
+            "error: `{}` is not a valid pipeline: {n} error{}",
+            self.file,
+            if n == 1 { "" } else { "s" }
+        )
     }
 }
 
@@ -162,7 +182,10 @@ pub fn suggest<S: AsRef<str>>(word: &str, candidates: &[S], what: &str) -> Optio
     if candidates.is_empty() {
         return None;
     }
-    let list: Vec<String> = candidates.iter().map(|c| format!("`{}`", c.as_ref())).collect();
+    let list: Vec<String> = candidates
+        .iter()
+        .map(|c| format!("`{}`", c.as_ref()))
+        .collect();
     Some(format!("{what}: {}", list.join(", ")))
 }
 
@@ -173,7 +196,13 @@ mod tests {
     #[test]
     fn renders_like_rustc() {
         let d = Diagnostic::new("unknown param `epoch`")
-            .at(Some(Span { file: "p.yaml".into(), line: 7, col: 5, len: 5, source_line: "    epoch: 3".into() }))
+            .at(Some(Span {
+                file: "p.yaml".into(),
+                line: 7,
+                col: 5,
+                len: 5,
+                source_line: "    epoch: 3".into(),
+            }))
             .key("stages.train.with.epoch")
             .hint("did you mean `epochs`?");
         assert_eq!(
@@ -184,8 +213,14 @@ mod tests {
 
     #[test]
     fn did_you_mean_finds_close_words_only() {
-        assert_eq!(did_you_mean("epoch", ["epochs", "seed"]), Some("epochs".into()));
-        assert_eq!(did_you_mean("treshold", ["threshold", "fraction"]), Some("threshold".into()));
+        assert_eq!(
+            did_you_mean("epoch", ["epochs", "seed"]),
+            Some("epochs".into())
+        );
+        assert_eq!(
+            did_you_mean("treshold", ["threshold", "fraction"]),
+            Some("threshold".into())
+        );
         assert_eq!(did_you_mean("zzz", ["epochs", "seed"]), None);
     }
 }

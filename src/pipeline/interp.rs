@@ -87,7 +87,9 @@ impl Template {
                 let start = i;
                 // A reference is names and dots up to `}`; anything else first means the
                 // `${` was never closed (`${params.n > out` or a missing brace at the end).
-                let body_end = (i + 2..chars.len()).find(|j| !is_ref_char(chars[*j])).unwrap_or(chars.len());
+                let body_end = (i + 2..chars.len())
+                    .find(|j| !is_ref_char(chars[*j]))
+                    .unwrap_or(chars.len());
                 if chars.get(body_end) != Some(&'}') {
                     let shown: String = chars[start..body_end].iter().collect();
                     return Err(SyntaxError {
@@ -137,10 +139,18 @@ fn is_ref_char(c: char) -> bool {
 }
 
 fn parse_ref(inner: &str, offset: usize, len: usize) -> Result<Ref, SyntaxError> {
-    let err = |message: String, hint: Option<String>| SyntaxError { offset, len, message, hint };
+    let err = |message: String, hint: Option<String>| SyntaxError {
+        offset,
+        len,
+        message,
+        hint,
+    };
     let inner_t = inner.trim();
     if inner_t.is_empty() {
-        return Err(err("empty `${}`".into(), Some("write `${params.NAME}` or `${matrix.AXIS}`".into())));
+        return Err(err(
+            "empty `${}`".into(),
+            Some("write `${params.NAME}` or `${matrix.AXIS}`".into()),
+        ));
     }
     let mut segs = inner_t.split('.');
     let ns_name = segs.next().unwrap_or("");
@@ -154,22 +164,37 @@ fn parse_ref(inner: &str, offset: usize, len: usize) -> Result<Ref, SyntaxError>
                 Some(c) => format!("did you mean `{c}`? (write `$${{` for a literal `${{`, e.g. a shell variable)"),
                 None => "references are `${params.NAME}`, `${matrix.AXIS}`, `${inputs.NAME}` or `${outputs.NAME}`; write `$${` for a literal `${`".into(),
             };
-            return Err(err(format!("unknown namespace `{other}` in `${{{inner}}}`"), Some(hint)));
+            return Err(err(
+                format!("unknown namespace `{other}` in `${{{inner}}}`"),
+                Some(hint),
+            ));
         }
     };
     let path: Vec<String> = segs.map(str::to_string).collect();
     if path.is_empty() {
-        return Err(err(format!("`${{{inner}}}` names no {}", ns_name), Some(format!("write `${{{ns_name}.NAME}}`"))));
+        return Err(err(
+            format!("`${{{inner}}}` names no {}", ns_name),
+            Some(format!("write `${{{ns_name}.NAME}}`")),
+        ));
     }
     for p in &path {
-        if p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if p.is_empty()
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return Err(err(
                 format!("bad name `{p}` in `${{{inner}}}`"),
                 Some("names are letters, digits, `_` and `-`, joined by `.`".into()),
             ));
         }
     }
-    Ok(Ref { ns, path, offset, len })
+    Ok(Ref {
+        ns,
+        path,
+        offset,
+        len,
+    })
 }
 
 /// Render a value inside a longer string.

@@ -22,8 +22,19 @@ use super::matrix::{render_id_value, Matrix};
 use super::model::*;
 use super::yaml::{self, Entry, Loc, Node, SourceFile, Sources, Value};
 
-const TOP_KEYS: [&str; 7] = ["name", "extend", "params", "matrix", "executor", "report", "stages"];
-const STAGE_KEYS: [&str; 8] = ["uses", "run", "with", "inputs", "outputs", "env", "resources", "retry"];
+const TOP_KEYS: [&str; 7] = [
+    "name", "extend", "params", "matrix", "executor", "report", "stages",
+];
+const STAGE_KEYS: [&str; 8] = [
+    "uses",
+    "run",
+    "with",
+    "inputs",
+    "outputs",
+    "env",
+    "resources",
+    "retry",
+];
 const RESOURCE_KEYS: [&str; 5] = ["gpus", "cpus", "mem_gb", "time_min", "slurm"];
 /// More than any single machine (or SLURM node) offers; a typo like `gpus: 100` fails early.
 pub const MAX_GPUS: i64 = 64;
@@ -45,8 +56,16 @@ pub fn load(path: &Path) -> Result<Pipeline, Diagnostics> {
             if items.is_empty() {
                 items.push(Diagnostic::new("the pipeline could not be loaded"));
             }
-            items.sort_by_key(|d| d.span.as_ref().map(|s| (l.file_rank(&s.file), s.line, s.col)).unwrap_or((usize::MAX, 0, 0)));
-            Err(Diagnostics { file: display, items })
+            items.sort_by_key(|d| {
+                d.span
+                    .as_ref()
+                    .map(|s| (l.file_rank(&s.file), s.line, s.col))
+                    .unwrap_or((usize::MAX, 0, 0))
+            });
+            Err(Diagnostics {
+                file: display,
+                items,
+            })
         }
     }
 }
@@ -133,26 +152,52 @@ enum Mode {
 
 impl Loader {
     fn file_rank(&self, display: &str) -> usize {
-        self.sources.files.iter().position(|f| f.display == display).unwrap_or(usize::MAX)
+        self.sources
+            .files
+            .iter()
+            .position(|f| f.display == display)
+            .unwrap_or(usize::MAX)
     }
 
-    fn err(&mut self, loc: Option<Loc>, message: impl Into<String>, key: &str, hint: Option<String>) {
+    fn err(
+        &mut self,
+        loc: Option<Loc>,
+        message: impl Into<String>,
+        key: &str,
+        hint: Option<String>,
+    ) {
         let message = message.into();
         if let Some(l) = loc {
             if !self.seen.insert((l.file, l.line, l.col, message.clone())) {
                 return;
             }
         }
-        let d = Diagnostic::new(message).at(loc.and_then(|l| self.sources.span(l))).key(key).hint_opt(hint);
+        let d = Diagnostic::new(message)
+            .at(loc.and_then(|l| self.sources.span(l)))
+            .key(key)
+            .hint_opt(hint);
         self.errors.push(d);
     }
 
-    fn err_note(&mut self, loc: Loc, message: impl Into<String>, key: &str, hint: Option<String>, note: Option<String>) {
+    fn err_note(
+        &mut self,
+        loc: Loc,
+        message: impl Into<String>,
+        key: &str,
+        hint: Option<String>,
+        note: Option<String>,
+    ) {
         let message = message.into();
-        if !self.seen.insert((loc.file, loc.line, loc.col, message.clone())) {
+        if !self
+            .seen
+            .insert((loc.file, loc.line, loc.col, message.clone()))
+        {
             return;
         }
-        let mut d = Diagnostic::new(message).at(self.sources.span(loc)).key(key).hint_opt(hint);
+        let mut d = Diagnostic::new(message)
+            .at(self.sources.span(loc))
+            .key(key)
+            .hint_opt(hint);
         if let Some(n) = note {
             d = d.note(n);
         }
@@ -168,12 +213,23 @@ impl Loader {
 
     // ----- files and `extend` -------------------------------------------------------------
 
-    fn read_file(&mut self, display: String, abs: PathBuf, stack: &mut Vec<(PathBuf, String)>, from: Option<(Loc, String)>) -> Option<Node> {
+    fn read_file(
+        &mut self,
+        display: String,
+        abs: PathBuf,
+        stack: &mut Vec<(PathBuf, String)>,
+        from: Option<(Loc, String)>,
+    ) -> Option<Node> {
         if let Some(pos) = stack.iter().position(|(p, _)| *p == abs) {
             let mut chain: Vec<String> = stack[pos..].iter().map(|(_, d)| d.clone()).collect();
             chain.push(display.clone());
             let loc = from.map(|(l, _)| l);
-            self.err(loc, format!("`extend` cycle: {}", chain.join(" -> ")), "extend", Some("a file cannot extend itself, directly or through others".into()));
+            self.err(
+                loc,
+                format!("`extend` cycle: {}", chain.join(" -> ")),
+                "extend",
+                Some("a file cannot extend itself, directly or through others".into()),
+            );
             return None;
         }
         let text = match std::fs::read_to_string(&abs) {
@@ -192,7 +248,11 @@ impl Loader {
             }
         };
         let file = self.sources.files.len() as u32;
-        self.sources.files.push(SourceFile { display: display.clone(), abs: abs.clone(), text });
+        self.sources.files.push(SourceFile {
+            display: display.clone(),
+            abs: abs.clone(),
+            text,
+        });
         let text = self.sources.files[file as usize].text.clone();
         let root = match yaml::parse(&text, file, &self.sources) {
             Ok(n) => n,
@@ -202,27 +262,61 @@ impl Loader {
             }
         };
         let Value::Map(entries) = &root.value else {
-            self.err(Some(root.loc), format!("a pipeline file must be a map, got {}", root.type_name()), "", Some("start with `name:` and `stages:`".into()));
+            self.err(
+                Some(root.loc),
+                format!("a pipeline file must be a map, got {}", root.type_name()),
+                "",
+                Some("start with `name:` and `stages:`".into()),
+            );
             return None;
         };
-        let Some(ext) = entries.iter().find(|e| e.key == "extend") else { return Some(root) };
+        let Some(ext) = entries.iter().find(|e| e.key == "extend") else {
+            return Some(root);
+        };
         let Some(rel) = ext.value.as_str() else {
-            self.err(Some(ext.value.loc), format!("`extend` must be a path, got {}", ext.value.type_name()), "extend", Some("e.g. `extend: ./base.yaml`".into()));
+            self.err(
+                Some(ext.value.loc),
+                format!("`extend` must be a path, got {}", ext.value.type_name()),
+                "extend",
+                Some("e.g. `extend: ./base.yaml`".into()),
+            );
             return None;
         };
         let base_display = if Path::new(rel).is_absolute() {
             rel.to_string()
         } else {
-            normalize(&Path::new(&display).parent().unwrap_or(Path::new("")).join(rel)).display().to_string()
+            normalize(
+                &Path::new(&display)
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .join(rel),
+            )
+            .display()
+            .to_string()
         };
         let base_abs = normalize(&abs.parent().unwrap_or(Path::new("/")).join(rel));
         stack.push((abs, display));
-        let base = self.read_file(base_display, base_abs, stack, Some((ext.value.loc, rel.to_string())));
+        let base = self.read_file(
+            base_display,
+            base_abs,
+            stack,
+            Some((ext.value.loc, rel.to_string())),
+        );
         stack.pop();
         let base = base?;
         let mut merged = base;
-        let over: Vec<Entry> = entries.iter().filter(|e| e.key != "extend").cloned().collect();
-        merge_into(&mut merged, Node { value: Value::Map(over), loc: root.loc });
+        let over: Vec<Entry> = entries
+            .iter()
+            .filter(|e| e.key != "extend")
+            .cloned()
+            .collect();
+        merge_into(
+            &mut merged,
+            Node {
+                value: Value::Map(over),
+                loc: root.loc,
+            },
+        );
         Some(merged)
     }
 
@@ -234,15 +328,28 @@ impl Loader {
         for e in entries {
             if !TOP_KEYS.contains(&e.key.as_str()) {
                 stages_misspelt |= did_you_mean(&e.key, TOP_KEYS).as_deref() == Some("stages");
-                self.err(Some(e.key_loc), format!("unknown top-level key `{}`", e.key), &e.key, suggest(&e.key, &TOP_KEYS, "expected one of"));
+                self.err(
+                    Some(e.key_loc),
+                    format!("unknown top-level key `{}`", e.key),
+                    &e.key,
+                    suggest(&e.key, &TOP_KEYS, "expected one of"),
+                );
             }
         }
         let name = match root.get("name") {
-            None => abs.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into()),
+            None => abs
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "pipeline".into()),
             Some(e) => match e.value.as_str() {
                 Some(s) if valid_name(s) => s.to_string(),
                 _ => {
-                    self.err(Some(e.value.loc), "`name` must be a non-empty name of letters, digits, `_`, `-` and `.`", "name", Some("it names the results folder, e.g. `name: diffprob_50`".into()));
+                    self.err(
+                        Some(e.value.loc),
+                        "`name` must be a non-empty name of letters, digits, `_`, `-` and `.`",
+                        "name",
+                        Some("it names the results folder, e.g. `name: diffprob_50`".into()),
+                    );
                     String::new()
                 }
             },
@@ -257,7 +364,12 @@ impl Loader {
         let stage_entries: &[Entry] = match stages_entry {
             None if stages_misspelt => &[],
             None => {
-                let loc = Loc { file: root.loc.file, line: 1, col: 1, len: 1 };
+                let loc = Loc {
+                    file: root.loc.file,
+                    line: 1,
+                    col: 1,
+                    len: 1,
+                };
                 self.err(Some(loc), "no `stages:`", "stages", Some("a pipeline needs at least one stage, e.g. `stages: { data: { uses: synthetic-faces } }`".into()));
                 &[]
             }
@@ -268,7 +380,15 @@ impl Loader {
                     &[]
                 }
                 _ => {
-                    self.err(Some(e.value.loc), format!("`stages` must be a non-empty map of stage name -> stage, got {}", e.value.type_name()), "stages", None);
+                    self.err(
+                        Some(e.value.loc),
+                        format!(
+                            "`stages` must be a non-empty map of stage name -> stage, got {}",
+                            e.value.type_name()
+                        ),
+                        "stages",
+                        None,
+                    );
                     &[]
                 }
             },
@@ -276,12 +396,16 @@ impl Loader {
         let stage_names: Vec<String> = stage_entries.iter().map(|e| e.key.clone()).collect();
         let report = self.read_report(root.get("report"), &stage_names);
 
-        let defs: Vec<StageDef> = stage_entries.iter().map(|e| self.stage_def(e, &params, &matrix)).collect();
+        let defs: Vec<StageDef> = stage_entries
+            .iter()
+            .map(|e| self.stage_def(e, &params, &matrix))
+            .collect();
         // Declared input names of run stages are needed before evaluation; done in stage_def.
         let cells = cells?;
 
         // Evaluate each stage once per distinct projection on its direct axes.
-        let mut evals: Vec<HashMap<Vec<u32>, Option<Rc<StageEval>>>> = Vec::with_capacity(defs.len());
+        let mut evals: Vec<HashMap<Vec<u32>, Option<Rc<StageEval>>>> =
+            Vec::with_capacity(defs.len());
         let mut edges: Vec<BTreeMap<usize, Loc>> = vec![BTreeMap::new(); defs.len()];
         for si in 0..defs.len() {
             let mut map: HashMap<Vec<u32>, Option<Rc<StageEval>>> = HashMap::new();
@@ -292,7 +416,11 @@ impl Loader {
                     if map.contains_key(&key) {
                         continue;
                     }
-                    let ctx = Ctx { params: &params, cells: &cells, cell };
+                    let ctx = Ctx {
+                        params: &params,
+                        cells: &cells,
+                        cell,
+                    };
                     let ev = self.eval_stage(&defs, si, &ctx, &axes, &mut edges[si]);
                     map.insert(key, ev.map(Rc::new));
                 }
@@ -306,7 +434,8 @@ impl Loader {
         }
 
         // Axes each stage depends on: its own plus its upstream stages'.
-        let mut full_axes: Vec<BTreeSet<usize>> = defs.iter().map(|d| d.direct_axes.clone()).collect();
+        let mut full_axes: Vec<BTreeSet<usize>> =
+            defs.iter().map(|d| d.direct_axes.clone()).collect();
         for &si in &order {
             let mut acc = full_axes[si].clone();
             for up in edges[si].keys() {
@@ -328,15 +457,21 @@ impl Loader {
                     continue;
                 }
                 let dkey: Vec<u32> = direct.iter().map(|a| cell[*a]).collect();
-                let Some(Some(ev)) = evals[si].get(&dkey) else { return None };
+                let Some(Some(ev)) = evals[si].get(&dkey) else {
+                    return None;
+                };
                 let mut inputs = BTreeMap::new();
                 for (name, r) in &ev.inputs {
                     let input = match r {
                         InRef::External(p) => Input::External { path: p.clone() },
                         InRef::Upstream { stage, output } => {
-                            let ukey: Vec<u32> = full_axes[*stage].iter().map(|a| cell[*a]).collect();
+                            let ukey: Vec<u32> =
+                                full_axes[*stage].iter().map(|a| cell[*a]).collect();
                             let instance = *index[*stage].get(&ukey)?;
-                            Input::Upstream { instance, output: output.clone() }
+                            Input::Upstream {
+                                instance,
+                                output: output.clone(),
+                            }
                         }
                     };
                     inputs.insert(name.clone(), input);
@@ -344,10 +479,26 @@ impl Loader {
                 let id = if axes.is_empty() {
                     d.name.clone()
                 } else {
-                    let parts: Vec<String> = axes.iter().map(|a| format!("{}={}", cells.axes[*a], cells.rendered[*a][cell[*a] as usize])).collect();
+                    let parts: Vec<String> = axes
+                        .iter()
+                        .map(|a| {
+                            format!(
+                                "{}={}",
+                                cells.axes[*a], cells.rendered[*a][cell[*a] as usize]
+                            )
+                        })
+                        .collect();
                     format!("{}[{}]", d.name, parts.join(","))
                 };
-                let cell_map = axes.iter().map(|a| (cells.axes[*a].clone(), cells.rendered[*a][cell[*a] as usize].clone())).collect();
+                let cell_map = axes
+                    .iter()
+                    .map(|a| {
+                        (
+                            cells.axes[*a].clone(),
+                            cells.rendered[*a][cell[*a] as usize].clone(),
+                        )
+                    })
+                    .collect();
                 index[si].insert(key, instances.len());
                 instances.push(Instance {
                     id,
@@ -366,7 +517,17 @@ impl Loader {
         let cell_maps = cells
             .cells
             .iter()
-            .map(|c| c.iter().enumerate().map(|(a, v)| (cells.axes[a].clone(), cells.rendered[a][*v as usize].clone())).collect())
+            .map(|c| {
+                c.iter()
+                    .enumerate()
+                    .map(|(a, v)| {
+                        (
+                            cells.axes[a].clone(),
+                            cells.rendered[a][*v as usize].clone(),
+                        )
+                    })
+                    .collect()
+            })
             .collect();
         Some(Pipeline {
             name,
@@ -382,7 +543,11 @@ impl Loader {
 
     // ----- params -------------------------------------------------------------------------
 
-    fn read_params<'n>(&mut self, entry: Option<&'n Entry>, matrix: &Matrix) -> BTreeMap<String, &'n Node> {
+    fn read_params<'n>(
+        &mut self,
+        entry: Option<&'n Entry>,
+        matrix: &Matrix,
+    ) -> BTreeMap<String, &'n Node> {
         let mut out = BTreeMap::new();
         let Some(e) = entry else { return out };
         match &e.value.value {
@@ -390,14 +555,36 @@ impl Loader {
             Value::Map(m) => {
                 for p in m {
                     if !valid_ident(&p.key) {
-                        self.err(Some(p.key_loc), format!("bad param name `{}`", p.key), &format!("params.{}", p.key), Some("names are letters, digits, `_` and `-`".into()));
+                        self.err(
+                            Some(p.key_loc),
+                            format!("bad param name `{}`", p.key),
+                            &format!("params.{}", p.key),
+                            Some("names are letters, digits, `_` and `-`".into()),
+                        );
                         continue;
                     }
-                    self.check_templates(&p.value, &format!("params.{}", p.key), Mode::Param, matrix, &BTreeMap::new(), &[], &[], &mut BTreeSet::new());
+                    self.check_templates(
+                        &p.value,
+                        &format!("params.{}", p.key),
+                        Mode::Param,
+                        matrix,
+                        &BTreeMap::new(),
+                        &[],
+                        &[],
+                        &mut BTreeSet::new(),
+                    );
                     out.insert(p.key.clone(), &p.value);
                 }
             }
-            _ => self.err(Some(e.value.loc), format!("`params` must be a map of name -> value, got {}", e.value.type_name()), "params", None),
+            _ => self.err(
+                Some(e.value.loc),
+                format!(
+                    "`params` must be a map of name -> value, got {}",
+                    e.value.type_name()
+                ),
+                "params",
+                None,
+            ),
         }
         out
     }
@@ -412,15 +599,31 @@ impl Loader {
             Value::Null => return (mx, true),
             Value::Map(m) => m,
             _ => {
-                self.err(Some(e.value.loc), format!("`matrix` must be a map of axis -> list of values, got {}", e.value.type_name()), "matrix", None);
+                self.err(
+                    Some(e.value.loc),
+                    format!(
+                        "`matrix` must be a map of axis -> list of values, got {}",
+                        e.value.type_name()
+                    ),
+                    "matrix",
+                    None,
+                );
                 return (mx, false);
             }
         };
         let mut ok = true;
-        for a in entries.iter().filter(|a| a.key != "include" && a.key != "exclude") {
+        for a in entries
+            .iter()
+            .filter(|a| a.key != "include" && a.key != "exclude")
+        {
             let key = format!("matrix.{}", a.key);
             if !valid_ident(&a.key) {
-                self.err(Some(a.key_loc), format!("bad matrix axis name `{}`", a.key), &key, Some("names are letters, digits, `_` and `-`".into()));
+                self.err(
+                    Some(a.key_loc),
+                    format!("bad matrix axis name `{}`", a.key),
+                    &key,
+                    Some("names are letters, digits, `_` and `-`".into()),
+                );
                 self.broken_axes.push(a.key.clone());
                 ok = false;
                 continue;
@@ -435,34 +638,68 @@ impl Loader {
                             ok = false;
                         }
                         if vals.contains(&v) {
-                            self.err(Some(it.loc), format!("value listed twice in matrix axis `{}`", a.key), &format!("{key}[{i}]"), Some("remove the duplicate".into()));
+                            self.err(
+                                Some(it.loc),
+                                format!("value listed twice in matrix axis `{}`", a.key),
+                                &format!("{key}[{i}]"),
+                                Some("remove the duplicate".into()),
+                            );
                             ok = false;
                         }
-                        self.id_names.entry(v.to_string()).or_insert_with(|| render_node_id(it));
+                        self.id_names
+                            .entry(v.to_string())
+                            .or_insert_with(|| render_node_id(it));
                         vals.push(v);
                     }
                     mx.axes.push((a.key.clone(), vals));
                 }
                 Value::Seq(_) | Value::Null => {
                     self.broken_axes.push(a.key.clone());
-                    self.err(Some(a.value.loc), format!("matrix axis `{}` has no values", a.key), &key, Some(format!("list at least one value, e.g. `{}: [a, b]`, or remove the axis", a.key)));
+                    self.err(
+                        Some(a.value.loc),
+                        format!("matrix axis `{}` has no values", a.key),
+                        &key,
+                        Some(format!(
+                            "list at least one value, e.g. `{}: [a, b]`, or remove the axis",
+                            a.key
+                        )),
+                    );
                     ok = false;
                 }
                 _ => {
                     self.broken_axes.push(a.key.clone());
-                    self.err(Some(a.value.loc), format!("matrix axis `{}` must be a list of values, got {}", a.key, a.value.type_name()), &key, Some(format!("write `{}: [{}]`", a.key, scalar_text(&a.value))));
+                    self.err(
+                        Some(a.value.loc),
+                        format!(
+                            "matrix axis `{}` must be a list of values, got {}",
+                            a.key,
+                            a.value.type_name()
+                        ),
+                        &key,
+                        Some(format!("write `{}: [{}]`", a.key, scalar_text(&a.value))),
+                    );
                     ok = false;
                 }
             }
         }
         let names = mx.axis_names();
         for which in ["exclude", "include"] {
-            let Some(list) = e.value.get(which) else { continue };
+            let Some(list) = e.value.get(which) else {
+                continue;
+            };
             let items: &[Node] = match &list.value.value {
                 Value::Seq(v) => v,
                 Value::Null => &[],
                 _ => {
-                    self.err(Some(list.value.loc), format!("`matrix.{which}` must be a list of maps (axis -> value), got {}", list.value.type_name()), &format!("matrix.{which}"), None);
+                    self.err(
+                        Some(list.value.loc),
+                        format!(
+                            "`matrix.{which}` must be a list of maps (axis -> value), got {}",
+                            list.value.type_name()
+                        ),
+                        &format!("matrix.{which}"),
+                        None,
+                    );
                     ok = false;
                     continue;
                 }
@@ -470,33 +707,64 @@ impl Loader {
             for (i, it) in items.iter().enumerate() {
                 let key = format!("matrix.{which}[{i}]");
                 let Some(m) = it.as_map() else {
-                    self.err(Some(it.loc), format!("each `{which}` entry must be a map of axis -> value, got {}", it.type_name()), &key, None);
+                    self.err(
+                        Some(it.loc),
+                        format!(
+                            "each `{which}` entry must be a map of axis -> value, got {}",
+                            it.type_name()
+                        ),
+                        &key,
+                        None,
+                    );
                     ok = false;
                     continue;
                 };
                 let mut cell = BTreeMap::new();
                 for kv in m {
                     if !names.contains(&kv.key) {
-                        self.err(Some(kv.key_loc), format!("`{which}` names an unknown matrix axis `{}`", kv.key), &format!("{key}.{}", kv.key), suggest(&kv.key, &names, "the axes are"));
+                        self.err(
+                            Some(kv.key_loc),
+                            format!("`{which}` names an unknown matrix axis `{}`", kv.key),
+                            &format!("{key}.{}", kv.key),
+                            suggest(&kv.key, &names, "the axes are"),
+                        );
                         ok = false;
                         continue;
                     }
                     let v = kv.value.to_json();
-                    self.id_names.entry(v.to_string()).or_insert_with(|| render_node_id(&kv.value));
+                    self.id_names
+                        .entry(v.to_string())
+                        .or_insert_with(|| render_node_id(&kv.value));
                     cell.insert(kv.key.clone(), v);
                 }
                 if m.is_empty() {
-                    self.err(Some(it.loc), format!("empty `{which}` entry"), &key, Some(if which == "exclude" { "an empty entry would match every cell".into() } else { "give a value for every axis".into() }));
+                    self.err(
+                        Some(it.loc),
+                        format!("empty `{which}` entry"),
+                        &key,
+                        Some(if which == "exclude" {
+                            "an empty entry would match every cell".into()
+                        } else {
+                            "give a value for every axis".into()
+                        }),
+                    );
                     ok = false;
                 }
                 if which == "include" {
-                    let missing: Vec<String> = names.iter().filter(|n| !cell.contains_key(*n)).map(|n| format!("`{n}`")).collect();
+                    let missing: Vec<String> = names
+                        .iter()
+                        .filter(|n| !cell.contains_key(*n))
+                        .map(|n| format!("`{n}`"))
+                        .collect();
                     if !missing.is_empty() && !m.is_empty() {
                         self.err(
                             Some(it.loc),
                             format!("`include` entry gives no value for {}", missing.join(", ")),
                             &key,
-                            Some("an include entry is a whole cell: give a value for every axis".into()),
+                            Some(
+                                "an include entry is a whole cell: give a value for every axis"
+                                    .into(),
+                            ),
                         );
                         ok = false;
                     }
@@ -514,8 +782,17 @@ impl Loader {
     fn cells(&mut self, mx: &Matrix, entry: Option<&Entry>) -> Option<Cells> {
         let mut raw = mx.cells();
         if raw.is_empty() {
-            self.err(entry.map(|e| e.key_loc), "the matrix has no cells: `exclude` removes every combination", "matrix", Some("remove an `exclude` entry, or add cells with `include`".into()));
-            raw = Matrix { axes: mx.axes.clone(), ..Default::default() }.cells();
+            self.err(
+                entry.map(|e| e.key_loc),
+                "the matrix has no cells: `exclude` removes every combination",
+                "matrix",
+                Some("remove an `exclude` entry, or add cells with `include`".into()),
+            );
+            raw = Matrix {
+                axes: mx.axes.clone(),
+                ..Default::default()
+            }
+            .cells();
         }
         let axes = mx.axis_names();
         let mut values: Vec<Vec<J>> = vec![Vec::new(); axes.len()];
@@ -537,7 +814,15 @@ impl Loader {
         let mut rendered: Vec<Vec<String>> = Vec::new();
         let mut ok = true;
         for (a, vals) in values.iter().enumerate() {
-            let r: Vec<String> = vals.iter().map(|v| self.id_names.get(&v.to_string()).cloned().unwrap_or_else(|| render_id_value(v))).collect();
+            let r: Vec<String> = vals
+                .iter()
+                .map(|v| {
+                    self.id_names
+                        .get(&v.to_string())
+                        .cloned()
+                        .unwrap_or_else(|| render_id_value(v))
+                })
+                .collect();
             for i in 0..r.len() {
                 if let Some(j) = (0..i).find(|j| r[*j] == r[i]) {
                     let loc = entry.and_then(|e| e.value.get(&axes[a])).map(|e| e.key_loc);
@@ -553,7 +838,12 @@ impl Loader {
             rendered.push(r);
         }
         let _ = ok;
-        Some(Cells { axes, values, rendered, cells })
+        Some(Cells {
+            axes,
+            values,
+            rendered,
+            cells,
+        })
     }
 
     // ----- executor / report --------------------------------------------------------------
@@ -563,7 +853,12 @@ impl Loader {
         let Some(e) = entry else { return cfg };
         let Some(m) = e.value.as_map() else {
             if !e.value.is_null() {
-                self.err(Some(e.value.loc), format!("`executor` must be a map, got {}", e.value.type_name()), "executor", Some("e.g. `executor: { kind: slurm, slurm: { partition: gpu } }`".into()));
+                self.err(
+                    Some(e.value.loc),
+                    format!("`executor` must be a map, got {}", e.value.type_name()),
+                    "executor",
+                    Some("e.g. `executor: { kind: slurm, slurm: { partition: gpu } }`".into()),
+                );
             }
             return cfg;
         };
@@ -573,11 +868,21 @@ impl Loader {
                     Some(k @ ("local" | "slurm")) => cfg.kind = Some(k.to_string()),
                     _ => {
                         let got = scalar_text(&kv.value);
-                        self.err(Some(kv.value.loc), format!("unknown executor `{got}`"), "executor.kind", suggest(&got, &["local", "slurm"], "expected one of"));
+                        self.err(
+                            Some(kv.value.loc),
+                            format!("unknown executor `{got}`"),
+                            "executor.kind",
+                            suggest(&got, &["local", "slurm"], "expected one of"),
+                        );
                     }
                 },
                 "slurm" => cfg.slurm = self.string_map(&kv.value, "executor.slurm"),
-                other => self.err(Some(kv.key_loc), format!("unknown key `{other}` in `executor`"), &format!("executor.{other}"), suggest(other, &["kind", "slurm"], "expected one of")),
+                other => self.err(
+                    Some(kv.key_loc),
+                    format!("unknown key `{other}` in `executor`"),
+                    &format!("executor.{other}"),
+                    suggest(other, &["kind", "slurm"], "expected one of"),
+                ),
             }
         }
         cfg
@@ -588,7 +893,12 @@ impl Loader {
         let Some(e) = entry else { return cfg };
         let Some(m) = e.value.as_map() else {
             if !e.value.is_null() {
-                self.err(Some(e.value.loc), format!("`report` must be a map, got {}", e.value.type_name()), "report", Some("e.g. `report: { stages: [verify, prune] }`".into()));
+                self.err(
+                    Some(e.value.loc),
+                    format!("`report` must be a map, got {}", e.value.type_name()),
+                    "report",
+                    Some("e.g. `report: { stages: [verify, prune] }`".into()),
+                );
             }
             return cfg;
         };
@@ -598,7 +908,12 @@ impl Loader {
                 "stages" => &mut cfg.stages,
                 "baseline" => &mut cfg.baseline,
                 other => {
-                    self.err(Some(kv.key_loc), format!("unknown key `{other}` in `report`"), &key, suggest(other, &["stages", "baseline"], "expected one of"));
+                    self.err(
+                        Some(kv.key_loc),
+                        format!("unknown key `{other}` in `report`"),
+                        &key,
+                        suggest(other, &["stages", "baseline"], "expected one of"),
+                    );
                     continue;
                 }
             };
@@ -612,7 +927,12 @@ impl Loader {
                     Some(s) if stages.iter().any(|n| n == s) => target.push(s.to_string()),
                     _ => {
                         let got = scalar_text(it);
-                        self.err(Some(it.loc), format!("`{key}` names an unknown stage `{got}`"), &format!("{key}[{i}]"), suggest(&got, stages, "the stages are"));
+                        self.err(
+                            Some(it.loc),
+                            format!("`{key}` names an unknown stage `{got}`"),
+                            &format!("{key}[{i}]"),
+                            suggest(&got, stages, "the stages are"),
+                        );
                     }
                 }
             }
@@ -630,21 +950,53 @@ impl Loader {
                         Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_) => {
                             out.insert(kv.key.clone(), interp::render(&kv.value.to_json()));
                         }
-                        _ => self.err(Some(kv.value.loc), format!("`{key}.{}` must be a string or number, got {}", kv.key, kv.value.type_name()), &format!("{key}.{}", kv.key), None),
+                        _ => self.err(
+                            Some(kv.value.loc),
+                            format!(
+                                "`{key}.{}` must be a string or number, got {}",
+                                kv.key,
+                                kv.value.type_name()
+                            ),
+                            &format!("{key}.{}", kv.key),
+                            None,
+                        ),
                     }
                 }
             }
-            _ => self.err(Some(n.loc), format!("`{key}` must be a map of option -> value, got {}", n.type_name()), key, Some("e.g. `{ partition: gpu, account: lab }`".into())),
+            _ => self.err(
+                Some(n.loc),
+                format!(
+                    "`{key}` must be a map of option -> value, got {}",
+                    n.type_name()
+                ),
+                key,
+                Some("e.g. `{ partition: gpu, account: lab }`".into()),
+            ),
         }
         out
     }
 
     // ----- stages: static checks ----------------------------------------------------------
 
-    fn stage_def<'n>(&mut self, e: &'n Entry, params: &BTreeMap<String, &Node>, matrix: &Matrix) -> StageDef<'n> {
+    fn stage_def<'n>(
+        &mut self,
+        e: &'n Entry,
+        params: &BTreeMap<String, &Node>,
+        matrix: &Matrix,
+    ) -> StageDef<'n> {
         let name = e.key.clone();
         let sk = format!("stages.{name}");
-        let mut d = StageDef { name: name.clone(), key_loc: e.key_loc, node: &e.value, kind: None, is_run: false, outputs: Vec::new(), input_names: Vec::new(), direct_axes: BTreeSet::new(), ok: true };
+        let mut d = StageDef {
+            name: name.clone(),
+            key_loc: e.key_loc,
+            node: &e.value,
+            kind: None,
+            is_run: false,
+            outputs: Vec::new(),
+            input_names: Vec::new(),
+            direct_axes: BTreeSet::new(),
+            ok: true,
+        };
         if !valid_ident(&name) {
             self.err(Some(e.key_loc), format!("bad stage name `{name}`"), &sk, Some("stage names are letters, digits, `_` and `-` (a `.` would make `stage.output` references ambiguous)".into()));
             d.ok = false;
@@ -656,37 +1008,76 @@ impl Loader {
         };
         for kv in m {
             if !STAGE_KEYS.contains(&kv.key.as_str()) {
-                self.err(Some(kv.key_loc), format!("unknown key `{}` in stage `{name}`", kv.key), &format!("{sk}.{}", kv.key), suggest(&kv.key, &STAGE_KEYS, "expected one of"));
+                self.err(
+                    Some(kv.key_loc),
+                    format!("unknown key `{}` in stage `{name}`", kv.key),
+                    &format!("{sk}.{}", kv.key),
+                    suggest(&kv.key, &STAGE_KEYS, "expected one of"),
+                );
             }
         }
         let uses = e.value.get("uses");
         let run = e.value.get("run");
         match (uses, run) {
             (Some(u), Some(_)) => {
-                self.err(Some(u.key_loc), format!("stage `{name}` has both `uses` and `run`"), &sk, Some("a stage is either a built-in kind (`uses:`) or a shell command (`run:`)".into()));
+                self.err(
+                    Some(u.key_loc),
+                    format!("stage `{name}` has both `uses` and `run`"),
+                    &sk,
+                    Some(
+                        "a stage is either a built-in kind (`uses:`) or a shell command (`run:`)"
+                            .into(),
+                    ),
+                );
                 d.ok = false;
             }
             (None, None) => {
-                self.err(Some(e.key_loc), format!("stage `{name}` has neither `uses` nor `run`"), &sk, Some(format!("add `uses: KIND` (one of {}) or `run: COMMAND`", kinds::names().join(", "))));
+                self.err(
+                    Some(e.key_loc),
+                    format!("stage `{name}` has neither `uses` nor `run`"),
+                    &sk,
+                    Some(format!(
+                        "add `uses: KIND` (one of {}) or `run: COMMAND`",
+                        kinds::names().join(", ")
+                    )),
+                );
                 d.ok = false;
             }
             (Some(u), None) => match u.value.as_str() {
                 Some(k) => match kinds::lookup(k) {
                     Some(spec) => d.kind = Some(spec),
                     None => {
-                        self.err(Some(u.value.loc), format!("unknown kind `{k}`"), &format!("{sk}.uses"), suggest(k, &kinds::names(), "the built-in kinds are"));
+                        self.err(
+                            Some(u.value.loc),
+                            format!("unknown kind `{k}`"),
+                            &format!("{sk}.uses"),
+                            suggest(k, &kinds::names(), "the built-in kinds are"),
+                        );
                         d.ok = false;
                     }
                 },
                 None => {
-                    self.err(Some(u.value.loc), format!("`uses` must name a kind, got {}", u.value.type_name()), &format!("{sk}.uses"), suggest("", &kinds::names(), "the built-in kinds are"));
+                    self.err(
+                        Some(u.value.loc),
+                        format!("`uses` must name a kind, got {}", u.value.type_name()),
+                        &format!("{sk}.uses"),
+                        suggest("", &kinds::names(), "the built-in kinds are"),
+                    );
                     d.ok = false;
                 }
             },
             (None, Some(r)) => {
                 d.is_run = true;
                 if r.value.as_str().is_none_or(|s| s.trim().is_empty()) {
-                    self.err(Some(r.value.loc), format!("`run` must be a non-empty command, got {}", r.value.type_name()), &format!("{sk}.run"), Some("e.g. `run: \"python3 ${inputs.script} > ${outputs.report}\"`".into()));
+                    self.err(
+                        Some(r.value.loc),
+                        format!(
+                            "`run` must be a non-empty command, got {}",
+                            r.value.type_name()
+                        ),
+                        &format!("{sk}.run"),
+                        Some("e.g. `run: \"python3 ${inputs.script} > ${outputs.report}\"`".into()),
+                    );
                     d.ok = false;
                 }
             }
@@ -694,7 +1085,16 @@ impl Loader {
 
         // Outputs.
         if let Some(kind) = d.kind {
-            d.outputs = kind.outputs.iter().map(|p| Output { name: p.name.to_string(), rel_path: p.rel_path().to_string(), is_dir: p.is_dir(), required: p.required }).collect();
+            d.outputs = kind
+                .outputs
+                .iter()
+                .map(|p| Output {
+                    name: p.name.to_string(),
+                    rel_path: p.rel_path().to_string(),
+                    is_dir: p.is_dir(),
+                    required: p.required,
+                })
+                .collect();
             for key in ["outputs", "env"] {
                 if let Some(kv) = e.value.get(key) {
                     let hint = if key == "outputs" {
@@ -703,13 +1103,23 @@ impl Loader {
                     } else {
                         "`env` is for `run:` stages".into()
                     };
-                    self.err(Some(kv.key_loc), format!("`{key}` is only for `run:` stages"), &format!("{sk}.{key}"), Some(hint));
+                    self.err(
+                        Some(kv.key_loc),
+                        format!("`{key}` is only for `run:` stages"),
+                        &format!("{sk}.{key}"),
+                        Some(hint),
+                    );
                 }
             }
         } else if d.is_run {
             d.outputs = self.run_outputs(e.value.get("outputs"), &sk);
             if let Some(kv) = e.value.get("with") {
-                self.err(Some(kv.key_loc), "`with` is only for built-in kinds (`uses:`)", &format!("{sk}.with"), Some("pass values to a command through `${params.x}` or `env:`".into()));
+                self.err(
+                    Some(kv.key_loc),
+                    "`with` is only for built-in kinds (`uses:`)",
+                    &format!("{sk}.with"),
+                    Some("pass values to a command through `${params.x}` or `env:`".into()),
+                );
             }
         }
 
@@ -723,25 +1133,61 @@ impl Loader {
                         if let Some(kind) = d.kind {
                             if kind.input(&inp.key).is_none() {
                                 let ports: Vec<&str> = kind.inputs.iter().map(|p| p.name).collect();
-                                let hint = if ports.is_empty() { Some(format!("kind `{}` takes no inputs", kind.name)) } else { suggest(&inp.key, &ports, &format!("the inputs of `{}` are", kind.name)) };
-                                self.err(Some(inp.key_loc), format!("kind `{}` has no input `{}`", kind.name, inp.key), &format!("{sk}.inputs.{}", inp.key), hint);
+                                let hint = if ports.is_empty() {
+                                    Some(format!("kind `{}` takes no inputs", kind.name))
+                                } else {
+                                    suggest(
+                                        &inp.key,
+                                        &ports,
+                                        &format!("the inputs of `{}` are", kind.name),
+                                    )
+                                };
+                                self.err(
+                                    Some(inp.key_loc),
+                                    format!("kind `{}` has no input `{}`", kind.name, inp.key),
+                                    &format!("{sk}.inputs.{}", inp.key),
+                                    hint,
+                                );
                             }
                         } else if !valid_ident(&inp.key) {
-                            self.err(Some(inp.key_loc), format!("bad input name `{}`", inp.key), &format!("{sk}.inputs.{}", inp.key), Some("names are letters, digits, `_` and `-`".into()));
+                            self.err(
+                                Some(inp.key_loc),
+                                format!("bad input name `{}`", inp.key),
+                                &format!("{sk}.inputs.{}", inp.key),
+                                Some("names are letters, digits, `_` and `-`".into()),
+                            );
                         }
                     }
                 }
                 _ => {
-                    self.err(Some(kv.value.loc), format!("`inputs` must be a map of name -> `stage.output` or path, got {}", kv.value.type_name()), &format!("{sk}.inputs"), None);
+                    self.err(
+                        Some(kv.value.loc),
+                        format!(
+                            "`inputs` must be a map of name -> `stage.output` or path, got {}",
+                            kv.value.type_name()
+                        ),
+                        &format!("{sk}.inputs"),
+                        None,
+                    );
                     d.ok = false;
                 }
             }
         }
         if let Some(kind) = d.kind {
-            let missing: Vec<&str> = kind.inputs.iter().filter(|p| p.required && !d.input_names.iter().any(|n| n == p.name)).map(|p| p.name).collect();
+            let missing: Vec<&str> = kind
+                .inputs
+                .iter()
+                .filter(|p| p.required && !d.input_names.iter().any(|n| n == p.name))
+                .map(|p| p.name)
+                .collect();
             for p in missing {
                 let doc = kind.input(p).map(|x| x.doc).unwrap_or("");
-                self.err(Some(e.key_loc), format!("stage `{name}` (kind `{}`) needs input `{p}`", kind.name), &format!("{sk}.inputs"), Some(format!("add `inputs: {{ {p}: STAGE.OUTPUT }}` ({doc})")));
+                self.err(
+                    Some(e.key_loc),
+                    format!("stage `{name}` (kind `{}`) needs input `{p}`", kind.name),
+                    &format!("{sk}.inputs"),
+                    Some(format!("add `inputs: {{ {p}: STAGE.OUTPUT }}` ({doc})")),
+                );
             }
             // `with:` keys: unknown params with a did-you-mean (before the kind's own checks).
             if let Some(w) = e.value.get("with") {
@@ -751,13 +1197,34 @@ impl Loader {
                         let names = (kind.param_names)();
                         for p in m {
                             if !names.contains(&p.key) {
-                                let hint = if names.is_empty() { Some(format!("kind `{}` takes no params", kind.name)) } else { suggest(&p.key, &names, &format!("the params of `{}` are", kind.name)) };
-                                self.err(Some(p.key_loc), format!("unknown param `{}` for kind `{}`", p.key, kind.name), &format!("{sk}.with.{}", p.key), hint);
+                                let hint = if names.is_empty() {
+                                    Some(format!("kind `{}` takes no params", kind.name))
+                                } else {
+                                    suggest(
+                                        &p.key,
+                                        &names,
+                                        &format!("the params of `{}` are", kind.name),
+                                    )
+                                };
+                                self.err(
+                                    Some(p.key_loc),
+                                    format!("unknown param `{}` for kind `{}`", p.key, kind.name),
+                                    &format!("{sk}.with.{}", p.key),
+                                    hint,
+                                );
                             }
                         }
                     }
                     _ => {
-                        self.err(Some(w.value.loc), format!("`with` must be a map of param -> value, got {}", w.value.type_name()), &format!("{sk}.with"), None);
+                        self.err(
+                            Some(w.value.loc),
+                            format!(
+                                "`with` must be a map of param -> value, got {}",
+                                w.value.type_name()
+                            ),
+                            &format!("{sk}.with"),
+                            None,
+                        );
                         d.ok = false;
                     }
                 }
@@ -765,7 +1232,15 @@ impl Loader {
         }
         if let Some(kv) = e.value.get("env") {
             if !matches!(kv.value.value, Value::Map(_) | Value::Null) {
-                self.err(Some(kv.value.loc), format!("`env` must be a map of variable -> value, got {}", kv.value.type_name()), &format!("{sk}.env"), None);
+                self.err(
+                    Some(kv.value.loc),
+                    format!(
+                        "`env` must be a map of variable -> value, got {}",
+                        kv.value.type_name()
+                    ),
+                    &format!("{sk}.env"),
+                    None,
+                );
                 d.ok = false;
             }
         }
@@ -777,9 +1252,22 @@ impl Loader {
             if kv.key == "uses" || kv.key == "outputs" {
                 continue;
             }
-            let mode = if kv.key == "run" { Mode::Command } else { Mode::Value };
+            let mode = if kv.key == "run" {
+                Mode::Command
+            } else {
+                Mode::Value
+            };
             self.uses_broken_axis = false;
-            self.check_templates(&kv.value, &format!("{sk}.{}", kv.key), mode, matrix, params, &d.input_names, &outputs, &mut axes);
+            self.check_templates(
+                &kv.value,
+                &format!("{sk}.{}", kv.key),
+                mode,
+                matrix,
+                params,
+                &d.input_names,
+                &outputs,
+                &mut axes,
+            );
             // Template errors alone do not stop evaluation (failed lookups evaluate to
             // nothing, silently), so the rest of the stage is still checked.
             if self.uses_broken_axis {
@@ -798,25 +1286,61 @@ impl Loader {
             let name = name.trim_end_matches('/');
             let rel = path.trim_end_matches('/');
             if !valid_ident(name) {
-                this.err(Some(loc), format!("bad output name `{name}`"), &key, Some("names are letters, digits, `_` and `-`; a trailing `/` marks a folder".into()));
+                this.err(
+                    Some(loc),
+                    format!("bad output name `{name}`"),
+                    &key,
+                    Some(
+                        "names are letters, digits, `_` and `-`; a trailing `/` marks a folder"
+                            .into(),
+                    ),
+                );
                 return;
             }
-            if rel.is_empty() || rel.starts_with('/') || rel.split('/').any(|c| c == ".." || c == ".") {
-                this.err(Some(loc), format!("output path `{path}` must be relative and stay inside the stage's folder"), &key, None);
+            if rel.is_empty()
+                || rel.starts_with('/')
+                || rel.split('/').any(|c| c == ".." || c == ".")
+            {
+                this.err(
+                    Some(loc),
+                    format!(
+                        "output path `{path}` must be relative and stay inside the stage's folder"
+                    ),
+                    &key,
+                    None,
+                );
                 return;
             }
             if out.iter().any(|o| o.name == name) {
-                this.err(Some(loc), format!("output `{name}` declared twice"), &key, None);
+                this.err(
+                    Some(loc),
+                    format!("output `{name}` declared twice"),
+                    &key,
+                    None,
+                );
                 return;
             }
-            out.push(Output { name: name.to_string(), rel_path: rel.to_string(), is_dir, required: true });
+            out.push(Output {
+                name: name.to_string(),
+                rel_path: rel.to_string(),
+                is_dir,
+                required: true,
+            });
         };
         match &e.value.value {
             Value::Seq(items) => {
                 for (i, it) in items.iter().enumerate() {
                     match it.as_str() {
                         Some(s) => add(self, s, s, it.loc, format!("{sk}.outputs[{i}]")),
-                        None => self.err(Some(it.loc), format!("an output is a name (a trailing `/` marks a folder), got {}", it.type_name()), &format!("{sk}.outputs[{i}]"), None),
+                        None => self.err(
+                            Some(it.loc),
+                            format!(
+                                "an output is a name (a trailing `/` marks a folder), got {}",
+                                it.type_name()
+                            ),
+                            &format!("{sk}.outputs[{i}]"),
+                            None,
+                        ),
                     }
                 }
             }
@@ -824,15 +1348,41 @@ impl Loader {
                 for kv in m {
                     match kv.value.as_str() {
                         Some(p) => {
-                            let n = if p.ends_with('/') { format!("{}/", kv.key) } else { kv.key.clone() };
-                            add(self, &n, p, kv.value.loc, format!("{sk}.outputs.{}", kv.key))
+                            let n = if p.ends_with('/') {
+                                format!("{}/", kv.key)
+                            } else {
+                                kv.key.clone()
+                            };
+                            add(
+                                self,
+                                &n,
+                                p,
+                                kv.value.loc,
+                                format!("{sk}.outputs.{}", kv.key),
+                            )
                         }
-                        None => self.err(Some(kv.value.loc), format!("an output path must be a string, got {}", kv.value.type_name()), &format!("{sk}.outputs.{}", kv.key), None),
+                        None => self.err(
+                            Some(kv.value.loc),
+                            format!(
+                                "an output path must be a string, got {}",
+                                kv.value.type_name()
+                            ),
+                            &format!("{sk}.outputs.{}", kv.key),
+                            None,
+                        ),
                     }
                 }
             }
             Value::Null => {}
-            _ => self.err(Some(e.value.loc), format!("`outputs` must be a list of names, got {}", e.value.type_name()), &format!("{sk}.outputs"), Some("e.g. `outputs: [report, plots/]`".into())),
+            _ => self.err(
+                Some(e.value.loc),
+                format!(
+                    "`outputs` must be a list of names, got {}",
+                    e.value.type_name()
+                ),
+                &format!("{sk}.outputs"),
+                Some("e.g. `outputs: [report, plots/]`".into()),
+            ),
         }
         out
     }
@@ -870,14 +1420,30 @@ impl Loader {
                             Some(i) => {
                                 axes.insert(i);
                             }
-                            None if self.broken_axes.contains(first) => self.uses_broken_axis = true,
+                            None if self.broken_axes.contains(first) => {
+                                self.uses_broken_axis = true
+                            }
                             None => {
-                                let hint = if names.is_empty() { Some("this pipeline has no `matrix:`".into()) } else { suggest(first, &names, "the axes are") };
-                                self.err(Some(loc), format!("unknown matrix axis `{first}` in `{}`", r.text()), key, hint);
+                                let hint = if names.is_empty() {
+                                    Some("this pipeline has no `matrix:`".into())
+                                } else {
+                                    suggest(first, &names, "the axes are")
+                                };
+                                self.err(
+                                    Some(loc),
+                                    format!("unknown matrix axis `{first}` in `{}`", r.text()),
+                                    key,
+                                    hint,
+                                );
                             }
                         },
                         Ns::Params if mode == Mode::Param => {
-                            self.err(Some(loc), format!("a param cannot use another param (`{}`)", r.text()), key, Some("params may use `${matrix.AXIS}`; write the value out".into()));
+                            self.err(
+                                Some(loc),
+                                format!("a param cannot use another param (`{}`)", r.text()),
+                                key,
+                                Some("params may use `${matrix.AXIS}`; write the value out".into()),
+                            );
                         }
                         Ns::Params => match params.get(first) {
                             Some(pn) => {
@@ -889,8 +1455,17 @@ impl Loader {
                             }
                             None => {
                                 let pnames: Vec<&str> = params.keys().map(String::as_str).collect();
-                                let hint = if pnames.is_empty() { Some("this pipeline has no `params:`".into()) } else { suggest(first, &pnames, "the params are") };
-                                self.err(Some(loc), format!("unknown param `{first}` in `{}`", r.text()), key, hint);
+                                let hint = if pnames.is_empty() {
+                                    Some("this pipeline has no `params:`".into())
+                                } else {
+                                    suggest(first, &pnames, "the params are")
+                                };
+                                self.err(
+                                    Some(loc),
+                                    format!("unknown param `{first}` in `{}`", r.text()),
+                                    key,
+                                    hint,
+                                );
                             }
                         },
                         Ns::Inputs | Ns::Outputs if mode != Mode::Command => {
@@ -902,16 +1477,38 @@ impl Loader {
                             );
                         }
                         Ns::Inputs | Ns::Outputs => {
-                            let (declared, what) = if r.ns == Ns::Inputs { (inputs, "input") } else { (outputs, "output") };
+                            let (declared, what) = if r.ns == Ns::Inputs {
+                                (inputs, "input")
+                            } else {
+                                (outputs, "output")
+                            };
                             if r.path.len() > 1 {
-                                self.err(Some(loc), format!("`{}`: an {what} is a path, it has no keys", r.text()), key, Some(format!("write `${{{}.{first}}}`", r.ns.name())));
+                                self.err(
+                                    Some(loc),
+                                    format!("`{}`: an {what} is a path, it has no keys", r.text()),
+                                    key,
+                                    Some(format!("write `${{{}.{first}}}`", r.ns.name())),
+                                );
                             } else if !declared.iter().any(|d| d == first) {
                                 let hint = if declared.is_empty() {
-                                    Some(format!("declare it: `{}: {}`", if what == "input" { "inputs" } else { "outputs" }, if what == "input" { format!("{{ {first}: STAGE.OUTPUT }}") } else { format!("[{first}]") }))
+                                    Some(format!(
+                                        "declare it: `{}: {}`",
+                                        if what == "input" { "inputs" } else { "outputs" },
+                                        if what == "input" {
+                                            format!("{{ {first}: STAGE.OUTPUT }}")
+                                        } else {
+                                            format!("[{first}]")
+                                        }
+                                    ))
                                 } else {
                                     suggest(first, declared, &format!("the declared {what}s are"))
                                 };
-                                self.err(Some(loc), format!("`{}` names an undeclared {what}", r.text()), key, hint);
+                                self.err(
+                                    Some(loc),
+                                    format!("`{}` names an undeclared {what}", r.text()),
+                                    key,
+                                    hint,
+                                );
                             }
                         }
                     }
@@ -919,12 +1516,30 @@ impl Loader {
             }
             Value::Seq(v) => {
                 for (i, it) in v.iter().enumerate() {
-                    self.check_templates(it, &format!("{key}[{i}]"), mode, matrix, params, inputs, outputs, axes);
+                    self.check_templates(
+                        it,
+                        &format!("{key}[{i}]"),
+                        mode,
+                        matrix,
+                        params,
+                        inputs,
+                        outputs,
+                        axes,
+                    );
                 }
             }
             Value::Map(m) => {
                 for kv in m {
-                    self.check_templates(&kv.value, &format!("{key}.{}", kv.key), mode, matrix, params, inputs, outputs, axes);
+                    self.check_templates(
+                        &kv.value,
+                        &format!("{key}.{}", kv.key),
+                        mode,
+                        matrix,
+                        params,
+                        inputs,
+                        outputs,
+                        axes,
+                    );
                 }
             }
             _ => {}
@@ -934,16 +1549,29 @@ impl Loader {
     /// The location of chars `offset..offset+len` of the string scalar `n`, when it sits on one
     /// line; else the scalar itself.
     fn sub_loc(&self, n: &Node, offset: usize, len: usize) -> Loc {
-        let Some(f) = self.sources.files.get(n.loc.file as usize) else { return n.loc };
-        let line = f.text.lines().nth(n.loc.line.saturating_sub(1) as usize).unwrap_or("");
+        let Some(f) = self.sources.files.get(n.loc.file as usize) else {
+            return n.loc;
+        };
+        let line = f
+            .text
+            .lines()
+            .nth(n.loc.line.saturating_sub(1) as usize)
+            .unwrap_or("");
         let first = line.chars().nth(n.loc.col.saturating_sub(1) as usize);
         let quote = matches!(first, Some('"') | Some('\'')) as usize;
         let s = n.as_str().unwrap_or("");
-        let fits = (n.loc.len as usize) >= s.chars().count() && !s.contains('\n') && (quote == 0 || !line.contains('\\'));
+        let fits = (n.loc.len as usize) >= s.chars().count()
+            && !s.contains('\n')
+            && (quote == 0 || !line.contains('\\'));
         if !fits {
             return n.loc;
         }
-        Loc { file: n.loc.file, line: n.loc.line, col: n.loc.col + (quote + offset) as u32, len: len as u32 }
+        Loc {
+            file: n.loc.file,
+            line: n.loc.line,
+            col: n.loc.col + (quote + offset) as u32,
+            len: len as u32,
+        }
     }
 
     // ----- stages: per-cell evaluation ----------------------------------------------------
@@ -952,11 +1580,26 @@ impl Loader {
         if axes.is_empty() {
             return None;
         }
-        let parts: Vec<String> = axes.iter().map(|a| format!("{}={}", ctx.cells.axes[*a], ctx.cells.rendered[*a][ctx.cell[*a] as usize])).collect();
+        let parts: Vec<String> = axes
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}={}",
+                    ctx.cells.axes[*a], ctx.cells.rendered[*a][ctx.cell[*a] as usize]
+                )
+            })
+            .collect();
         Some(format!("in matrix cell {}", parts.join(",")))
     }
 
-    fn eval_stage(&mut self, defs: &[StageDef], si: usize, ctx: &Ctx, axes: &[usize], edges: &mut BTreeMap<usize, Loc>) -> Option<StageEval> {
+    fn eval_stage(
+        &mut self,
+        defs: &[StageDef],
+        si: usize,
+        ctx: &Ctx,
+        axes: &[usize],
+        edges: &mut BTreeMap<usize, Loc>,
+    ) -> Option<StageEval> {
         let d = &defs[si];
         let sk = format!("stages.{}", d.name);
         let note = self.cell_note(ctx, axes);
@@ -969,7 +1612,9 @@ impl Loader {
         if let Some(e) = d.node.get("inputs") {
             for kv in e.value.as_map().unwrap_or(&[]) {
                 let key = format!("{sk}.inputs.{}", kv.key);
-                let Some(v) = self.interp(&kv.value, ctx, Mode::Value, &key, &note) else { continue };
+                let Some(v) = self.interp(&kv.value, ctx, Mode::Value, &key, &note) else {
+                    continue;
+                };
                 let s = match &v {
                     J::Null => String::new(),
                     J::String(s) => s.trim().to_string(),
@@ -984,13 +1629,28 @@ impl Loader {
                         None => true,
                     };
                     if required {
-                        let hint = if d.kind.is_some() { "a required input needs a value in every cell" } else { "inputs of a `run:` stage cannot be empty; remove the input or give it a value" };
-                        self.err_note(kv.value.loc, format!("input `{}` is empty", kv.key), &key, Some(hint.into()), note.clone());
+                        let hint = if d.kind.is_some() {
+                            "a required input needs a value in every cell"
+                        } else {
+                            "inputs of a `run:` stage cannot be empty; remove the input or give it a value"
+                        };
+                        self.err_note(
+                            kv.value.loc,
+                            format!("input `{}` is empty", kv.key),
+                            &key,
+                            Some(hint.into()),
+                            note.clone(),
+                        );
                     }
                     continue;
                 }
                 if s.starts_with("./") || s.starts_with("../") || s.starts_with('/') {
-                    let base = self.sources.files.get(kv.value.loc.file as usize).and_then(|f| f.abs.parent().map(Path::to_path_buf)).unwrap_or_default();
+                    let base = self
+                        .sources
+                        .files
+                        .get(kv.value.loc.file as usize)
+                        .and_then(|f| f.abs.parent().map(Path::to_path_buf))
+                        .unwrap_or_default();
                     inputs.push((kv.key.clone(), InRef::External(normalize(&base.join(&s)))));
                     continue;
                 }
@@ -1006,7 +1666,13 @@ impl Loader {
                 };
                 let Some(ui) = defs.iter().position(|x| x.name == stage) else {
                     let names: Vec<&str> = defs.iter().map(|x| x.name.as_str()).collect();
-                    self.err_note(kv.value.loc, format!("input `{}` refers to an unknown stage `{stage}`", kv.key), &key, suggest(stage, &names, "the stages are"), note.clone());
+                    self.err_note(
+                        kv.value.loc,
+                        format!("input `{}` refers to an unknown stage `{stage}`", kv.key),
+                        &key,
+                        suggest(stage, &names, "the stages are"),
+                        note.clone(),
+                    );
                     continue;
                 };
                 let up = &defs[ui];
@@ -1015,20 +1681,39 @@ impl Loader {
                 }
                 if !up.outputs.iter().any(|o| o.name == output) {
                     let outs: Vec<&str> = up.outputs.iter().map(|o| o.name.as_str()).collect();
-                    let hint = if outs.is_empty() { Some(format!("stage `{stage}` declares no outputs")) } else { suggest(output, &outs, &format!("the outputs of `{stage}` are")) };
-                    self.err_note(kv.value.loc, format!("stage `{stage}` has no output `{output}`"), &key, hint, note.clone());
+                    let hint = if outs.is_empty() {
+                        Some(format!("stage `{stage}` declares no outputs"))
+                    } else {
+                        suggest(output, &outs, &format!("the outputs of `{stage}` are"))
+                    };
+                    self.err_note(
+                        kv.value.loc,
+                        format!("stage `{stage}` has no output `{output}`"),
+                        &key,
+                        hint,
+                        note.clone(),
+                    );
                     continue;
                 }
                 edges.entry(ui).or_insert(kv.value.loc);
-                inputs.push((kv.key.clone(), InRef::Upstream { stage: ui, output: output.to_string() }));
+                inputs.push((
+                    kv.key.clone(),
+                    InRef::Upstream {
+                        stage: ui,
+                        output: output.to_string(),
+                    },
+                ));
             }
         }
 
         let resources = self.eval_resources(d, ctx, &sk, &note);
         let retry = match d.node.get("retry") {
             None => 0,
-            Some(r) => match self.interp(&r.value, ctx, Mode::Value, &format!("{sk}.retry"), &note) {
-                Some(J::Number(n)) if n.as_i64().is_some_and(|i| (0..=MAX_RETRY).contains(&i)) => n.as_i64().unwrap_or(0) as u32,
+            Some(r) => match self.interp(&r.value, ctx, Mode::Value, &format!("{sk}.retry"), &note)
+            {
+                Some(J::Number(n)) if n.as_i64().is_some_and(|i| (0..=MAX_RETRY).contains(&i)) => {
+                    n.as_i64().unwrap_or(0) as u32
+                }
                 Some(v) => {
                     self.err_note(r.value.loc, format!("`retry` must be a whole number of extra attempts in 0..={MAX_RETRY}, got {}", show(&v)), &format!("{sk}.retry"), None, note.clone());
                     0
@@ -1039,11 +1724,22 @@ impl Loader {
         if self.errors.len() > before {
             return None;
         }
-        Some(StageEval { action: action?, inputs, resources: resources?, retry })
+        Some(StageEval {
+            action: action?,
+            inputs,
+            resources: resources?,
+            retry,
+        })
     }
 
     /// The stage's action in one cell: interpolated, and resolved by its kind.
-    fn eval_action(&mut self, d: &StageDef, ctx: &Ctx, sk: &str, note: &Option<String>) -> Option<Action> {
+    fn eval_action(
+        &mut self,
+        d: &StageDef,
+        ctx: &Ctx,
+        sk: &str,
+        note: &Option<String>,
+    ) -> Option<Action> {
         let action = if let Some(kind) = d.kind {
             let with_entry = d.node.get("with");
             let with = match with_entry {
@@ -1053,7 +1749,9 @@ impl Loader {
             // Unknown keys were reported statically; the kind checks the rest.
             let names = (kind.param_names)();
             let with = match with {
-                J::Object(m) => J::Object(m.into_iter().filter(|(k, _)| names.contains(k)).collect()),
+                J::Object(m) => {
+                    J::Object(m.into_iter().filter(|(k, _)| names.contains(k)).collect())
+                }
                 other => other,
             };
             match (kind.resolve)(&with) {
@@ -1063,12 +1761,30 @@ impl Loader {
                         let (loc, key) = match with_entry {
                             Some(w) => {
                                 let (node, entry, _) = w.value.find_path(&pe.path);
-                                let loc = if pe.path.is_empty() { w.key_loc } else { entry.filter(|e| std::ptr::eq(&e.value, node)).map(|_| node.loc).unwrap_or(node.loc) };
-                                (loc, if pe.path.is_empty() { format!("{sk}.with") } else { format!("{sk}.with.{}", pe.path) })
+                                let loc = if pe.path.is_empty() {
+                                    w.key_loc
+                                } else {
+                                    entry
+                                        .filter(|e| std::ptr::eq(&e.value, node))
+                                        .map(|_| node.loc)
+                                        .unwrap_or(node.loc)
+                                };
+                                (
+                                    loc,
+                                    if pe.path.is_empty() {
+                                        format!("{sk}.with")
+                                    } else {
+                                        format!("{sk}.with.{}", pe.path)
+                                    },
+                                )
                             }
                             None => (d.key_loc, format!("{sk}.with")),
                         };
-                        let msg = if pe.path.is_empty() { format!("params of `{}`: {}", kind.name, pe.message) } else { format!("param `{}` of `{}`: {}", pe.path, kind.name, pe.message) };
+                        let msg = if pe.path.is_empty() {
+                            format!("params of `{}`: {}", kind.name, pe.message)
+                        } else {
+                            format!("param `{}` of `{}`: {}", pe.path, kind.name, pe.message)
+                        };
                         self.err_note(loc, msg, &key, pe.hint, note.clone());
                     }
                     return None;
@@ -1085,24 +1801,53 @@ impl Loader {
                         Some(v @ (J::String(_) | J::Number(_) | J::Bool(_))) => {
                             env.insert(kv.key.clone(), interp::render(&v));
                         }
-                        Some(v) => self.err_note(kv.value.loc, format!("an env value must be a string or number, got {}", json_type(&v)), &key, None, note.clone()),
+                        Some(v) => self.err_note(
+                            kv.value.loc,
+                            format!(
+                                "an env value must be a string or number, got {}",
+                                json_type(&v)
+                            ),
+                            &key,
+                            None,
+                            note.clone(),
+                        ),
                         None => {}
                     }
                 }
             }
-            Action::Shell { command: interp::render(&cmd), env }
+            Action::Shell {
+                command: interp::render(&cmd),
+                env,
+            }
         };
         Some(action)
     }
 
-    fn eval_resources(&mut self, d: &StageDef, ctx: &Ctx, sk: &str, note: &Option<String>) -> Option<Resources> {
-        let mut r = Resources { gpus: d.kind.map(|k| k.default_gpus).unwrap_or(0), cpus: 1, ..Default::default() };
-        let Some(e) = d.node.get("resources") else { return Some(r) };
+    fn eval_resources(
+        &mut self,
+        d: &StageDef,
+        ctx: &Ctx,
+        sk: &str,
+        note: &Option<String>,
+    ) -> Option<Resources> {
+        let mut r = Resources {
+            gpus: d.kind.map(|k| k.default_gpus).unwrap_or(0),
+            cpus: 1,
+            ..Default::default()
+        };
+        let Some(e) = d.node.get("resources") else {
+            return Some(r);
+        };
         let m = match &e.value.value {
             Value::Null => return Some(r),
             Value::Map(m) => m,
             _ => {
-                self.err(Some(e.value.loc), format!("`resources` must be a map, got {}", e.value.type_name()), &format!("{sk}.resources"), Some("e.g. `resources: { gpus: 1, mem_gb: 16 }`".into()));
+                self.err(
+                    Some(e.value.loc),
+                    format!("`resources` must be a map, got {}", e.value.type_name()),
+                    &format!("{sk}.resources"),
+                    Some("e.g. `resources: { gpus: 1, mem_gb: 16 }`".into()),
+                );
                 return None;
             }
         };
@@ -1110,7 +1855,12 @@ impl Loader {
         for kv in m {
             let key = format!("{sk}.resources.{}", kv.key);
             if !RESOURCE_KEYS.contains(&kv.key.as_str()) {
-                self.err(Some(kv.key_loc), format!("unknown resource `{}`", kv.key), &key, suggest(&kv.key, &RESOURCE_KEYS, "expected one of"));
+                self.err(
+                    Some(kv.key_loc),
+                    format!("unknown resource `{}`", kv.key),
+                    &key,
+                    suggest(&kv.key, &RESOURCE_KEYS, "expected one of"),
+                );
                 ok = false;
                 continue;
             }
@@ -1128,25 +1878,62 @@ impl Loader {
                 "gpus" => match int {
                     Some(g) if (0..=MAX_GPUS).contains(&g) => r.gpus = g as u32,
                     Some(g) if g > MAX_GPUS => {
-                        self.err_note(loc, format!("`gpus: {g}` is more than any machine has (at most {MAX_GPUS})"), &key, Some("a stage runs on one machine; ask for the GPUs of one node".into()), note.clone());
+                        self.err_note(
+                            loc,
+                            format!(
+                                "`gpus: {g}` is more than any machine has (at most {MAX_GPUS})"
+                            ),
+                            &key,
+                            Some(
+                                "a stage runs on one machine; ask for the GPUs of one node".into(),
+                            ),
+                            note.clone(),
+                        );
                         ok = false;
                     }
                     _ => {
-                        self.err_note(loc, format!("`gpus` must be a whole number in 0..={MAX_GPUS}, got {}", show(&v)), &key, None, note.clone());
+                        self.err_note(
+                            loc,
+                            format!(
+                                "`gpus` must be a whole number in 0..={MAX_GPUS}, got {}",
+                                show(&v)
+                            ),
+                            &key,
+                            None,
+                            note.clone(),
+                        );
                         ok = false;
                     }
                 },
                 "cpus" => match int {
                     Some(c) if (1..=MAX_CPUS).contains(&c) => r.cpus = c as u32,
                     _ => {
-                        self.err_note(loc, format!("`cpus` must be a whole number in 1..={MAX_CPUS}, got {}", show(&v)), &key, None, note.clone());
+                        self.err_note(
+                            loc,
+                            format!(
+                                "`cpus` must be a whole number in 1..={MAX_CPUS}, got {}",
+                                show(&v)
+                            ),
+                            &key,
+                            None,
+                            note.clone(),
+                        );
                         ok = false;
                     }
                 },
                 "mem_gb" => match v.as_f64() {
                     Some(x) if x > 0.0 && x <= MAX_MEM_GB => r.mem_gb = Some(x),
                     _ => {
-                        self.err_note(loc, format!("`mem_gb` must be a number in (0, {MAX_MEM_GB}], got {}", show(&v)), &key, None, note.clone());
+                        self.err_note(
+                            loc,
+                            format!(
+                                "`mem_gb` must be a number in (0, {MAX_MEM_GB}], got {}",
+                                show(&v)
+                            ),
+                            &key,
+                            None,
+                            note.clone(),
+                        );
                         ok = false;
                     }
                 },
@@ -1165,7 +1952,14 @@ impl Loader {
 
     /// Evaluate every `${...}` below `n` in `ctx`. Errors found here depend on the cell (a map
     /// value without the key asked for); names were checked statically.
-    fn interp(&mut self, n: &Node, ctx: &Ctx, mode: Mode, key: &str, note: &Option<String>) -> Option<J> {
+    fn interp(
+        &mut self,
+        n: &Node,
+        ctx: &Ctx,
+        mode: Mode,
+        key: &str,
+        note: &Option<String>,
+    ) -> Option<J> {
         match &n.value {
             Value::Str(s) if !Template::is_plain(s) => {
                 let t = Template::parse(s).ok()?;
@@ -1187,7 +1981,9 @@ impl Loader {
                             }
                         }
                         Piece::Ref(r) => match r.ns {
-                            Ns::Params | Ns::Matrix => out.push_str(&interp::render(&self.lookup(r, n, ctx, key, note)?)),
+                            Ns::Params | Ns::Matrix => {
+                                out.push_str(&interp::render(&self.lookup(r, n, ctx, key, note)?))
+                            }
                             // Reported statically outside commands; nothing to evaluate to.
                             Ns::Inputs | Ns::Outputs if mode != Mode::Command => return None,
                             Ns::Inputs | Ns::Outputs => out.push_str(&r.text()),
@@ -1206,7 +2002,10 @@ impl Loader {
             Value::Map(m) => {
                 let mut out = serde_json::Map::new();
                 for kv in m {
-                    out.insert(kv.key.clone(), self.interp(&kv.value, ctx, mode, &format!("{key}.{}", kv.key), note)?);
+                    out.insert(
+                        kv.key.clone(),
+                        self.interp(&kv.value, ctx, mode, &format!("{key}.{}", kv.key), note)?,
+                    );
                 }
                 Some(J::Object(out))
             }
@@ -1214,7 +2013,14 @@ impl Loader {
         }
     }
 
-    fn lookup(&mut self, r: &Ref, n: &Node, ctx: &Ctx, key: &str, note: &Option<String>) -> Option<J> {
+    fn lookup(
+        &mut self,
+        r: &Ref,
+        n: &Node,
+        ctx: &Ctx,
+        key: &str,
+        note: &Option<String>,
+    ) -> Option<J> {
         let first = &r.path[0];
         let root = match r.ns {
             Ns::Matrix => {
@@ -1234,9 +2040,26 @@ impl Loader {
                 None => {
                     let at = r.path[..i].join(".");
                     let loc = self.sub_loc(n, r.offset, r.len);
-                    let keys: Vec<String> = cur.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
-                    let hint = if keys.is_empty() { Some(format!("`{}.{at}` is {}, not a map", r.ns.name(), json_type(cur))) } else { suggest(seg, &keys, "its keys are") };
-                    self.err_note(loc, format!("`{}`: `{}.{at}` has no key `{seg}`", r.text(), r.ns.name()), key, hint, note.clone());
+                    let keys: Vec<String> = cur
+                        .as_object()
+                        .map(|m| m.keys().cloned().collect())
+                        .unwrap_or_default();
+                    let hint = if keys.is_empty() {
+                        Some(format!(
+                            "`{}.{at}` is {}, not a map",
+                            r.ns.name(),
+                            json_type(cur)
+                        ))
+                    } else {
+                        suggest(seg, &keys, "its keys are")
+                    };
+                    self.err_note(
+                        loc,
+                        format!("`{}`: `{}.{at}` has no key `{seg}`", r.text(), r.ns.name()),
+                        key,
+                        hint,
+                        note.clone(),
+                    );
                     return None;
                 }
             }
@@ -1247,13 +2070,22 @@ impl Loader {
     // ----- ordering -----------------------------------------------------------------------
 
     /// Stages in dependency order (file order among the ready ones), or a cycle error.
-    fn topo_order(&mut self, defs: &[StageDef], edges: &[BTreeMap<usize, Loc>]) -> Option<Vec<usize>> {
+    fn topo_order(
+        &mut self,
+        defs: &[StageDef],
+        edges: &[BTreeMap<usize, Loc>],
+    ) -> Option<Vec<usize>> {
         let adj: Vec<Vec<usize>> = edges.iter().map(|e| e.keys().copied().collect()).collect();
         if let Some(cycle) = crate::dag::find_cycle(&adj) {
             let names: Vec<&str> = cycle.iter().map(|i| defs[*i].name.as_str()).collect();
             let loc = edges[cycle[0]].get(&cycle[1 % cycle.len()]).copied();
             let path = format!("{} -> {}", names.join(" -> "), names[0]);
-            self.err(loc, format!("dependency cycle: {path}"), &format!("stages.{}.inputs", names[0]), Some("a stage cannot use its own outputs, directly or through other stages".into()));
+            self.err(
+                loc,
+                format!("dependency cycle: {path}"),
+                &format!("stages.{}.inputs", names[0]),
+                Some("a stage cannot use its own outputs, directly or through other stages".into()),
+            );
             return None;
         }
         let n = defs.len();
@@ -1312,7 +2144,17 @@ fn merge_into(base: &mut Node, over: Node) {
 fn render_node_id(n: &Node) -> String {
     match &n.value {
         Value::Seq(v) => v.iter().map(render_node_id).collect::<Vec<_>>().join("+"),
-        Value::Map(m) => m.iter().filter(|e| !e.value.is_null()).map(|e| render_node_id(&e.value)).collect::<Vec<_>>().join("+"),
+        Value::Map(m) => match m.iter().find(|e| {
+            e.key == "name" && !matches!(e.value.value, Value::Map(_) | Value::Seq(_) | Value::Null)
+        }) {
+            Some(e) => render_node_id(&e.value),
+            None => m
+                .iter()
+                .filter(|e| !e.value.is_null())
+                .map(|e| render_node_id(&e.value))
+                .collect::<Vec<_>>()
+                .join("+"),
+        },
         _ => render_id_value(&n.to_json()),
     }
 }
@@ -1343,18 +2185,28 @@ fn collect_matrix_axes(n: &Node, names: &[String], out: &mut BTreeSet<usize>) ->
             }
             unknown
         }
-        Value::Seq(v) => v.iter().fold(false, |u, x| collect_matrix_axes(x, names, out) | u),
-        Value::Map(m) => m.iter().fold(false, |u, e| collect_matrix_axes(&e.value, names, out) | u),
+        Value::Seq(v) => v
+            .iter()
+            .fold(false, |u, x| collect_matrix_axes(x, names, out) | u),
+        Value::Map(m) => m
+            .iter()
+            .fold(false, |u, e| collect_matrix_axes(&e.value, names, out) | u),
         _ => false,
     }
 }
 
 fn valid_ident(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s != "." && s != ".." && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
 fn scalar_text(n: &Node) -> String {

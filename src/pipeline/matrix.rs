@@ -42,7 +42,12 @@ impl Matrix {
         }
         let names = self.axis_names();
         let matches = |cell: &[Value], entry: &BTreeMap<String, Value>| {
-            entry.iter().all(|(k, v)| names.iter().position(|n| n == k).is_some_and(|i| &cell[i] == v))
+            entry.iter().all(|(k, v)| {
+                names
+                    .iter()
+                    .position(|n| n == k)
+                    .is_some_and(|i| &cell[i] == v)
+            })
         };
         cells.retain(|c| !self.exclude.iter().any(|e| matches(c, e)));
         for inc in &self.include {
@@ -57,9 +62,10 @@ impl Matrix {
     }
 }
 
-/// A matrix value as it appears in instance ids: scalars as written, a map or list as its
-/// values joined by `+` (`{net: iresnet-tiny, loss: cosface}` -> `iresnet-tiny+cosface`; the
-/// loader renders maps in file order and skips their null values).
+/// A matrix value as it appears in instance ids: scalars as written; a map with a scalar `name`
+/// key as that name (`{name: diffprob, flags: clean.flags}` -> `diffprob`); any other map or a
+/// list as its values joined by `+` (`{net: iresnet-tiny, loss: cosface}` ->
+/// `iresnet-tiny+cosface`; the loader renders maps in file order and skips their null values).
 /// Short, stable and free of shell metacharacters for the usual values; the loader rejects
 /// an axis whose distinct values render the same.
 pub fn render_id_value(v: &Value) -> String {
@@ -67,7 +73,18 @@ pub fn render_id_value(v: &Value) -> String {
         Value::Null => "null".into(),
         Value::String(s) => s.clone(),
         Value::Array(a) => a.iter().map(render_id_value).collect::<Vec<_>>().join("+"),
-        Value::Object(m) => m.values().map(render_id_value).collect::<Vec<_>>().join("+"),
+        Value::Object(m) => match m
+            .get("name")
+            .filter(|n| !(n.is_object() || n.is_array() || n.is_null()))
+        {
+            Some(n) => render_id_value(n),
+            None => m
+                .values()
+                .filter(|v| !v.is_null())
+                .map(render_id_value)
+                .collect::<Vec<_>>()
+                .join("+"),
+        },
         other => other.to_string(),
     }
 }
@@ -79,28 +96,74 @@ mod tests {
     use serde_json::json;
 
     fn m(axes: &[(&str, Vec<Value>)]) -> Matrix {
-        Matrix { axes: axes.iter().map(|(n, v)| (n.to_string(), v.clone())).collect(), ..Default::default() }
+        Matrix {
+            axes: axes
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.clone()))
+                .collect(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn product_in_axis_order_then_exclude_then_include() {
-        let mut mx = m(&[("method", vec![json!("a"), json!("b")]), ("ratio", vec![json!(1), json!(2)])]);
-        mx.exclude.push([("method".to_string(), json!("b")), ("ratio".to_string(), json!(2))].into());
-        mx.include.push([("method".to_string(), json!("c")), ("ratio".to_string(), json!(1))].into());
-        mx.include.push([("method".to_string(), json!("a")), ("ratio".to_string(), json!(1))].into());
+        let mut mx = m(&[
+            ("method", vec![json!("a"), json!("b")]),
+            ("ratio", vec![json!(1), json!(2)]),
+        ]);
+        mx.exclude.push(
+            [
+                ("method".to_string(), json!("b")),
+                ("ratio".to_string(), json!(2)),
+            ]
+            .into(),
+        );
+        mx.include.push(
+            [
+                ("method".to_string(), json!("c")),
+                ("ratio".to_string(), json!(1)),
+            ]
+            .into(),
+        );
+        mx.include.push(
+            [
+                ("method".to_string(), json!("a")),
+                ("ratio".to_string(), json!(1)),
+            ]
+            .into(),
+        );
         let cells = mx.cells();
-        assert_eq!(cells, vec![vec![json!("a"), json!(1)], vec![json!("a"), json!(2)], vec![json!("b"), json!(1)], vec![json!("c"), json!(1)]]);
+        assert_eq!(
+            cells,
+            vec![
+                vec![json!("a"), json!(1)],
+                vec![json!("a"), json!(2)],
+                vec![json!("b"), json!(1)],
+                vec![json!("c"), json!(1)]
+            ]
+        );
     }
 
     #[test]
     fn id_values_are_compact() {
-        assert_eq!(render_id_value(&json!({"net": "iresnet-tiny", "loss": "cosface"})), "cosface+iresnet-tiny");
+        assert_eq!(
+            render_id_value(&json!({"net": "iresnet-tiny", "loss": "cosface"})),
+            "cosface+iresnet-tiny"
+        );
         assert_eq!(render_id_value(&json!(0.25)), "0.25");
         assert_eq!(render_id_value(&json!(true)), "true");
+        assert_eq!(
+            render_id_value(&json!({"name": "diffprob", "flags": "clean.flags"})),
+            "diffprob"
+        );
     }
 
     /// The oracle: nested loops over index tuples, filters written out longhand.
-    fn oracle(sizes: &[usize], exclude: &[Vec<Option<usize>>], include: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    fn oracle(
+        sizes: &[usize],
+        exclude: &[Vec<Option<usize>>],
+        include: &[Vec<usize>],
+    ) -> Vec<Vec<usize>> {
         let total: usize = sizes.iter().product();
         let mut out = Vec::new();
         for mut n in 0..total {
@@ -109,7 +172,11 @@ mod tests {
                 idx[a] = n % sizes[a];
                 n /= sizes[a];
             }
-            let excluded = exclude.iter().any(|e| e.iter().enumerate().all(|(a, v)| v.is_none_or(|v| v == idx[a])));
+            let excluded = exclude.iter().any(|e| {
+                e.iter()
+                    .enumerate()
+                    .all(|(a, v)| v.is_none_or(|v| v == idx[a]))
+            });
             if !excluded {
                 out.push(idx);
             }

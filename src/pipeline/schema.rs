@@ -17,7 +17,8 @@ that value; keys it omits match anything); then every `include` entry adds its c
 exists. Unlike GitHub Actions, an include entry is a whole cell: it must give a value for every axis and nothing \
 else. A stage depends on the axes it references (directly or through `params`) and on its upstream stages' axes, \
 and has one instance per distinct combination of those values, with the id `stage[axis=value,...]` (a map value \
-is named by its values joined with `+`); a stage that depends on no axis has one instance, shared by every cell.";
+is named by its `name` key if it has one, else by its values joined with `+`; two values of an axis may not get \
+the same name); a stage that depends on no axis has one instance, shared by every cell.";
 
 const INTERP_DOC: &str = "`${params.NAME}` or `${matrix.AXIS}` (`.KEY` reaches into a map). A value that is \
 exactly one reference keeps the referenced value's type; inside a longer string the value is rendered. \
@@ -51,7 +52,10 @@ pub fn schema() -> Value {
         "interpolation".into(),
         json!({"type": "string", "pattern": "\\$\\{(params|matrix)\\.[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*\\}", "description": INTERP_DOC}),
     );
-    defs.insert("input".into(), json!({"type": ["string", "null"], "description": INPUT_DOC}));
+    defs.insert(
+        "input".into(),
+        json!({"type": ["string", "null"], "description": INPUT_DOC}),
+    );
     defs.insert("resources".into(), resources());
     defs.insert("retry".into(), json!({"description": "Extra attempts after a failure.", "anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_RETRY}, {"$ref": "#/definitions/interpolation"}]}));
     defs.insert("string-map".into(), json!({"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}));
@@ -109,10 +113,22 @@ pub fn schema() -> Value {
 fn builtin_stage(kind: &KindSpec, params: Value) -> Value {
     let mut inputs = Map::new();
     for p in kind.inputs {
-        inputs.insert(p.name.to_string(), json!({"$ref": "#/definitions/input", "description": p.doc}));
+        inputs.insert(
+            p.name.to_string(),
+            json!({"$ref": "#/definitions/input", "description": p.doc}),
+        );
     }
-    let required: Vec<&str> = kind.inputs.iter().filter(|p| p.required).map(|p| p.name).collect();
-    let outputs: Vec<String> = kind.outputs.iter().map(|o| format!("`{}` ({})", o.name, o.doc)).collect();
+    let required: Vec<&str> = kind
+        .inputs
+        .iter()
+        .filter(|p| p.required)
+        .map(|p| p.name)
+        .collect();
+    let outputs: Vec<String> = kind
+        .outputs
+        .iter()
+        .map(|o| format!("`{}` ({})", o.name, o.doc))
+        .collect();
     let mut props = json!({
         "uses": {"const": kind.name},
         "with": params,
@@ -121,9 +137,17 @@ fn builtin_stage(kind: &KindSpec, params: Value) -> Value {
         "retry": {"$ref": "#/definitions/retry"}
     });
     if kind.inputs.is_empty() {
-        props["inputs"] = json!({"type": "object", "additionalProperties": false, "maxProperties": 0});
+        props["inputs"] =
+            json!({"type": "object", "additionalProperties": false, "maxProperties": 0});
     }
-    let description = format!("`{}` (version {}): {}. Outputs: {}. Default GPUs: {}.", kind.name, kind.version, kind.summary, outputs.join("; "), kind.default_gpus);
+    let description = format!(
+        "`{}` (version {}): {}. Outputs: {}. Default GPUs: {}.",
+        kind.name,
+        kind.version,
+        kind.summary,
+        outputs.join("; "),
+        kind.default_gpus
+    );
     let mut required_keys = vec!["uses"];
     if kind.inputs.iter().any(|p| p.required) {
         required_keys.push("inputs");
@@ -171,7 +195,9 @@ fn resources() -> Value {
 
 /// Let every property of a params definition also be a `${...}` reference.
 fn allow_interpolation(def: &mut Value) {
-    let Some(props) = def.get_mut("properties").and_then(Value::as_object_mut) else { return };
+    let Some(props) = def.get_mut("properties").and_then(Value::as_object_mut) else {
+        return;
+    };
     for (_, p) in props.iter_mut() {
         let mut inner = p.take();
         let description = inner.as_object_mut().and_then(|o| o.remove("description"));

@@ -31,14 +31,32 @@ impl Sources {
     /// The span that renders `loc`.
     pub fn span(&self, loc: Loc) -> Option<Span> {
         let f = self.files.get(loc.file as usize)?;
-        let source_line = f.text.lines().nth(loc.line.saturating_sub(1) as usize).unwrap_or("").trim_end_matches('\r').to_string();
-        let avail = source_line.chars().count().saturating_sub(loc.col.saturating_sub(1) as usize);
+        let source_line = f
+            .text
+            .lines()
+            .nth(loc.line.saturating_sub(1) as usize)
+            .unwrap_or("")
+            .trim_end_matches('\r')
+            .to_string();
+        let avail = source_line
+            .chars()
+            .count()
+            .saturating_sub(loc.col.saturating_sub(1) as usize);
         let len = (loc.len as usize).min(avail).max(1);
-        Some(Span { file: f.display.clone(), line: loc.line as usize, col: loc.col as usize, len, source_line })
+        Some(Span {
+            file: f.display.clone(),
+            line: loc.line as usize,
+            col: loc.col as usize,
+            len,
+            source_line,
+        })
     }
 
     pub fn display(&self, file: u32) -> &str {
-        self.files.get(file as usize).map(|f| f.display.as_str()).unwrap_or("?")
+        self.files
+            .get(file as usize)
+            .map(|f| f.display.as_str())
+            .unwrap_or("?")
     }
 
     /// `file:line:col` of `loc`.
@@ -83,7 +101,10 @@ pub struct Entry {
 
 impl Node {
     pub fn null(loc: Loc) -> Node {
-        Node { value: Value::Null, loc }
+        Node {
+            value: Value::Null,
+            loc,
+        }
     }
     pub fn is_null(&self) -> bool {
         matches!(self.value, Value::Null)
@@ -124,10 +145,16 @@ impl Node {
             Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
-            Value::Float(x) => serde_json::Number::from_f64(*x).map(J::Number).unwrap_or(J::Null),
+            Value::Float(x) => serde_json::Number::from_f64(*x)
+                .map(J::Number)
+                .unwrap_or(J::Null),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(v) => J::Array(v.iter().map(Node::to_json).collect()),
-            Value::Map(m) => J::Object(m.iter().map(|e| (e.key.clone(), e.value.to_json())).collect()),
+            Value::Map(m) => J::Object(
+                m.iter()
+                    .map(|e| (e.key.clone(), e.value.to_json()))
+                    .collect(),
+            ),
         }
     }
 
@@ -190,11 +217,24 @@ fn split_path(path: &str) -> Vec<PathSeg<'_>> {
 /// Parse `text` (file index `file`) into a tree. Syntax errors end the parse (the rest of the
 /// file cannot be trusted); duplicate and non-scalar keys are collected and the parse goes on.
 pub fn parse(text: &str, file: u32, sources: &Sources) -> Result<Node, Vec<Diagnostic>> {
-    let mut b = Builder { file, stack: Vec::new(), root: None, anchors: Default::default(), errors: Vec::new(), sources, text_lines: text.lines().collect() };
+    let mut b = Builder {
+        file,
+        stack: Vec::new(),
+        root: None,
+        anchors: Default::default(),
+        errors: Vec::new(),
+        sources,
+        text_lines: text.lines().collect(),
+    };
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut b, false) {
         let m = e.marker();
-        let loc = Loc { file, line: m.line() as u32, col: m.col() as u32 + 1, len: 1 };
+        let loc = Loc {
+            file,
+            line: m.line() as u32,
+            col: m.col() as u32 + 1,
+            len: 1,
+        };
         let mut errs = b.errors;
         errs.push(Diagnostic::new(format!("invalid YAML: {}", e.info())).at(sources.span(loc)));
         return Err(errs);
@@ -202,7 +242,12 @@ pub fn parse(text: &str, file: u32, sources: &Sources) -> Result<Node, Vec<Diagn
     if !b.errors.is_empty() {
         return Err(b.errors);
     }
-    Ok(b.root.unwrap_or(Node::null(Loc { file, line: 1, col: 1, len: 1 })))
+    Ok(b.root.unwrap_or(Node::null(Loc {
+        file,
+        line: 1,
+        col: 1,
+        len: 1,
+    })))
 }
 
 enum Frame {
@@ -223,17 +268,30 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn loc(&self, m: Marker, len: usize) -> Loc {
-        Loc { file: self.file, line: m.line() as u32, col: m.col() as u32 + 1, len: len as u32 }
+        Loc {
+            file: self.file,
+            line: m.line() as u32,
+            col: m.col() as u32 + 1,
+            len: len as u32,
+        }
     }
 
     fn scalar_len(&self, m: Marker, s: &str, style: TScalarStyle) -> usize {
-        let line = self.text_lines.get(m.line().saturating_sub(1)).copied().unwrap_or("");
+        let line = self
+            .text_lines
+            .get(m.line().saturating_sub(1))
+            .copied()
+            .unwrap_or("");
         let rest: Vec<char> = line.chars().skip(m.col()).collect();
         match style {
             TScalarStyle::Plain => s.chars().count().min(rest.len()),
             TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => {
                 let q = rest.first().copied().unwrap_or('"');
-                rest.iter().skip(1).position(|c| *c == q).map(|p| p + 2).unwrap_or(rest.len())
+                rest.iter()
+                    .skip(1)
+                    .position(|c| *c == q)
+                    .map(|p| p + 2)
+                    .unwrap_or(rest.len())
             }
             _ => 1,
         }
@@ -265,7 +323,9 @@ impl Builder<'_> {
                         Some(k) => {
                             if entries.iter().any(|e| e.key == k) {
                                 let first = entries.iter().find(|e| e.key == k).map(|e| e.key_loc);
-                                let note = first.map(|l| format!("first defined at {}", self.sources.position(l)));
+                                let note = first.map(|l| {
+                                    format!("first defined at {}", self.sources.position(l))
+                                });
                                 let mut d = Diagnostic::new(format!("duplicate key `{k}`")).at(self.sources.span(node.loc)).hint("each key may appear once in a map; rename or merge the two entries");
                                 if let Some(n) = note {
                                     d = d.note(n);
@@ -278,14 +338,21 @@ impl Builder<'_> {
                             }
                         }
                         None => {
-                            self.errors.push(Diagnostic::new("map keys must be plain strings").at(self.sources.span(node.loc)));
+                            self.errors.push(
+                                Diagnostic::new("map keys must be plain strings")
+                                    .at(self.sources.span(node.loc)),
+                            );
                             *pending = Some((format!("\u{0}bad{}", entries.len()), node.loc));
                         }
                     }
                 }
                 Some((key, key_loc)) => {
                     if !key.starts_with('\u{0}') {
-                        entries.push(Entry { key, key_loc, value: node });
+                        entries.push(Entry {
+                            key,
+                            key_loc,
+                            value: node,
+                        });
                     }
                 }
             },
@@ -299,12 +366,17 @@ impl MarkedEventReceiver for Builder<'_> {
             Event::Scalar(s, style, anchor, tag) => {
                 let len = self.scalar_len(mark, &s, style);
                 let loc = self.loc(mark, len);
-                let value = if style == TScalarStyle::Plain && tag.is_none() { resolve_plain(&s) } else { Value::Str(s) };
+                let value = if style == TScalarStyle::Plain && tag.is_none() {
+                    resolve_plain(&s)
+                } else {
+                    Value::Str(s)
+                };
                 self.push_value(Node { value, loc }, anchor);
             }
             Event::SequenceStart(anchor, _) => {
                 let loc = self.loc(mark, 1);
-                self.stack.push(Frame::Seq(Node::null(loc), Vec::new(), anchor));
+                self.stack
+                    .push(Frame::Seq(Node::null(loc), Vec::new(), anchor));
             }
             Event::SequenceEnd => {
                 if let Some(Frame::Seq(mut n, items, anchor)) = self.stack.pop() {
@@ -314,7 +386,8 @@ impl MarkedEventReceiver for Builder<'_> {
             }
             Event::MappingStart(anchor, _) => {
                 let loc = self.loc(mark, 1);
-                self.stack.push(Frame::Map(Node::null(loc), Vec::new(), None, anchor));
+                self.stack
+                    .push(Frame::Map(Node::null(loc), Vec::new(), None, anchor));
             }
             Event::MappingEnd => {
                 if let Some(Frame::Map(mut n, entries, _, anchor)) = self.stack.pop() {
@@ -327,7 +400,10 @@ impl MarkedEventReceiver for Builder<'_> {
                 let node = match self.anchors.get(&id) {
                     Some(n) => n.clone(),
                     None => {
-                        self.errors.push(Diagnostic::new("alias to an unknown anchor").at(self.sources.span(loc)));
+                        self.errors.push(
+                            Diagnostic::new("alias to an unknown anchor")
+                                .at(self.sources.span(loc)),
+                        );
                         Node::null(loc)
                     }
                 };
@@ -344,7 +420,9 @@ fn resolve_plain(s: &str) -> Value {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
         "false" | "False" | "FALSE" => return Value::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Value::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY)
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
         _ => {}
@@ -361,7 +439,10 @@ fn resolve_plain(s: &str) -> Value {
     }
     let b = s.as_bytes();
     let digits = |b: &[u8]| !b.is_empty() && b.iter().all(u8::is_ascii_digit);
-    let unsigned = b.strip_prefix(b"-").or_else(|| b.strip_prefix(b"+")).unwrap_or(b);
+    let unsigned = b
+        .strip_prefix(b"-")
+        .or_else(|| b.strip_prefix(b"+"))
+        .unwrap_or(b);
     if digits(unsigned) {
         if let Ok(i) = s.trim_start_matches('+').parse::<i64>() {
             return Value::Int(i);
@@ -417,7 +498,13 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<Node, Vec<Diagnostic>> {
-        let sources = Sources { files: vec![SourceFile { display: "t.yaml".into(), abs: "/t.yaml".into(), text: text.into() }] };
+        let sources = Sources {
+            files: vec![SourceFile {
+                display: "t.yaml".into(),
+                abs: "/t.yaml".into(),
+                text: text.into(),
+            }],
+        };
         parse(text, 0, &sources)
     }
 
