@@ -31,6 +31,9 @@ pub struct Global {
     /// Only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Override a pipeline param: `--set ratio=0.25` (repeatable; YAML values).
+    #[arg(long = "set", global = true, value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

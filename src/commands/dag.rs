@@ -17,8 +17,8 @@ pub struct Args {
     pub format: Format,
 }
 
-pub fn run(args: Args, _g: &Global) -> CliResult<u8> {
-    let p = pipeline::load(&args.pipeline)?;
+pub fn run(args: Args, g: &Global) -> CliResult<u8> {
+    let p = pipeline::load_with(&args.pipeline, &g.set)?;
     print!("{}", render(&p, args.format));
     Ok(OK)
 }

@@ -24,7 +24,7 @@ pub enum Format {
 }
 
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
-    let p = super::run::load(&args.pipeline)?;
+    let p = super::run::load(&args.pipeline, g)?;
     let root = super::run::cache_root(g, &args.pipeline);
     // The lock keeps plan from racing a run over the index (and gives the clear "in use" error).
     let (cache, _lock) = super::run::open_locked(&root)?;

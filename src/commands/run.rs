@@ -48,7 +48,7 @@ fn parse_gpus(s: &str) -> Result<GpuChoice, String> {
 }
 
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
-    let p = load(&args.pipeline)?;
+    let p = load(&args.pipeline, g)?;
     let root = cache_root(g, &args.pipeline);
     let (cache, _lock) = open_locked(&root)?;
     let opts = RunOptions {
@@ -172,14 +172,14 @@ pub fn log_tail(path: &Path, n: usize) -> Vec<String> {
 }
 
 /// Load and validate a pipeline; every error rendered, exit 2.
-pub fn load(path: &Path) -> CliResult<Pipeline> {
+pub fn load(path: &Path, g: &Global) -> CliResult<Pipeline> {
     if !path.exists() {
         return Err(CliError::bad_input(format!(
             "error: pipeline file {} does not exist",
             path.display()
         )));
     }
-    crate::pipeline::load(path).map_err(CliError::from)
+    crate::pipeline::load_with(path, &g.set).map_err(CliError::from)
 }
 
 pub fn cache_root(g: &Global, pipeline: &Path) -> PathBuf {

@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
-    let p = super::run::load(&args.pipeline)?;
+    let p = super::run::load(&args.pipeline, g)?;
     let inst = super::run::find_instance(&p, &args.stage)?;
     let root = super::run::cache_root(g, &args.pipeline);
     let root = root.canonicalize().unwrap_or(root);

@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
-    let p = super::run::load(&args.pipeline)?;
+    let p = super::run::load(&args.pipeline, g)?;
     let root = super::run::cache_root(g, &args.pipeline);
     let history = History::new(&root, &p.name);
     let latest = history.latest().map_err(super::run::cache_error)?;

@@ -27,8 +27,8 @@ pub enum Format {
     Json,
 }
 
-pub fn run(args: Args, _g: &Global) -> CliResult<u8> {
-    let p = pipeline::load(&args.pipeline)?;
+pub fn run(args: Args, g: &Global) -> CliResult<u8> {
+    let p = pipeline::load_with(&args.pipeline, &g.set)?;
     match args.format {
         Format::Text => {
             let stages: std::collections::BTreeSet<&str> =

@@ -121,6 +121,8 @@ pub fn partition_nodes(partition: Option<&str>) -> Result<u32, String> {
 }
 
 /// Whether `path` is node-local storage: under /tmp, /var/tmp, /dev/shm or /run, or on tmpfs.
+// `f_type`'s integer type differs between libc targets, hence the casts.
+#[allow(clippy::unnecessary_cast)]
 pub fn is_node_local(path: &Path) -> bool {
     let p = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     if ["/tmp", "/var/tmp", "/dev/shm", "/run"]

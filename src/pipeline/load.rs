@@ -46,9 +46,15 @@ pub const MAX_RETRY: i64 = 100;
 
 /// Load, validate and expand the pipeline at `path`.
 pub fn load(path: &Path) -> Result<Pipeline, Diagnostics> {
+    load_with(path, &[])
+}
+
+/// [`load`] with `--set NAME=VALUE` overrides of the pipeline's `params` (values are YAML
+/// scalars or flow collections; relative paths resolve against the current directory).
+pub fn load_with(path: &Path, overrides: &[String]) -> Result<Pipeline, Diagnostics> {
     let mut l = Loader::default();
     let display = path.display().to_string();
-    let result = l.run(path);
+    let result = l.run(path, overrides);
     let mut items = std::mem::take(&mut l.errors);
     match result {
         Some(p) if items.is_empty() => Ok(p),
@@ -204,11 +210,64 @@ impl Loader {
         self.errors.push(d);
     }
 
-    fn run(&mut self, path: &Path) -> Option<Pipeline> {
+    fn run(&mut self, path: &Path, overrides: &[String]) -> Option<Pipeline> {
         let abs = normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
         let mut stack = Vec::new();
-        let root = self.read_file(path.display().to_string(), abs.clone(), &mut stack, None)?;
+        let mut root = self.read_file(path.display().to_string(), abs.clone(), &mut stack, None)?;
+        if !overrides.is_empty() {
+            self.apply_overrides(&mut root, overrides)?;
+        }
         self.build(&root, &abs)
+    }
+
+    /// Replace `params` entries by `--set NAME=VALUE` overrides. The overrides are parsed as a
+    /// YAML document of their own (shown as `--set` in messages), so errors point at them.
+    fn apply_overrides(&mut self, root: &mut Node, overrides: &[String]) -> Option<()> {
+        let mut text = String::new();
+        for o in overrides {
+            match o.split_once('=') {
+                Some((k, v)) if valid_ident(k.trim()) => text.push_str(&format!("{}: {}\n", k.trim(), v.trim())),
+                _ => {
+                    self.err(
+                        None,
+                        format!("bad `--set {o}`"),
+                        "",
+                        Some("write `--set NAME=VALUE` with a param name of the pipeline, e.g. `--set ratio=0.25`".into()),
+                    );
+                    return None;
+                }
+            }
+        }
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let file = self.sources.files.len() as u32;
+        self.sources.files.push(SourceFile { display: "--set".into(), abs: cwd.join("--set"), text: text.clone() });
+        let set = match yaml::parse(&text, file, &self.sources) {
+            Ok(n) => n,
+            Err(errs) => {
+                self.errors.extend(errs);
+                return None;
+            }
+        };
+        let Value::Map(new) = set.value else { return None };
+        let Value::Map(entries) = &mut root.value else { return None };
+        let Some(params) = entries.iter_mut().find(|e| e.key == "params") else {
+            self.err(None, "`--set` overrides params, but the pipeline has no `params`", "params", None);
+            return None;
+        };
+        let Value::Map(params) = &mut params.value.value else { return None };
+        let mut ok = true;
+        for n in new {
+            match params.iter_mut().find(|p| p.key == n.key) {
+                Some(p) => p.value = n.value,
+                None => {
+                    let names: Vec<&str> = params.iter().map(|p| p.key.as_str()).collect();
+                    let hint = crate::pipeline::diagnostics::suggest(&n.key, &names, "its params are");
+                    self.err(Some(n.key_loc), format!("`--set {}`: the pipeline has no param `{}`", n.key, n.key), "params", hint);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(())
     }
 
     // ----- files and `extend` -------------------------------------------------------------

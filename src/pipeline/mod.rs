@@ -13,7 +13,7 @@ pub mod schema;
 pub mod yaml;
 
 pub use diagnostics::{Diagnostic, Diagnostics};
-pub use load::{load, normalize, MAX_CPUS, MAX_GPUS, MAX_MEM_GB, MAX_RETRY, MAX_TIME_MIN};
+pub use load::{load, load_with, normalize, MAX_CPUS, MAX_GPUS, MAX_MEM_GB, MAX_RETRY, MAX_TIME_MIN};
 pub use model::*;
 
 #[cfg(test)]

@@ -536,3 +536,26 @@ fn shipped_pipelines_validate() {
     }
     assert!(n > 0, "no pipelines in {}", dir.display());
 }
+
+#[test]
+fn set_overrides_params_from_the_command_line() {
+    let p = Project::new();
+    p.file(
+        "p.yaml",
+        r#"
+        name: p
+        params: { ratio: 0.5, data: ./a.txt }
+        stages:
+          s: { run: "cp ${inputs.x} ${outputs.o} # ${params.ratio}", inputs: { x: "${params.data}" }, outputs: [o] }
+        "#,
+    );
+    let base = keys(&json_of(&p, &["validate", "p.yaml", "--format", "json"]));
+    let same = keys(&json_of(&p, &["validate", "p.yaml", "--format", "json", "--set", "ratio=0.5"]));
+    assert_eq!(base, same);
+    let v = json_of(&p, &["validate", "p.yaml", "--format", "json", "--set", "ratio=0.25"]);
+    assert_ne!(base, keys(&v));
+    assert!(v.to_string().contains("# 0.25"), "{v}");
+    let r = p.run(&["validate", "p.yaml", "--set", "ration=0.25"]);
+    r.exit(2).stderr_has("`--set ration`: the pipeline has no param `ration`").stderr_has("did you mean `ratio`?");
+    p.run(&["validate", "p.yaml", "--set", "ratio"]).exit(2).stderr_has("write `--set NAME=VALUE`");
+}
