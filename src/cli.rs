@@ -9,7 +9,11 @@ use crate::commands;
 use crate::exit::CliResult;
 
 #[derive(Debug, Parser)]
-#[command(name = "orchestrator", version, about = "Declarative, cached, GPU-aware pipelines for face-recognition data pruning (DiffProb)")]
+#[command(
+    name = "orchestrator",
+    version,
+    about = "Declarative, cached, GPU-aware pipelines for face-recognition data pruning (DiffProb)"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -99,5 +103,9 @@ fn init_tracing(g: &Global) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ORCHESTRATOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }

@@ -23,16 +23,28 @@ pub struct CliError {
 
 impl CliError {
     pub fn bad_input(message: impl Into<String>) -> Self {
-        CliError { code: BAD_INPUT, message: message.into() }
+        CliError {
+            code: BAD_INPUT,
+            message: message.into(),
+        }
     }
     pub fn environment(message: impl Into<String>) -> Self {
-        CliError { code: ENVIRONMENT, message: message.into() }
+        CliError {
+            code: ENVIRONMENT,
+            message: message.into(),
+        }
     }
     pub fn stage_failed(message: impl Into<String>) -> Self {
-        CliError { code: STAGE_FAILED, message: message.into() }
+        CliError {
+            code: STAGE_FAILED,
+            message: message.into(),
+        }
     }
     pub fn interrupted(message: impl Into<String>) -> Self {
-        CliError { code: INTERRUPTED, message: message.into() }
+        CliError {
+            code: INTERRUPTED,
+            message: message.into(),
+        }
     }
 }
 

@@ -69,7 +69,11 @@ fn roles(p: &Pipeline) -> (Vec<String>, Vec<String>) {
     for inst in &p.instances {
         if let Action::Builtin { kind, .. } = &inst.action {
             if ["prune", "train", "verify", "ijbc"].contains(&kind.name) {
-                let list = if inst.cell.is_empty() && !p.matrix_axes.is_empty() { &mut base } else { &mut cells };
+                let list = if inst.cell.is_empty() && !p.matrix_axes.is_empty() {
+                    &mut base
+                } else {
+                    &mut cells
+                };
                 if !list.contains(&inst.stage) {
                     list.push(inst.stage.clone());
                 }
@@ -88,20 +92,33 @@ struct Current {
 }
 
 fn current(cache: &Cache, key: &str) -> Result<Option<Current>> {
-    let Some(m) = cache.manifest(key)? else { return Ok(None) };
+    let Some(m) = cache.manifest(key)? else {
+        return Ok(None);
+    };
     let metrics = match &m.metrics {
         Some(d) => {
             let path = cache.store.object_path(d);
-            let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", path.display()))?
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not JSON", path.display()))?
         }
         None => serde_json::Value::Null,
     };
     let roc_csv = match m.outputs.get("roc") {
-        Some(o) if o.kind == ObjKind::Dir => Some(cache.store.view(&o.digest, ObjKind::Dir, "roc")?.join("roc.csv")),
+        Some(o) if o.kind == ObjKind::Dir => Some(
+            cache
+                .store
+                .view(&o.digest, ObjKind::Dir, "roc")?
+                .join("roc.csv"),
+        ),
         _ => None,
     };
-    Ok(Some(Current { metrics, duration_s: m.duration_ms as f64 / 1000.0, roc_csv }))
+    Ok(Some(Current {
+        metrics,
+        duration_s: m.duration_ms as f64 / 1000.0,
+        roc_csv,
+    }))
 }
 
 fn is_sub(small: &BTreeMap<String, String>, big: &BTreeMap<String, String>) -> bool {
@@ -120,7 +137,11 @@ fn absorb(kind: &str, cur: &Current, row: &mut Row, columns: &mut Vec<Column>) {
     let mut put = |key: String, title: String, score: bool, v: Option<f64>| {
         if let Some(v) = v.filter(|v| v.is_finite()) {
             if !columns.iter().any(|c| c.key == key) {
-                columns.push(Column { key: key.clone(), title, score });
+                columns.push(Column {
+                    key: key.clone(),
+                    title,
+                    score,
+                });
             }
             values.insert(key, v);
         }
@@ -129,30 +150,70 @@ fn absorb(kind: &str, cur: &Current, row: &mut Row, columns: &mut Vec<Column>) {
     let f = |v: &serde_json::Value| v.as_f64();
     match kind {
         "prune" => {
-            put("kept_percent".into(), "Kept %".into(), false, m.get("ratio").and_then(f).map(|r| r * 100.0));
-            put("identities".into(), "Ids".into(), false, m.get("identities_kept").and_then(f));
+            put(
+                "kept_percent".into(),
+                "Kept %".into(),
+                false,
+                m.get("ratio").and_then(f).map(|r| r * 100.0),
+            );
+            put(
+                "identities".into(),
+                "Ids".into(),
+                false,
+                m.get("identities_kept").and_then(f),
+            );
         }
         "train" => {
-            put("train_minutes".into(), "Train min".into(), false, Some(cur.duration_s / 60.0));
+            put(
+                "train_minutes".into(),
+                "Train min".into(),
+                false,
+                Some(cur.duration_s / 60.0),
+            );
             if !has_ids {
-                put("identities".into(), "Ids".into(), false, m.get("num_classes").and_then(f));
+                put(
+                    "identities".into(),
+                    "Ids".into(),
+                    false,
+                    m.get("num_classes").and_then(f),
+                );
             }
         }
         "verify" => {
             if let Some(sets) = m.get("sets").and_then(|s| s.as_object()) {
                 let mut names: Vec<&String> = sets.keys().collect();
-                names.sort_by_key(|n| (PAPER_SETS.iter().position(|p| p == n).unwrap_or(usize::MAX), (*n).clone()));
+                names.sort_by_key(|n| {
+                    (
+                        PAPER_SETS.iter().position(|p| p == n).unwrap_or(usize::MAX),
+                        (*n).clone(),
+                    )
+                });
                 for name in names {
                     let acc = sets[name].get("accuracy").and_then(f).map(|a| a * 100.0);
-                    put(format!("verify.{name}"), name.to_uppercase().replace('_', "-"), true, acc);
+                    put(
+                        format!("verify.{name}"),
+                        name.to_uppercase().replace('_', "-"),
+                        true,
+                        acc,
+                    );
                 }
             }
-            put("verify.avg".into(), "Avg".into(), true, m.get("avg").and_then(f).map(|a| a * 100.0));
+            put(
+                "verify.avg".into(),
+                "Avg".into(),
+                true,
+                m.get("avg").and_then(f).map(|a| a * 100.0),
+            );
         }
         "ijbc" => {
             let tar = m.get("tar_at_far_percent");
             for (k, t) in [("1e-05", "IJB-C 1e-5"), ("1e-04", "IJB-C 1e-4")] {
-                put(format!("ijbc.{k}"), t.into(), true, tar.and_then(|x| x.get(k)).and_then(f));
+                put(
+                    format!("ijbc.{k}"),
+                    t.into(),
+                    true,
+                    tar.and_then(|x| x.get(k)).and_then(f),
+                );
             }
         }
         _ => {}
@@ -164,17 +225,41 @@ pub fn build(p: &Pipeline, cache: &Cache) -> Result<Report> {
     let entries = plan(p, cache).map_err(|e| anyhow::anyhow!("{e}"))?;
     let key_of: BTreeMap<&str, Option<&String>> = entries
         .iter()
-        .map(|e| (e.instance.as_str(), if e.state == PlanState::Cached { e.key.as_ref() } else { None }))
+        .map(|e| {
+            (
+                e.instance.as_str(),
+                if e.state == PlanState::Cached {
+                    e.key.as_ref()
+                } else {
+                    None
+                },
+            )
+        })
         .collect();
     let (cell_stages, base_stages) = roles(p);
     let kind_of = |inst: &Instance| inst.action.kind_name().to_string();
     let mut columns: Vec<Column> = Vec::new();
     let mut rows: Vec<Row> = Vec::new();
 
-    let fill = |role: &str, cell: BTreeMap<String, String>, stages: &[String], columns: &mut Vec<Column>| -> Result<Row> {
-        let mut row = Row { role: role.into(), cell: cell.clone(), values: BTreeMap::new(), missing: vec![], best: vec![], baseline: None, roc_csv: None };
+    let fill = |role: &str,
+                cell: BTreeMap<String, String>,
+                stages: &[String],
+                columns: &mut Vec<Column>|
+     -> Result<Row> {
+        let mut row = Row {
+            role: role.into(),
+            cell: cell.clone(),
+            values: BTreeMap::new(),
+            missing: vec![],
+            best: vec![],
+            baseline: None,
+            roc_csv: None,
+        };
         for stage in stages {
-            let Some((_, inst)) = p.instances_of(stage).find(|(_, i)| is_sub(&i.cell, &cell)) else { continue };
+            let Some((_, inst)) = p.instances_of(stage).find(|(_, i)| is_sub(&i.cell, &cell))
+            else {
+                continue;
+            };
             match key_of.get(inst.id.as_str()).copied().flatten() {
                 Some(key) => match current(cache, key)? {
                     Some(cur) => absorb(&kind_of(inst), &cur, &mut row, columns),
@@ -201,13 +286,26 @@ pub fn build(p: &Pipeline, cache: &Cache) -> Result<Report> {
         rows.push(row);
     }
     if !columns.iter().any(|c| c.key == "kept_percent") && !rows.is_empty() {
-        columns.insert(0, Column { key: "kept_percent".into(), title: "Kept %".into(), score: false });
+        columns.insert(
+            0,
+            Column {
+                key: "kept_percent".into(),
+                title: "Kept %".into(),
+                score: false,
+            },
+        );
     }
     let n_base = rows.len();
-    let cells = if p.cells.is_empty() { vec![BTreeMap::new()] } else { p.cells.clone() };
+    let cells = if p.cells.is_empty() {
+        vec![BTreeMap::new()]
+    } else {
+        p.cells.clone()
+    };
     for c in cells {
         let mut row = fill("cell", c, &cell_stages, &mut columns)?;
-        row.baseline = rows[..n_base].iter().position(|b| is_sub(&b.cell, &row.cell));
+        row.baseline = rows[..n_base]
+            .iter()
+            .position(|b| is_sub(&b.cell, &row.cell));
         rows.push(row);
     }
     // Column order: kept, ids, verification sets (paper order), avg, IJB-C, train time.
@@ -223,7 +321,11 @@ pub fn build(p: &Pipeline, cache: &Cache) -> Result<Report> {
     mark_best(p, &columns, &mut rows[n_base..]);
 
     let mut cleaning = Vec::new();
-    for inst in p.instances.iter().filter(|i| i.action.kind_name() == "clean") {
+    for inst in p
+        .instances
+        .iter()
+        .filter(|i| i.action.kind_name() == "clean")
+    {
         if let Some(key) = key_of.get(inst.id.as_str()).copied().flatten() {
             if let Some(cur) = current(cache, key)? {
                 let mut m = BTreeMap::new();
@@ -242,12 +344,24 @@ pub fn build(p: &Pipeline, cache: &Cache) -> Result<Report> {
             }
         }
     }
-    Ok(Report { pipeline: p.name.clone(), axes: p.matrix_axes.clone(), columns, rows, cleaning })
+    Ok(Report {
+        pipeline: p.name.clone(),
+        axes: p.matrix_axes.clone(),
+        columns,
+        rows,
+        cleaning,
+    })
 }
 
 /// Mark the best score per group: cells that share every axis but the first.
 fn mark_best(p: &Pipeline, columns: &[Column], rows: &mut [Row]) {
-    let group = |r: &Row| -> Vec<String> { p.matrix_axes.iter().skip(1).map(|a| r.cell.get(a).cloned().unwrap_or_default()).collect() };
+    let group = |r: &Row| -> Vec<String> {
+        p.matrix_axes
+            .iter()
+            .skip(1)
+            .map(|a| r.cell.get(a).cloned().unwrap_or_default())
+            .collect()
+    };
     let groups: Vec<Vec<String>> = rows.iter().map(group).collect();
     for c in columns.iter().filter(|c| c.score) {
         let mut best: BTreeMap<&Vec<String>, f64> = BTreeMap::new();
@@ -283,7 +397,9 @@ impl Report {
     }
 
     fn cell_text(&self, r: &Row, c: &Column) -> String {
-        let Some(&v) = r.values.get(&c.key) else { return "—".into() };
+        let Some(&v) = r.values.get(&c.key) else {
+            return "—".into();
+        };
         let mut s = match c.key.as_str() {
             "identities" => format!("{v:.0}"),
             "train_minutes" => format!("{v:.1}"),
@@ -301,20 +417,34 @@ impl Report {
     }
 
     fn head(&self) -> Vec<String> {
-        let axes: Vec<String> = if self.axes.is_empty() { vec!["run".into()] } else { self.axes.clone() };
-        axes.into_iter().chain(self.columns.iter().map(|c| c.title.clone())).collect()
+        let axes: Vec<String> = if self.axes.is_empty() {
+            vec!["run".into()]
+        } else {
+            self.axes.clone()
+        };
+        axes.into_iter()
+            .chain(self.columns.iter().map(|c| c.title.clone()))
+            .collect()
     }
 
     fn axis_values(&self, r: &Row) -> Vec<String> {
         if self.axes.is_empty() {
-            return vec![if r.role == "baseline" { "full data".into() } else { self.pipeline.clone() }];
+            return vec![if r.role == "baseline" {
+                "full data".into()
+            } else {
+                self.pipeline.clone()
+            }];
         }
         self.axes.iter().map(|a| self.label(r, a)).collect()
     }
 
     pub fn markdown(&self) -> String {
         let head = self.head();
-        let mut out = format!("| {} |\n|{}|\n", head.join(" | "), head.iter().map(|_| "---").collect::<Vec<_>>().join("|"));
+        let mut out = format!(
+            "| {} |\n|{}|\n",
+            head.join(" | "),
+            head.iter().map(|_| "---").collect::<Vec<_>>().join("|")
+        );
         for r in &self.rows {
             let mut cols = self.axis_values(r);
             cols.extend(self.columns.iter().map(|c| self.cell_text(r, c)));
@@ -326,7 +456,12 @@ impl Report {
                 "\n— = no current result ({} stage instance{} not run yet, or stale: {}).\n",
                 missing.len(),
                 if missing.len() == 1 { "" } else { "s" },
-                missing.iter().take(6).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                missing
+                    .iter()
+                    .take(6)
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
                     + if missing.len() > 6 { ", …" } else { "" }
             ));
         }
@@ -334,9 +469,25 @@ impl Report {
         if !self.cleaning.is_empty() {
             out.push_str("\nCleaning against the injected label noise:\n\n| stage | flagged | mislabeled | precision | recall |\n|---|---|---|---|---|\n");
             for c in &self.cleaning {
-                let g = |k: &str| c.get(k).map(|v| v.to_string()).unwrap_or_else(|| "—".into());
-                let pct = |k: &str| c.get(k).and_then(|v| v.as_f64()).map(|v| format!("{:.1} %", v * 100.0)).unwrap_or_else(|| "—".into());
-                out.push_str(&format!("| {} | {} | {} | {} | {} |\n", g("stage").trim_matches('"'), g("flagged"), g("mislabeled"), pct("precision"), pct("recall")));
+                let g = |k: &str| {
+                    c.get(k)
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "—".into())
+                };
+                let pct = |k: &str| {
+                    c.get(k)
+                        .and_then(|v| v.as_f64())
+                        .map(|v| format!("{:.1} %", v * 100.0))
+                        .unwrap_or_else(|| "—".into())
+                };
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} | {} |\n",
+                    g("stage").trim_matches('"'),
+                    g("flagged"),
+                    g("mislabeled"),
+                    pct("precision"),
+                    pct("recall")
+                ));
             }
         }
         out
@@ -349,10 +500,21 @@ impl Report {
         let mut out = head.join(",") + "\n";
         for r in &self.rows {
             let mut cols = self.axis_values(r);
-            cols.extend(self.columns.iter().map(|c| r.values.get(&c.key).map(|v| v.to_string()).unwrap_or_default()));
+            cols.extend(self.columns.iter().map(|c| {
+                r.values
+                    .get(&c.key)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            }));
             cols.push(r.role.clone());
             cols.push(r.missing.join(" "));
-            out.push_str(&cols.iter().map(|s| csv_field(s)).collect::<Vec<_>>().join(","));
+            out.push_str(
+                &cols
+                    .iter()
+                    .map(|s| csv_field(s))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
             out.push('\n');
         }
         out
@@ -362,9 +524,14 @@ impl Report {
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut written = Vec::new();
-        for (name, text) in [("report.md", self.markdown()), ("report.csv", self.csv()), ("report.json", serde_json::to_string_pretty(self)?)] {
+        for (name, text) in [
+            ("report.md", self.markdown()),
+            ("report.csv", self.csv()),
+            ("report.json", serde_json::to_string_pretty(self)?),
+        ] {
             let path = dir.join(name);
-            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             written.push(path);
         }
         written.extend(self.plots(dir)?);
@@ -377,7 +544,9 @@ impl Report {
         let by_method = |key: &str| -> Vec<Series> {
             let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
             for r in &self.rows {
-                let (Some(&x), Some(&y)) = (r.values.get("kept_percent"), r.values.get(key)) else { continue };
+                let (Some(&x), Some(&y)) = (r.values.get("kept_percent"), r.values.get(key)) else {
+                    continue;
+                };
                 let name = match (&method_axis, r.role.as_str()) {
                     (_, "baseline") => "full data".to_string(),
                     (Some(a), _) => r.cell.get(a).cloned().unwrap_or_default(),
@@ -393,9 +562,18 @@ impl Report {
                 })
                 .collect()
         };
-        let mut metric_cols: Vec<&Column> = self.columns.iter().filter(|c| c.key == "verify.avg").collect();
+        let mut metric_cols: Vec<&Column> = self
+            .columns
+            .iter()
+            .filter(|c| c.key == "verify.avg")
+            .collect();
         if metric_cols.is_empty() {
-            metric_cols.extend(self.columns.iter().filter(|c| c.key.starts_with("verify.")).take(1));
+            metric_cols.extend(
+                self.columns
+                    .iter()
+                    .filter(|c| c.key.starts_with("verify."))
+                    .take(1),
+            );
         }
         metric_cols.extend(self.columns.iter().filter(|c| c.key == "ijbc.1e-04"));
         for c in metric_cols {
@@ -404,14 +582,23 @@ impl Report {
                 continue;
             }
             let stem = format!("{}_vs_kept", c.key.replace(['.', '-'], "_"));
-            write_lines(dir, &stem, &format!("{} vs kept ratio", c.title), ("kept %", &format!("{} %", c.title)), Scale::Linear, &series)?;
+            write_lines(
+                dir,
+                &stem,
+                &format!("{} vs kept ratio", c.title),
+                ("kept %", &format!("{} %", c.title)),
+                Scale::Linear,
+                &series,
+            )?;
             out.push(dir.join(format!("{stem}.svg")));
             out.push(dir.join(format!("{stem}.png")));
         }
         let mut rocs = Vec::new();
         for r in &self.rows {
             let Some(path) = &r.roc_csv else { continue };
-            let Ok(text) = std::fs::read_to_string(path) else { continue };
+            let Ok(text) = std::fs::read_to_string(path) else {
+                continue;
+            };
             let points: Vec<(f64, f64)> = text
                 .lines()
                 .skip(1)
@@ -422,14 +609,33 @@ impl Report {
                 .filter(|(f, _): &(f64, f64)| *f >= 1e-6)
                 .collect();
             let label = if self.axes.is_empty() || r.role == "baseline" {
-                if r.role == "baseline" { "full data".into() } else { self.pipeline.clone() }
+                if r.role == "baseline" {
+                    "full data".into()
+                } else {
+                    self.pipeline.clone()
+                }
             } else {
-                self.axes.iter().filter_map(|a| r.cell.get(a)).cloned().collect::<Vec<_>>().join(" ")
+                self.axes
+                    .iter()
+                    .filter_map(|a| r.cell.get(a))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" ")
             };
-            rocs.push(Series { label, points: thin(points) });
+            rocs.push(Series {
+                label,
+                points: thin(points),
+            });
         }
         if !rocs.is_empty() {
-            write_lines(dir, "roc", "IJB-C 1:1 ROC per cell", ("FAR", "TAR"), Scale::Log, &rocs)?;
+            write_lines(
+                dir,
+                "roc",
+                "IJB-C 1:1 ROC per cell",
+                ("FAR", "TAR"),
+                Scale::Log,
+                &rocs,
+            )?;
             out.push(dir.join("roc.svg"));
             out.push(dir.join("roc.png"));
         }
@@ -439,11 +645,21 @@ impl Report {
             .filter_map(|c| {
                 let p = c.get("precision")?.as_f64()?;
                 let r = c.get("recall")?.as_f64()?;
-                Some(Series { label: c.get("stage")?.as_str()?.to_string(), points: vec![(r * 100.0, p * 100.0)] })
+                Some(Series {
+                    label: c.get("stage")?.as_str()?.to_string(),
+                    points: vec![(r * 100.0, p * 100.0)],
+                })
             })
             .collect();
         if !pr.is_empty() {
-            write_lines(dir, "cleaning", "Cleaning vs injected label noise", ("recall %", "precision %"), Scale::Linear, &pr)?;
+            write_lines(
+                dir,
+                "cleaning",
+                "Cleaning vs injected label noise",
+                ("recall %", "precision %"),
+                Scale::Linear,
+                &pr,
+            )?;
             out.push(dir.join("cleaning.svg"));
             out.push(dir.join("cleaning.png"));
         }

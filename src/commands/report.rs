@@ -30,16 +30,25 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
     let p = super::run::load(&args.pipeline, g)?;
     let root = super::run::cache_root(g, &args.pipeline);
     let cache = Cache::open(&root).map_err(super::run::cache_error)?;
-    let report = crate::report::build(&p, &cache)
-        .map_err(|e| CliError::environment(format!("error: cannot build the report of `{}`: {e:#}", p.name)))?;
-    let dir = args.out.unwrap_or_else(|| cache.results_dir(&p.name).join("report"));
+    let report = crate::report::build(&p, &cache).map_err(|e| {
+        CliError::environment(format!(
+            "error: cannot build the report of `{}`: {e:#}",
+            p.name
+        ))
+    })?;
+    let dir = args
+        .out
+        .unwrap_or_else(|| cache.results_dir(&p.name).join("report"));
     let written = report
         .write(&dir)
         .map_err(|e| CliError::environment(format!("error: cannot write the report: {e:#}")))?;
     match args.format {
         Format::Markdown => print!("{}", report.markdown()),
         Format::Csv => print!("{}", report.csv()),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
     }
     if args.format == Format::Markdown {
         println!("\nreport: {} ({} files)", dir.display(), written.len());

@@ -226,7 +226,9 @@ impl Loader {
         let mut text = String::new();
         for o in overrides {
             match o.split_once('=') {
-                Some((k, v)) if valid_ident(k.trim()) => text.push_str(&format!("{}: {}\n", k.trim(), v.trim())),
+                Some((k, v)) if valid_ident(k.trim()) => {
+                    text.push_str(&format!("{}: {}\n", k.trim(), v.trim()))
+                }
                 _ => {
                     self.err(
                         None,
@@ -240,7 +242,11 @@ impl Loader {
         }
         let cwd = std::env::current_dir().unwrap_or_default();
         let file = self.sources.files.len() as u32;
-        self.sources.files.push(SourceFile { display: "--set".into(), abs: cwd.join("--set"), text: text.clone() });
+        self.sources.files.push(SourceFile {
+            display: "--set".into(),
+            abs: cwd.join("--set"),
+            text: text.clone(),
+        });
         let set = match yaml::parse(&text, file, &self.sources) {
             Ok(n) => n,
             Err(errs) => {
@@ -248,21 +254,38 @@ impl Loader {
                 return None;
             }
         };
-        let Value::Map(new) = set.value else { return None };
-        let Value::Map(entries) = &mut root.value else { return None };
-        let Some(params) = entries.iter_mut().find(|e| e.key == "params") else {
-            self.err(None, "`--set` overrides params, but the pipeline has no `params`", "params", None);
+        let Value::Map(new) = set.value else {
             return None;
         };
-        let Value::Map(params) = &mut params.value.value else { return None };
+        let Value::Map(entries) = &mut root.value else {
+            return None;
+        };
+        let Some(params) = entries.iter_mut().find(|e| e.key == "params") else {
+            self.err(
+                None,
+                "`--set` overrides params, but the pipeline has no `params`",
+                "params",
+                None,
+            );
+            return None;
+        };
+        let Value::Map(params) = &mut params.value.value else {
+            return None;
+        };
         let mut ok = true;
         for n in new {
             match params.iter_mut().find(|p| p.key == n.key) {
                 Some(p) => p.value = n.value,
                 None => {
                     let names: Vec<&str> = params.iter().map(|p| p.key.as_str()).collect();
-                    let hint = crate::pipeline::diagnostics::suggest(&n.key, &names, "its params are");
-                    self.err(Some(n.key_loc), format!("`--set {}`: the pipeline has no param `{}`", n.key, n.key), "params", hint);
+                    let hint =
+                        crate::pipeline::diagnostics::suggest(&n.key, &names, "its params are");
+                    self.err(
+                        Some(n.key_loc),
+                        format!("`--set {}`: the pipeline has no param `{}`", n.key, n.key),
+                        "params",
+                        hint,
+                    );
                     ok = false;
                 }
             }

@@ -13,7 +13,9 @@ pub mod schema;
 pub mod yaml;
 
 pub use diagnostics::{Diagnostic, Diagnostics};
-pub use load::{load, load_with, normalize, MAX_CPUS, MAX_GPUS, MAX_MEM_GB, MAX_RETRY, MAX_TIME_MIN};
+pub use load::{
+    load, load_with, normalize, MAX_CPUS, MAX_GPUS, MAX_MEM_GB, MAX_RETRY, MAX_TIME_MIN,
+};
 pub use model::*;
 
 #[cfg(test)]
@@ -90,31 +92,53 @@ stages:
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(chk.outputs[1], Output { name: "plots".into(), rel_path: "plots".into(), is_dir: true, required: true });
+        assert_eq!(
+            chk.outputs[1],
+            Output {
+                name: "plots".into(),
+                rel_path: "plots".into(),
+                is_dir: true,
+                required: true
+            }
+        );
         match &chk.inputs["extra"] {
-            Input::External { path } => assert!(path.ends_with("x/y") && !path.to_string_lossy().contains("sub"), "{path:?}"),
+            Input::External { path } => assert!(
+                path.ends_with("x/y") && !path.to_string_lossy().contains("sub"),
+                "{path:?}"
+            ),
             other => panic!("{other:?}"),
         }
         let (pi, _) = p.instance("prune[method=rand,ratio=0.75]").unwrap();
-        assert!(!p.instances[pi].inputs.contains_key("flags"), "null flags = no input");
+        assert!(
+            !p.instances[pi].inputs.contains_key("flags"),
+            "null flags = no input"
+        );
         assert_eq!(p.instances[pi].retry, 1);
         // Topological order: every upstream index is smaller.
         for (i, inst) in p.instances.iter().enumerate() {
             for input in inst.inputs.values() {
                 if let Input::Upstream { instance, output } = input {
                     assert!(*instance < i);
-                    assert!(p.instances[*instance].outputs.iter().any(|o| &o.name == output));
+                    assert!(p.instances[*instance]
+                        .outputs
+                        .iter()
+                        .any(|o| &o.name == output));
                 }
             }
         }
         assert_eq!(p.executor.kind.as_deref(), Some("slurm"));
         assert_eq!(p.report.stages, ["prune"]);
-        assert_eq!(crate::dag::topological_order(&p).map(|v| v.len()), Ok(p.instances.len()));
+        assert_eq!(
+            crate::dag::topological_order(&p).map(|v| v.len()),
+            Ok(p.instances.len())
+        );
     }
 
     #[test]
     fn id_collisions_between_matrix_values_are_errors() {
-        let e = load_text("matrix: { v: [\"1\", 1] }\nstages:\n  a: { run: \"echo ${matrix.v}\" }\n").unwrap_err();
+        let e =
+            load_text("matrix: { v: [\"1\", 1] }\nstages:\n  a: { run: \"echo ${matrix.v}\" }\n")
+                .unwrap_err();
         assert!(e.to_string().contains("would both be named `1`"), "{e}");
     }
 

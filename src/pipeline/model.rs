@@ -36,8 +36,14 @@ impl Pipeline {
     }
 
     /// Instances of stage `stage` (all its cells).
-    pub fn instances_of<'a>(&'a self, stage: &'a str) -> impl Iterator<Item = (usize, &'a Instance)> + 'a {
-        self.instances.iter().enumerate().filter(move |(_, i)| i.stage == stage)
+    pub fn instances_of<'a>(
+        &'a self,
+        stage: &'a str,
+    ) -> impl Iterator<Item = (usize, &'a Instance)> + 'a {
+        self.instances
+            .iter()
+            .enumerate()
+            .filter(move |(_, i)| i.stage == stage)
     }
 }
 
@@ -63,10 +69,16 @@ pub struct Instance {
 #[derive(Debug, Clone)]
 pub enum Action {
     /// A built-in kind run by the stage worker.
-    Builtin { kind: &'static KindSpec, params: serde_json::Value },
+    Builtin {
+        kind: &'static KindSpec,
+        params: serde_json::Value,
+    },
     /// `run:` a shell command. `${inputs.x}` and `${outputs.x}` are substituted at run time with
     /// absolute paths (shell-quoted); everything else was interpolated at load time.
-    Shell { command: String, env: BTreeMap<String, String> },
+    Shell {
+        command: String,
+        env: BTreeMap<String, String>,
+    },
 }
 
 impl Action {

@@ -64,7 +64,11 @@ impl Invocation {
     /// Path of a required input; an error naming the stage and input otherwise.
     pub fn input(&self, name: &str) -> anyhow::Result<&Path> {
         self.inputs.get(name).map(PathBuf::as_path).ok_or_else(|| {
-            anyhow::anyhow!("stage `{}` ({}) needs input `{name}`", self.stage_id, self.kind)
+            anyhow::anyhow!(
+                "stage `{}` ({}) needs input `{name}`",
+                self.stage_id,
+                self.kind
+            )
         })
     }
 
@@ -75,7 +79,11 @@ impl Invocation {
     /// Path of a declared output.
     pub fn output(&self, name: &str) -> anyhow::Result<&Path> {
         self.outputs.get(name).map(PathBuf::as_path).ok_or_else(|| {
-            anyhow::anyhow!("stage `{}` ({}) has no output `{name}`", self.stage_id, self.kind)
+            anyhow::anyhow!(
+                "stage `{}` ({}) has no output `{name}`",
+                self.stage_id,
+                self.kind
+            )
         })
     }
 
@@ -93,7 +101,9 @@ impl Invocation {
     }
 
     pub fn progress(&self) -> Progress {
-        Progress { path: self.progress.clone() }
+        Progress {
+            path: self.progress.clone(),
+        }
     }
 }
 
@@ -107,7 +117,11 @@ impl Progress {
     /// Report an event such as `{"epoch": 3, "epochs": 12, "step": 40, "loss": 5.1}`.
     /// Progress is best effort: a failure to write it never fails the stage.
     pub fn report(&self, event: serde_json::Value) {
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&self.path) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
             let mut line = event.to_string();
             line.push('\n');
             let _ = f.write_all(line.as_bytes());

@@ -2,6 +2,6 @@
 //! temp dirs. Modules by area; `support` holds the fluent helper.
 
 mod exec;
-mod support;
 mod pipelines;
 mod slurm;
+mod support;

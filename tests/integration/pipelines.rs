@@ -247,11 +247,9 @@ fn shell_stages_paths_and_optional_inputs() {
         .map(|i| (i["id"].as_str().unwrap().to_string(), i))
         .collect();
     // Null in one cell: no such input.
-    assert!(
-        by_id["prune[method=diffprob,ratio=0.5]"]["inputs"]
-            .get("flags")
-            .is_some()
-    );
+    assert!(by_id["prune[method=diffprob,ratio=0.5]"]["inputs"]
+        .get("flags")
+        .is_some());
     assert!(by_id["prune[method=rand,ratio=0.5]"]["inputs"]
         .get("flags")
         .is_none());
@@ -550,12 +548,36 @@ fn set_overrides_params_from_the_command_line() {
         "#,
     );
     let base = keys(&json_of(&p, &["validate", "p.yaml", "--format", "json"]));
-    let same = keys(&json_of(&p, &["validate", "p.yaml", "--format", "json", "--set", "ratio=0.5"]));
+    let same = keys(&json_of(
+        &p,
+        &[
+            "validate",
+            "p.yaml",
+            "--format",
+            "json",
+            "--set",
+            "ratio=0.5",
+        ],
+    ));
     assert_eq!(base, same);
-    let v = json_of(&p, &["validate", "p.yaml", "--format", "json", "--set", "ratio=0.25"]);
+    let v = json_of(
+        &p,
+        &[
+            "validate",
+            "p.yaml",
+            "--format",
+            "json",
+            "--set",
+            "ratio=0.25",
+        ],
+    );
     assert_ne!(base, keys(&v));
     assert!(v.to_string().contains("# 0.25"), "{v}");
     let r = p.run(&["validate", "p.yaml", "--set", "ration=0.25"]);
-    r.exit(2).stderr_has("`--set ration`: the pipeline has no param `ration`").stderr_has("did you mean `ratio`?");
-    p.run(&["validate", "p.yaml", "--set", "ratio"]).exit(2).stderr_has("write `--set NAME=VALUE`");
+    r.exit(2)
+        .stderr_has("`--set ration`: the pipeline has no param `ration`")
+        .stderr_has("did you mean `ratio`?");
+    p.run(&["validate", "p.yaml", "--set", "ratio"])
+        .exit(2)
+        .stderr_has("write `--set NAME=VALUE`");
 }

@@ -42,7 +42,10 @@ impl Project {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
-        c.current_dir(self.root()).args(args).env_remove("ORCHESTRATOR_CACHE").env("NO_COLOR", "1");
+        c.current_dir(self.root())
+            .args(args)
+            .env_remove("ORCHESTRATOR_CACHE")
+            .env("NO_COLOR", "1");
         c
     }
 
@@ -68,28 +71,64 @@ impl Run {
     }
     #[track_caller]
     pub fn success(&self) -> &Self {
-        assert!(self.out.status.success(), "expected success, got {}\nstdout:\n{}\nstderr:\n{}", self.code(), self.stdout(), self.stderr());
+        assert!(
+            self.out.status.success(),
+            "expected success, got {}\nstdout:\n{}\nstderr:\n{}",
+            self.code(),
+            self.stdout(),
+            self.stderr()
+        );
         self
     }
     #[track_caller]
     pub fn exit(&self, code: i32) -> &Self {
-        assert_eq!(self.code(), code, "stdout:\n{}\nstderr:\n{}", self.stdout(), self.stderr());
+        assert_eq!(
+            self.code(),
+            code,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
         self
     }
     #[track_caller]
     pub fn stdout_has(&self, s: &str) -> &Self {
-        assert!(self.stdout().contains(s), "stdout lacks {s:?}:\n{}\nstderr:\n{}", self.stdout(), self.stderr());
+        assert!(
+            self.stdout().contains(s),
+            "stdout lacks {s:?}:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
         self
     }
     #[track_caller]
     pub fn stderr_has(&self, s: &str) -> &Self {
-        assert!(self.stderr().contains(s), "stderr lacks {s:?}:\n{}", self.stderr());
+        assert!(
+            self.stderr().contains(s),
+            "stderr lacks {s:?}:\n{}",
+            self.stderr()
+        );
         self
     }
 }
 
 pub fn dedent(s: &str) -> String {
     let s = s.strip_prefix('\n').unwrap_or(s);
-    let indent = s.lines().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap_or(0);
-    s.lines().map(|l| if l.len() >= indent { &l[indent..] } else { l.trim_start() }).collect::<Vec<_>>().join("\n") + "\n"
+    let indent = s
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    s.lines()
+        .map(|l| {
+            if l.len() >= indent {
+                &l[indent..]
+            } else {
+                l.trim_start()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }

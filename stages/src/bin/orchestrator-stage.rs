@@ -12,7 +12,11 @@ fn main() -> ExitCode {
     let path = match args.as_slice() {
         [_, cmd, path] if cmd == "run" => PathBuf::from(path),
         [_, flag] if flag == "--version" => {
-            println!("orchestrator-stage {} (libtorch {})", env!("CARGO_PKG_VERSION"), tch_version());
+            println!(
+                "orchestrator-stage {} (libtorch {})",
+                env!("CARGO_PKG_VERSION"),
+                tch_version()
+            );
             return ExitCode::SUCCESS;
         }
         _ => {
@@ -32,7 +36,10 @@ fn main() -> ExitCode {
         .or_else(|| orchestrator_stages::torch::run(&inv));
     let outcome = match result {
         None => {
-            eprintln!("error: stage `{}`: this worker has no kind `{}`", inv.stage_id, inv.kind);
+            eprintln!(
+                "error: stage `{}`: this worker has no kind `{}`",
+                inv.stage_id, inv.kind
+            );
             return ExitCode::from(2);
         }
         Some(r) => r.and_then(|metrics| inv.write_metrics(&metrics)),

@@ -232,11 +232,23 @@ pub fn write_lines(
     register_font()?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let svg = dir.join(format!("{stem}.svg"));
-    draw_lines(SVGBackend::new(&svg, SIZE).into_drawing_area(), title, axes, x_scale, series)
-        .with_context(|| format!("cannot draw {}", svg.display()))?;
+    draw_lines(
+        SVGBackend::new(&svg, SIZE).into_drawing_area(),
+        title,
+        axes,
+        x_scale,
+        series,
+    )
+    .with_context(|| format!("cannot draw {}", svg.display()))?;
     let png = dir.join(format!("{stem}.png"));
-    draw_lines(BitMapBackend::new(&png, SIZE).into_drawing_area(), title, axes, x_scale, series)
-        .with_context(|| format!("cannot draw {}", png.display()))?;
+    draw_lines(
+        BitMapBackend::new(&png, SIZE).into_drawing_area(),
+        title,
+        axes,
+        x_scale,
+        series,
+    )
+    .with_context(|| format!("cannot draw {}", png.display()))?;
     Ok(())
 }
 
@@ -250,17 +262,34 @@ fn draw_lines<DB: DrawingBackend>(
     let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plot: {e}");
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let pts = series.iter().flat_map(|s| s.points.iter().copied());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
-    for (x, y) in pts.filter(|(x, y)| x.is_finite() && y.is_finite() && (x_scale == Scale::Linear || *x > 0.0)) {
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
+    for (x, y) in pts
+        .filter(|(x, y)| x.is_finite() && y.is_finite() && (x_scale == Scale::Linear || *x > 0.0))
+    {
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
     }
     if !x0.is_finite() {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
-    let pad = |a: f64, b: f64| if (b - a).abs() < 1e-12 { (a - 0.5, b + 0.5) } else { (a - 0.05 * (b - a), b + 0.05 * (b - a)) };
+    let pad = |a: f64, b: f64| {
+        if (b - a).abs() < 1e-12 {
+            (a - 0.5, b + 0.5)
+        } else {
+            (a - 0.05 * (b - a), b + 0.05 * (b - a))
+        }
+    };
     let (y0, y1) = pad(y0, y1);
     let mut builder = ChartBuilder::on(&root);
-    builder.caption(title, (FAMILY, 22)).margin(16).x_label_area_size(48).y_label_area_size(64);
+    builder
+        .caption(title, (FAMILY, 22))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(64);
     let palette = |i: usize| Palette99::pick(i).to_rgba();
     macro_rules! finish {
         ($chart:expr) => {{
@@ -278,10 +307,15 @@ fn draw_lines<DB: DrawingBackend>(
                     .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
                     .map_err(|e| err(&e))?
                     .label(s.label.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-                chart
-                    .draw_series(s.points.iter().map(|&p| Circle::new(p, 4, c.filled())))
-                    .map_err(|e| err(&e))?;
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                    });
+                // Markers only where they stay readable (a ROC curve has hundreds of points).
+                if s.points.len() <= 30 {
+                    chart
+                        .draw_series(s.points.iter().map(|&p| Circle::new(p, 4, c.filled())))
+                        .map_err(|e| err(&e))?;
+                }
             }
             chart
                 .configure_series_labels()
@@ -296,9 +330,13 @@ fn draw_lines<DB: DrawingBackend>(
     match x_scale {
         Scale::Linear => {
             let (x0, x1) = pad(x0, x1);
-            finish!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(|e| err(&e))?)
+            finish!(builder
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(|e| err(&e))?)
         }
-        Scale::Log => finish!(builder.build_cartesian_2d((x0..x1.max(x0 * 10.0)).log_scale(), y0..y1).map_err(|e| err(&e))?),
+        Scale::Log => finish!(builder
+            .build_cartesian_2d((x0..x1.max(x0 * 10.0)).log_scale(), y0..y1)
+            .map_err(|e| err(&e))?),
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())

@@ -50,13 +50,29 @@ impl Element for u8 {
 pub fn write<T: Element>(path: &Path, shape: &[usize], data: &[T]) -> Result<()> {
     let n: usize = shape.iter().product();
     if n != data.len() {
-        bail!("npy write {}: shape {:?} holds {n} values, got {}", path.display(), shape, data.len());
+        bail!(
+            "npy write {}: shape {:?} holds {n} values, got {}",
+            path.display(),
+            shape,
+            data.len()
+        );
     }
     let shape_s = match shape.len() {
         1 => format!("({},)", shape[0]),
-        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
-    let mut header = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}", T::DESCR, shape_s);
+    let mut header = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
+        T::DESCR,
+        shape_s
+    );
     // Pad with spaces and end with '\n' so that 10 + len is a multiple of 64.
     let total = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - total % 64) % 64));
@@ -68,9 +84,11 @@ pub fn write<T: Element>(path: &Path, shape: &[usize], data: &[T]) -> Result<()>
     for &x in data {
         x.write_le(&mut buf);
     }
-    let f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let f =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut w = BufWriter::new(f);
-    w.write_all(&buf).with_context(|| format!("cannot write {}", path.display()))?;
+    w.write_all(&buf)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     w.flush()?;
     Ok(())
 }
@@ -98,8 +116,16 @@ impl Array {
     /// Values widened to f64 (float and integer dtypes).
     pub fn to_f64(&self) -> Result<Vec<f64>> {
         Ok(match self.descr.as_str() {
-            "<f8" => self.data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
-            "<f4" => self.data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+            "<f8" => self
+                .data
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            "<f4" => self
+                .data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
             _ => self.to_i64()?.into_iter().map(|x| x as f64).collect(),
         })
     }
@@ -107,7 +133,11 @@ impl Array {
     /// Values as f32 (`<f4` exactly, `<f8` rounded).
     pub fn to_f32(&self) -> Result<Vec<f32>> {
         Ok(match self.descr.as_str() {
-            "<f4" => self.data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+            "<f4" => self
+                .data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
             _ => self.to_f64()?.into_iter().map(|x| x as f32).collect(),
         })
     }
@@ -115,11 +145,31 @@ impl Array {
     /// Integer values (any integer dtype; floats are an error).
     pub fn to_i64(&self) -> Result<Vec<i64>> {
         Ok(match self.descr.as_str() {
-            "<i8" => self.data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
-            "<u8" => self.data.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
-            "<i4" => self.data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
-            "<u4" => self.data.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
-            "<i2" => self.data.chunks_exact(2).map(|c| i16::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
+            "<i8" => self
+                .data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            "<u8" => self
+                .data
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+            "<i4" => self
+                .data
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+            "<u4" => self
+                .data
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+            "<i2" => self
+                .data
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
             "|u1" | "|b1" => self.data.iter().map(|&b| b as i64).collect(),
             "|i1" => self.data.iter().map(|&b| b as i8 as i64).collect(),
             d => bail!("expected an integer array, found dtype {d}"),
@@ -129,7 +179,11 @@ impl Array {
     pub fn to_u8(&self) -> Result<Vec<u8>> {
         match self.descr.as_str() {
             "|u1" | "|b1" => Ok(self.data.clone()),
-            _ => self.to_i64()?.into_iter().map(|x| u8::try_from(x).map_err(|_| anyhow::anyhow!("value {x} is not a byte"))).collect(),
+            _ => self
+                .to_i64()?
+                .into_iter()
+                .map(|x| u8::try_from(x).map_err(|_| anyhow::anyhow!("value {x} is not a byte")))
+                .collect(),
         }
     }
 }
@@ -150,11 +204,16 @@ pub fn parse(bytes: &[u8]) -> Result<Array> {
             if bytes.len() < 12 {
                 bail!("truncated header");
             }
-            (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12)
+            (
+                u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+                12,
+            )
         }
         v => bail!("unsupported .npy version {v}"),
     };
-    let header = bytes.get(start..start + hlen).context("header runs past the end of the file")?;
+    let header = bytes
+        .get(start..start + hlen)
+        .context("header runs past the end of the file")?;
     let header = std::str::from_utf8(header).context("header is not text")?;
     let descr = dict_value(header, "descr").context("header has no 'descr'")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"').to_string();
@@ -168,7 +227,10 @@ pub fn parse(bytes: &[u8]) -> Result<Array> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| anyhow::anyhow!("bad shape {shape_s}")))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| anyhow::anyhow!("bad shape {shape_s}"))
+        })
         .collect::<Result<_>>()?;
     let item = match descr.as_str() {
         "<f8" | "<i8" | "<u8" => 8,
@@ -180,18 +242,34 @@ pub fn parse(bytes: &[u8]) -> Result<Array> {
     let n: usize = shape.iter().product();
     let data = &bytes[start + hlen..];
     if data.len() != n * item {
-        bail!("shape {:?} of {descr} needs {} data bytes, the file has {}", shape, n * item, data.len());
+        bail!(
+            "shape {:?} of {descr} needs {} data bytes, the file has {}",
+            shape,
+            n * item,
+            data.len()
+        );
     }
-    Ok(Array { descr, shape, data: data.to_vec() })
+    Ok(Array {
+        descr,
+        shape,
+        data: data.to_vec(),
+    })
 }
 
 /// The text of `key`'s value in a Python dict literal (values here contain no nested dicts).
 fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     let pat_a = format!("'{key}':");
     let pat_b = format!("\"{key}\":");
-    let i = header.find(&pat_a).map(|i| i + pat_a.len()).or_else(|| header.find(&pat_b).map(|i| i + pat_b.len()))?;
+    let i = header
+        .find(&pat_a)
+        .map(|i| i + pat_a.len())
+        .or_else(|| header.find(&pat_b).map(|i| i + pat_b.len()))?;
     let rest = header[i..].trim_start();
-    let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find([',', '}'])? };
+    let end = if rest.starts_with('(') {
+        rest.find(')')? + 1
+    } else {
+        rest.find([',', '}'])?
+    };
     Some(rest[..end].trim())
 }
 

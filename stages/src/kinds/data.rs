@@ -60,19 +60,34 @@ impl Params for SyntheticFacesParams {
             errs.push(ParamError::new("images_per_identity", "must be at least 1"));
         }
         if !(16..=512).contains(&self.size) || !self.size.is_multiple_of(4) {
-            errs.push(ParamError::new("size", format!("must be a multiple of 4 in 16..=512, got {}", self.size)));
+            errs.push(ParamError::new(
+                "size",
+                format!("must be a multiple of 4 in 16..=512, got {}", self.size),
+            ));
         }
         if !(0.0..0.5).contains(&self.label_noise) {
-            errs.push(ParamError::new("label_noise", format!("must be in [0, 0.5), got {}", self.label_noise)));
+            errs.push(ParamError::new(
+                "label_noise",
+                format!("must be in [0, 0.5), got {}", self.label_noise),
+            ));
         }
         if !(0.0..0.9).contains(&self.duplicates) {
-            errs.push(ParamError::new("duplicates", format!("must be in [0, 0.9), got {}", self.duplicates)));
+            errs.push(ParamError::new(
+                "duplicates",
+                format!("must be in [0, 0.9), got {}", self.duplicates),
+            ));
         }
         if self.pairs < 20 || !self.pairs.is_multiple_of(10) {
-            errs.push(ParamError::new("pairs", format!("must be a multiple of 10, at least 20, got {}", self.pairs)));
+            errs.push(ParamError::new(
+                "pairs",
+                format!("must be a multiple of 10, at least 20, got {}", self.pairs),
+            ));
         }
         if self.verification_identities < 2 {
-            errs.push(ParamError::new("verification_identities", "must be at least 2"));
+            errs.push(ParamError::new(
+                "verification_identities",
+                "must be at least 2",
+            ));
         }
         if self.ijbc_subjects < 2 {
             errs.push(ParamError::new("ijbc_subjects", "must be at least 2"));
@@ -131,7 +146,10 @@ pub struct ImageFolderParams {
 
 impl Default for ImageFolderParams {
     fn default() -> Self {
-        ImageFolderParams { size: 112, quality: 95 }
+        ImageFolderParams {
+            size: 112,
+            quality: 95,
+        }
     }
 }
 
@@ -139,10 +157,16 @@ impl Params for ImageFolderParams {
     fn validate(&self) -> Result<(), Vec<ParamError>> {
         let mut errs = Vec::new();
         if !(16..=512).contains(&self.size) {
-            errs.push(ParamError::new("size", format!("must be in 16..=512, got {}", self.size)));
+            errs.push(ParamError::new(
+                "size",
+                format!("must be in 16..=512, got {}", self.size),
+            ));
         }
         if !(1..=100).contains(&self.quality) {
-            errs.push(ParamError::new("quality", format!("must be in 1..=100, got {}", self.quality)));
+            errs.push(ParamError::new(
+                "quality",
+                format!("must be in 1..=100, got {}", self.quality),
+            ));
         }
         if errs.is_empty() {
             Ok(())

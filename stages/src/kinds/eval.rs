@@ -18,7 +18,11 @@ pub struct VerifyParams {
 
 impl Default for VerifyParams {
     fn default() -> Self {
-        VerifyParams { sets: Vec::new(), batch_size: 64, flip: true }
+        VerifyParams {
+            sets: Vec::new(),
+            batch_size: 64,
+            flip: true,
+        }
     }
 }
 
@@ -59,7 +63,13 @@ pub struct IjbcParams {
 
 impl Default for IjbcParams {
     fn default() -> Self {
-        IjbcParams { target: "IJBC".into(), batch_size: 256, use_flip_test: true, use_norm_score: true, use_detector_score: true }
+        IjbcParams {
+            target: "IJBC".into(),
+            batch_size: 256,
+            use_flip_test: true,
+            use_norm_score: true,
+            use_detector_score: true,
+        }
     }
 }
 
@@ -67,7 +77,10 @@ impl Params for IjbcParams {
     fn validate(&self) -> Result<(), Vec<ParamError>> {
         let mut errs = Vec::new();
         if self.target != "IJBC" && self.target != "IJBB" {
-            errs.push(ParamError::new("target", format!("must be IJBC or IJBB, got {:?}", self.target)));
+            errs.push(ParamError::new(
+                "target",
+                format!("must be IJBC or IJBB, got {:?}", self.target),
+            ));
         }
         if self.batch_size == 0 {
             errs.push(ParamError::new("batch_size", "must be at least 1"));

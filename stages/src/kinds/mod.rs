@@ -30,10 +30,20 @@ pub struct Port {
 
 impl Port {
     pub const fn input(name: &'static str, required: bool, doc: &'static str) -> Port {
-        Port { name, required, path: "", doc }
+        Port {
+            name,
+            required,
+            path: "",
+            doc,
+        }
     }
     pub const fn output(name: &'static str, path: &'static str, doc: &'static str) -> Port {
-        Port { name, required: true, path, doc }
+        Port {
+            name,
+            required: true,
+            path,
+            doc,
+        }
     }
     pub fn is_dir(&self) -> bool {
         self.path.ends_with('/')
@@ -56,7 +66,11 @@ pub struct ParamError {
 
 impl ParamError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ParamError { path: path.into(), message: message.into(), hint: None }
+        ParamError {
+            path: path.into(),
+            message: message.into(),
+            hint: None,
+        }
     }
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
@@ -92,7 +106,10 @@ pub struct KindSpec {
 
 impl std::fmt::Debug for KindSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KindSpec").field("name", &self.name).field("version", &self.version).finish()
+        f.debug_struct("KindSpec")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .finish()
     }
 }
 
@@ -108,7 +125,11 @@ impl KindSpec {
 /// Deserialize `with:` into `P` (unknown keys and wrong types are errors with their key path),
 /// run `P::validate`, and serialize back: the resolved params with every default present.
 pub fn resolve<P: Params>(value: &serde_json::Value) -> Result<serde_json::Value, Vec<ParamError>> {
-    let value = if value.is_null() { serde_json::json!({}) } else { value.clone() };
+    let value = if value.is_null() {
+        serde_json::json!({})
+    } else {
+        value.clone()
+    };
     let p: P = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
@@ -184,7 +205,11 @@ mod tests {
                 Ok(v) => assert!(v.is_object(), "{}", k.name),
                 Err(errs) => assert!(!errs.is_empty(), "{}", k.name),
             }
-            assert!(!(k.param_names)().is_empty() || k.name == "relabel" || k.name == "clean", "{}", k.name);
+            assert!(
+                !(k.param_names)().is_empty() || k.name == "relabel" || k.name == "clean",
+                "{}",
+                k.name
+            );
         }
     }
 
@@ -199,7 +224,11 @@ mod tests {
     #[test]
     fn unknown_param_is_an_error_with_its_path() {
         let errs = (PRUNE_SPEC.resolve)(&serde_json::json!({"treshold": 0.1})).unwrap_err();
-        assert!(errs[0].message.contains("unknown field `treshold`"), "{:?}", errs);
+        assert!(
+            errs[0].message.contains("unknown field `treshold`"),
+            "{:?}",
+            errs
+        );
     }
     use prune::PRUNE as PRUNE_SPEC;
 }

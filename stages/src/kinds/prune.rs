@@ -30,21 +30,33 @@ pub struct ScoreParams {
 
 impl Default for ScoreParams {
     fn default() -> Self {
-        ScoreParams { method: ScoreMethod::Diffprob, seed: 0, window: 10, include_final_window: false }
+        ScoreParams {
+            method: ScoreMethod::Diffprob,
+            seed: 0,
+            window: 10,
+            include_final_window: false,
+        }
     }
 }
 
 impl Params for ScoreParams {
     fn validate(&self) -> Result<(), Vec<ParamError>> {
         if self.window < 2 {
-            return Err(vec![ParamError::new("window", format!("must be at least 2, got {}", self.window))]);
+            return Err(vec![ParamError::new(
+                "window",
+                format!("must be at least 2, got {}", self.window),
+            )]);
         }
         Ok(())
     }
 }
 
 const LABEL_INPUTS: [Port; 2] = [
-    Port::input("labels", false, "labels: text (one integer per line) or integer .npy"),
+    Port::input(
+        "labels",
+        false,
+        "labels: text (one integer per line) or integer .npy",
+    ),
     Port::input("train", false, "dataset `train` folder (its labels.npy)"),
 ];
 
@@ -88,36 +100,59 @@ pub struct PruneParams {
 
 impl Default for PruneParams {
     fn default() -> Self {
-        PruneParams { threshold: None, fraction: None, target_ratio: None, min_per_id: 5, order: RandOrder::Random, seed: 0 }
+        PruneParams {
+            threshold: None,
+            fraction: None,
+            target_ratio: None,
+            min_per_id: 5,
+            order: RandOrder::Random,
+            seed: 0,
+        }
     }
 }
 
 impl Params for PruneParams {
     fn validate(&self) -> Result<(), Vec<ParamError>> {
         let mut errs = Vec::new();
-        let set = [self.threshold.is_some(), self.fraction.is_some(), self.target_ratio.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let set = [
+            self.threshold.is_some(),
+            self.fraction.is_some(),
+            self.target_ratio.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if set != 1 {
             errs.push(
-                ParamError::new("", "exactly one of `threshold`, `fraction`, `target_ratio` must be set")
-                    .with_hint("e.g. `target_ratio: 0.5` keeps half of the dataset with any method"),
+                ParamError::new(
+                    "",
+                    "exactly one of `threshold`, `fraction`, `target_ratio` must be set",
+                )
+                .with_hint("e.g. `target_ratio: 0.5` keeps half of the dataset with any method"),
             );
         }
         if let Some(t) = self.threshold {
             if !(t >= 0.0 && t.is_finite()) {
-                errs.push(ParamError::new("threshold", format!("must be a finite number >= 0, got {t}")));
+                errs.push(ParamError::new(
+                    "threshold",
+                    format!("must be a finite number >= 0, got {t}"),
+                ));
             }
         }
         if let Some(f) = self.fraction {
             if !(f > 0.0 && f <= 1.0) {
-                errs.push(ParamError::new("fraction", format!("must be in (0, 1], got {f}")));
+                errs.push(ParamError::new(
+                    "fraction",
+                    format!("must be in (0, 1], got {f}"),
+                ));
             }
         }
         if let Some(r) = self.target_ratio {
             if !(r > 0.0 && r <= 1.0) {
-                errs.push(ParamError::new("target_ratio", format!("must be in (0, 1], got {r}")));
+                errs.push(ParamError::new(
+                    "target_ratio",
+                    format!("must be in (0, 1], got {r}"),
+                ));
             }
         }
         if self.min_per_id == 0 {

@@ -112,10 +112,16 @@ impl Params for TrainParams {
             errs.push(ParamError::new("batch_size", "must be at least 1"));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            errs.push(ParamError::new("lr", format!("must be > 0, got {}", self.lr)));
+            errs.push(ParamError::new(
+                "lr",
+                format!("must be > 0, got {}", self.lr),
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            errs.push(ParamError::new("dropout", format!("must be in [0, 1), got {}", self.dropout)));
+            errs.push(ParamError::new(
+                "dropout",
+                format!("must be in [0, 1), got {}", self.dropout),
+            ));
         }
         if self.milestones.windows(2).any(|w| w[0] >= w[1]) {
             errs.push(ParamError::new("milestones", "must be strictly increasing"));
@@ -178,7 +184,15 @@ pub struct EvalTrainsetParams {
 
 impl Default for EvalTrainsetParams {
     fn default() -> Self {
-        EvalTrainsetParams { margin: true, flip: Flip::None, seed: 0, s: 64.0, m: 0.35, batch_size: 256, workers: 2 }
+        EvalTrainsetParams {
+            margin: true,
+            flip: Flip::None,
+            seed: 0,
+            s: 64.0,
+            m: 0.35,
+            batch_size: 256,
+            workers: 2,
+        }
     }
 }
 
