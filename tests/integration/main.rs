@@ -2,6 +2,7 @@
 //! temp dirs. Modules by area; `support` holds the fluent helper.
 
 mod exec;
+mod main_job;
 mod pipelines;
 mod slurm;
 mod support;
