@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use orchestrator_stages::formats::{npy, text};
-use orchestrator_stages::invocation::{Device, Invocation, INVOCATION_VERSION};
+use orchestrator_stages::invocation::Invocation;
 use orchestrator_stages::prune::inputs::{Identities, Labels};
 use orchestrator_stages::prune::{clean, relabel, score, select};
 use rand::{Rng, SeedableRng};
@@ -110,30 +110,9 @@ fn stage(
     params: Value,
     inputs: &[(&str, &Path)],
 ) -> BTreeMap<String, PathBuf> {
-    let spec = orchestrator_stages::lookup(kind).expect("kind");
-    let params = (spec.resolve)(&params).expect("params");
-    let out_dir = root.join(id);
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let outputs: BTreeMap<String, PathBuf> = spec
-        .outputs
-        .iter()
-        .map(|p| (p.name.to_string(), out_dir.join(p.rel_path())))
-        .collect();
-    let inv = Invocation {
-        version: INVOCATION_VERSION,
-        kind: kind.into(),
-        stage_id: id.into(),
-        params,
-        inputs: inputs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_path_buf()))
-            .collect(),
-        outputs: outputs.clone(),
-        out_dir: out_dir.clone(),
-        work_dir: out_dir.join("work"),
-        device: Device::Cpu,
-        progress: out_dir.join("progress.jsonl"),
-    };
+    let inv = Invocation::standalone(kind, id, &params, inputs, &root.join(id))
+        .unwrap_or_else(|e| panic!("{id}: {e:#}"));
+    let outputs = inv.outputs.clone();
     orchestrator_stages::prune::run(&inv)
         .expect("a pruning kind")
         .unwrap_or_else(|e| panic!("{id}: {e:#}"));

@@ -61,6 +61,41 @@ impl Invocation {
         Ok(inv)
     }
 
+    /// An invocation that runs `kind` without the engine (benches, tests, one-off tools): params
+    /// resolved by the kind's spec, every declared output at its declared path under `out_dir`
+    /// (created), the work dir and progress file inside it, on the CPU.
+    pub fn standalone(
+        kind: &str,
+        stage_id: &str,
+        params: &serde_json::Value,
+        inputs: &[(&str, &Path)],
+        out_dir: &Path,
+    ) -> anyhow::Result<Invocation> {
+        let spec = crate::kinds::lookup(kind).ok_or_else(|| anyhow::anyhow!("no kind `{kind}`"))?;
+        let params =
+            (spec.resolve)(params).map_err(|e| anyhow::anyhow!("{stage_id}: bad params {e:?}"))?;
+        std::fs::create_dir_all(out_dir)?;
+        Ok(Invocation {
+            version: INVOCATION_VERSION,
+            kind: kind.into(),
+            stage_id: stage_id.into(),
+            params,
+            inputs: inputs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_path_buf()))
+                .collect(),
+            outputs: spec
+                .outputs
+                .iter()
+                .map(|p| (p.name.to_string(), out_dir.join(p.rel_path())))
+                .collect(),
+            out_dir: out_dir.to_path_buf(),
+            work_dir: out_dir.join("work"),
+            device: Device::Cpu,
+            progress: out_dir.join("progress.jsonl"),
+        })
+    }
+
     /// Path of a required input; an error naming the stage and input otherwise.
     pub fn input(&self, name: &str) -> anyhow::Result<&Path> {
         self.inputs.get(name).map(PathBuf::as_path).ok_or_else(|| {
