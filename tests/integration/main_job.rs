@@ -54,7 +54,7 @@ fn orchestrator(cache: &Path, args: &[&str]) -> Command {
     c
 }
 
-fn run_args<'a>(pipeline: &'a str) -> Vec<&'a str> {
+fn run_args(pipeline: &str) -> Vec<&str> {
     let mut a = vec!["run", pipeline];
     a.extend_from_slice(SMALL);
     a
