@@ -362,34 +362,14 @@ impl<'a> Scheduler<'a> {
                             inst.id
                         ),
                     });
-                    self.view.event(ViewEvent::Started {
-                        instance: inst.id.clone(),
-                        device: prepared.device.clone(),
-                        attempt,
-                        log: prepared.spec.log.clone(),
-                    });
-                    let tail = ProgressTail::new(prepared.progress.clone());
-                    self.nodes[i] = Node::Running {
-                        fp,
-                        key,
-                        attempt,
-                        grant,
-                        prepared: Box::new(prepared),
-                        started: Instant::now(),
-                        tail,
-                    };
+                    self.mark_running(i, fp, key, attempt, grant, prepared);
                     continue;
                 }
             }
             let inputs = match self.input_paths(i) {
                 Ok(x) => x,
                 Err(e) => {
-                    self.resources.give_back(&grant);
-                    self.nodes[i] = Node::Committing {
-                        attempt,
-                        log: PathBuf::new(),
-                    };
-                    self.fail(i, attempt, e, None)?;
+                    self.fail_to_start(i, attempt, &grant, e, None)?;
                     continue;
                 }
             };
@@ -406,12 +386,7 @@ impl<'a> Scheduler<'a> {
             let prepared = match prepared {
                 Ok(p) => p,
                 Err(e) => {
-                    self.resources.give_back(&grant);
-                    self.nodes[i] = Node::Committing {
-                        attempt,
-                        log: PathBuf::new(),
-                    };
-                    self.fail(i, attempt, e, None)?;
+                    self.fail_to_start(i, attempt, &grant, e, None)?;
                     continue;
                 }
             };
@@ -428,30 +403,10 @@ impl<'a> Scheduler<'a> {
             })?;
             match self.backend.submit(prepared.spec.clone(), tx.clone()) {
                 Ok(_id) => {
-                    self.view.event(ViewEvent::Started {
-                        instance: inst.id.clone(),
-                        device: prepared.device.clone(),
-                        attempt,
-                        log,
-                    });
-                    let tail = ProgressTail::new(prepared.progress.clone());
-                    self.nodes[i] = Node::Running {
-                        fp,
-                        key,
-                        attempt,
-                        grant,
-                        prepared: Box::new(prepared),
-                        started: Instant::now(),
-                        tail,
-                    };
+                    self.mark_running(i, fp, key, attempt, grant, prepared);
                 }
                 Err(e) => {
-                    self.resources.give_back(&grant);
-                    self.nodes[i] = Node::Committing {
-                        attempt,
-                        log: log.clone(),
-                    };
-                    self.fail(i, attempt, e, Some(log))?;
+                    self.fail_to_start(i, attempt, &grant, e, Some(log))?;
                 }
             }
         }
@@ -594,6 +549,52 @@ impl<'a> Scheduler<'a> {
                 self.fail(i, attempt, e, Some(log))
             }
         }
+    }
+
+    /// A stage that was granted resources but could not be started: the grant goes back and
+    /// the attempt fails (retry or skip dependents).
+    fn fail_to_start(
+        &mut self,
+        i: usize,
+        attempt: u32,
+        grant: &Grant,
+        message: String,
+        log: Option<PathBuf>,
+    ) -> Result<(), ExecError> {
+        self.resources.give_back(grant);
+        self.nodes[i] = Node::Committing {
+            attempt,
+            log: log.clone().unwrap_or_default(),
+        };
+        self.fail(i, attempt, message, log)
+    }
+
+    /// A submitted (or re-attached) job: show it and track it as running.
+    fn mark_running(
+        &mut self,
+        i: usize,
+        fp: Fingerprint,
+        key: String,
+        attempt: u32,
+        grant: Grant,
+        prepared: Prepared,
+    ) {
+        self.view.event(ViewEvent::Started {
+            instance: self.p.instances[i].id.clone(),
+            device: prepared.device.clone(),
+            attempt,
+            log: prepared.spec.log.clone(),
+        });
+        let tail = ProgressTail::new(prepared.progress.clone());
+        self.nodes[i] = Node::Running {
+            fp,
+            key,
+            attempt,
+            grant,
+            prepared: Box::new(prepared),
+            started: Instant::now(),
+            tail,
+        };
     }
 
     /// A failed attempt: retry if the stage allows, else fail it and skip its dependents.
