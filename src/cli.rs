@@ -38,6 +38,31 @@ pub struct Global {
     /// Override a pipeline param: `--set ratio=0.25` (repeatable; YAML values).
     #[arg(long = "set", global = true, value_name = "NAME=VALUE")]
     pub set: Vec<String>,
+    /// Colour in messages: `auto` (only on a terminal, and not with NO_COLOR set), `always`,
+    /// `never`.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether text written to stderr may carry terminal colour codes.
+    pub fn stderr(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,7 +93,14 @@ pub enum Command {
 }
 
 pub fn main() -> std::process::ExitCode {
+    // Like every Unix tool, end quietly when the reader of our output goes away (`| head`)...
+    crate::exit::default_sigpipe(true);
     let cli = Cli::parse();
+    // ...except in `run`, whose stages must not die with a closed terminal pipe: its view
+    // ignores write errors instead.
+    if matches!(cli.command, Command::Run(_)) {
+        crate::exit::default_sigpipe(false);
+    }
     init_tracing(&cli.global);
     crate::exit::to_exit_code(dispatch(cli))
 }
@@ -103,9 +135,47 @@ fn init_tracing(g: &Global) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ORCHESTRATOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = g.color.stderr();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
+        .with_ansi(ansi)
+        .event_format(PlainMessages { ansi })
         .try_init();
+}
+
+/// Log events as the tool's other messages read: `warning: ...`, `error: ...` (the level in
+/// colour only when [`ColorChoice::stderr`] allows it), no timestamps. Libraries' records
+/// (sled's, through `log`) come out the same way.
+struct PlainMessages {
+    ansi: bool,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for PlainMessages
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use tracing::Level;
+        let (name, colour) = match *event.metadata().level() {
+            Level::ERROR => ("error", "31"),
+            Level::WARN => ("warning", "33"),
+            Level::INFO => ("info", "32"),
+            Level::DEBUG => ("debug", "34"),
+            Level::TRACE => ("trace", "35"),
+        };
+        if self.ansi {
+            write!(w, "\x1b[1;{colour}m{name}\x1b[0m: ")?;
+        } else {
+            write!(w, "{name}: ")?;
+        }
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
 }

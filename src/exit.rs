@@ -10,7 +10,8 @@ pub const STAGE_FAILED: u8 = 1;
 pub const BAD_INPUT: u8 = 2;
 /// The cache or the environment is unusable: store not writable, lock held, disk full, corrupt index.
 pub const ENVIRONMENT: u8 = 3;
-/// Interrupted by Ctrl-C / SIGTERM; what finished is committed.
+/// Interrupted by Ctrl-C; what finished is committed. SIGTERM ends a run with 143 and SIGHUP
+/// with 129 ([`signal_exit_code`]).
 pub const INTERRUPTED: u8 = 130;
 
 /// The error every command returns: a rendered message and the exit code it maps to.
@@ -68,8 +69,24 @@ pub fn to_exit_code(r: CliResult<u8>) -> ExitCode {
     match r {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("{}", e.message.trim_end());
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{}", e.message.trim_end());
             ExitCode::from(e.code)
         }
     }
+}
+
+/// `true`: a write to a closed pipe ends the process quietly (SIGPIPE's default action, what
+/// `cat` or `grep` do under `| head`); `false`: it is an `EPIPE` error the caller handles (the
+/// Rust runtime's setting, which panics in `println!`).
+pub fn default_sigpipe(on: bool) {
+    let action = if on { libc::SIG_DFL } else { libc::SIG_IGN };
+    // SAFETY: setting a standard disposition for SIGPIPE, before any other thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, action) };
+}
+
+/// Exit code of a process ended by signal `sig` (the shell's convention, 128 + the number):
+/// 129 for SIGHUP, 130 for SIGINT, 143 for SIGTERM.
+pub fn signal_exit_code(sig: i32) -> u8 {
+    (128 + sig).clamp(0, 255) as u8
 }

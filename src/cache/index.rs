@@ -90,6 +90,12 @@ impl Index {
         }
     }
 
+    pub fn has_manifest(&self, key: &str) -> Result<bool> {
+        self.manifests
+            .contains_key(key)
+            .map_err(|e| err(&self.path, e))
+    }
+
     pub fn put_manifest(&self, m: &Manifest) -> Result<()> {
         let compact = serde_json::to_vec(m).expect("a manifest always serializes");
         self.manifests

@@ -34,7 +34,7 @@ pub use history::{History, RunRecord, RunStatus};
 pub use index::{Index, StatEntry};
 pub use lock::CacheLock;
 pub use manifest::{Manifest, ObjKind, OutputEntry, MANIFEST_VERSION};
-pub use store::{Store, TreeEntry, TreeObject};
+pub use store::{decode_path, encode_name, Store, TreeEntry, TreeObject};
 pub use verify::{rebuild_index, verify, VerifyReport};
 
 /// Everything that can go wrong with the cache; each renders with a `hint:` for the fix.
@@ -59,6 +59,10 @@ pub enum CacheError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Something a stage left that the store will not take (a symlink out of its run dir...);
+    /// the message names it and says what to do.
+    #[error("{0}")]
+    Refused(String),
     #[error("corrupt {what} {path}: {message}")]
     Corrupt {
         what: &'static str,
@@ -193,18 +197,44 @@ impl Cache {
         }
     }
 
-    /// The committed manifest of `key`, from the index or (after a crash between the manifest
-    /// rename and the index write, or a lost index) from `manifests/`.
+    /// The committed manifest of `key`. `manifests/<key>.json` is the truth (its rename is the
+    /// commit point): a missing file is a miss whatever the index says, and a file that does not
+    /// parse or names another key is a miss with a warning (the stage runs again and rewrites
+    /// it). The index copy is refreshed when it lags.
     pub fn manifest(&self, key: &str) -> Result<Option<Manifest>> {
-        if let Some(m) = self.index.get_manifest(key)? {
-            return Ok(Some(m));
-        }
-        match self.store.read_manifest(key)? {
-            Some(m) => {
-                self.index.put_manifest(&m)?;
+        let path = self.store.manifest_path(key);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.index.remove_manifest(key)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(CacheError::io("cannot read manifest", path)(e)),
+        };
+        match Manifest::from_bytes(&bytes) {
+            Ok(m) if m.key == key => {
+                if !self.index.has_manifest(key)? {
+                    self.index.put_manifest(&m)?;
+                }
                 Ok(Some(m))
             }
-            None => Ok(None),
+            Ok(m) => {
+                tracing::warn!(
+                    "cache manifest {} holds the entry of another key ({}): treated as absent, the stage runs again",
+                    path.display(),
+                    m.key
+                );
+                self.index.remove_manifest(key)?;
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cache manifest {} is unreadable ({e}): treated as absent, the stage runs again",
+                    path.display()
+                );
+                self.index.remove_manifest(key)?;
+                Ok(None)
+            }
         }
     }
 
@@ -276,16 +306,24 @@ impl Cache {
         Ok(None)
     }
 
-    /// Move an output file into the store (see [`Store::ingest_file`]); an existing object of
-    /// the same digest is trusted only after the stat-cached check.
-    pub fn ingest_file(&self, src: &Path) -> Result<String> {
-        self.store
-            .ingest_file(src, &|d| matches!(self.check_blob(d, false), Ok(None)))
+    /// Store a file output (see [`Store::ingest_output_file`]); an existing object of the same
+    /// digest is trusted only after the stat-cached check.
+    pub fn ingest_output_file(&self, src: &Path, shown: &str, roots: &[PathBuf]) -> Result<String> {
+        self.store.ingest_output_file(src, shown, roots, &|d| {
+            matches!(self.check_blob(d, false), Ok(None))
+        })
     }
 
-    pub fn ingest_dir(&self, src: &Path) -> Result<(String, TreeObject)> {
-        self.store
-            .ingest_dir(src, &|d| matches!(self.check_blob(d, false), Ok(None)))
+    /// Store a folder output (see [`Store::ingest_output_dir`]).
+    pub fn ingest_output_dir(
+        &self,
+        src: &Path,
+        shown: &str,
+        roots: &[PathBuf],
+    ) -> Result<(String, TreeObject)> {
+        self.store.ingest_output_dir(src, shown, roots, &|d| {
+            matches!(self.check_blob(d, false), Ok(None))
+        })
     }
 
     fn check_blob(&self, digest: &str, repair: bool) -> Result<Option<String>> {

@@ -76,7 +76,8 @@ impl Store {
             .join(format!("{hint}.{}.{n}", std::process::id()))
     }
 
-    /// Move the file `src` into the store (it must be on the cache's filesystem) and return its
+    /// Move the file `src`, which the engine owns (a stage's output with no other name, or a
+    /// private copy), into the store (it must be on the cache's filesystem) and return its
     /// digest. When an object of that digest exists and `existing_ok` confirms it is intact, `src`
     /// is dropped (views stay hardlinks of the object); a corrupt one is replaced and its views go.
     pub fn ingest_file(
@@ -107,6 +108,57 @@ impl Store {
         Ok(digest)
     }
 
+    /// Store the content of `src` without touching `src` (a file the engine does not own: what
+    /// an output symlink points to, or a file with other hard links).
+    fn ingest_copy(
+        &self,
+        src: &Path,
+        existing_ok: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<String> {
+        let digest = hash_file(src).map_err(CacheError::io("cannot read output", src))?;
+        if self.object_path(&digest).is_file() && existing_ok(&digest) {
+            return Ok(digest);
+        }
+        let tmp = self.tmp_path("copy");
+        if let Err(e) = std::fs::copy(src, &tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(CacheError::io("cannot copy output into the store", &tmp)(e));
+        }
+        let r = self.ingest_file(&tmp, existing_ok);
+        if r.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        r
+    }
+
+    /// Store one file output as the stage left it at `src` (`shown` names it in errors), under
+    /// the symlink rule (see ARCHITECTURE.md): a symlink is stored as the file it points to when
+    /// that lies inside one of `roots` (the stage's run dir and work dir, canonical) and refused
+    /// otherwise; a file with other hard links (`ln ~/x ${outputs.y}`) is copied, never moved or
+    /// chmod'ed; a plain file is moved.
+    pub fn ingest_output_file(
+        &self,
+        src: &Path,
+        shown: &str,
+        roots: &[PathBuf],
+        existing_ok: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<String> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(src).map_err(CacheError::io("cannot read", src))?;
+        if meta.file_type().is_symlink() {
+            let target = resolve_output_link(src, shown, roots)?;
+            return self.ingest_copy(&target, existing_ok);
+        }
+        if !meta.is_file() {
+            return Err(not_regular(shown));
+        }
+        if meta.nlink() > 1 {
+            self.ingest_copy(src, existing_ok)
+        } else {
+            self.ingest_file(src, existing_ok)
+        }
+    }
+
     /// Store raw bytes as an object (trees, metrics written by the engine).
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<String> {
         let digest = hash_bytes(bytes);
@@ -122,22 +174,58 @@ impl Store {
         Ok(digest)
     }
 
-    /// Move every file under the folder `src` into the store; store and return its tree.
-    pub fn ingest_dir(
+    /// Store the output folder `src` and return its tree: every file in it, under the symlink
+    /// rule of [`Store::ingest_output_file`] (a symlink to a folder inside `roots` is stored as
+    /// that folder's content; a loop is an error). Names that are not UTF-8 are kept byte for
+    /// byte ([`encode_name`]).
+    pub fn ingest_output_dir(
         &self,
         src: &Path,
+        shown: &str,
+        roots: &[PathBuf],
         existing_ok: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<(String, TreeObject)> {
-        let tree = self.tree_of_dir(src, &|p, meta| {
-            if meta.file_type().is_symlink() || !meta.is_file() {
-                // A symlink's target content is what the stage meant; copy it, then ingest.
-                let tmp = self.tmp_path("link");
-                std::fs::copy(p, &tmp).map_err(CacheError::io("cannot read output", p))?;
-                self.ingest_file(&tmp, existing_ok)
+        use rayon::prelude::*;
+        let src = src
+            .canonicalize()
+            .map_err(CacheError::io("cannot read output", src))?;
+        let mut walk = OutputWalk {
+            shown,
+            roots,
+            chain: vec![src.clone()],
+            files: Vec::new(),
+            empty_dirs: Vec::new(),
+        };
+        walk.dir(&src, "", false)?;
+        let OutputWalk {
+            files,
+            mut empty_dirs,
+            ..
+        } = walk;
+        // What symlinks reach is copied first: the files they point at may be moved after.
+        let (copies, moves): (Vec<_>, Vec<_>) = files.into_iter().partition(|f| f.copy);
+        let ingest = |f: &OutFile| -> Result<TreeEntry> {
+            let shown = format!("{shown}: {}", display_rel(&f.rel));
+            let digest = if f.copy {
+                self.ingest_copy(&f.path, existing_ok)?
             } else {
-                self.ingest_file(p, existing_ok)
-            }
-        })?;
+                self.ingest_output_file(&f.path, &shown, roots, existing_ok)?
+            };
+            Ok(TreeEntry {
+                path: f.rel.clone(),
+                digest,
+                mode: f.mode,
+            })
+        };
+        let mut entries = copies.par_iter().map(ingest).collect::<Result<Vec<_>>>()?;
+        entries.extend(moves.par_iter().map(ingest).collect::<Result<Vec<_>>>()?);
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        empty_dirs.sort();
+        let tree = TreeObject {
+            tree: 1,
+            entries,
+            empty_dirs,
+        };
         let digest = self.put_bytes(&tree.to_bytes())?;
         Ok((digest, tree))
     }
@@ -211,11 +299,11 @@ impl Store {
                 let tree = self.read_tree(digest)?;
                 std::fs::create_dir_all(&tmp).map_err(CacheError::io("cannot create", &tmp))?;
                 for d in &tree.empty_dirs {
-                    let p = tmp.join(d);
+                    let p = tmp.join(decode_path(d));
                     std::fs::create_dir_all(&p).map_err(CacheError::io("cannot create", &p))?;
                 }
                 for e in &tree.entries {
-                    let p = tmp.join(&e.path);
+                    let p = tmp.join(decode_path(&e.path));
                     if let Some(pp) = p.parent() {
                         std::fs::create_dir_all(pp).map_err(CacheError::io("cannot create", pp))?;
                     }
@@ -332,14 +420,14 @@ fn walk(
     for e in std::fs::read_dir(dir).map_err(CacheError::io("cannot list", dir))? {
         let e = e.map_err(CacheError::io("cannot list", dir))?;
         n += 1;
-        let name = e.file_name().to_string_lossy().into_owned();
+        let name = encode_name(&e.file_name());
         let r = if rel.is_empty() {
             name
         } else {
             format!("{rel}/{name}")
         };
         let p = e.path();
-        // Follow symlinks to folders; a dangling link is an error naming it.
+        // Inputs: follow symlinks to folders; a dangling link is an error naming it.
         let meta =
             std::fs::metadata(&p).map_err(CacheError::io("cannot read (dangling symlink?)", &p))?;
         if meta.is_dir() {
@@ -352,6 +440,156 @@ fn walk(
         empty.push(rel.to_string());
     }
     Ok(())
+}
+
+/// One file of an output folder: where it is, its name in the tree, and whether it must be
+/// copied (reached through a symlink: its real path may be stored too, or lie in the work dir).
+struct OutFile {
+    rel: String,
+    path: PathBuf,
+    copy: bool,
+    mode: u32,
+}
+
+struct OutputWalk<'a> {
+    shown: &'a str,
+    roots: &'a [PathBuf],
+    /// Canonical folders being walked, outermost first (a symlink to one of them is a loop).
+    chain: Vec<PathBuf>,
+    files: Vec<OutFile>,
+    empty_dirs: Vec<String>,
+}
+
+impl OutputWalk<'_> {
+    fn dir(&mut self, dir: &Path, rel: &str, via_link: bool) -> Result<()> {
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).map_err(CacheError::io("cannot list", dir))? {
+            let e = e.map_err(CacheError::io("cannot list", dir))?;
+            n += 1;
+            let name = encode_name(&e.file_name());
+            let r = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let p = e.path();
+            let meta = std::fs::symlink_metadata(&p).map_err(CacheError::io("cannot read", &p))?;
+            let shown = || format!("{}: {}", self.shown, display_rel(&r));
+            if meta.file_type().is_symlink() {
+                let target = resolve_output_link(&p, &shown(), self.roots)?;
+                let tm =
+                    std::fs::metadata(&target).map_err(CacheError::io("cannot read", &target))?;
+                if tm.is_dir() {
+                    if self.chain.contains(&target) {
+                        return Err(CacheError::Refused(format!(
+                            "{} is a symlink to {}, a folder that contains it (a loop)\nhint: remove the link, or make it point at a file",
+                            shown(),
+                            target.display()
+                        )));
+                    }
+                    self.chain.push(target.clone());
+                    self.dir(&target, &r, true)?;
+                    self.chain.pop();
+                } else if tm.is_file() {
+                    self.files.push(OutFile {
+                        rel: r,
+                        path: target,
+                        copy: true,
+                        mode: exec_mode(&tm),
+                    });
+                } else {
+                    return Err(not_regular(&shown()));
+                }
+            } else if meta.is_dir() {
+                self.chain.push(p.clone());
+                self.dir(&p, &r, via_link)?;
+                self.chain.pop();
+            } else if meta.is_file() {
+                self.files.push(OutFile {
+                    rel: r,
+                    path: p,
+                    copy: via_link,
+                    mode: exec_mode(&meta),
+                });
+            } else {
+                return Err(not_regular(&shown()));
+            }
+        }
+        if n == 0 && !rel.is_empty() {
+            self.empty_dirs.push(rel.to_string());
+        }
+        Ok(())
+    }
+}
+
+fn exec_mode(m: &std::fs::Metadata) -> u32 {
+    if m.permissions().mode() & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    }
+}
+
+fn not_regular(shown: &str) -> CacheError {
+    CacheError::Refused(format!(
+        "{shown} is not a regular file, folder or symlink (a fifo, socket or device cannot be stored)\nhint: remove it from the output"
+    ))
+}
+
+/// Where the output symlink `link` points, canonical; an error naming the link and its target
+/// when that is missing or outside `roots` (the stage's run dir and work dir).
+fn resolve_output_link(link: &Path, shown: &str, roots: &[PathBuf]) -> Result<PathBuf> {
+    let text = std::fs::read_link(link).unwrap_or_default();
+    let target = link.canonicalize().map_err(|e| {
+        CacheError::Refused(format!(
+            "{shown} is a symlink to {}, which cannot be read ({e})\nhint: a symlink in an output must point at a file or folder the stage wrote",
+            text.display()
+        ))
+    })?;
+    if !roots.iter().any(|r| target.starts_with(r)) {
+        return Err(CacheError::Refused(format!(
+            "{shown} is a symlink to {}, outside the stage's run dir\nhint: copy what it points to into the output (`cp -rL`); to read that data, declare it as an input",
+            target.display()
+        )));
+    }
+    Ok(target)
+}
+
+/// A tree name for a file name: itself when it is UTF-8, else NUL (which no Unix file name
+/// holds) followed by the hex of its bytes, so that names round-trip byte for byte and two
+/// distinct names never share an entry.
+pub fn encode_name(name: &std::ffi::OsStr) -> String {
+    use std::fmt::Write;
+    use std::os::unix::ffi::OsStrExt;
+    match name.to_str() {
+        Some(s) => s.to_string(),
+        None => {
+            let mut out = String::from("\0");
+            for b in name.as_bytes() {
+                let _ = write!(out, "{b:02x}");
+            }
+            out
+        }
+    }
+}
+
+/// The relative path of a tree entry (`/`-separated, [`encode_name`]d components).
+pub fn decode_path(rel: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    rel.split('/')
+        .map(|c| match c.strip_prefix('\0') {
+            Some(hex) => std::ffi::OsString::from_vec(
+                (0..hex.len() / 2)
+                    .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                    .collect(),
+            ),
+            None => std::ffi::OsString::from(c),
+        })
+        .collect()
+}
+
+fn display_rel(rel: &str) -> String {
+    decode_path(rel).display().to_string()
 }
 
 fn link_or_copy(src: &Path, dst: &Path, mode: u32) -> Result<()> {
@@ -434,7 +672,9 @@ mod tests {
         std::fs::create_dir_all(src.join("sub/empty")).unwrap();
         std::fs::write(src.join("a.txt"), b"A").unwrap();
         std::fs::write(src.join("sub/b.txt"), b"B").unwrap();
-        let (d, tree) = s.ingest_dir(&src, &|_| true).unwrap();
+        let (d, tree) = s
+            .ingest_output_dir(&src, "out", &[t.path().canonicalize().unwrap()], &|_| true)
+            .unwrap();
         assert_eq!(tree.entries.len(), 2);
         assert_eq!(tree.empty_dirs, vec!["sub/empty".to_string()]);
         let v = s.view(&d, ObjKind::Dir, "out").unwrap();

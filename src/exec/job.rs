@@ -63,7 +63,6 @@ pub fn substitute(
 
 pub struct PrepareArgs<'a> {
     pub cache: &'a Cache,
-    pub pipeline_dir: &'a Path,
     pub inst: &'a Instance,
     pub key: &'a str,
     pub job: JobId,
@@ -85,9 +84,16 @@ pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
     let mut out_spec = BTreeMap::new();
     for o in &a.inst.outputs {
         let p = out_dir.join(&o.rel_path);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        // A declared folder exists when the stage starts (`cd ${outputs.d}` works); for a file,
+        // its parent does.
+        let made = if o.is_dir {
+            Some(p.as_path())
+        } else {
+            p.parent()
+        };
+        if let Some(d) = made {
+            std::fs::create_dir_all(d)
+                .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
         }
         outputs.insert(o.name.clone(), p.clone());
         out_spec.insert(o.name.clone(), (p, o.is_dir));
@@ -103,6 +109,10 @@ pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
             if cuda { "cuda" } else { "cpu" }.to_string(),
         ),
         ("ORCHESTRATOR_STAGE_ID".to_string(), a.inst.id.clone()),
+        (
+            "ORCHESTRATOR_RUN_DIR".to_string(),
+            run_dir.to_string_lossy().into_owned(),
+        ),
         (
             "ORCHESTRATOR_OUT_DIR".to_string(),
             out_dir.to_string_lossy().into_owned(),
@@ -158,7 +168,9 @@ pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
         stage_id: a.inst.id.clone(),
         argv,
         env,
-        cwd: a.pipeline_dir.to_path_buf(),
+        // Inputs and outputs are absolute paths; a stray relative write lands in the run dir,
+        // never in the user's project.
+        cwd: run_dir.clone(),
         log,
         run_dir: run_dir.clone(),
         outputs: out_spec,
@@ -195,12 +207,22 @@ pub struct CommitArgs {
 /// Hash and move the outputs into the store, then write the manifest (the commit point) and the
 /// index entry. An error names the stage, the output and the expected path.
 pub fn commit(a: CommitArgs) -> Result<Manifest, String> {
+    let stage = |e: crate::cache::CacheError| format!("stage `{}`: {e}", a.instance);
+    // Where output symlinks may point (see the symlink rule in ARCHITECTURE.md).
+    let roots: Vec<PathBuf> = [a.out_dir.parent(), Some(a.work_dir.as_path())]
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.canonicalize().ok())
+        .collect();
     let mut entries = BTreeMap::new();
     for (name, rel, is_dir, required) in &a.outputs {
         let p = a.out_dir.join(rel);
         let meta = std::fs::metadata(&p);
         let what = if *is_dir { "folder" } else { "file" };
         match meta {
+            Err(_) if std::fs::symlink_metadata(&p).is_ok() => {
+                // A dangling symlink: say so (under the symlink rule) rather than "missing".
+            }
             Err(_) if !required => continue,
             Err(_) => {
                 return Err(format!(
@@ -219,14 +241,33 @@ pub fn commit(a: CommitArgs) -> Result<Manifest, String> {
             }
             Ok(_) => {}
         }
+        let shown = format!("output `{name}`");
         let (digest, kind) = if *is_dir {
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+                // The folder itself is a link: only to a folder the stage owns.
+                let target = p
+                    .canonicalize()
+                    .map_err(|e| format!("stage `{}`: {shown}: {e}", a.instance))?;
+                if !roots.iter().any(|r| target.starts_with(r)) {
+                    return Err(format!(
+                        "stage `{}`: {shown} is a symlink to {}, outside the stage's run dir\nhint: copy what it points to into the output (`cp -rL`); to read that data, declare it as an input",
+                        a.instance,
+                        target.display()
+                    ));
+                }
+            }
             (
-                a.cache.ingest_dir(&p).map_err(|e| e.to_string())?.0,
+                a.cache
+                    .ingest_output_dir(&p, &shown, &roots)
+                    .map_err(stage)?
+                    .0,
                 ObjKind::Dir,
             )
         } else {
             (
-                a.cache.ingest_file(&p).map_err(|e| e.to_string())?,
+                a.cache
+                    .ingest_output_file(&p, &shown, &roots)
+                    .map_err(stage)?,
                 ObjKind::File,
             )
         };
@@ -243,8 +284,8 @@ pub fn commit(a: CommitArgs) -> Result<Manifest, String> {
     let metrics = if metrics_path.is_file() {
         Some(
             a.cache
-                .ingest_file(&metrics_path)
-                .map_err(|e| e.to_string())?,
+                .ingest_output_file(&metrics_path, "metrics.json", &roots)
+                .map_err(stage)?,
         )
     } else {
         None

@@ -375,7 +375,6 @@ impl<'a> Scheduler<'a> {
             };
             let prepared = job::prepare(PrepareArgs {
                 cache: self.cache,
-                pipeline_dir: &self.p.dir,
                 inst,
                 key: &key,
                 job: i,

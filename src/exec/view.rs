@@ -93,13 +93,13 @@ impl View {
             Some(m) => {
                 let _ = m.println(s);
             }
-            None => eprintln!("{s}"),
+            None => err_line(&s),
         }
     }
 
     pub fn event(&mut self, ev: ViewEvent) {
         if self.format == MessageFormat::Json {
-            println!("{}", json_event(&ev));
+            out_line(&json_event(&ev).to_string());
             return;
         }
         match ev {
@@ -187,11 +187,23 @@ impl View {
             b.finish_and_clear();
         }
         match self.format {
-            MessageFormat::Json => println!("{json}"),
-            MessageFormat::Human if !self.quiet => eprintln!("{}", text.trim_end()),
+            MessageFormat::Json => out_line(&json.to_string()),
+            MessageFormat::Human if !self.quiet => err_line(text.trim_end()),
             MessageFormat::Human => {}
         }
     }
+}
+
+/// A line on stdout; a closed pipe (`run ... | head`) must not stop the run, so errors are
+/// dropped.
+fn out_line(s: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{s}");
+}
+
+fn err_line(s: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{s}");
 }
 
 fn json_event(ev: &ViewEvent) -> serde_json::Value {

@@ -6,3 +6,4 @@ mod main_job;
 mod pipelines;
 mod slurm;
 mod support;
+mod trust;
