@@ -34,15 +34,11 @@ pub fn gc(cache: &Cache, dry_run: bool) -> Result<GcReport> {
     for h in History::all(&cache.root)? {
         for r in h.latest_committed()?.values() {
             keep_keys.insert(r.key.clone());
-            if let Some(d) = &r.run_dir {
-                keep_runs.insert(d.clone());
-            }
+            keep_runs.extend(h.run_dir(r));
         }
         for r in h.latest()?.values() {
             keep_work.insert(r.key.clone());
-            if let Some(d) = &r.run_dir {
-                keep_runs.insert(d.clone());
-            }
+            keep_runs.extend(h.run_dir(r));
         }
     }
     let mut keep_objects = BTreeSet::new();
@@ -85,9 +81,7 @@ pub fn gc(cache: &Cache, dry_run: bool) -> Result<GcReport> {
             rep.removed_bytes += size;
             if !dry_run {
                 cache.store.remove_object(&digest);
-                cache
-                    .index
-                    .remove_stat(&cache.store.object_path(&digest).to_string_lossy())?;
+                cache.index.remove_stat(&Cache::object_stat_key(&digest))?;
             }
         }
     }

@@ -31,6 +31,9 @@ pub struct RunRecord {
     pub duration_ms: u64,
     #[serde(default)]
     pub device: String,
+    /// The attempt's run dir, relative to the cache root (`runs/<key>.<ms>`) so that a moved or
+    /// copied cache keeps it; resolve it with [`History::run_dir`]. (Records written before
+    /// this held absolute paths; those resolve by their last component.)
     #[serde(default)]
     pub run_dir: Option<PathBuf>,
     #[serde(default)]
@@ -39,20 +42,41 @@ pub struct RunRecord {
 
 #[derive(Debug, Clone)]
 pub struct History {
+    root: PathBuf,
     path: PathBuf,
 }
 
 impl History {
     pub fn new(root: &Path, pipeline: &str) -> History {
         History {
+            root: root.to_path_buf(),
             path: root
                 .join("history")
                 .join(format!("{}.jsonl", sanitize(pipeline))),
         }
     }
 
-    /// One `write` of one line with O_APPEND: records never interleave.
+    /// Where the run dir of `r` is in this cache now, wherever the cache was when `r` was
+    /// written.
+    pub fn run_dir(&self, r: &RunRecord) -> Option<PathBuf> {
+        let d = r.run_dir.as_ref()?;
+        Some(self.root.join("runs").join(d.file_name()?))
+    }
+
+    /// One `write` of one line with O_APPEND: records never interleave. A run dir is stored
+    /// relative to the cache root.
     pub fn append(&self, r: &RunRecord) -> Result<()> {
+        let relative;
+        let r = match &r.run_dir {
+            Some(d) if d.is_absolute() => {
+                relative = RunRecord {
+                    run_dir: d.file_name().map(|n| Path::new("runs").join(n)),
+                    ..r.clone()
+                };
+                &relative
+            }
+            _ => r,
+        };
         let mut line = serde_json::to_vec(r).expect("record serializes");
         line.push(b'\n');
         let mut f = std::fs::OpenOptions::new()
@@ -104,7 +128,10 @@ impl History {
         for e in std::fs::read_dir(&dir).map_err(CacheError::io("cannot list", &dir))? {
             let e = e.map_err(CacheError::io("cannot list", &dir))?;
             if e.path().extension().is_some_and(|x| x == "jsonl") {
-                out.push(History { path: e.path() });
+                out.push(History {
+                    root: root.to_path_buf(),
+                    path: e.path(),
+                });
             }
         }
         Ok(out)

@@ -11,8 +11,10 @@
 //! runs/<fp-key>.<ms>/       one attempt: invocation.json, log, progress.jsonl, out/
 //! work/<fp-key>/            survives interruption (checkpoints); removed after a commit
 //! history/<pipeline>.jsonl  started / ok / failed / cached records, for status, logs, show, gc
+//! names/<pipeline>          the pipeline file that owns the name (one file per name)
 //! tmp/                      staging for atomic renames
 //! ```
+//! Every path stored here is relative to the root, so a moved or copied cache keeps working.
 //! Invariants: an object's file name is the blake3 of its bytes; a manifest only names objects
 //! that were in the store before the manifest was renamed into place; the sled index is a cache of
 //! `manifests/` (a miss falls back to the file, `cache rebuild-index` recreates it).
@@ -164,9 +166,48 @@ impl Cache {
         History::new(&self.root, pipeline)
     }
 
-    /// Where the per-pipeline results folder lives: `results/` beside the cache root.
+    /// Where the per-pipeline results folder lives (see [`results_dir`]).
     pub fn results_dir(&self, pipeline: &str) -> PathBuf {
         results_dir(&self.root, pipeline)
+    }
+
+    /// Point `results/<pipeline>/<instance>/<output>` (and `metrics.json`) at the views of `m`'s
+    /// objects, with links relative to the cache so that a moved project keeps them. Done as
+    /// each instance commits or hits, so the folder follows the run.
+    pub fn link_results(&self, pipeline: &str, instance: &str, m: &Manifest) {
+        let inst_dir = self.results_dir(pipeline).join(sanitize(instance));
+        let mut links: Vec<(String, String, ObjKind, String)> = Vec::new();
+        for (name, o) in &m.outputs {
+            let base = o.rel_path.rsplit('/').next().unwrap_or(name).to_string();
+            links.push((name.clone(), o.digest.clone(), o.kind, base));
+        }
+        if let Some(d) = &m.metrics {
+            links.push((
+                "metrics.json".into(),
+                d.clone(),
+                ObjKind::File,
+                "metrics.json".into(),
+            ));
+        }
+        for (name, digest, kind, base) in links {
+            let link = inst_dir.join(sanitize(&name));
+            let want = relative_to(&self.store.view_path(&digest, &base), &inst_dir);
+            // An unchanged link whose view still exists (repair and gc remove views) is done.
+            if std::fs::read_link(&link).is_ok_and(|t| t == want)
+                && std::fs::symlink_metadata(inst_dir.join(&want)).is_ok()
+            {
+                continue;
+            }
+            if self.store.view(&digest, kind, &base).is_err() {
+                continue;
+            }
+            let _ = std::fs::create_dir_all(&inst_dir);
+            let tmp = inst_dir.join(format!(".{name}.tmp{}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            if std::os::unix::fs::symlink(&want, &tmp).is_ok() {
+                let _ = std::fs::rename(&tmp, &link);
+            }
+        }
     }
 
     pub fn work_dir(&self, key: &str) -> PathBuf {
@@ -256,10 +297,16 @@ impl Cache {
             let p = self.store.object_path(&d);
             if let Ok(meta) = std::fs::metadata(&p) {
                 self.index
-                    .put_stat(&p.to_string_lossy(), &StatEntry::of(&meta, d))?;
+                    .put_stat(&Self::object_stat_key(&d), &StatEntry::of(&meta, d))?;
             }
         }
         Ok(())
+    }
+
+    /// The stat-cache key of a store object: relative to the cache (`objects/ab/cd...`), so a
+    /// moved cache keeps its stat cache. External inputs are keyed by their absolute path.
+    pub fn object_stat_key(digest: &str) -> String {
+        format!("objects/{digest}")
     }
 
     /// Forget a manifest whose objects are gone or corrupt, so the stage simply runs again.
@@ -336,7 +383,7 @@ impl Cache {
             Err(e) => return Err(CacheError::io("cannot stat", path)(e)),
         };
         let stat = StatEntry::of(&meta, String::new());
-        let key = path.to_string_lossy();
+        let key = Self::object_stat_key(digest);
         if let Some(old) = self.index.get_stat(&key)? {
             if old.same_object_file(&stat) && old.digest == digest {
                 return Ok(None);
@@ -457,12 +504,87 @@ fn check_writable(root: &Path) -> Result<()> {
     }
 }
 
-/// `results/<pipeline>` beside the cache root `root`.
+/// `results/<pipeline>`: beside the cache when its folder is named `cache` (the default
+/// `<project>/cache` -> `<project>/results`), inside it otherwise (`--cache-dir other` ->
+/// `other/results`), so two caches never share a results folder.
 pub fn results_dir(root: &Path, pipeline: &str) -> PathBuf {
-    root.parent()
-        .unwrap_or(root)
-        .join("results")
-        .join(sanitize(pipeline))
+    let base = match root.parent() {
+        Some(parent) if root.file_name().is_some_and(|n| n == "cache") => parent.join("results"),
+        _ => root.join("results"),
+    };
+    base.join(sanitize(pipeline))
+}
+
+/// `target` as seen from the folder `from` (both absolute): `../../cache/views/...`.
+pub fn relative_to(target: &Path, from: &Path) -> PathBuf {
+    let t: Vec<_> = target.components().collect();
+    let f: Vec<_> = from.components().collect();
+    let common = t.iter().zip(&f).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..f.len() {
+        out.push("..");
+    }
+    for c in &t[common..] {
+        out.push(c);
+    }
+    out
+}
+
+/// Who a pipeline name belongs to in a cache: one pipeline file per name, so that two files
+/// (a pipeline and a copy that `extend`s it without its own `name:`) never share history, GC
+/// roots or `results/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameOwner {
+    /// Nobody yet (or this file).
+    Free,
+    /// Another file that still exists.
+    Taken(PathBuf),
+    /// A file that no longer exists (renamed or deleted): the name can be taken over.
+    Gone(PathBuf),
+}
+
+fn name_record(root: &Path, name: &str) -> PathBuf {
+    root.join("names").join(sanitize(name))
+}
+
+/// Who owns `name` in the cache at `root`, seen from the pipeline file `file`. Owners are
+/// recorded relative to the cache's parent folder (the project) when they live under it, so a
+/// project moved with its cache keeps them.
+pub fn name_owner(root: &Path, name: &str, file: &Path) -> NameOwner {
+    let Ok(text) = std::fs::read(name_record(root, name)) else {
+        return NameOwner::Free;
+    };
+    use std::os::unix::ffi::OsStrExt;
+    let recorded = PathBuf::from(std::ffi::OsStr::from_bytes(text.trim_ascii_end()));
+    let project = root.parent().unwrap_or(root);
+    let owner = project.join(&recorded);
+    let file = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
+    match owner.canonicalize() {
+        Ok(o) if o == file => NameOwner::Free,
+        Ok(o) => NameOwner::Taken(o),
+        Err(_) => NameOwner::Gone(owner),
+    }
+}
+
+/// Record `file` as the owner of `name` (after [`name_owner`] said it may).
+pub fn claim_name(root: &Path, name: &str, file: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let file = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
+    let project = root.parent().unwrap_or(root);
+    let shown = file.strip_prefix(project).unwrap_or(&file);
+    let path = name_record(root, name);
+    if std::fs::read(&path).is_ok_and(|t| t.trim_ascii_end() == shown.as_os_str().as_bytes()) {
+        return Ok(());
+    }
+    let dir = root.join("names");
+    std::fs::create_dir_all(&dir).map_err(CacheError::io("cannot create", &dir))?;
+    let tmp = root
+        .join("tmp")
+        .join(format!(".name.{}", std::process::id()));
+    let mut bytes = shown.as_os_str().as_bytes().to_vec();
+    bytes.push(b'\n');
+    store::write_durable(&tmp, &bytes)?;
+    std::fs::rename(&tmp, &path).map_err(CacheError::io("cannot write", &path))
 }
 
 pub fn now_unix() -> u64 {

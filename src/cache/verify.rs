@@ -100,9 +100,7 @@ pub fn verify(cache: &Cache, repair: bool) -> Result<VerifyReport> {
     if repair {
         for (d, _) in &bad {
             cache.store.remove_object(d);
-            cache
-                .index
-                .remove_stat(&cache.store.object_path(d).to_string_lossy())?;
+            cache.index.remove_stat(&Cache::object_stat_key(d))?;
         }
         cache.index.flush()?;
     }

@@ -21,14 +21,15 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
     let p = super::run::load(&args.pipeline, g)?;
     let inst = super::run::find_instance(&p, &args.stage)?;
     let root = super::run::cache_root(g, &args.pipeline);
-    let records = History::new(&root, &p.name)
-        .read()
-        .map_err(super::run::cache_error)?;
+    let root = root.canonicalize().unwrap_or(root);
+    super::run::check_name(&root, &p, &args.pipeline)?;
+    let history = History::new(&root, &p.name);
+    let records = history.read().map_err(super::run::cache_error)?;
     let Some(run_dir) = records
         .iter()
         .rev()
         .filter(|r| r.instance == inst.id)
-        .find_map(|r| r.run_dir.clone())
+        .find_map(|r| history.run_dir(r))
     else {
         return Err(CliError::bad_input(format!(
             "error: stage `{}` has no log yet (it never ran in this cache, or its results came from another pipeline's run)\nhint: `orchestrator run {}`",

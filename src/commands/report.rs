@@ -29,6 +29,7 @@ pub struct Args {
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
     let p = super::run::load(&args.pipeline, g)?;
     let root = super::run::cache_root(g, &args.pipeline);
+    super::run::check_name(&root, &p, &args.pipeline)?;
     let cache = Cache::open(&root).map_err(super::run::cache_error)?;
     let report = crate::report::build(&p, &cache).map_err(|e| {
         CliError::environment(format!(

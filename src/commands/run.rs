@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cache::{Cache, CacheError, CacheLock};
+use crate::cache::{Cache, CacheError, CacheLock, NameOwner};
 use crate::cli::Global;
 use crate::exec::{
     self, ExecError, GpuChoice, LocalBackend, MessageFormat, RunOptions, RunSummary, View,
@@ -51,6 +51,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
     let p = load(&args.pipeline, g)?;
     let root = cache_root(g, &args.pipeline);
     let (cache, _lock) = open_locked(&root)?;
+    name_guard(&cache.root, &p, &args.pipeline, true)?;
     let opts = RunOptions {
         jobs: args.jobs.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -196,6 +197,43 @@ pub fn cache_root_here(g: &Global, pipeline: Option<&Path>) -> PathBuf {
             &std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         ),
     }
+}
+
+/// Refuse a pipeline whose `name:` belongs to another pipeline file in this cache (their
+/// history, GC roots and `results/<name>` would mix); read-only commands check, `run` also
+/// records the owner.
+pub fn check_name(root: &Path, p: &Pipeline, given: &Path) -> CliResult<()> {
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    name_guard(&root, p, given, false)
+}
+
+fn name_guard(root: &Path, p: &Pipeline, given: &Path, claim: bool) -> CliResult<()> {
+    let here = std::env::current_dir().unwrap_or_default();
+    let shown = |f: &Path| f.strip_prefix(&here).unwrap_or(f).display().to_string();
+    match crate::cache::name_owner(root, &p.name, &p.file) {
+        NameOwner::Free => {}
+        NameOwner::Taken(owner) => {
+            return Err(CliError::bad_input(format!(
+                "error: pipeline name `{}` is already used by {} in the cache {}: two files would share its history and results/{}\nhint: give {} its own `name:` (a file that `extend`s another keeps that file's name unless it sets one)",
+                p.name,
+                shown(&owner),
+                root.display(),
+                crate::cache::sanitize(&p.name),
+                given.display()
+            )))
+        }
+        NameOwner::Gone(old) if claim => tracing::warn!(
+            "pipeline name `{}` belonged to {}, which no longer exists; {} takes it over",
+            p.name,
+            shown(&old),
+            given.display()
+        ),
+        NameOwner::Gone(_) => {}
+    }
+    if claim {
+        crate::cache::claim_name(root, &p.name, &p.file).map_err(cache_error)?;
+    }
+    Ok(())
 }
 
 pub fn open_locked(root: &Path) -> CliResult<(Cache, CacheLock)> {

@@ -21,6 +21,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
     let inst = super::run::find_instance(&p, &args.stage)?;
     let root = super::run::cache_root(g, &args.pipeline);
     let root = root.canonicalize().unwrap_or(root);
+    super::run::check_name(&root, &p, &args.pipeline)?;
     let committed = History::new(&root, &p.name)
         .latest_committed()
         .map_err(super::run::cache_error)?;

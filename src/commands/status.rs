@@ -20,6 +20,7 @@ pub struct Args {
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
     let p = super::run::load(&args.pipeline, g)?;
     let root = super::run::cache_root(g, &args.pipeline);
+    super::run::check_name(&root, &p, &args.pipeline)?;
     let history = History::new(&root, &p.name);
     let latest = history.latest().map_err(super::run::cache_error)?;
     let committed = history

@@ -8,7 +8,7 @@
 //! launch in order of longest remaining path (recorded durations, 1 s when unknown) whenever
 //! their resources are free.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,9 @@ pub struct Scheduler<'a> {
     skipped: usize,
     commit_tx: mpsc::UnboundedSender<Committed>,
     commit_rx: Option<mpsc::UnboundedReceiver<Committed>>,
+    /// Fingerprint key -> the instance running (or committing) it. One fingerprint runs once
+    /// per run: instances with the same key wait for it and are then cache hits.
+    busy: HashMap<String, usize>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -133,6 +136,7 @@ impl<'a> Scheduler<'a> {
             skipped: 0,
             commit_tx,
             commit_rx: Some(commit_rx),
+            busy: HashMap::new(),
         })
     }
 
@@ -173,7 +177,7 @@ impl<'a> Scheduler<'a> {
             }
         }
         self.cache.index.flush()?;
-        let results_dir = self.link_results();
+        let results_dir = self.cache.results_dir(&self.p.name);
         let not_started = self
             .nodes
             .iter()
@@ -225,6 +229,7 @@ impl<'a> Scheduler<'a> {
             match lookup(self.cache, &self.p.name, inst, &fp, &key, true)? {
                 Verdict::Cached(m) => {
                     self.remember_last(i, &fp, &key, RunStatus::Cached, &m)?;
+                    self.cache.link_results(&self.p.name, &inst.id, &m);
                     self.done[i] = Some(*m);
                     self.nodes[i] = Node::Done;
                     self.cached += 1;
@@ -278,6 +283,13 @@ impl<'a> Scheduler<'a> {
             message: None,
         })?;
         Ok(())
+    }
+
+    /// Ready instances whose fingerprint key is `key`.
+    fn twins(&self, key: &str) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&j| matches!(&self.nodes[j], Node::Ready { key: k, .. } if k == key))
+            .collect()
     }
 
     fn skip(&mut self, i: usize, because: usize) {
@@ -342,6 +354,9 @@ impl<'a> Scheduler<'a> {
         let p = self.p;
         for i in ready {
             let inst = &p.instances[i];
+            if matches!(&self.nodes[i], Node::Ready { key, .. } if self.busy.contains_key(key)) {
+                continue;
+            }
             let Some(grant) = self.resources.try_take(&inst.resources) else {
                 continue;
             };
@@ -534,11 +549,18 @@ impl<'a> Scheduler<'a> {
                     duration: Duration::from_millis(m.duration_ms),
                     device: m.device.clone(),
                 });
+                self.cache.link_results(&self.p.name, &inst.id, &m);
+                self.busy.retain(|_, j| *j != i);
+                // Instances waiting on the same fingerprint are cache hits now.
+                let mut next = self.twins(&m.key);
+                for &j in &next {
+                    self.nodes[j] = Node::Waiting;
+                }
                 self.done[i] = Some(m);
                 self.nodes[i] = Node::Done;
                 self.ran += 1;
-                let deps = self.dependents[i].clone();
-                self.settle(deps)
+                next.extend(self.dependents[i].iter().copied());
+                self.settle(next)
             }
             Err(e) => {
                 self.nodes[i] = Node::Committing {
@@ -585,6 +607,7 @@ impl<'a> Scheduler<'a> {
             log: prepared.spec.log.clone(),
         });
         let tail = ProgressTail::new(prepared.progress.clone());
+        self.busy.insert(key.clone(), i);
         self.nodes[i] = Node::Running {
             fp,
             key,
@@ -606,6 +629,7 @@ impl<'a> Scheduler<'a> {
     ) -> Result<(), ExecError> {
         let p = self.p;
         let inst = &p.instances[i];
+        self.busy.retain(|_, j| *j != i);
         let log = log.filter(|l| !l.as_os_str().is_empty());
         let will_retry = attempt <= inst.retry && !self.stopping;
         self.view.event(ViewEvent::Failed {
@@ -645,11 +669,23 @@ impl<'a> Scheduler<'a> {
         self.failures.push(Failure {
             instance: inst.id.clone(),
             location: inst.location.clone(),
-            message,
+            message: message.clone(),
             log,
         });
         let deps = self.dependents[i].clone();
         self.settle(deps)?;
+        // Instances with the same fingerprint would fail the same way (each keeps its retries).
+        for j in self.twins(&key.key()) {
+            if let Node::Ready { attempt, .. } = self.nodes[j] {
+                let first = message.lines().next().unwrap_or("");
+                self.fail(
+                    j,
+                    attempt,
+                    format!("same fingerprint as `{}`, which failed: {first}", inst.id),
+                    None,
+                )?;
+            }
+        }
         if self.opts.fail_fast && !self.stopping {
             self.stopping = true;
             self.view.event(ViewEvent::Note {
@@ -716,47 +752,5 @@ impl<'a> Scheduler<'a> {
         for e in events {
             self.view.event(e);
         }
-    }
-
-    /// `results/<pipeline>/<instance>/<output>` symlinks to the current outputs' views.
-    fn link_results(&self) -> PathBuf {
-        let dir = self.cache.results_dir(&self.p.name);
-        for (i, m) in self.done.iter().enumerate() {
-            let Some(m) = m else { continue };
-            let inst_dir = dir.join(crate::cache::sanitize(&self.p.instances[i].id));
-            let mut links: Vec<(String, String, crate::cache::ObjKind, String)> = Vec::new();
-            for (name, o) in &m.outputs {
-                let base = o.rel_path.rsplit('/').next().unwrap_or(name).to_string();
-                links.push((name.clone(), o.digest.clone(), o.kind, base));
-            }
-            if let Some(d) = &m.metrics {
-                links.push((
-                    "metrics.json".into(),
-                    d.clone(),
-                    crate::cache::ObjKind::File,
-                    "metrics.json".into(),
-                ));
-            }
-            for (name, digest, kind, base) in links {
-                let link = inst_dir.join(crate::cache::sanitize(&name));
-                // An unchanged link whose view still exists (repair and gc remove views) is done.
-                let want = self.cache.store.view_path(&digest, &base);
-                if std::fs::read_link(&link).is_ok_and(|t| t == want)
-                    && std::fs::symlink_metadata(&want).is_ok()
-                {
-                    continue;
-                }
-                let Ok(target) = self.cache.store.view(&digest, kind, &base) else {
-                    continue;
-                };
-                let _ = std::fs::create_dir_all(&inst_dir);
-                let tmp = inst_dir.join(format!(".{name}.tmp{}", std::process::id()));
-                let _ = std::fs::remove_file(&tmp);
-                if std::os::unix::fs::symlink(&target, &tmp).is_ok() {
-                    let _ = std::fs::rename(&tmp, &link);
-                }
-            }
-        }
-        dir
     }
 }
