@@ -93,7 +93,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
     let (text, json) = render_summary(&summary);
     view.summary(&text, json);
     Ok(if summary.interrupted {
-        crate::exit::INTERRUPTED
+        crate::exit::signal_exit_code(summary.signal)
     } else if !summary.failed.is_empty() {
         crate::exit::STAGE_FAILED
     } else {

@@ -1,10 +1,11 @@
 //! [`Backend`]: the I/O seam between the scheduler loop and whatever runs a stage's process.
-//! [`LocalBackend`] spawns local processes (own process group, killed with the orchestrator);
+//! [`LocalBackend`] spawns local processes under a reaper (every process of a stage ends with
+//! it and with the orchestrator);
 //! tests use a fake; a SLURM backend fits the same trait: `submit` returns the job id the
 //! scheduler records, `cancel` maps to `scancel`, `reattach` re-polls a recorded id after a restart.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -84,9 +85,11 @@ pub trait Backend {
     }
 }
 
-/// Runs each job as a local process in its own process group; the kernel kills it when the
-/// orchestrator dies (`PR_SET_PDEATHSIG`), so `kill -9` of the orchestrator leaves no orphans
-/// writing into the cache.
+/// Runs each job as a local process under a [`super::reaper`]: the reaper dies with the
+/// orchestrator (`PR_SET_PDEATHSIG`) and takes every process of the stage with it, waits for
+/// all of them (background children included) before reporting the exit, and records the
+/// stage's process group in its run dir, so that a later run never starts a fingerprint whose
+/// earlier processes still live ([`stop_leftovers`]).
 #[derive(Debug, Default)]
 pub struct LocalBackend {
     pids: HashMap<JobId, i32>,
@@ -105,6 +108,12 @@ impl Backend for LocalBackend {
             .map_err(|e| format!("cannot open log {}: {e}", spec.log.display()))?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let (prog, args) = spec.argv.split_first().ok_or("empty command")?;
+        stop_leftovers(&spec)?;
+        let record = attempt_record(&spec.run_dir);
+        if let Some((rec, name)) = &record {
+            let _ = std::fs::create_dir_all(rec.parent().unwrap_or(rec));
+            let _ = std::fs::write(rec, format!("{name}\n"));
+        }
         let mut cmd = tokio::process::Command::new(prog);
         cmd.args(args)
             .current_dir(&spec.cwd)
@@ -114,12 +123,11 @@ impl Backend for LocalBackend {
             .stderr(log2)
             .process_group(0)
             .kill_on_drop(false);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
+        let files = super::reaper::ReaperFiles::in_run_dir(&spec.run_dir);
+        // SAFETY: the hook runs between fork and exec; `split` makes only async-signal-safe calls.
+        let me = std::process::id() as libc::pid_t;
         unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
+            cmd.pre_exec(move || super::reaper::split(me, &files));
         }
         let mut child = cmd
             .spawn()
@@ -128,19 +136,31 @@ impl Backend for LocalBackend {
         self.pids.insert(spec.job, pid);
         let job = spec.job;
         let timeout = spec.timeout;
+        let stage_id = spec.stage_id.clone();
+        let run_dir = spec.run_dir.clone();
         tokio::spawn(async move {
             let waited = match timeout {
                 Some(t) => match tokio::time::timeout(t, child.wait()).await {
                     Ok(r) => Some(r),
                     Err(_) => {
-                        // SAFETY: signalling our own child's process group.
-                        unsafe { libc::kill(-pid, libc::SIGKILL) };
+                        // SAFETY: signalling our own child (the reaper), which kills the stage.
+                        unsafe { libc::kill(pid, super::reaper::SIG_HARD) };
                         let _ = child.wait().await;
                         None
                     }
                 },
                 None => Some(child.wait().await),
             };
+            if run_dir.join("leftovers").exists() {
+                tracing::warn!(
+                    "stage `{stage_id}`: processes it started were still running 10 s after it ended and were stopped (see its log)"
+                );
+            }
+            if let Some((rec, name)) = record {
+                if std::fs::read_to_string(&rec).is_ok_and(|t| t.trim() == name) {
+                    let _ = std::fs::remove_file(&rec);
+                }
+            }
             let status = match waited {
                 None => ExitStatus::TimedOut,
                 Some(Err(e)) => ExitStatus::SpawnFailed(e.to_string()),
@@ -162,10 +182,75 @@ impl Backend for LocalBackend {
     fn cancel(&mut self, job: JobId, hard: bool) {
         if let Some(&pid) = self.pids.get(&job) {
             if pid > 0 {
-                let sig = if hard { libc::SIGKILL } else { libc::SIGTERM };
-                // SAFETY: signalling the process group we created for this job.
-                unsafe { libc::kill(-pid, sig) };
+                // The reaper forwards SIGTERM to the stage (SIGKILL after a grace period), or
+                // kills it at once.
+                let sig = if hard {
+                    super::reaper::SIG_HARD
+                } else {
+                    libc::SIGTERM
+                };
+                // SAFETY: signalling our own child, the job's reaper.
+                unsafe { libc::kill(pid, sig) };
             }
         }
     }
+}
+
+/// `<cache>/procs/<key>` (naming the run dir of the attempt in flight) for a run dir
+/// `<cache>/runs/<key>.<ms>`, and that run dir's name.
+fn attempt_record(run_dir: &Path) -> Option<(PathBuf, String)> {
+    let name = run_dir.file_name()?.to_str()?.to_string();
+    let key = name.split('.').next()?.to_string();
+    let root = run_dir.parent()?.parent()?;
+    Some((root.join("procs").join(key), name))
+}
+
+/// Stop what an earlier attempt of the same fingerprint left running (its reaper was killed
+/// too, e.g. `kill -9` of both), so that two copies never write at once: its process group,
+/// recorded in its run dir, is checked (members whose environment names that run dir), sent
+/// SIGTERM, then SIGKILL. An error when they cannot be stopped.
+fn stop_leftovers(spec: &JobSpec) -> Result<(), String> {
+    let Some((rec, _)) = attempt_record(&spec.run_dir) else {
+        return Ok(());
+    };
+    let Ok(prev) = std::fs::read_to_string(&rec) else {
+        return Ok(());
+    };
+    let Some(runs) = spec.run_dir.parent() else {
+        return Ok(());
+    };
+    let prev_dir = runs.join(prev.trim());
+    let Some(pgid) = std::fs::read_to_string(prev_dir.join("pgid"))
+        .ok()
+        .and_then(|t| t.trim().parse::<libc::pid_t>().ok())
+        .filter(|&g| g > 1)
+    else {
+        return Ok(());
+    };
+    let members = super::reaper::members_of(pgid, &prev_dir);
+    if members.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(
+        "stage `{}`: {} process(es) of an earlier attempt (process group {pgid}, {}) were left running by an earlier run; stopping them before it starts again",
+        spec.stage_id,
+        members.len(),
+        prev_dir.display()
+    );
+    for (sig, wait) in [(libc::SIGTERM, 2000), (libc::SIGKILL, 2000)] {
+        // SAFETY: a process group verified above to be an earlier attempt of this stage.
+        unsafe { libc::kill(-pgid, sig) };
+        let t = std::time::Instant::now();
+        while t.elapsed() < Duration::from_millis(wait) {
+            if super::reaper::members_of(pgid, &prev_dir).is_empty() {
+                let _ = std::fs::remove_file(prev_dir.join("pgid"));
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Err(format!(
+        "processes of an earlier attempt of stage `{}` are still running (process group {pgid}) and cannot be stopped\nhint: stop them (`kill -9 -{pgid}`), then run again",
+        spec.stage_id
+    ))
 }

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod job;
 pub mod plan;
+pub mod reaper;
 pub mod resources;
 pub mod scheduler;
 pub mod slurm;
@@ -87,6 +88,8 @@ pub struct RunSummary {
     pub skipped: usize,
     pub not_started: usize,
     pub interrupted: bool,
+    /// The signal that interrupted the run (SIGINT, SIGTERM, SIGHUP); the exit code is 128 + it.
+    pub signal: i32,
     pub wall: Duration,
     pub results_dir: PathBuf,
 }

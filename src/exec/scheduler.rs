@@ -71,6 +71,8 @@ pub struct Scheduler<'a> {
     resources: Resources,
     stopping: bool,
     interrupted: bool,
+    /// The signal that interrupted the run (SIGINT, SIGTERM or SIGHUP): its exit code.
+    signal: i32,
     failures: Vec<Failure>,
     ran: usize,
     cached: usize,
@@ -130,6 +132,7 @@ impl<'a> Scheduler<'a> {
             resources,
             stopping: false,
             interrupted: false,
+            signal: libc::SIGINT,
             failures: Vec::new(),
             ran: 0,
             cached: 0,
@@ -152,6 +155,8 @@ impl<'a> Scheduler<'a> {
             .map_err(ExecError::Runtime)?;
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(ExecError::Runtime)?;
+        let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(ExecError::Runtime)?;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -171,8 +176,9 @@ impl<'a> Scheduler<'a> {
             tokio::select! {
                 Some(ev) = rx.recv() => self.on_backend(ev)?,
                 Some(c) = commit_rx.recv() => self.on_committed(c)?,
-                _ = sigint.recv() => self.on_interrupt(),
-                _ = sigterm.recv() => self.on_interrupt(),
+                _ = sigint.recv() => self.on_interrupt(libc::SIGINT),
+                _ = sigterm.recv() => self.on_interrupt(libc::SIGTERM),
+                _ = sighup.recv() => self.on_interrupt(libc::SIGHUP),
                 _ = tick.tick() => self.poll_progress(),
             }
         }
@@ -190,6 +196,7 @@ impl<'a> Scheduler<'a> {
             skipped: self.skipped,
             not_started,
             interrupted: self.interrupted,
+            signal: self.signal,
             wall: started.elapsed(),
             results_dir,
         })
@@ -696,9 +703,34 @@ impl<'a> Scheduler<'a> {
         Ok(())
     }
 
-    fn on_interrupt(&mut self) {
+    /// SIGINT (Ctrl-C): launch nothing more and let running stages finish; again: kill them.
+    /// SIGTERM and SIGHUP (the session is going away): launch nothing more and stop running
+    /// stages now (SIGTERM, then SIGKILL after the backend's grace period).
+    fn on_interrupt(&mut self, sig: i32) {
+        if !self.interrupted || sig != libc::SIGINT {
+            self.signal = sig;
+        }
         self.interrupted = true;
-        if !self.stopping && self.backend.cancels_on_interrupt() {
+        if !self.stopping && sig != libc::SIGINT && !self.backend.cancels_on_interrupt() {
+            self.stopping = true;
+            let n = self
+                .nodes
+                .iter()
+                .filter(|n| matches!(n, Node::Running { .. }))
+                .count();
+            let name = if sig == libc::SIGHUP {
+                "SIGHUP"
+            } else {
+                "SIGTERM"
+            };
+            self.view.event(ViewEvent::Note {
+                message: format!(
+                    "{name}: launching nothing more; stopping {n} running stage(s) (SIGTERM, then SIGKILL after {} s)",
+                    super::reaper::TERM_GRACE_MS / 1000
+                ),
+            });
+            self.cancel_all(false);
+        } else if !self.stopping && self.backend.cancels_on_interrupt() {
             self.stopping = true;
             let n = self
                 .nodes

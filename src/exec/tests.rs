@@ -338,8 +338,9 @@ impl Backend for Fake {
 #[test]
 fn gpus_are_exclusive_and_all_used() {
     let (t, cache) = temp_cache();
+    // Distinct commands: instances with equal fingerprints would run once.
     let insts = (0..12)
-        .map(|i| shell(&format!("g{i}"), "", &[], &["out"], 1))
+        .map(|i| shell(&format!("g{i}"), &format!("# g{i}"), &[], &["out"], 1))
         .collect();
     let p = pipeline(t.path(), insts);
     let fake = Fake::default();
@@ -373,7 +374,7 @@ fn gpus_are_exclusive_and_all_used() {
     let p2 = pipeline(
         t2.path(),
         (0..3)
-            .map(|i| shell(&format!("h{i}"), "", &[], &["out"], 1))
+            .map(|i| shell(&format!("h{i}"), &format!("# h{i}"), &[], &["out"], 1))
             .collect(),
     );
     let fake2 = Fake::default();

@@ -800,7 +800,7 @@ fn a_new_run_never_starts_a_fingerprint_whose_previous_processes_live() {
     let v: serde_json::Value = serde_json::from_str(&plan.stdout()).unwrap();
     let key = v["instances"][0]["key"].as_str().unwrap().to_string();
     // A leftover of an earlier attempt whose reaper was killed too (e.g. `kill -9` of both):
-    // still in its process group, recorded in its run dir.
+    // still in its process group, recorded in its run dir (and the attempt in `procs/<key>`).
     let run_dir = p.path(&format!("cache/runs/{key}.1"));
     std::fs::create_dir_all(run_dir.join("out")).unwrap();
     let mut leftover = std::process::Command::new("sh")
@@ -815,6 +815,8 @@ fn a_new_run_never_starts_a_fingerprint_whose_previous_processes_live() {
         .spawn()
         .unwrap();
     std::fs::write(run_dir.join("pgid"), format!("{}\n", leftover.id())).unwrap();
+    std::fs::create_dir_all(p.path("cache/procs")).unwrap();
+    std::fs::write(p.path(&format!("cache/procs/{key}")), format!("{key}.1\n")).unwrap();
     p.run(&["run", "p.yaml"])
         .success()
         .stderr_has("left running by an earlier run");
