@@ -12,9 +12,16 @@ use super::manifest::Manifest;
 use super::{CacheError, Result};
 use crate::fingerprint::Fingerprint;
 
+/// The sled index, or a detached one (no database: reads find nothing, writes are dropped),
+/// which read-only commands use while a run holds the cache and its database.
 #[derive(Debug, Clone)]
 pub struct Index {
     path: PathBuf,
+    trees: Option<Trees>,
+}
+
+#[derive(Debug, Clone)]
+struct Trees {
     db: sled::Db,
     manifests: sled::Tree,
     stat: sled::Tree,
@@ -65,25 +72,84 @@ fn err(path: &Path, e: sled::Error) -> CacheError {
 }
 
 impl Index {
-    pub fn open(path: &Path) -> Result<Index> {
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|e| err(path, e))?;
-        let manifests = db.open_tree("manifests").map_err(|e| err(path, e))?;
-        let stat = db.open_tree("stat").map_err(|e| err(path, e))?;
-        let last = db.open_tree("last").map_err(|e| err(path, e))?;
-        Ok(Index {
-            path: path.to_path_buf(),
+    /// Open (or create) the index at `path`. An index that is corrupt (a crash or a full disk
+    /// in the middle of a write) is replaced by a new, empty one with a warning; the second
+    /// value is then `true` and the caller refills it from `manifests/` (the index is only a
+    /// cache of them). A full disk is an error that says so.
+    pub fn open(path: &Path) -> Result<(Index, bool)> {
+        match Self::open_trees(path) {
+            Ok(trees) => Ok((
+                Index {
+                    path: path.to_path_buf(),
+                    trees: Some(trees),
+                },
+                false,
+            )),
+            Err(e @ (sled::Error::Corruption { .. } | sled::Error::ReportableBug(_))) => {
+                tracing::warn!(
+                    "the cache index {} is unreadable ({e}); replacing it with a new one rebuilt from the committed manifests",
+                    path.display()
+                );
+                std::fs::remove_dir_all(path)
+                    .map_err(CacheError::io("cannot remove the corrupt index", path))?;
+                let trees = Self::open_trees(path).map_err(|e| Self::error(path, e))?;
+                Ok((
+                    Index {
+                        path: path.to_path_buf(),
+                        trees: Some(trees),
+                    },
+                    true,
+                ))
+            }
+            Err(e) => Err(Self::error(path, e)),
+        }
+    }
+
+    fn open_trees(path: &Path) -> sled::Result<Trees> {
+        let db = sled::Config::new().path(path).open()?;
+        Ok(Trees {
+            manifests: db.open_tree("manifests")?,
+            stat: db.open_tree("stat")?,
+            last: db.open_tree("last")?,
             db,
-            manifests,
-            stat,
-            last,
         })
     }
 
+    fn error(path: &Path, e: sled::Error) -> CacheError {
+        match e {
+            sled::Error::Io(source)
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
+                ) =>
+            {
+                CacheError::Io {
+                    op: "cannot write the cache index",
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+            e => err(path, e),
+        }
+    }
+
+    /// An index with no database behind it (see the type's doc).
+    pub fn detached(path: &Path) -> Index {
+        Index {
+            path: path.to_path_buf(),
+            trees: None,
+        }
+    }
+
+    pub fn is_detached(&self) -> bool {
+        self.trees.is_none()
+    }
+
     pub fn get_manifest(&self, key: &str) -> Result<Option<Manifest>> {
-        match self.manifests.get(key).map_err(|e| err(&self.path, e))? {
+        let Some(t) = &self.trees else {
+            return Ok(None);
+        };
+        match t.manifests.get(key).map_err(|e| err(&self.path, e))? {
             // An undecodable entry is treated as absent: the file in `manifests/` is the truth.
             Some(v) => Ok(Manifest::from_bytes(&v).ok().filter(|m| m.key == key)),
             None => Ok(None),
@@ -91,26 +157,38 @@ impl Index {
     }
 
     pub fn has_manifest(&self, key: &str) -> Result<bool> {
-        self.manifests
+        let Some(t) = &self.trees else {
+            return Ok(false);
+        };
+        t.manifests
             .contains_key(key)
             .map_err(|e| err(&self.path, e))
     }
 
     pub fn put_manifest(&self, m: &Manifest) -> Result<()> {
+        let Some(t) = &self.trees else {
+            return Ok(());
+        };
         let compact = serde_json::to_vec(m).expect("a manifest always serializes");
-        self.manifests
+        t.manifests
             .insert(m.key.as_bytes(), compact)
             .map_err(|e| err(&self.path, e))?;
         Ok(())
     }
 
     pub fn remove_manifest(&self, key: &str) -> Result<()> {
-        self.manifests.remove(key).map_err(|e| err(&self.path, e))?;
+        let Some(t) = &self.trees else {
+            return Ok(());
+        };
+        t.manifests.remove(key).map_err(|e| err(&self.path, e))?;
         Ok(())
     }
 
     pub fn manifest_keys(&self) -> Result<Vec<String>> {
-        self.manifests
+        let Some(t) = &self.trees else {
+            return Ok(Vec::new());
+        };
+        t.manifests
             .iter()
             .keys()
             .map(|k| {
@@ -121,27 +199,38 @@ impl Index {
     }
 
     pub fn clear_manifests(&self) -> Result<()> {
-        self.manifests.clear().map_err(|e| err(&self.path, e))
+        let Some(t) = &self.trees else {
+            return Ok(());
+        };
+        t.manifests.clear().map_err(|e| err(&self.path, e))
     }
 
     pub fn get_stat(&self, path: &str) -> Result<Option<StatEntry>> {
-        Ok(self
-            .stat
+        let Some(t) = &self.trees else {
+            return Ok(None);
+        };
+        Ok(t.stat
             .get(path)
             .map_err(|e| err(&self.path, e))?
             .and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
     pub fn put_stat(&self, path: &str, s: &StatEntry) -> Result<()> {
+        let Some(t) = &self.trees else {
+            return Ok(());
+        };
         let v = serde_json::to_vec(s).expect("stat entry serializes");
-        self.stat
+        t.stat
             .insert(path.as_bytes(), v)
             .map_err(|e| err(&self.path, e))?;
         Ok(())
     }
 
     pub fn remove_stat(&self, path: &str) -> Result<()> {
-        self.stat.remove(path).map_err(|e| err(&self.path, e))?;
+        let Some(t) = &self.trees else {
+            return Ok(());
+        };
+        t.stat.remove(path).map_err(|e| err(&self.path, e))?;
         Ok(())
     }
 
@@ -154,7 +243,10 @@ impl Index {
 
     /// The fingerprint this instance last ran (or hit) under, for `plan --explain`.
     pub fn get_last(&self, pipeline: &str, instance: &str) -> Result<Option<Fingerprint>> {
-        let v = self
+        let Some(t) = &self.trees else {
+            return Ok(None);
+        };
+        let v = t
             .last
             .get(Self::last_key(pipeline, instance))
             .map_err(|e| err(&self.path, e))?;
@@ -166,7 +258,10 @@ impl Index {
 
     /// Only the key of [`Index::get_last`] (no JSON parsing: the no-op rerun path).
     pub fn get_last_key(&self, pipeline: &str, instance: &str) -> Result<Option<String>> {
-        let v = self
+        let Some(t) = &self.trees else {
+            return Ok(None);
+        };
+        let v = t
             .last
             .get(Self::last_key(pipeline, instance))
             .map_err(|e| err(&self.path, e))?;
@@ -178,10 +273,13 @@ impl Index {
 
     /// Stored as `key\nfingerprint-json`.
     pub fn put_last(&self, pipeline: &str, instance: &str, fp: &Fingerprint) -> Result<()> {
+        let Some(t) = &self.trees else {
+            return Ok(());
+        };
         let mut v = fp.key().into_bytes();
         v.push(b'\n');
         v.extend_from_slice(&fp.canonical());
-        self.last
+        t.last
             .insert(Self::last_key(pipeline, instance), v)
             .map_err(|e| err(&self.path, e))?;
         Ok(())
@@ -189,7 +287,10 @@ impl Index {
 
     /// Make everything written so far durable.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().map_err(|e| err(&self.path, e))?;
+        let Some(t) = &self.trees else {
+            return Ok(());
+        };
+        t.db.flush().map_err(|e| err(&self.path, e))?;
         Ok(())
     }
 }

@@ -58,21 +58,36 @@ impl CacheLock {
         if !pid.is_empty() && pid != "-" {
             tracing::warn!("taking over the stale lock of {path} left by pid {pid} on {host} (no longer running)", path = path.display());
         }
+        // Written over the old record, then cut to length: rewriting a block the file already
+        // has works on a full disk too (the flock is what counts; the record is for messages).
         let me = format!("{} {}\n", std::process::id(), hostname());
-        file.set_len(0)
-            .map_err(CacheError::io("cannot write", &path))?;
-        file.rewind()
-            .map_err(CacheError::io("cannot write", &path))?;
-        file.write_all(me.as_bytes())
-            .map_err(CacheError::io("cannot write", &path))?;
+        let _ = file
+            .rewind()
+            .and_then(|_| file.write_all(me.as_bytes()))
+            .and_then(|_| file.set_len(me.len() as u64));
         Ok(CacheLock { _file: file })
+    }
+
+    /// Whether a live process holds the lock of the cache at `root` (without taking it or
+    /// writing anything: `status` uses it while a run may start).
+    pub fn is_held(root: &Path) -> bool {
+        let Ok(file) = std::fs::File::open(root.join("lock")) else {
+            return false;
+        };
+        // SAFETY: a valid, open file descriptor.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+        rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
     }
 }
 
 impl Drop for CacheLock {
     fn drop(&mut self) {
-        // Mark a clean release so the next holder does not warn about a stale lock.
-        let _ = self._file.set_len(0);
+        // Mark a clean release ("-") so the next holder does not warn about a stale lock.
+        let _ = self
+            ._file
+            .rewind()
+            .and_then(|_| self._file.write_all(b"-\n"))
+            .and_then(|_| self._file.set_len(2));
     }
 }
 

@@ -23,6 +23,7 @@ mod gc;
 mod hash;
 mod history;
 mod index;
+mod inputs;
 mod lock;
 mod manifest;
 mod store;
@@ -34,6 +35,7 @@ pub use gc::{gc, GcReport};
 pub use hash::{hash_file, HASH_CHUNK_HINT};
 pub use history::{History, RunRecord, RunStatus};
 pub use index::{Index, StatEntry};
+pub use inputs::{Guard, Guards, PRIVATE_COPY_MAX};
 pub use lock::CacheLock;
 pub use manifest::{Manifest, ObjKind, OutputEntry, MANIFEST_VERSION};
 pub use store::{decode_path, encode_name, Store, TreeEntry, TreeObject};
@@ -108,12 +110,20 @@ impl Cache {
     /// should hold a [`CacheLock`] first when it writes.
     pub fn open(root: &Path) -> Result<Cache> {
         let root = Self::prepare_layout(root)?;
-        let index = Index::open(&root.join("index"))?;
-        Ok(Cache {
+        Self::with_index(root)
+    }
+
+    fn with_index(root: PathBuf) -> Result<Cache> {
+        let (index, rebuilt) = Index::open(&root.join("index"))?;
+        let cache = Cache {
             store: Store::new(&root),
             root,
             index,
-        })
+        };
+        if rebuilt {
+            verify::rebuild_index(&cache)?;
+        }
+        Ok(cache)
     }
 
     /// Open for writing: the layout is checked, the one-scheduler lock taken (a clear error when a
@@ -121,15 +131,31 @@ impl Cache {
     pub fn open_locked(root: &Path) -> Result<(Cache, CacheLock)> {
         let root = Self::prepare_layout(root)?;
         let lock = CacheLock::acquire(&root)?;
-        let index = Index::open(&root.join("index"))?;
-        Ok((
-            Cache {
-                store: Store::new(&root),
-                root,
-                index,
-            },
-            lock,
-        ))
+        Ok((Self::with_index(root)?, lock))
+    }
+
+    /// Open for a read-only command (`plan`, `report`, `show`): with the lock and the index when
+    /// no run holds them; while a run does, with a detached index, so that answers come from
+    /// the committed manifests (and external inputs are hashed without the stat cache).
+    pub fn open_shared(root: &Path) -> Result<(Cache, Option<CacheLock>)> {
+        let root = Self::prepare_layout(root)?;
+        match CacheLock::acquire(&root) {
+            Ok(lock) => Ok((Self::with_index(root)?, Some(lock))),
+            Err(CacheError::Locked { pid, host, .. }) => {
+                tracing::info!(
+                    "a run holds the cache (pid {pid} on {host}): reading its committed manifests"
+                );
+                Ok((
+                    Cache {
+                        store: Store::new(&root),
+                        index: Index::detached(&root.join("index")),
+                        root,
+                    },
+                    None,
+                ))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Create (if needed) and check the folder layout; returns the canonical root.
@@ -497,6 +523,15 @@ fn check_writable(root: &Path) -> Result<()> {
             let _ = std::fs::remove_file(&probe);
             Ok(())
         }
+        // A full disk is not a read-only cache: what is cached can still be served.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) => {
+            let _ = std::fs::remove_file(&probe);
+            tracing::warn!(
+                "the disk of the cache {} is full: cached results are served, nothing new can be stored",
+                root.display()
+            );
+            Ok(())
+        }
         Err(source) => Err(CacheError::NotWritable {
             root: root.to_path_buf(),
             source,
@@ -585,6 +620,35 @@ pub fn claim_name(root: &Path, name: &str, file: &Path) -> Result<()> {
     bytes.push(b'\n');
     store::write_durable(&tmp, &bytes)?;
     std::fs::rename(&tmp, &path).map_err(CacheError::io("cannot write", &path))
+}
+
+/// Below this much free space, the cache's disk counts as full (a failing stage is then
+/// reported as out of space and its partial outputs are removed).
+pub const FULL_BELOW: u64 = 1 << 20;
+
+/// Bytes available to us on the filesystem that holds `path`.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a valid C string and an out-parameter of the right type.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Bytes in the files under `path` (0 when it is missing).
+pub fn du(path: &Path) -> u64 {
+    let Ok(m) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !m.is_dir() {
+        return m.len();
+    }
+    std::fs::read_dir(path)
+        .map(|rd| rd.flatten().map(|e| du(&e.path())).sum())
+        .unwrap_or(0)
 }
 
 pub fn now_unix() -> u64 {

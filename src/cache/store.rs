@@ -410,6 +410,13 @@ impl Store {
     }
 }
 
+/// Every file under `dir` (following symlinks, as inputs are read): (tree name, path).
+pub(crate) fn walk_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    walk(dir, "", &mut files, &mut Vec::new())?;
+    Ok(files)
+}
+
 fn walk(
     dir: &Path,
     rel: &str,

@@ -27,8 +27,8 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
     let p = super::run::load(&args.pipeline, g)?;
     let root = super::run::cache_root(g, &args.pipeline);
     super::run::check_name(&root, &p, &args.pipeline)?;
-    // The lock keeps plan from racing a run over the index (and gives the clear "in use" error).
-    let (cache, _lock) = super::run::open_locked(&root)?;
+    // With the lock when free; during a run, from the committed manifests.
+    let (cache, _lock) = super::run::open_shared(&root)?;
     let entries = plan(&p, &cache).map_err(super::run::exec_error)?;
     cache.index.flush().map_err(super::run::cache_error)?;
     if args.format == Format::Json {

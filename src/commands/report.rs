@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use crate::cache::Cache;
 use crate::cli::Global;
 use crate::exit::{CliError, CliResult};
 
@@ -30,7 +29,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
     let p = super::run::load(&args.pipeline, g)?;
     let root = super::run::cache_root(g, &args.pipeline);
     super::run::check_name(&root, &p, &args.pipeline)?;
-    let cache = Cache::open(&root).map_err(super::run::cache_error)?;
+    let (cache, _lock) = super::run::open_shared(&root)?;
     let report = crate::report::build(&p, &cache).map_err(|e| {
         CliError::environment(format!(
             "error: cannot build the report of `{}`: {e:#}",

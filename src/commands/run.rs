@@ -236,6 +236,11 @@ fn name_guard(root: &Path, p: &Pipeline, given: &Path, claim: bool) -> CliResult
     Ok(())
 }
 
+/// For read-only commands: see [`Cache::open_shared`].
+pub fn open_shared(root: &Path) -> CliResult<(Cache, Option<CacheLock>)> {
+    Cache::open_shared(root).map_err(cache_error)
+}
+
 pub fn open_locked(root: &Path) -> CliResult<(Cache, CacheLock)> {
     Cache::open_locked(root).map_err(cache_error)
 }

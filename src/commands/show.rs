@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::cache::{History, Store};
+use crate::cache::History;
 use crate::cli::Global;
 use crate::exit::{CliError, CliResult};
 
@@ -33,11 +33,39 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
         ))
     };
     let rec = committed.get(&inst.id).ok_or_else(no_results)?;
-    let store = Store::new(&root);
-    let m = store
-        .read_manifest(&rec.key)
+    let (cache, _lock) = super::run::open_shared(&root)?;
+    let store = &cache.store;
+    let m = cache
+        .manifest(&rec.key)
         .map_err(super::run::cache_error)?
         .ok_or_else(no_results)?;
+    // An object changed in place (e.g. edited through `results/`) is said, never passed off.
+    for (name, o) in &m.outputs {
+        let one = crate::cache::Manifest {
+            outputs: [(name.clone(), o.clone())].into_iter().collect(),
+            metrics: None,
+            ..m.clone()
+        };
+        if let Ok(Some(problem)) = cache.check_manifest(&one, false) {
+            tracing::warn!(
+                "output `{name}` of `{}` was modified in the store (edited through results/?): {problem}; it is not used, and `orchestrator run` computes it again",
+                inst.id
+            );
+        }
+    }
+    if let Some(d) = &m.metrics {
+        let one = crate::cache::Manifest {
+            outputs: Default::default(),
+            metrics: Some(d.clone()),
+            ..m.clone()
+        };
+        if let Ok(Some(problem)) = cache.check_manifest(&one, false) {
+            tracing::warn!(
+                "metrics.json of `{}` was modified in the store (edited through results/?): {problem}; it is not used, and `orchestrator run` computes it again",
+                inst.id
+            );
+        }
+    }
     let mut rows = Vec::new();
     for (name, o) in &m.outputs {
         let base = o.rel_path.rsplit('/').next().unwrap_or(name).to_string();

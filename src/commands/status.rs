@@ -26,7 +26,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
     let committed = history
         .latest_committed()
         .map_err(super::run::cache_error)?;
-    let locked = crate::cache::CacheLock::acquire(&root).is_err();
+    let locked = crate::cache::CacheLock::is_held(&root);
     let width = p.instances.iter().map(|i| i.id.len()).max().unwrap_or(0);
     for inst in &p.instances {
         let r = latest.get(&inst.id);

@@ -66,7 +66,10 @@ pub struct PrepareArgs<'a> {
     pub inst: &'a Instance,
     pub key: &'a str,
     pub job: JobId,
+    /// Input name -> store view (upstream output) or external path.
     pub inputs: BTreeMap<String, PathBuf>,
+    /// The fingerprint's input digests (what the inputs must still hold at launch).
+    pub input_digests: &'a BTreeMap<String, String>,
     pub grant: &'a Grant,
     pub stage_bin: Option<&'a Path>,
 }
@@ -98,6 +101,7 @@ pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
         outputs.insert(o.name.clone(), p.clone());
         out_spec.insert(o.name.clone(), (p, o.is_dir));
     }
+    let inputs = give_inputs(a.cache, &run_dir, &a.inputs, a.input_digests)?;
     let cuda = !a.grant.gpus.is_empty();
     let mut env = vec![
         (
@@ -132,7 +136,7 @@ pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
             env: stage_env,
         } => {
             env.extend(stage_env.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let cmd = substitute(command, &a.inputs, &outputs);
+            let cmd = substitute(command, &inputs, &outputs);
             let _ = std::fs::write(run_dir.join("command.sh"), &cmd);
             vec!["sh".to_string(), "-c".to_string(), cmd]
         }
@@ -142,7 +146,7 @@ pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
                 kind: kind.name.to_string(),
                 stage_id: a.inst.id.clone(),
                 params: params.clone(),
-                inputs: a.inputs.clone(),
+                inputs: inputs.clone(),
                 outputs: outputs.clone(),
                 out_dir: out_dir.clone(),
                 work_dir: work_dir.clone(),
@@ -190,6 +194,101 @@ pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
     })
 }
 
+/// The paths a stage reads (see `cache::inputs`): a private copy (or a guarded read-only
+/// hardlink) under `<run dir>/in/<input>/` of each store object, the external path itself after
+/// checking that its content is still the fingerprint's. What is checked after the stage goes
+/// to `<run dir>/guards.json`.
+fn give_inputs(
+    cache: &Cache,
+    run_dir: &Path,
+    views: &BTreeMap<String, PathBuf>,
+    digests: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, PathBuf>, String> {
+    let mut guards = Vec::new();
+    let mut given = BTreeMap::new();
+    for (name, path) in views {
+        let p = match cache.view_digest(path) {
+            Some(digest) => {
+                let kind = if path.is_dir() {
+                    ObjKind::Dir
+                } else {
+                    ObjKind::File
+                };
+                let base = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("data")
+                    .to_string();
+                let dir = run_dir.join("in").join(crate::cache::sanitize(name));
+                cache
+                    .private_input(&dir, name, &digest, kind, &base, &mut guards)
+                    .map_err(|e| format!("cannot give input `{name}` to the stage: {e}"))?
+            }
+            None => {
+                let identity = cache
+                    .external_identity(path)
+                    .map_err(|e| format!("input `{name}`: {e}"))?;
+                if let Some(want) = digests.get(name) {
+                    let now = cache
+                        .digest_external(path)
+                        .map_err(|e| format!("input `{name}`: {e}"))?;
+                    if &now != want {
+                        return Err(format!(
+                            "input `{name}` ({}) changed after this run computed its fingerprint\nhint: run again (the stage then runs on what the input holds now)",
+                            path.display()
+                        ));
+                    }
+                }
+                guards.push(crate::cache::Guard::External {
+                    input: name.clone(),
+                    path: path.clone(),
+                    identity,
+                });
+                path.clone()
+            }
+        };
+        given.insert(name.clone(), p);
+    }
+    crate::cache::Guards { inputs: guards }
+        .write(run_dir)
+        .map_err(|e| e.to_string())?;
+    Ok(given)
+}
+
+/// After a failed attempt (the stage's exit, or its commit): say what the failure alone does
+/// not (a full disk, an input the stage damaged) and remove what only takes space: the private
+/// inputs, and on a full disk the partial outputs. The log and the work dir stay.
+pub fn after_failure(cache: &Cache, run_dir: &Path, stage: &str) -> String {
+    let mut extra = String::new();
+    let guards = crate::cache::Guards::read(run_dir);
+    let objects = crate::cache::Guards {
+        inputs: guards
+            .inputs
+            .into_iter()
+            .filter(|g| matches!(g, crate::cache::Guard::Object { .. }))
+            .collect(),
+    };
+    if let Ok(Some(m)) = cache.check_guards(stage, &objects) {
+        extra.push_str(&format!("\n{m}"));
+    }
+    let _ = std::fs::remove_dir_all(run_dir.join("in"));
+    let out = run_dir.join("out");
+    if let Some(free) = crate::cache::free_bytes(&cache.root) {
+        if free < crate::cache::FULL_BELOW {
+            let written = crate::cache::du(&out);
+            let _ = std::fs::remove_dir_all(&out);
+            extra.push_str(&format!(
+                "\nno space left on device: the cache {} has {} free; the stage had written {} in {} (removed)\nhint: free space (`orchestrator gc` removes what no pipeline uses), or use a cache on a bigger disk (--cache-dir); results already cached are kept",
+                cache.root.display(),
+                crate::commands::gc::human_bytes(free),
+                crate::commands::gc::human_bytes(written),
+                out.display()
+            ));
+        }
+    }
+    extra
+}
+
 pub struct CommitArgs {
     pub cache: Cache,
     pub pipeline: String,
@@ -208,6 +307,13 @@ pub struct CommitArgs {
 /// index entry. An error names the stage, the output and the expected path.
 pub fn commit(a: CommitArgs) -> Result<Manifest, String> {
     let stage = |e: crate::cache::CacheError| format!("stage `{}`: {e}", a.instance);
+    let run_dir = a.out_dir.parent().unwrap_or(&a.out_dir).to_path_buf();
+    // Nothing is committed from inputs that changed under the stage.
+    let guards = crate::cache::Guards::read(&run_dir);
+    if let Some(problem) = a.cache.check_guards(&a.instance, &guards).map_err(stage)? {
+        let _ = std::fs::remove_dir_all(run_dir.join("in"));
+        return Err(problem);
+    }
     // Where output symlinks may point (see the symlink rule in ARCHITECTURE.md).
     let roots: Vec<PathBuf> = [a.out_dir.parent(), Some(a.work_dir.as_path())]
         .into_iter()
@@ -306,6 +412,7 @@ pub fn commit(a: CommitArgs) -> Result<Manifest, String> {
     // After the commit point: leftovers are only disk space.
     let _ = std::fs::remove_dir_all(&a.work_dir);
     let _ = std::fs::remove_dir_all(&a.out_dir);
+    let _ = std::fs::remove_dir_all(run_dir.join("in"));
     Ok(m)
 }
 

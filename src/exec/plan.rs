@@ -130,6 +130,11 @@ pub fn lookup(
                 if repair {
                     tracing::warn!("stage `{}`: {problem}; running it again", inst.id);
                     cache.drop_manifest(key)?;
+                } else {
+                    tracing::warn!(
+                        "stage `{}`: {problem}; `orchestrator run` computes it again",
+                        inst.id
+                    );
                 }
                 reasons.push(format!("output object corrupt or missing: {problem}"));
             }

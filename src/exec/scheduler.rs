@@ -401,6 +401,7 @@ impl<'a> Scheduler<'a> {
                 key: &key,
                 job: i,
                 inputs,
+                input_digests: &fp.inputs,
                 grant: &grant,
                 stage_bin: self.opts.stage_bin.as_deref(),
             });
@@ -493,10 +494,12 @@ impl<'a> Scheduler<'a> {
                 attempt,
                 log: log.clone(),
             };
+            let id = &self.p.instances[i].id;
+            let extra = job::after_failure(self.cache, &prepared.run_dir, id);
             return self.fail(
                 i,
                 attempt,
-                format!("stage `{}` failed: {status}", self.p.instances[i].id),
+                format!("stage `{id}` failed: {status}{extra}"),
                 Some(log),
             );
         }
@@ -574,7 +577,11 @@ impl<'a> Scheduler<'a> {
                     attempt,
                     log: log.clone(),
                 };
-                self.fail(i, attempt, e, Some(log))
+                let extra = log
+                    .parent()
+                    .map(|d| job::after_failure(self.cache, d, &self.p.instances[i].id))
+                    .unwrap_or_default();
+                self.fail(i, attempt, format!("{e}{extra}"), Some(log))
             }
         }
     }

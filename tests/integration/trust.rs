@@ -877,33 +877,39 @@ fn non_utf8_names_in_an_output_folder_are_kept_byte_for_byte() {
 fn external_input_changed_during_the_stage_is_not_committed() {
     let p = Project::new();
     p.file("cfg.txt", "A\n");
-    let (read_flag, go) = (p.path("read.flag"), p.path("go.flag"));
+    let flags: Vec<PathBuf> = ["started", "go1", "read", "go2"]
+        .iter()
+        .map(|f| p.path(&format!("{f}.flag")))
+        .collect();
+    let wait = |f: &Path| format!("while [ ! -e {} ]; do sleep 0.05; done", f.display());
     p.file(
         "p.yaml",
         &format!(
-            "name: ext\nstages:\n  a:\n    run: \"cat ${{inputs.cfg}} > ${{outputs.out}}; touch {}; while [ ! -e {} ]; do sleep 0.05; done\"\n    inputs: {{ cfg: ./cfg.txt }}\n    outputs: [out]\n",
-            read_flag.display(),
-            go.display()
+            "name: ext\nstages:\n  a:\n    run: \"touch {}; {}; cat ${{inputs.cfg}} > ${{outputs.out}}; touch {}; {}\"\n    inputs: {{ cfg: ./cfg.txt }}\n    outputs: [out]\n",
+            flags[0].display(),
+            wait(&flags[1]),
+            flags[2].display(),
+            wait(&flags[3])
         ),
     );
-    // The stage reads B; A is back before it ends.
     let run = p
         .cmd(&["run", "p.yaml"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    // The stage reads B; A is back before it ends.
+    wait_for(&flags[0], Duration::from_secs(30));
     std::fs::write(p.path("cfg.txt"), "B\n").unwrap();
-    wait_for(&read_flag, Duration::from_secs(30));
+    std::fs::write(&flags[1], "").unwrap();
+    wait_for(&flags[2], Duration::from_secs(30));
     std::fs::write(p.path("cfg.txt"), "A\n").unwrap();
-    std::fs::write(&go, "").unwrap();
+    std::fs::write(&flags[3], "").unwrap();
     let out = run.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("input `cfg`"), "{err}");
     assert!(err.contains("changed while the stage ran"), "{err}");
-    std::fs::remove_file(&read_flag).unwrap();
     p.run(&["run", "p.yaml"]).success().stderr_has("ran 1");
     assert_eq!(read(&p.path("results/ext/a/out")), "A\n");
 }
