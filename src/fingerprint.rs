@@ -31,6 +31,12 @@ pub struct Fingerprint {
     pub outputs: BTreeMap<String, String>,
     /// Input name -> blake3 content digest (hex) of the file or folder it points at.
     pub inputs: BTreeMap<String, String>,
+    /// Input name -> absolute path, for the external inputs a kind reads in place (`in_place`
+    /// ports, e.g. `recordio`'s `source`): its output refers to that place, so two places with
+    /// the same content are different work. Absent (not serialized) when empty, so no other key
+    /// depends on it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub locations: BTreeMap<String, String>,
 }
 
 impl Fingerprint {
@@ -50,6 +56,20 @@ impl Fingerprint {
                 )
             })
             .collect();
+        let locations = match &inst.action {
+            Action::Builtin { kind, .. } => inst
+                .inputs
+                .iter()
+                .filter(|(name, _)| kind.in_place.contains(&name.as_str()))
+                .filter_map(|(name, input)| match input {
+                    crate::pipeline::Input::External { path } => {
+                        Some((name.clone(), path.to_string_lossy().into_owned()))
+                    }
+                    crate::pipeline::Input::Upstream { .. } => None,
+                })
+                .collect(),
+            Action::Shell { .. } => BTreeMap::new(),
+        };
         let (kind, kind_version, params, command, env) = match &inst.action {
             Action::Builtin { kind, params } => (
                 kind.name.to_string(),
@@ -75,6 +95,7 @@ impl Fingerprint {
             env,
             outputs,
             inputs: input_digests,
+            locations,
         }
     }
 
@@ -257,6 +278,7 @@ mod tests {
             summary: p.summary,
             inputs: p.inputs,
             outputs: p.outputs,
+            in_place: p.in_place,
             default_gpus: p.default_gpus,
             resolve: p.resolve,
             param_names: p.param_names,
@@ -319,6 +341,33 @@ mod tests {
             env.insert("B".into(), "1".into());
         }
         assert_ne!(key(&a), key(&c));
+    }
+
+    #[test]
+    fn moving_an_input_read_in_place_changes_the_key_and_others_ignore_paths() {
+        let recordio = |path: &str| {
+            let mut i = builtin(&kinds::data::RECORDIO, serde_json::json!({}));
+            i.inputs =
+                BTreeMap::from([("source".to_string(), Input::External { path: path.into() })]);
+            i
+        };
+        let d = BTreeMap::from([("source".to_string(), "cc".repeat(32))]);
+        let a = Fingerprint::of(&recordio("/data/srcA"), d.clone());
+        let b = Fingerprint::of(&recordio("/data/srcB"), d.clone());
+        assert_ne!(a.key(), b.key(), "same content, another place");
+        assert_eq!(b.changed_fields(&a), ["locations.source"]);
+        // A kind that reads its inputs as content only: the path is not in the key.
+        let mut moved = builtin(&kinds::prune::PRUNE, prune_params());
+        moved.inputs.insert(
+            "train".into(),
+            Input::External {
+                path: PathBuf::from("/elsewhere/train"),
+            },
+        );
+        assert_eq!(
+            key(&moved),
+            key(&builtin(&kinds::prune::PRUNE, prune_params()))
+        );
     }
 
     #[test]

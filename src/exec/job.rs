@@ -147,6 +147,7 @@ pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
                 stage_id: a.inst.id.clone(),
                 params: params.clone(),
                 inputs: inputs.clone(),
+                input_digests: a.input_digests.clone(),
                 outputs: outputs.clone(),
                 out_dir: out_dir.clone(),
                 work_dir: work_dir.clone(),

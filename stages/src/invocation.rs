@@ -25,6 +25,11 @@ pub struct Invocation {
     pub params: serde_json::Value,
     /// Input name -> absolute path of the file or folder it points at (read-only).
     pub inputs: BTreeMap<String, PathBuf>,
+    /// Input name -> blake3 content digest the engine computed (what the fingerprint holds);
+    /// a kind that refers to an input in place records it, so that a change of that data
+    /// changes its output. Empty when run without the engine.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub input_digests: BTreeMap<String, String>,
     /// Output name -> absolute path the stage must create (file or folder, as the kind declares).
     pub outputs: BTreeMap<String, PathBuf>,
     /// Where outputs and `metrics.json` go; moved into the store on success.
@@ -84,6 +89,7 @@ impl Invocation {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_path_buf()))
                 .collect(),
+            input_digests: BTreeMap::new(),
             outputs: spec
                 .outputs
                 .iter()

@@ -91,6 +91,7 @@ fn invocation(
             .iter()
             .map(|(k, p)| (k.to_string(), p.to_path_buf()))
             .collect::<BTreeMap<_, _>>(),
+        input_digests: BTreeMap::new(),
         outputs: outputs
             .iter()
             .map(|(k, p)| (k.to_string(), out_dir.join(p)))

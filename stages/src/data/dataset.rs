@@ -36,6 +36,10 @@ pub struct DatasetMeta {
     pub idx: PathBuf,
     /// RecordIO key of each position.
     pub keys: Vec<u64>,
+    /// Content digest of the folder read in place (the `recordio` kind), as the engine hashed
+    /// it: a change of the data there changes this file, so every stage downstream sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<String>,
 }
 
 /// Decode a JPEG (or, slower, any format the `image` crate reads) into HWC RGB u8 in `out`.
@@ -136,10 +140,10 @@ pub fn publish(
         rec: rec.to_path_buf(),
         idx: idx.to_path_buf(),
         keys: index.keys.clone(),
+        source_digest: None,
     };
     std::fs::create_dir_all(train_dir)?;
-    std::fs::write(train_dir.join("dataset.json"), serde_json::to_vec(&meta)?)
-        .with_context(|| format!("cannot write {}", train_dir.join("dataset.json").display()))?;
+    write_meta(train_dir, &meta)?;
     npy::write_1d(&train_dir.join("labels.npy"), &index.labels)?;
     write_label_dict(
         &train_dir.join("label_dict.json"),
@@ -147,6 +151,13 @@ pub fn publish(
         index.num_classes,
     )?;
     Ok(meta)
+}
+
+/// Write `dataset.json` into `train_dir`.
+pub fn write_meta(train_dir: &Path, meta: &DatasetMeta) -> Result<()> {
+    let path = train_dir.join("dataset.json");
+    std::fs::write(&path, serde_json::to_vec(meta)?)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// `label_dict.json`: every identity 0..c (as a string key) → ascending list of positions.

@@ -1,5 +1,7 @@
 //! The `recordio` kind: index an existing insightface RecordIO folder in place ([`run`]). The
-//! published `dataset.json` points at the source `.rec`/`.idx` by absolute path; nothing is copied.
+//! published `dataset.json` points at the source `.rec`/`.idx` by absolute path (and records the
+//! source's content digest); nothing is copied. The source's location is in the fingerprint
+//! (`in_place`), so two pipelines on two copies of one folder never share this output.
 
 use std::path::{Path, PathBuf};
 
@@ -35,14 +37,27 @@ pub fn find_pair(source: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((rec, idx))
 }
 
-pub fn run(p: &RecordioParams, source: &Path, train: &Path) -> Result<serde_json::Value> {
+/// Index `source` into `train`. `source_digest` (the engine's content digest of the folder) goes
+/// into `dataset.json`: the source's path is there too, and the fingerprint holds both its
+/// location and its content, so the output never refers to another pipeline's folder.
+pub fn run(
+    p: &RecordioParams,
+    source: &Path,
+    train: &Path,
+    source_digest: Option<&str>,
+) -> Result<serde_json::Value> {
     let source = source
         .canonicalize()
         .with_context(|| format!("cannot open source folder {}", source.display()))?;
     let (rec, idx) = find_pair(&source)?;
     std::fs::create_dir_all(train)?;
     let property = source.join("property");
-    let meta = crate::data::dataset::publish(train, &rec, &idx, Some(&property), p.verify_images)?;
+    let mut meta =
+        crate::data::dataset::publish(train, &rec, &idx, Some(&property), p.verify_images)?;
+    if let Some(d) = source_digest {
+        meta.source_digest = Some(d.to_string());
+        crate::data::dataset::write_meta(train, &meta)?;
+    }
     if property.is_file() {
         std::fs::copy(&property, train.join("property"))?;
     }

@@ -125,13 +125,17 @@ pub struct RecordioParams {
 
 impl Params for RecordioParams {}
 
+/// Version 2: the source folder's location is in the fingerprint (`in_place`) and its content
+/// digest in `dataset.json`, so an output never points at another pipeline's folder and a
+/// change of the data reaches every stage downstream.
 pub static RECORDIO: super::KindSpec = kind_spec!(RecordioParams,
     name: "recordio",
-    version: 1,
+    version: 2,
     summary: "an existing insightface RecordIO dataset folder, indexed in place",
     inputs: &[Port::input("source", true, "folder with train.rec, train.idx (and property)")],
     outputs: &[Port::output("train", "train/", "dataset.json (pointing at the source), labels.npy, label_dict.json")],
     default_gpus: 0,
+    in_place: &["source"],
 );
 
 /// One sub-folder per identity (sorted names = class ids), packed into RecordIO.

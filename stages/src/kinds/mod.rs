@@ -94,6 +94,9 @@ pub struct KindSpec {
     pub summary: &'static str,
     pub inputs: &'static [Port],
     pub outputs: &'static [Port],
+    /// Inputs read in place, never copied (a RecordIO folder): what the stage writes refers to
+    /// them by path, so their location is part of the fingerprint, not only their content.
+    pub in_place: &'static [&'static str],
     /// GPUs a stage of this kind asks for when the pipeline does not say (`resources.gpus`).
     pub default_gpus: u32,
     /// Validate `with:` and return the resolved params (every default filled in).
@@ -156,12 +159,19 @@ pub fn schema<P: Params>(gen: &mut schemars::gen::SchemaGenerator) -> schemars::
 macro_rules! kind_spec {
     ($params:ty, name: $name:expr, version: $version:expr, summary: $summary:expr,
      inputs: $inputs:expr, outputs: $outputs:expr, default_gpus: $gpus:expr $(,)?) => {
+        $crate::kind_spec!($params, name: $name, version: $version, summary: $summary,
+            inputs: $inputs, outputs: $outputs, default_gpus: $gpus, in_place: &[])
+    };
+    ($params:ty, name: $name:expr, version: $version:expr, summary: $summary:expr,
+     inputs: $inputs:expr, outputs: $outputs:expr, default_gpus: $gpus:expr,
+     in_place: $in_place:expr $(,)?) => {
         $crate::kinds::KindSpec {
             name: $name,
             version: $version,
             summary: $summary,
             inputs: $inputs,
             outputs: $outputs,
+            in_place: $in_place,
             default_gpus: $gpus,
             resolve: $crate::kinds::resolve::<$params>,
             param_names: $crate::kinds::param_names::<$params>,

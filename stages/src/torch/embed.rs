@@ -537,6 +537,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
+            input_digests: Default::default(),
             outputs: outputs
                 .iter()
                 .map(|(k, v)| (k.to_string(), dir.join("out").join(v)))
