@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Project, Run};
+use crate::support::{require_root, require_worker, Project, Run};
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
@@ -90,15 +90,6 @@ fn processes_with_env(needle: &str) -> Vec<i32> {
         }
     }
     pids
-}
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "this test mounts a small tmpfs and needs root (CI runs as root; locally: sudo -E cargo test ... -- --include-ignored NAME)"
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -386,6 +377,31 @@ fn full_disk_names_enospc_removes_partial_files_and_keeps_serving_cached_results
     p.run(&["run", "p.yaml", "--cache-dir", c])
         .success()
         .stderr_has("ran 1, cached 1");
+}
+
+#[test]
+fn a_corrupt_index_is_rebuilt_from_the_manifests_not_an_exit() {
+    let p = Project::new();
+    p.file("p.yaml", CHAIN);
+    p.run(&["run", "p.yaml"]).success();
+    // What a crash or a full disk in the middle of a sled write leaves: a bad checksum.
+    let snap = std::fs::read_dir(p.path("cache/index"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|f| f.file_name().unwrap().to_string_lossy().starts_with("snap."))
+        .expect("sled keeps a snapshot file");
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&snap, bytes).unwrap();
+    p.run(&["run", "p.yaml"])
+        .success()
+        .stderr_has("warning: the cache index")
+        .stderr_has("rebuilt from the committed manifests")
+        .stderr_has("ran 0, cached 2");
+    p.run(&["gc"]).success();
+    p.run(&["cache", "verify"]).success();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -974,15 +990,6 @@ fn the_environment_reaches_stages_and_only_env_is_in_the_fingerprint() {
 
 // ---------------------------------------------------------------------------------------------
 // 4: an output never refers to a place other than the one its own pipeline names.
-
-fn require_worker() {
-    let worker = crate::support::bin().with_file_name("orchestrator-stage");
-    assert!(
-        worker.exists(),
-        "{} is missing: build it with `make build` (the README's `make test` does)",
-        worker.display()
-    );
-}
 
 fn recordio_pipeline(name: &str, source: &str) -> String {
     format!(
