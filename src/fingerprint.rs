@@ -274,6 +274,8 @@ mod tests {
             env: BTreeMap::new(),
             outputs: BTreeMap::from([("kept".to_string(), "kept.txt".to_string())]),
             inputs: digests(),
+            // Empty: not serialized, so keys of kinds without in-place inputs are unchanged.
+            locations: BTreeMap::new(),
         };
         assert_eq!(
             builtin.key(),

@@ -1,21 +1,24 @@
-//! What a stage is given to read, and the checks that it (or anyone) did not change it while the
-//! stage ran: [`Cache::private_input`], [`Cache::external_identity`], [`Cache::check_guards`].
+//! The input-immutability mechanism (ARCHITECTURE.md): a stored object never changes, whatever
+//! a stage does with the paths it is given, root included (root writes through a 0444 mode).
 //!
-//! The input-immutability mechanism (ARCHITECTURE.md): a stored object never changes, whatever a
-//! stage does with the paths it is given, root included (root writes through a 0444 mode).
-//! - A store object reaches a stage as a private file in its run dir (`in/<input>/...`): a
-//!   reflink where the filesystem has them (btrfs, XFS: any size, no bytes copied), else a copy
-//!   for files up to [`PRIVATE_COPY_MAX`]. A stage may scribble on those; nobody else sees it.
-//! - A bigger object (a 4 GB packed dataset) is a read-only hardlink, never copied; its stat
-//!   tuple (size, mtime, inode, ctime) is recorded, and after the stage it is compared (a
-//!   re-hash only when it changed). A stage that wrote to it fails, naming the input; the damaged
-//!   object is removed from the store with every manifest that names it, so the stage that made
-//!   it runs again and nothing ever reads the changed bytes as the original.
-//! - An external input (read in place) has its identity (the stat tuples of its files) recorded
-//!   at launch, after a check that its content is still the one in the fingerprint; a change by
-//!   the time the stage ends fails the stage: its result is not committed.
+//! - Prevention, on request (`ORCHESTRATOR_READONLY_INPUTS=1`) where the system allows it: a
+//!   local stage runs in a mount namespace of its own in which the cache's `views/` and
+//!   `objects/` are read-only bind mounts, so a write to an input fails with `EROFS` whoever
+//!   runs it (see `exec::reaper`; needs CAP_SYS_ADMIN).
+//! - Detection, always (`guard_inputs` at launch, `check_guards` when the stage ends): every
+//!   input a stage reads is a shared, read-only view (`views/<digest>/<name>`, hardlinks of the
+//!   objects). At launch each file is checked against its digest (through the stat cache) and
+//!   its stat tuple (size, mtime, inode, ctime) recorded; when the stage ends it is compared
+//!   (a re-hash only when it changed). A stage whose input changed fails, naming it; a damaged
+//!   object is removed from the store with every manifest that produced or consumed it, so
+//!   those stages run again and nothing ever takes the changed bytes for the original (a stage
+//!   that read it concurrently fails its own check). A replaced or deleted view is rebuilt.
+//!   Nothing is copied or created per stage, so this costs two `stat`s per input file.
+//! - An external input (read in place): at launch its content is checked against the
+//!   fingerprint (through the stat cache) and its identity (the stat tuples of its files)
+//!   recorded; a change by the time the stage ends fails the stage, nothing is committed.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -23,14 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::hash::hash_file;
 use super::{Cache, CacheError, ObjKind, Result};
 
-/// Store objects up to this size are copied into a stage's run dir; bigger ones are hardlinked
-/// and checked after the stage (reflinks, where available, are used at any size).
-pub const PRIVATE_COPY_MAX: u64 = 16 << 20;
-
-/// `FICLONE` (`_IOW(0x94, 9, int)`): make `dst` share `src`'s extents, copy-on-write.
-const FICLONE: libc::c_ulong = 0x4004_9409;
-
-/// What is checked after a stage ends (written to `<run dir>/guards.json` at launch).
+/// What is checked when a stage ends (written to `<run dir>/guards.json` at launch).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Guards {
     pub inputs: Vec<Guard>,
@@ -39,11 +35,16 @@ pub struct Guards {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Guard {
-    /// A store object the stage got as a shared, read-only hardlink.
-    Object {
+    /// One file of a store view the stage read: its content digest, whether it is the object
+    /// itself (a hardlink) or a copy (executables), and its stat tuple at launch. (Times are i64
+    /// nanoseconds: internally tagged enums cannot hold i128.)
+    View {
         input: String,
+        /// The view the input names (`views/<digest>/<name>`), rebuilt when damaged.
+        view: PathBuf,
         path: PathBuf,
         digest: String,
+        shared: bool,
         size: u64,
         mtime_ns: i64,
         ino: u64,
@@ -72,19 +73,33 @@ impl Guards {
         run_dir.join("guards.json")
     }
 
+    /// Written only when there is something to check (a stage with no inputs writes nothing).
     pub fn write(&self, run_dir: &Path) -> Result<()> {
+        if self.inputs.is_empty() {
+            return Ok(());
+        }
         let p = Self::path(run_dir);
-        let bytes = serde_json::to_vec_pretty(self).expect("guards serialize");
+        let bytes = serde_json::to_vec(self).expect("guards serialize");
         std::fs::write(&p, bytes).map_err(CacheError::io("cannot write", &p))
     }
 
     /// The guards of an attempt (none when the file is missing: an attempt of an older build).
     pub fn read(run_dir: &Path) -> Guards {
-        // (Internally tagged enums cannot hold i128: the times are i64 nanoseconds.)
         std::fs::read(Self::path(run_dir))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
+    }
+
+    /// Only the guards of store views (what a failed attempt is still checked for).
+    pub fn views_only(self) -> Guards {
+        Guards {
+            inputs: self
+                .inputs
+                .into_iter()
+                .filter(|g| matches!(g, Guard::View { .. }))
+                .collect(),
+        }
     }
 }
 
@@ -97,76 +112,93 @@ impl Cache {
         (c.next().is_some() && c.next().is_none()).then_some(digest)
     }
 
-    /// Give input `input` of a stage, the object `digest` (a blob or a tree) named `base`, a path
-    /// of its own under `dir` (see the module doc); shared hardlinks are added to `guards`.
-    pub fn private_input(
+    /// Check the store view `view` (object `digest`) that input `input` of `stage` reads, and
+    /// add its files to `guards`. A view whose files were replaced or removed is rebuilt; an
+    /// object that is damaged is forgotten (see [`Cache::forget_object`]) and an error says so.
+    pub fn guard_view(
         &self,
-        dir: &Path,
+        stage: &str,
         input: &str,
+        view: &Path,
         digest: &str,
-        kind: ObjKind,
-        base: &str,
-        guards: &mut Vec<Guard>,
-    ) -> Result<PathBuf> {
-        let dst = dir.join(base);
-        std::fs::create_dir_all(dir).map_err(CacheError::io("cannot create", dir))?;
-        match kind {
-            ObjKind::File => {
-                self.private_file(input, digest, &dst, 0o644, guards)?;
-            }
-            ObjKind::Dir => {
-                let tree = self.store.read_tree(digest)?;
-                std::fs::create_dir_all(&dst).map_err(CacheError::io("cannot create", &dst))?;
-                for d in &tree.empty_dirs {
-                    let p = dst.join(super::decode_path(d));
-                    std::fs::create_dir_all(&p).map_err(CacheError::io("cannot create", &p))?;
-                }
-                for e in &tree.entries {
-                    let p = dst.join(super::decode_path(&e.path));
-                    if let Some(pp) = p.parent() {
-                        std::fs::create_dir_all(pp).map_err(CacheError::io("cannot create", pp))?;
-                    }
-                    self.private_file(input, &e.digest, &p, e.mode, guards)?;
-                }
-            }
-        }
-        Ok(dst)
-    }
-
-    fn private_file(
-        &self,
-        input: &str,
-        digest: &str,
-        dst: &Path,
-        mode: u32,
         guards: &mut Vec<Guard>,
     ) -> Result<()> {
-        let obj = self.store.object_path(digest);
-        let meta = std::fs::metadata(&obj).map_err(CacheError::io("cannot read", &obj))?;
-        let read_only = if mode & 0o111 != 0 { 0o555 } else { 0o444 };
-        let private = reflink(&obj, dst)
-            || (meta.len() <= PRIVATE_COPY_MAX || read_only == 0o555) && {
-                std::fs::copy(&obj, dst).map_err(CacheError::io("cannot copy input to", dst))?;
-                true
-            };
-        if private {
-            return std::fs::set_permissions(dst, std::fs::Permissions::from_mode(read_only))
-                .map_err(CacheError::io("cannot chmod", dst));
+        let kind = if view.is_dir() {
+            ObjKind::Dir
+        } else {
+            ObjKind::File
+        };
+        let name = view.file_name().and_then(|n| n.to_str()).unwrap_or("data");
+        let files = |c: &Cache| -> Result<Vec<(PathBuf, String)>> {
+            Ok(match kind {
+                ObjKind::File => vec![(view.to_path_buf(), digest.to_string())],
+                ObjKind::Dir => c
+                    .store
+                    .read_tree(digest)?
+                    .entries
+                    .into_iter()
+                    .map(|e| (view.join(super::decode_path(&e.path)), e.digest))
+                    .collect(),
+            })
+        };
+        let mut list = files(self)?;
+        // Views are shared: one a user or a stage broke (a file replaced, removed, or a
+        // copied executable changed) is rebuilt from the objects before anyone reads it.
+        if list.iter().any(|(p, d)| !self.view_file_sound(p, d)) {
+            let _ = super::store::remove_any(view);
+            self.store.view(digest, kind, name)?;
+            list = files(self)?;
         }
-        std::fs::hard_link(&obj, dst).map_err(CacheError::io("cannot link input to", dst))?;
-        // Taken after the link (which changes the ctime).
-        let m = std::fs::metadata(dst).map_err(CacheError::io("cannot read", dst))?;
-        let (size, mtime_ns, ino, ctime_ns) = stat_tuple(&m);
-        guards.push(Guard::Object {
-            input: input.to_string(),
-            path: dst.to_path_buf(),
-            digest: digest.to_string(),
-            size,
-            mtime_ns,
-            ino,
-            ctime_ns,
-        });
+        for (path, d) in list {
+            let obj = self.store.object_path(&d);
+            let m =
+                std::fs::symlink_metadata(&path).map_err(CacheError::io("cannot read", &path))?;
+            let shared = std::fs::metadata(&obj).is_ok_and(|o| o.ino() == m.ino());
+            if shared {
+                if let Some(problem) = self.check_blob(&d, false)? {
+                    let dropped = self.forget_object(&d)?;
+                    return Err(CacheError::Refused(format!(
+                        "input `{input}` of stage `{stage}` is damaged in the store ({problem}); it was removed{}, and the stage that produced it runs again next time\nhint: run again",
+                        dropped_suffix(&dropped)
+                    )));
+                }
+            } else if !hash_file(&path).is_ok_and(|h| h == d) {
+                return Err(CacheError::Refused(format!(
+                    "input `{input}` of stage `{stage}`: {} does not hold its content\nhint: run again",
+                    path.display()
+                )));
+            }
+            let (size, mtime_ns, ino, ctime_ns) = stat_tuple(&m);
+            guards.push(Guard::View {
+                input: input.to_string(),
+                view: view.to_path_buf(),
+                path,
+                digest: d,
+                shared,
+                size,
+                mtime_ns,
+                ino,
+                ctime_ns,
+            });
+        }
         Ok(())
+    }
+
+    /// A view file that is still a regular file: the object itself, or a copy of it (cheap
+    /// checks only; contents are checked by the caller).
+    fn view_file_sound(&self, path: &Path, digest: &str) -> bool {
+        let Ok(m) = std::fs::symlink_metadata(path) else {
+            return false;
+        };
+        if !m.file_type().is_file() {
+            return false;
+        }
+        match std::fs::metadata(self.store.object_path(digest)) {
+            Ok(o) if o.ino() == m.ino() => true,
+            // A copy (executables are copied so that their mode can differ): same size at least.
+            Ok(o) => m.nlink() == 1 && o.len() == m.len(),
+            Err(_) => true,
+        }
     }
 
     /// The identity of an external input now: blake3 over the (path, size, mtime, inode, ctime)
@@ -198,41 +230,63 @@ impl Cache {
         Ok(h.finalize().to_hex().to_string())
     }
 
-    /// Check what `guards` recorded; `Some(message)` names the first input that changed (and a
-    /// damaged store object is forgotten, see the module doc).
+    /// Check what `guards` recorded; `Some(message)` names the first input that changed (a
+    /// damaged object is forgotten, a damaged view rebuilt; see the module doc).
     pub fn check_guards(&self, stage: &str, guards: &Guards) -> Result<Option<String>> {
         for g in &guards.inputs {
             match g {
-                Guard::Object {
+                Guard::View {
                     input,
+                    view,
                     path,
                     digest,
+                    shared,
                     size,
                     mtime_ns,
                     ino,
                     ctime_ns,
                 } => {
-                    let Ok(m) = std::fs::metadata(path) else {
-                        // Removed (the link only): the object itself is untouched.
-                        continue;
-                    };
-                    if stat_tuple(&m) == (*size, *mtime_ns, *ino, *ctime_ns) {
-                        continue;
-                    }
                     let obj = self.store.object_path(digest);
-                    let intact = hash_file(&obj).is_ok_and(|d| &d == digest);
-                    if intact {
+                    if *shared && !obj.is_file() {
+                        return Ok(Some(format!(
+                            "stage `{stage}`: its input `{input}` was found damaged in the store while it ran (by another stage), so its result is not committed\nhint: run again"
+                        )));
+                    }
+                    let now = std::fs::symlink_metadata(path).ok();
+                    let (same_file, unchanged) = match &now {
+                        Some(m) => (
+                            m.file_type().is_file() && m.ino() == *ino,
+                            stat_tuple(m) == (*size, *mtime_ns, *ino, *ctime_ns),
+                        ),
+                        None => (false, false),
+                    };
+                    if unchanged {
                         continue;
                     }
-                    let dropped = self.forget_object(digest)?;
+                    if !same_file {
+                        let _ = super::store::remove_any(view);
+                        return Ok(Some(format!(
+                            "stage `{stage}` removed or replaced its input `{input}` ({}), a read-only file shared with other stages; the view was rebuilt, and the result is not committed\nhint: a stage must not change its inputs: copy one before changing it",
+                            path.display()
+                        )));
+                    }
+                    // Same inode, new stat: a write, or only a new hard link (ctime).
+                    if hash_file(path).is_ok_and(|h| &h == digest) {
+                        continue;
+                    }
+                    let what = if *shared {
+                        let dropped = self.forget_object(digest)?;
+                        format!(
+                            "the damaged object was removed from the store{}, so the stage that produced it runs again",
+                            dropped_suffix(&dropped)
+                        )
+                    } else {
+                        let _ = super::store::remove_any(view);
+                        "the view was rebuilt".to_string()
+                    };
                     return Ok(Some(format!(
-                        "stage `{stage}` modified its input `{input}` ({}), a read-only file shared with the store; the damaged object was removed from the store{}, so the stage that produced it runs again\nhint: a stage must not write to its inputs: copy one before changing it",
-                        path.display(),
-                        if dropped.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" with the results of {}", dropped.join(", "))
-                        }
+                        "stage `{stage}` modified its input `{input}` ({}), a read-only file shared with the store; {what}\nhint: a stage must not write to its inputs: copy one before changing it",
+                        path.display()
                     )));
                 }
                 Guard::External {
@@ -254,26 +308,37 @@ impl Cache {
     }
 
     /// Remove a damaged object (its file, views and stat entry) and drop every manifest that
-    /// names it, so those stages run again. Returns the instances whose results were dropped.
+    /// produced it (as an output, or a file of an output folder) or consumed it (its
+    /// fingerprint's inputs), so those stages run again. Returns their instances.
     pub fn forget_object(&self, digest: &str) -> Result<Vec<String>> {
         self.store.remove_object(digest);
         self.index.remove_stat(&Self::object_stat_key(digest))?;
-        let mut dropped = Vec::new();
+        let mut manifests = Vec::new();
         for key in self.store.manifest_keys()? {
-            let Some(m) = self.store.read_manifest(&key)? else {
-                continue;
-            };
-            let mut names = m.metrics.iter().any(|d| d == digest);
+            if let Some(m) = self.store.read_manifest(&key)? {
+                manifests.push(m);
+            }
+        }
+        // The damaged digest, and every folder (tree) that holds it.
+        let mut gone = std::collections::BTreeSet::from([digest.to_string()]);
+        for m in &manifests {
             for o in m.outputs.values() {
-                names |= o.digest == digest;
-                if o.kind == ObjKind::Dir && !names {
+                if o.kind == ObjKind::Dir {
                     if let Ok(t) = self.store.read_tree(&o.digest) {
-                        names |= t.entries.iter().any(|e| e.digest == digest);
+                        if t.entries.iter().any(|e| e.digest == digest) {
+                            gone.insert(o.digest.clone());
+                        }
                     }
                 }
             }
+        }
+        let mut dropped = Vec::new();
+        for m in manifests {
+            let names = m.metrics.iter().any(|d| gone.contains(d))
+                || m.outputs.values().any(|o| gone.contains(&o.digest))
+                || m.fingerprint.inputs.values().any(|d| gone.contains(d));
             if names {
-                self.drop_manifest(&key)?;
+                self.drop_manifest(&m.key)?;
                 dropped.push(format!("`{}`", m.instance));
             }
         }
@@ -281,25 +346,12 @@ impl Cache {
     }
 }
 
-/// A copy-on-write clone of `src` at `dst` (false where the filesystem cannot).
-fn reflink(src: &Path, dst: &Path) -> bool {
-    use std::os::unix::io::AsRawFd;
-    let (Ok(s), Ok(d)) = (
-        std::fs::File::open(src),
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(dst),
-    ) else {
-        return false;
-    };
-    // SAFETY: two open file descriptors; FICLONE reads nothing else.
-    let ok = unsafe { libc::ioctl(d.as_raw_fd(), FICLONE as _, s.as_raw_fd()) } == 0;
-    drop(d);
-    if !ok {
-        let _ = std::fs::remove_file(dst);
+fn dropped_suffix(dropped: &[String]) -> String {
+    if dropped.is_empty() {
+        String::new()
+    } else {
+        format!(" with the results of {}", dropped.join(", "))
     }
-    ok
 }
 
 #[cfg(test)]
@@ -311,10 +363,12 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let g = Guards {
             inputs: vec![
-                Guard::Object {
+                Guard::View {
                     input: "x".into(),
-                    path: t.path().join("in/x/out"),
+                    view: t.path().join("views/ab/out"),
+                    path: t.path().join("views/ab/out"),
                     digest: "ab".into(),
+                    shared: true,
                     size: 3,
                     mtime_ns: 1_796_212_063_809_779_381,
                     ino: 7,

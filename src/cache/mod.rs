@@ -35,7 +35,7 @@ pub use gc::{gc, GcReport};
 pub use hash::{hash_file, HASH_CHUNK_HINT};
 pub use history::{History, RunRecord, RunStatus};
 pub use index::{Index, StatEntry};
-pub use inputs::{Guard, Guards, PRIVATE_COPY_MAX};
+pub use inputs::{Guard, Guards};
 pub use lock::CacheLock;
 pub use manifest::{Manifest, ObjKind, OutputEntry, MANIFEST_VERSION};
 pub use store::{decode_path, encode_name, Store, TreeEntry, TreeObject};
@@ -138,21 +138,27 @@ impl Cache {
     /// no run holds them; while a run does, with a detached index, so that answers come from
     /// the committed manifests (and external inputs are hashed without the stat cache).
     pub fn open_shared(root: &Path) -> Result<(Cache, Option<CacheLock>)> {
-        let root = Self::prepare_layout(root)?;
+        let detached = |root: PathBuf| Cache {
+            store: Store::new(&root),
+            index: Index::detached(&root.join("index")),
+            root,
+        };
+        let root = match Self::prepare_layout(root) {
+            Ok(r) => r,
+            // A cache someone else owns (read-only mount, another user's): still readable.
+            Err(CacheError::NotWritable { .. }) if root.join("manifests").is_dir() => {
+                let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+                return Ok((detached(root), None));
+            }
+            Err(e) => return Err(e),
+        };
         match CacheLock::acquire(&root) {
             Ok(lock) => Ok((Self::with_index(root)?, Some(lock))),
             Err(CacheError::Locked { pid, host, .. }) => {
                 tracing::info!(
                     "a run holds the cache (pid {pid} on {host}): reading its committed manifests"
                 );
-                Ok((
-                    Cache {
-                        store: Store::new(&root),
-                        index: Index::detached(&root.join("index")),
-                        root,
-                    },
-                    None,
-                ))
+                Ok((detached(root), None))
             }
             Err(e) => Err(e),
         }

@@ -5,7 +5,7 @@
 //! scheduler records, `cancel` maps to `scancel`, `reattach` re-polls a recorded id after a restart.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -109,11 +109,6 @@ impl Backend for LocalBackend {
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let (prog, args) = spec.argv.split_first().ok_or("empty command")?;
         stop_leftovers(&spec)?;
-        let record = attempt_record(&spec.run_dir);
-        if let Some((rec, name)) = &record {
-            let _ = std::fs::create_dir_all(rec.parent().unwrap_or(rec));
-            let _ = std::fs::write(rec, format!("{name}\n"));
-        }
         let mut cmd = tokio::process::Command::new(prog);
         cmd.args(args)
             .current_dir(&spec.cwd)
@@ -123,11 +118,15 @@ impl Backend for LocalBackend {
             .stderr(log2)
             .process_group(0)
             .kill_on_drop(false);
-        let files = super::reaper::ReaperFiles::in_run_dir(&spec.run_dir);
-        // SAFETY: the hook runs between fork and exec; `split` makes only async-signal-safe calls.
+        let files =
+            super::reaper::ReaperFiles::in_run_dir(&spec.run_dir, super::reaper::protect_inputs());
+        let stage = super::reaper::StageExec::new(&spec.argv, &spec.env)
+            .map_err(|e| format!("cannot start `{prog}`: {e}"))?;
+        // SAFETY: the hook runs between fork and exec; `split` only makes system calls that
+        // need no allocation and take no lock.
         let me = std::process::id() as libc::pid_t;
         unsafe {
-            cmd.pre_exec(move || super::reaper::split(me, &files));
+            cmd.pre_exec(move || super::reaper::split(me, &files, &stage));
         }
         let mut child = cmd
             .spawn()
@@ -155,11 +154,6 @@ impl Backend for LocalBackend {
                 tracing::warn!(
                     "stage `{stage_id}`: processes it started were still running 10 s after it ended and were stopped (see its log)"
                 );
-            }
-            if let Some((rec, name)) = record {
-                if std::fs::read_to_string(&rec).is_ok_and(|t| t.trim() == name) {
-                    let _ = std::fs::remove_file(&rec);
-                }
             }
             let status = match waited {
                 None => ExitStatus::TimedOut,
@@ -196,35 +190,24 @@ impl Backend for LocalBackend {
     }
 }
 
-/// `<cache>/procs/<key>` (naming the run dir of the attempt in flight) for a run dir
-/// `<cache>/runs/<key>.<ms>`, and that run dir's name.
-fn attempt_record(run_dir: &Path) -> Option<(PathBuf, String)> {
-    let name = run_dir.file_name()?.to_str()?.to_string();
-    let key = name.split('.').next()?.to_string();
-    let root = run_dir.parent()?.parent()?;
-    Some((root.join("procs").join(key), name))
-}
-
 /// Stop what an earlier attempt of the same fingerprint left running (its reaper was killed
 /// too, e.g. `kill -9` of both), so that two copies never write at once: its process group,
-/// recorded in its run dir, is checked (members whose environment names that run dir), sent
-/// SIGTERM, then SIGKILL. An error when they cannot be stopped.
+/// recorded in the fingerprint's work dir with its run dir, is checked (members whose
+/// environment names that run dir), sent SIGTERM, then SIGKILL. An error when they cannot be
+/// stopped.
 fn stop_leftovers(spec: &JobSpec) -> Result<(), String> {
-    let Some((rec, _)) = attempt_record(&spec.run_dir) else {
+    let Some((rec, _)) = super::reaper::attempt_record(&spec.run_dir) else {
         return Ok(());
     };
-    let Ok(prev) = std::fs::read_to_string(&rec) else {
+    let Ok(text) = std::fs::read_to_string(&rec) else {
         return Ok(());
     };
-    let Some(runs) = spec.run_dir.parent() else {
-        return Ok(());
-    };
-    let prev_dir = runs.join(prev.trim());
-    let Some(pgid) = std::fs::read_to_string(prev_dir.join("pgid"))
-        .ok()
-        .and_then(|t| t.trim().parse::<libc::pid_t>().ok())
-        .filter(|&g| g > 1)
+    let (Some(runs), Some((pgid, prev))) = (spec.run_dir.parent(), text.trim().split_once(' '))
     else {
+        return Ok(());
+    };
+    let prev_dir = runs.join(prev);
+    let Some(pgid) = pgid.parse::<libc::pid_t>().ok().filter(|&g| g > 1) else {
         return Ok(());
     };
     let members = super::reaper::members_of(pgid, &prev_dir);
@@ -243,7 +226,7 @@ fn stop_leftovers(spec: &JobSpec) -> Result<(), String> {
         let t = std::time::Instant::now();
         while t.elapsed() < Duration::from_millis(wait) {
             if super::reaper::members_of(pgid, &prev_dir).is_empty() {
-                let _ = std::fs::remove_file(prev_dir.join("pgid"));
+                let _ = std::fs::remove_file(&rec);
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -101,7 +101,8 @@ pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
         outputs.insert(o.name.clone(), p.clone());
         out_spec.insert(o.name.clone(), (p, o.is_dir));
     }
-    let inputs = give_inputs(a.cache, &run_dir, &a.inputs, a.input_digests)?;
+    guard_inputs(a.cache, &a.inst.id, &run_dir, &a.inputs, a.input_digests)?;
+    let inputs = &a.inputs;
     let cuda = !a.grant.gpus.is_empty();
     let mut env = vec![
         (
@@ -136,7 +137,7 @@ pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
             env: stage_env,
         } => {
             env.extend(stage_env.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let cmd = substitute(command, &inputs, &outputs);
+            let cmd = substitute(command, inputs, &outputs);
             let _ = std::fs::write(run_dir.join("command.sh"), &cmd);
             vec!["sh".to_string(), "-c".to_string(), cmd]
         }
@@ -195,36 +196,22 @@ pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
     })
 }
 
-/// The paths a stage reads (see `cache::inputs`): a private copy (or a guarded read-only
-/// hardlink) under `<run dir>/in/<input>/` of each store object, the external path itself after
-/// checking that its content is still the fingerprint's. What is checked after the stage goes
-/// to `<run dir>/guards.json`.
-fn give_inputs(
+/// Check the inputs a stage is about to read and record what is checked again when it ends
+/// (`<run dir>/guards.json`; the mechanism is in `cache::inputs`): store views are checked
+/// against their digests, external inputs against the fingerprint's digests.
+fn guard_inputs(
     cache: &Cache,
+    stage: &str,
     run_dir: &Path,
-    views: &BTreeMap<String, PathBuf>,
+    inputs: &BTreeMap<String, PathBuf>,
     digests: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, PathBuf>, String> {
+) -> Result<(), String> {
     let mut guards = Vec::new();
-    let mut given = BTreeMap::new();
-    for (name, path) in views {
-        let p = match cache.view_digest(path) {
-            Some(digest) => {
-                let kind = if path.is_dir() {
-                    ObjKind::Dir
-                } else {
-                    ObjKind::File
-                };
-                let base = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("data")
-                    .to_string();
-                let dir = run_dir.join("in").join(crate::cache::sanitize(name));
-                cache
-                    .private_input(&dir, name, &digest, kind, &base, &mut guards)
-                    .map_err(|e| format!("cannot give input `{name}` to the stage: {e}"))?
-            }
+    for (name, path) in inputs {
+        match cache.view_digest(path) {
+            Some(digest) => cache
+                .guard_view(stage, name, path, &digest, &mut guards)
+                .map_err(|e| e.to_string())?,
             None => {
                 let identity = cache
                     .external_identity(path)
@@ -245,34 +232,28 @@ fn give_inputs(
                     path: path.clone(),
                     identity,
                 });
-                path.clone()
             }
-        };
-        given.insert(name.clone(), p);
+        }
     }
     crate::cache::Guards { inputs: guards }
         .write(run_dir)
-        .map_err(|e| e.to_string())?;
-    Ok(given)
+        .map_err(|e| e.to_string())
 }
 
 /// After a failed attempt (the stage's exit, or its commit): say what the failure alone does
-/// not (a full disk, an input the stage damaged) and remove what only takes space: the private
-/// inputs, and on a full disk the partial outputs. The log and the work dir stay.
-pub fn after_failure(cache: &Cache, run_dir: &Path, stage: &str) -> String {
+/// not (a full disk, an input the stage damaged) and, on a full disk, remove the partial
+/// outputs (the log and the work dir stay).
+///
+/// `stage_exited`: the stage itself failed, so its inputs are checked here (a failed commit
+/// checked them first thing already).
+pub fn after_failure(cache: &Cache, run_dir: &Path, stage: &str, stage_exited: bool) -> String {
     let mut extra = String::new();
-    let guards = crate::cache::Guards::read(run_dir);
-    let objects = crate::cache::Guards {
-        inputs: guards
-            .inputs
-            .into_iter()
-            .filter(|g| matches!(g, crate::cache::Guard::Object { .. }))
-            .collect(),
-    };
-    if let Ok(Some(m)) = cache.check_guards(stage, &objects) {
-        extra.push_str(&format!("\n{m}"));
+    if stage_exited {
+        let views = crate::cache::Guards::read(run_dir).views_only();
+        if let Ok(Some(m)) = cache.check_guards(stage, &views) {
+            extra.push_str(&format!("\n{m}"));
+        }
     }
-    let _ = std::fs::remove_dir_all(run_dir.join("in"));
     let out = run_dir.join("out");
     if let Some(free) = crate::cache::free_bytes(&cache.root) {
         if free < crate::cache::FULL_BELOW {
@@ -312,7 +293,6 @@ pub fn commit(a: CommitArgs) -> Result<Manifest, String> {
     // Nothing is committed from inputs that changed under the stage.
     let guards = crate::cache::Guards::read(&run_dir);
     if let Some(problem) = a.cache.check_guards(&a.instance, &guards).map_err(stage)? {
-        let _ = std::fs::remove_dir_all(run_dir.join("in"));
         return Err(problem);
     }
     // Where output symlinks may point (see the symlink rule in ARCHITECTURE.md).
@@ -413,7 +393,6 @@ pub fn commit(a: CommitArgs) -> Result<Manifest, String> {
     // After the commit point: leftovers are only disk space.
     let _ = std::fs::remove_dir_all(&a.work_dir);
     let _ = std::fs::remove_dir_all(&a.out_dir);
-    let _ = std::fs::remove_dir_all(run_dir.join("in"));
     Ok(m)
 }
 

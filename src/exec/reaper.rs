@@ -8,22 +8,25 @@
 //!
 //! - it dies with the orchestrator's thread (`PR_SET_PDEATHSIG` = [`SIG_HARD`]) and is a child
 //!   subreaper, so every descendant of the stage that loses its parent is reparented to it;
-//! - it forks the stage into a process group of its own (recorded in `<run dir>/pgid`), which
-//!   dies with it (`PR_SET_PDEATHSIG` = SIGKILL);
+//! - it starts the stage in a process group of its own (recorded, with the attempt's run dir,
+//!   in `<work dir>/.pgid` while it lives);
 //! - a stage is finished when all its processes are gone: once the main process exits, the
 //!   reaper waits for the rest ([`LEFTOVER_WAIT_MS`]), then stops them (SIGTERM, 2 s, SIGKILL),
 //!   notes it in the log and in `<run dir>/leftovers`, and only then exits with the main
 //!   process's status, so outputs are hashed when nothing can write to them any more;
 //! - SIGTERM / SIGHUP / SIGINT to the reaper: SIGTERM to the stage, SIGKILL after
-//!   [`TERM_GRACE_MS`]; [`SIG_HARD`] (the orchestrator died, or a hard cancel): SIGKILL now.
+//!   [`TERM_GRACE_MS`]; [`SIG_HARD`] (the orchestrator died, or a hard cancel): SIGKILL now;
+//! - with `ORCHESTRATOR_READONLY_INPUTS=1` and where the system allows it, the stage gets a
+//!   mount namespace of its own in which the cache's `views/` and `objects/` are read-only, so
+//!   no write reaches a stored object.
 //!
-//! It runs between `fork` and `exec` of a multi-threaded process, so it only makes
-//! async-signal-safe system calls: no allocation, no locks, no Rust std I/O. The second fork is
-//! a raw `clone` (glibc's `fork` runs atfork handlers that may take locks).
+//! It runs between `fork` and `exec` of a multi-threaded process, so it only makes system
+//! calls that need no allocation and take no lock (no Rust std I/O), and starts the stage with
+//! `posix_spawn` from arguments, environment and attributes made before the fork.
 
 use std::ffi::CString;
 
-use libc::{c_int, c_long, pid_t};
+use libc::{c_int, pid_t};
 
 /// The signal that asks the reaper to kill the stage at once (and that it gets when the
 /// orchestrator dies).
@@ -45,35 +48,170 @@ const WAITED: [c_int; 5] = [
 
 const LEFTOVER_NOTE: &[u8] = b"\n[orchestrator] the stage's main process ended, but processes it started were still running 10 s later; they were stopped (SIGTERM, then SIGKILL)\n";
 
-/// Files the reaper writes, prepared before the fork (no allocation after it).
+/// Files the reaper writes and folders it protects, prepared before the fork (no allocation
+/// after it).
 #[derive(Debug, Clone)]
 pub struct ReaperFiles {
-    /// `<run dir>/pgid`: the stage's process group while it lives.
+    /// `<work dir>/.pgid`: `<process group> <run dir name>` of the attempt while it lives (the
+    /// work dir belongs to the fingerprint, so the next attempt finds it in one read).
     pub pgid: CString,
+    /// The run dir's name, written after the process group.
+    pub attempt: CString,
     /// `<run dir>/leftovers`: made when background processes had to be stopped.
     pub leftovers: CString,
+    /// Folders the stage sees read-only (the cache's `views/` and `objects/`), when the
+    /// system lets us give it a mount namespace of its own.
+    pub read_only: Vec<CString>,
 }
 
 impl ReaperFiles {
-    pub fn in_run_dir(run_dir: &std::path::Path) -> ReaperFiles {
+    /// For a run dir `<cache>/runs/<key>.<ms>`. `protect`: make the cache's objects and views
+    /// read-only for the stage ([`protect_inputs`]).
+    pub fn in_run_dir(run_dir: &std::path::Path, protect: bool) -> ReaperFiles {
         use std::os::unix::ffi::OsStrExt;
-        let c = |name: &str| {
-            CString::new(run_dir.join(name).as_os_str().as_bytes())
-                .unwrap_or_else(|_| CString::new("/dev/null").expect("no NUL"))
+        let c = |p: &std::path::Path| CString::new(p.as_os_str().as_bytes()).ok();
+        let root = run_dir.parent().and_then(|r| r.parent());
+        let read_only = match root {
+            Some(root) if protect => ["views", "objects"]
+                .iter()
+                .filter_map(|d| c(&root.join(d)))
+                .collect(),
+            _ => Vec::new(),
         };
+        let dev_null = || CString::new("/dev/null").expect("no NUL");
+        let pgid = attempt_record(run_dir)
+            .and_then(|(record, _)| c(&record))
+            .unwrap_or_else(dev_null);
+        let name = run_dir.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
         ReaperFiles {
-            pgid: c("pgid"),
-            leftovers: c("leftovers"),
+            pgid,
+            attempt: CString::new(name).unwrap_or_default(),
+            leftovers: c(&run_dir.join("leftovers")).unwrap_or_else(dev_null),
+            read_only,
         }
     }
 }
 
-/// Called in the backend's child between fork and exec. Returns `Ok` in the stage process,
-/// which then execs the stage; the reaper side never returns.
+/// For a run dir `<cache>/runs/<key>.<ms>`: the attempt record `<cache>/work/<key>/.pgid` and
+/// the run dir's name.
+pub fn attempt_record(run_dir: &std::path::Path) -> Option<(std::path::PathBuf, String)> {
+    let name = run_dir.file_name()?.to_str()?.to_string();
+    let key = name.split('.').next()?.to_string();
+    let root = run_dir.parent()?.parent()?;
+    Some((root.join("work").join(key).join(".pgid"), name))
+}
+
+/// Whether stages get the cache's objects and views as read-only mounts in a mount namespace
+/// of their own (`ORCHESTRATOR_READONLY_INPUTS=1`). Off by default: creating and tearing down
+/// a mount namespace costs ~5 ms of wall time per stage on a loaded machine (see
+/// ARCHITECTURE.md), and the checks of `cache::inputs` already keep every stored object intact.
+pub fn protect_inputs() -> bool {
+    std::env::var_os("ORCHESTRATOR_READONLY_INPUTS").is_some_and(|v| v == "1")
+}
+
+/// The stage's program, arguments and whole environment, and its spawn attributes (a process
+/// group of its own, no blocked signals, SIGPIPE at its default), made before the fork: the
+/// reaper starts the stage with `posix_spawn`, which clones without copying the reaper's
+/// memory (a second `fork` of the orchestrator cost ~2 ms per stage on a loaded VM).
+pub struct StageExec {
+    program: CString,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _envp: Vec<CString>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    attr: libc::posix_spawnattr_t,
+}
+
+// SAFETY: the pointers point into the CStrings owned alongside them, which never move (their
+// heap buffers are stable) and are only read.
+unsafe impl Send for StageExec {}
+unsafe impl Sync for StageExec {}
+
+impl StageExec {
+    /// `argv[0]` is looked up in `PATH` (as a shell would) when it holds no `/`; `env` is added
+    /// to (and overrides) this process's environment.
+    pub fn new(argv: &[String], env: &[(String, String)]) -> Result<StageExec, String> {
+        use std::os::unix::ffi::OsStrExt;
+        let cstr = |b: &[u8]| CString::new(b).map_err(|_| "a NUL byte in the command".to_string());
+        let (prog, _) = argv.split_first().ok_or("empty command")?;
+        let program = if prog.contains('/') {
+            std::path::PathBuf::from(prog)
+        } else {
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .map(|d| d.join(prog))
+                .find(|p| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::metadata(p)
+                        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                })
+                .ok_or_else(|| format!("`{prog}` is not on PATH"))?
+        };
+        let program = cstr(program.as_os_str().as_bytes())?;
+        let argv: Vec<CString> = argv
+            .iter()
+            .map(|a| cstr(a.as_bytes()))
+            .collect::<Result<_, _>>()?;
+        let mut vars: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> =
+            std::env::vars_os().collect();
+        for (k, v) in env {
+            vars.insert(k.into(), v.into());
+        }
+        let envp: Vec<CString> = vars
+            .iter()
+            .map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                cstr(&kv)
+            })
+            .collect::<Result<_, _>>()?;
+        let ptrs = |v: &[CString]| {
+            v.iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect::<Vec<_>>()
+        };
+        // SAFETY: plain initialisation of a spawn-attributes object we own.
+        let attr = unsafe {
+            let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+            libc::posix_spawnattr_init(&mut attr);
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::posix_spawnattr_setsigmask(&mut attr, &none);
+            let mut default: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut default);
+            libc::sigaddset(&mut default, libc::SIGPIPE);
+            libc::posix_spawnattr_setsigdefault(&mut attr, &default);
+            libc::posix_spawnattr_setpgroup(&mut attr, 0);
+            libc::posix_spawnattr_setflags(
+                &mut attr,
+                (libc::POSIX_SPAWN_SETPGROUP
+                    | libc::POSIX_SPAWN_SETSIGMASK
+                    | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
+            );
+            attr
+        };
+        Ok(StageExec {
+            program,
+            argv_ptrs: ptrs(&argv),
+            _argv: argv,
+            envp_ptrs: ptrs(&envp),
+            _envp: envp,
+            attr,
+        })
+    }
+}
+
+/// Called in the backend's child between fork and exec: that process becomes the reaper of the
+/// stage it starts, and never returns.
 ///
 /// # Safety
 /// Only between `fork` and `exec` (a `pre_exec` hook), where the caller is the only thread.
-pub unsafe fn split(orchestrator: pid_t, files: &ReaperFiles) -> std::io::Result<()> {
+pub unsafe fn split(
+    orchestrator: pid_t,
+    files: &ReaperFiles,
+    stage: &StageExec,
+) -> std::io::Result<()> {
     if libc::prctl(libc::PR_SET_PDEATHSIG, SIG_HARD as libc::c_ulong) != 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -87,42 +225,78 @@ pub unsafe fn split(orchestrator: pid_t, files: &ReaperFiles) -> std::io::Result
     for s in WAITED {
         libc::sigaddset(&mut set, s);
     }
-    let mut old: libc::sigset_t = std::mem::zeroed();
-    libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
-    let me = libc::getpid();
-    let pid = libc::syscall(
-        libc::SYS_clone,
-        libc::SIGCHLD as c_long,
-        0 as c_long,
-        0 as c_long,
-        0 as c_long,
-        0 as c_long,
-    ) as pid_t;
-    if pid < 0 {
-        let e = std::io::Error::last_os_error();
-        libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        return Err(e);
-    }
-    if pid == 0 {
-        // The stage: a process group of its own (what the reaper signals), killed if the reaper
-        // dies, with every signal unblocked and SIGPIPE at its default.
-        libc::setpgid(0, 0);
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-        if libc::getppid() != me {
-            libc::_exit(1);
-        }
-        default_action(libc::SIGPIPE);
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        return Ok(());
+    libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    // The stage inherits the reaper's mount namespace (and working directory, stdout, stderr).
+    read_only_mounts(&files.read_only);
+    let mut pid: pid_t = 0;
+    let rc = libc::posix_spawn(
+        &mut pid,
+        stage.program.as_ptr(),
+        std::ptr::null(),
+        &stage.attr,
+        stage.argv_ptrs.as_ptr() as *const *mut libc::c_char,
+        stage.envp_ptrs.as_ptr() as *const *mut libc::c_char,
+    );
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
     }
     reap(pid, &set, files)
 }
 
+/// In a mount namespace of the stage's own, make `dirs` read-only bind mounts of themselves, so
+/// that nothing the stage runs (root included) can write to a stored object through its inputs.
+/// Best effort: without CAP_SYS_ADMIN `unshare` fails and the stage runs as it would anyway
+/// (the checks of `cache::inputs` still apply).
+unsafe fn read_only_mounts(dirs: &[CString]) {
+    if dirs.is_empty() || libc::unshare(libc::CLONE_NEWNS) != 0 {
+        return;
+    }
+    // Nothing done here may reach the rest of the system.
+    if libc::mount(
+        std::ptr::null(),
+        c"/".as_ptr(),
+        std::ptr::null(),
+        libc::MS_REC | libc::MS_PRIVATE,
+        std::ptr::null(),
+    ) != 0
+    {
+        return;
+    }
+    for d in dirs {
+        let bound = libc::mount(
+            d.as_ptr(),
+            d.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        ) == 0;
+        if !bound {
+            continue;
+        }
+        let ro = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+        // A mount with locked flags (nosuid, nodev in a container) keeps them.
+        if libc::mount(
+            std::ptr::null(),
+            d.as_ptr(),
+            std::ptr::null(),
+            ro,
+            std::ptr::null(),
+        ) != 0
+        {
+            libc::mount(
+                std::ptr::null(),
+                d.as_ptr(),
+                std::ptr::null(),
+                ro | libc::MS_NOSUID | libc::MS_NODEV,
+                std::ptr::null(),
+            );
+        }
+    }
+}
+
 unsafe fn reap(stage: pid_t, set: &libc::sigset_t, files: &ReaperFiles) -> ! {
     close_from(3);
-    write_number(&files.pgid, stage);
+    write_record(&files.pgid, stage, &files.attempt);
     let mut main_status: c_int = 0;
     let mut main_done_at: i64 = -1;
     let mut leftovers_stopped = false;
@@ -149,7 +323,7 @@ unsafe fn reap(stage: pid_t, set: &libc::sigset_t, files: &ReaperFiles) -> ! {
         if main_done_at >= 0 && !leftovers_stopped && now - main_done_at >= LEFTOVER_WAIT_MS {
             leftovers_stopped = true;
             let _ = libc::write(2, LEFTOVER_NOTE.as_ptr().cast(), LEFTOVER_NOTE.len());
-            write_number(&files.leftovers, 1);
+            write_record(&files.leftovers, 1, c"");
             signal_all(stage, libc::SIGTERM);
             kill_at = now + LEFTOVER_TERM_MS;
         }
@@ -238,7 +412,8 @@ unsafe fn close_from(first: c_int) {
     }
 }
 
-unsafe fn write_number(path: &CString, n: pid_t) {
+/// `<n> <tail>\n` into `path` (created or truncated).
+unsafe fn write_record(path: &CString, n: pid_t, tail: &std::ffi::CStr) {
     let fd = libc::open(
         path.as_ptr(),
         libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
@@ -250,7 +425,7 @@ unsafe fn write_number(path: &CString, n: pid_t) {
     let mut buf = [0u8; 24];
     let mut i = buf.len();
     i -= 1;
-    buf[i] = b'\n';
+    buf[i] = b' ';
     let mut x = n.unsigned_abs();
     loop {
         i -= 1;
@@ -261,6 +436,9 @@ unsafe fn write_number(path: &CString, n: pid_t) {
         }
     }
     let _ = libc::write(fd, buf[i..].as_ptr().cast(), buf.len() - i);
+    let tail = tail.to_bytes();
+    let _ = libc::write(fd, tail.as_ptr().cast(), tail.len());
+    let _ = libc::write(fd, b"\n".as_ptr().cast(), 1);
     libc::close(fd);
 }
 

@@ -495,7 +495,7 @@ impl<'a> Scheduler<'a> {
                 log: log.clone(),
             };
             let id = &self.p.instances[i].id;
-            let extra = job::after_failure(self.cache, &prepared.run_dir, id);
+            let extra = job::after_failure(self.cache, &prepared.run_dir, id, true);
             return self.fail(
                 i,
                 attempt,
@@ -579,7 +579,7 @@ impl<'a> Scheduler<'a> {
                 };
                 let extra = log
                     .parent()
-                    .map(|d| job::after_failure(self.cache, d, &self.p.instances[i].id))
+                    .map(|d| job::after_failure(self.cache, d, &self.p.instances[i].id, false))
                     .unwrap_or_default();
                 self.fail(i, attempt, format!("{e}{extra}"), Some(log))
             }
