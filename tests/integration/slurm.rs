@@ -1,42 +1,16 @@
 //! `--executor slurm` against a real slurmctld/slurmd (`../shared/slurm/local-cluster.sh`, 4 fake
-//! GPUs, 8 advertised CPUs). Each test needs `sbatch` and a cluster that answers: it is marked
-//! `#[ignore]` with that reason and calls [`require_slurm`] first, which fails loudly when either is
-//! missing; `.ci/run` starts the cluster and runs them with `--include-ignored`. Every test puts a
-//! logging `sbatch` wrapper first on PATH, so it knows exactly which jobs it submitted, with which
-//! options, when, and how many times `sbatch` ran.
+//! GPUs, 8 advertised CPUs). Each cluster test is `#[ignore]`d with the reason, so a plain
+//! `cargo test` lists it as ignored; `make test` runs them with `--include-ignored` against a
+//! cluster (it starts the local one when none answers), and there a missing cluster is a failure
+//! ([`require_slurm`], called by [`Cluster::new`]). Every test puts a logging `sbatch` wrapper
+//! first on PATH, so it knows exactly which jobs it submitted, with which options, when, and how
+//! many times `sbatch` ran.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::support::{bin, Project};
-
-/// How to get what these tests need.
-const HOW: &str = "start the local cluster first: eval \"$(SLURM_LOCAL_CPUS=8 SLURM_LOCAL_ACCOUNTING=1 bash ../shared/slurm/local-cluster.sh start)\" (.ci/run does)";
-
-/// Fail, naming what is missing and how to get it, unless `sbatch` is on PATH and slurmctld answers.
-fn require_slurm() {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    assert!(
-        std::env::split_paths(&path).any(|d| d.join("sbatch").is_file()),
-        "`sbatch` is not on PATH: this test needs a SLURM cluster; {HOW}"
-    );
-    let ping = Command::new("scontrol").arg("ping").output();
-    assert!(
-        ping.as_ref()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("is UP")),
-        "slurmctld does not answer `scontrol ping` ({ping:?}): this test needs a SLURM cluster; {HOW}"
-    );
-}
-
-fn require_worker() {
-    let worker = bin().with_file_name("orchestrator-stage");
-    assert!(
-        worker.is_file(),
-        "{} is missing: build it with `make build`",
-        worker.display()
-    );
-}
+use crate::support::{require_slurm, require_worker, Project};
 
 fn real(tool: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -270,7 +244,7 @@ fn lines_of(path: &Path) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "requires `sbatch` and a running SLURM cluster (see tests/integration/slurm.rs; .ci/run starts one)"]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_sweep_of_200_cells_is_one_job_array() {
     let c = Cluster::new(&format!(
         "name: sweep\nmatrix: {{ i: [{}] }}\nstages:\n  s:\n    run: \"echo ${{matrix.i}} > ${{outputs.out}}\"\n    outputs: [out]\n",
@@ -305,7 +279,7 @@ fn slurm_sweep_of_200_cells_is_one_job_array() {
 }
 
 #[test]
-#[ignore = "requires `sbatch` and a running SLURM cluster (see tests/integration/slurm.rs; .ci/run starts one)"]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_kill_9_at_three_instants_never_runs_finished_work_again() {
     // Two stages per cell: the `b`s become ready while `a`s finish, so submissions, job ends
     // and commits are spread over the run, and each kill lands in a different mix of them.
@@ -376,7 +350,7 @@ fn slurm_kill_9_at_three_instants_never_runs_finished_work_again() {
 }
 
 #[test]
-#[ignore = "requires `sbatch` and a running SLURM cluster (see tests/integration/slurm.rs; .ci/run starts one)"]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_ctrl_c_during_submission_stops_at_once_and_cancels_what_was_submitted() {
     // 30 stages with different names: 30 `sbatch` calls at 5 per second take 6 s.
     let mut yaml = String::from("name: sigint\nstages:\n");
@@ -421,7 +395,7 @@ fn slurm_ctrl_c_during_submission_stops_at_once_and_cancels_what_was_submitted()
 }
 
 #[test]
-#[ignore = "requires `sbatch` and a running SLURM cluster (see tests/integration/slurm.rs; .ci/run starts one)"]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_impossible_request_fails_before_any_submission() {
     let c = Cluster::new(
         r#"
@@ -447,7 +421,7 @@ fn slurm_impossible_request_fails_before_any_submission() {
 }
 
 #[test]
-#[ignore = "requires `sbatch` and a running SLURM cluster (see tests/integration/slurm.rs; .ci/run starts one)"]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_gpu_stages_get_distinct_devices_and_at_most_four_at_once() {
     let c = Cluster::new(
         r#"
@@ -541,7 +515,7 @@ fn slurm_gpu_stages_get_distinct_devices_and_at_most_four_at_once() {
 }
 
 #[test]
-#[ignore = "requires `sbatch` and a running SLURM cluster (see tests/integration/slurm.rs; .ci/run starts one)"]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_failed_job_fails_its_stage_naming_job_and_log_once() {
     let c = Cluster::new(
         r#"
@@ -577,7 +551,7 @@ fn slurm_failed_job_fails_its_stage_naming_job_and_log_once() {
 }
 
 #[test]
-#[ignore = "requires `sbatch` and a running SLURM cluster (see tests/integration/slurm.rs; .ci/run starts one)"]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_rejected_submission_shows_sbatchs_message_and_command() {
     let c = Cluster::new(
         r#"
@@ -598,7 +572,7 @@ fn slurm_rejected_submission_shows_sbatchs_message_and_command() {
 }
 
 #[test]
-#[ignore = "requires `sbatch` and a running SLURM cluster (see tests/integration/slurm.rs; .ci/run starts one)"]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_ctrl_c_cancels_every_job_of_the_run() {
     let c = Cluster::new(
         r#"
@@ -638,7 +612,7 @@ fn slurm_ctrl_c_cancels_every_job_of_the_run() {
 }
 
 #[test]
-#[ignore = "requires `sbatch` and a running SLURM cluster (see tests/integration/slurm.rs; .ci/run starts one)"]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_restart_after_kill_9_reattaches_without_resubmitting() {
     let c = Cluster::new(
         r#"
@@ -684,7 +658,7 @@ fn slurm_restart_after_kill_9_reattaches_without_resubmitting() {
 }
 
 #[test]
-#[ignore = "requires `sbatch` and a running SLURM cluster (see tests/integration/slurm.rs; .ci/run starts one)"]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_requeued_array_task_runs_again_and_resumes_from_its_work_dir() {
     let c = Cluster::new(
         r#"
@@ -749,7 +723,7 @@ fn slurm_requeued_array_task_runs_again_and_resumes_from_its_work_dir() {
 }
 
 #[test]
-#[ignore = "requires `sbatch` and a running SLURM cluster (see tests/integration/slurm.rs; .ci/run starts one)"]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_builtin_stages_run_through_the_worker() {
     require_worker();
     let c = Cluster::new(
@@ -780,7 +754,7 @@ fn slurm_builtin_stages_run_through_the_worker() {
 }
 
 #[test]
-#[ignore = "requires `sbatch` and a running SLURM cluster (see tests/integration/slurm.rs; .ci/run starts one)"]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_shared_cache_check_refuses_tmp_on_a_multi_node_partition() {
     let c = Cluster::new(
         r#"
