@@ -125,10 +125,10 @@ fn main() {
         fps.len()
     );
     let t = Instant::now();
-    let cp = orchestrator::dag::critical_path_lengths(&p, &|_| 1.0);
+    let cp = orchestrator::dag::Dag::new(&p).critical_path_lengths(|_| 1.0);
     println!(
         "{:<34} {:>7.1} ms (longest chain {})",
-        "critical_path_lengths",
+        "Dag + critical_path_lengths",
         t.elapsed().as_secs_f64() * 1e3,
         cp.iter().cloned().fold(0.0, f64::max)
     );

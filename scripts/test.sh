@@ -53,8 +53,9 @@ else
   if ! slurm_answers; then
     if [ -f "$SLURM_SCRIPT" ]; then
       echo "==> starting the local SLURM cluster ($SLURM_SCRIPT)" >&2
-      # 8 advertised CPUs so that 4 one-GPU jobs can run at once on a 2-core machine.
-      if env_lines=$(SLURM_LOCAL_CPUS=8 bash "$SLURM_SCRIPT" start); then
+      # 8 advertised CPUs so that 4 one-GPU jobs can run at once on a 2-core machine;
+      # accounting (MariaDB + slurmdbd) so that the backend reads `sacct`, as on real clusters.
+      if env_lines=$(SLURM_LOCAL_CPUS=8 SLURM_LOCAL_ACCOUNTING=1 bash "$SLURM_SCRIPT" start); then
         eval "$env_lines"
         STARTED_CLUSTER=1
       else

@@ -1,85 +1,129 @@
-//! Graph views of an expanded [`Pipeline`]: the petgraph [`graph`] of stage instances (edges
-//! from input references), cycle search with the full path ([`find_cycle`]), the
-//! longest-remaining-path priority the scheduler orders ready stages by
-//! ([`critical_path_lengths`]), and the renderings of `orchestrator dag`.
+//! [`Dag`]: the one graph of an expanded [`Pipeline`], built once with petgraph (node `i` is
+//! instance `i`, an edge `u -> v` means `v` reads an output of `u`) and used by everything that
+//! needs dependencies: `plan` (what waits on what), the scheduler (readiness and its
+//! longest-remaining-path priorities, [`Dag::critical_path_lengths`]) and the renderings of
+//! `orchestrator dag`. Also the cycle search with the full path ([`find_cycle`]) the loader uses
+//! on the stage graph before instances exist.
 
 use std::fmt::Write as _;
 
 use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
 
 use crate::pipeline::{Input, Pipeline};
 
-/// Node `i` is instance `i`; an edge `u -> v` (weight: `v`'s input name) means `v` reads an
-/// output of `u`.
-pub fn graph(p: &Pipeline) -> DiGraph<usize, String> {
-    let mut g = DiGraph::with_capacity(p.instances.len(), p.instances.len() * 2);
-    for i in 0..p.instances.len() {
-        g.add_node(i);
-    }
-    for (i, inst) in p.instances.iter().enumerate() {
-        for (name, input) in &inst.inputs {
-            if let Input::Upstream { instance, .. } = input {
-                g.add_edge(NodeIndex::new(*instance), NodeIndex::new(i), name.clone());
+/// The instance graph of a pipeline plus, per instance, its upstream and downstream instances
+/// (deduplicated; upstream in input-name order, downstream in index order).
+#[derive(Debug, Clone)]
+pub struct Dag {
+    graph: DiGraph<usize, String>,
+    upstream: Vec<Vec<usize>>,
+    downstream: Vec<Vec<usize>>,
+    order: Vec<usize>,
+}
+
+impl Dag {
+    pub fn new(p: &Pipeline) -> Dag {
+        let n = p.instances.len();
+        let mut graph = DiGraph::with_capacity(n, n * 2);
+        for i in 0..n {
+            graph.add_node(i);
+        }
+        for (i, inst) in p.instances.iter().enumerate() {
+            for (name, input) in &inst.inputs {
+                if let Input::Upstream { instance, .. } = input {
+                    graph.add_edge(NodeIndex::new(*instance), NodeIndex::new(i), name.clone());
+                }
             }
         }
+        let mut upstream = vec![Vec::new(); n];
+        let mut downstream = vec![Vec::new(); n];
+        for i in 0..n {
+            let node = NodeIndex::new(i);
+            // Upstream in input-name order (as the pipeline lists them), each instance once.
+            let mut ins: Vec<(&str, usize)> = graph
+                .edges_directed(node, Direction::Incoming)
+                .map(|e| (e.weight().as_str(), e.source().index()))
+                .collect();
+            ins.sort_unstable();
+            for (_, u) in ins {
+                if !upstream[i].contains(&u) {
+                    upstream[i].push(u);
+                }
+            }
+            let mut outs: Vec<usize> = graph
+                .neighbors_directed(node, Direction::Outgoing)
+                .map(|x| x.index())
+                .collect();
+            outs.sort_unstable();
+            outs.dedup();
+            downstream[i] = outs;
+        }
+        // The loader rejects cycles and stores instances in a topological order; petgraph's own
+        // order is used when it agrees that there is one.
+        let order = petgraph::algo::toposort(&graph, None)
+            .map(|v| v.into_iter().map(|x| x.index()).collect())
+            .unwrap_or_else(|_| (0..n).collect());
+        Dag {
+            graph,
+            upstream,
+            downstream,
+            order,
+        }
     }
-    g
+
+    pub fn len(&self) -> usize {
+        self.upstream.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.upstream.is_empty()
+    }
+
+    /// The petgraph graph (node weight: instance index; edge weight: the reading input's name).
+    pub fn graph(&self) -> &DiGraph<usize, String> {
+        &self.graph
+    }
+
+    /// The instances `i` reads an output of.
+    pub fn upstream(&self, i: usize) -> &[usize] {
+        &self.upstream[i]
+    }
+
+    /// The instances that read an output of `i`.
+    pub fn downstream(&self, i: usize) -> &[usize] {
+        &self.downstream[i]
+    }
+
+    /// Every instance, each after all of its upstreams.
+    pub fn topological_order(&self) -> &[usize] {
+        &self.order
+    }
+
+    /// For each instance, its own weight plus the heaviest chain of dependents below it: the
+    /// length of the longest path from it to the end of the run. Ready stages with the largest
+    /// value go first, which keeps a sweep's makespan short.
+    pub fn critical_path_lengths(&self, weight: impl Fn(usize) -> f64) -> Vec<f64> {
+        let mut len = vec![0.0; self.len()];
+        for &i in self.order.iter().rev() {
+            let tail = self.downstream[i]
+                .iter()
+                .map(|&j| len[j])
+                .fold(0.0, f64::max);
+            len[i] = weight(i) + tail;
+        }
+        len
+    }
 }
 
 /// A topological order of the instances (the loader already stores them in one; this checks
-/// the graph agrees and is what code that builds its own graphs should use).
+/// the graph agrees).
 pub fn topological_order(p: &Pipeline) -> Result<Vec<usize>, Vec<usize>> {
-    let g = graph(p);
-    petgraph::algo::toposort(&g, None)
+    let dag = Dag::new(p);
+    petgraph::algo::toposort(dag.graph(), None)
         .map(|v| v.into_iter().map(|n| n.index()).collect())
         .map_err(|c| vec![c.node_id().index()])
-}
-
-/// Indices of the instances that read an output of each instance.
-pub fn dependents(p: &Pipeline) -> Vec<Vec<usize>> {
-    let mut out = vec![Vec::new(); p.instances.len()];
-    for (i, inst) in p.instances.iter().enumerate() {
-        for input in inst.inputs.values() {
-            if let Input::Upstream { instance, .. } = input {
-                if !out[*instance].contains(&i) {
-                    out[*instance].push(i);
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Upstream instance indices of each instance (deduplicated, in input-name order).
-pub fn dependencies(p: &Pipeline) -> Vec<Vec<usize>> {
-    p.instances
-        .iter()
-        .map(|inst| {
-            let mut v: Vec<usize> = Vec::new();
-            for input in inst.inputs.values() {
-                if let Input::Upstream { instance, .. } = input {
-                    if !v.contains(instance) {
-                        v.push(*instance);
-                    }
-                }
-            }
-            v
-        })
-        .collect()
-}
-
-/// For each instance, its own weight plus the heaviest chain of dependents below it: the
-/// length of the longest path from it to the end of the run. Ready stages with the largest value
-/// go first, which keeps a sweep's makespan short.
-pub fn critical_path_lengths(p: &Pipeline, weights: &dyn Fn(usize) -> f64) -> Vec<f64> {
-    let deps = dependents(p);
-    let mut len = vec![0.0; p.instances.len()];
-    // Instances are topologically ordered, so every dependent comes later.
-    for i in (0..p.instances.len()).rev() {
-        let tail = deps[i].iter().map(|j| len[*j]).fold(0.0, f64::max);
-        len[i] = weights(i) + tail;
-    }
-    len
 }
 
 /// A cycle in a graph given as `adj[i]` = the nodes `i` points to, as the list of its nodes
@@ -142,8 +186,9 @@ pub enum Format {
 }
 
 pub fn render(p: &Pipeline, format: Format) -> String {
+    let dag = Dag::new(p);
     match format {
-        Format::Text => render_text(p),
+        Format::Text => render_text(p, &dag),
         Format::Dot => render_dot(p),
         Format::Mermaid => render_mermaid(p),
         Format::Json => serde_json::to_string_pretty(&to_json(p)).unwrap_or_default() + "\n",
@@ -163,12 +208,12 @@ fn upstream_edges(p: &Pipeline, i: usize) -> Vec<(usize, &str, &str)> {
         .collect()
 }
 
-fn render_text(p: &Pipeline) -> String {
+fn render_text(p: &Pipeline, dag: &Dag) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{}: {} stage instances", p.name, p.instances.len());
-    let deps = dependencies(p);
     for (i, inst) in p.instances.iter().enumerate() {
-        let ups: Vec<&str> = deps[i]
+        let ups: Vec<&str> = dag
+            .upstream(i)
             .iter()
             .map(|u| p.instances[*u].id.as_str())
             .collect();

@@ -308,15 +308,17 @@ pub fn build(p: &Pipeline, cache: &Cache) -> Result<Report> {
             .position(|b| is_sub(&b.cell, &row.cell));
         rows.push(row);
     }
-    // Column order: kept, ids, verification sets (paper order), avg, IJB-C, train time.
+    // Column order: kept, ids, verification sets (paper order), avg, IJB-C, train time, GPU-hours.
     let rank = |c: &Column| match c.key.as_str() {
         "kept_percent" => 0,
         "identities" => 1,
         "verify.avg" => 3,
         k if k.starts_with("verify.") => 2,
         k if k.starts_with("ijbc.") => 4,
+        "gpu_hours" => 6,
         _ => 5,
     };
+    gpu_hours(p, cache, &key_of, &mut rows, n_base, &mut columns)?;
     columns.sort_by_key(|c| rank(c));
     mark_best(p, &columns, &mut rows[n_base..]);
 
@@ -351,6 +353,55 @@ pub fn build(p: &Pipeline, cache: &Cache) -> Result<Report> {
         rows,
         cleaning,
     })
+}
+
+/// GPU-hours of each row: every instance whose current result ran on GPUs (GPUs of its device
+/// times its run time; on SLURM the job's own elapsed time) counts for the rows it belongs to,
+/// split evenly between them: an instance of no matrix cell for the baseline rows (or every row
+/// without a baseline), one shared by several cells for those cells. The column sums to the
+/// pipeline's total and is shown only when some stage ran on a GPU.
+fn gpu_hours(
+    p: &Pipeline,
+    cache: &Cache,
+    key_of: &BTreeMap<&str, Option<&String>>,
+    rows: &mut [Row],
+    n_base: usize,
+    columns: &mut Vec<Column>,
+) -> Result<()> {
+    let mut any = false;
+    for inst in &p.instances {
+        let Some(key) = key_of.get(inst.id.as_str()).copied().flatten() else {
+            continue;
+        };
+        let Some(m) = cache.manifest(key)? else {
+            continue;
+        };
+        let gpus = crate::exec::gpus_of_device(&m.device);
+        if gpus == 0 {
+            continue;
+        }
+        let hours = gpus as f64 * m.duration_ms as f64 / 3.6e6;
+        let targets: Vec<usize> = if inst.cell.is_empty() && n_base > 0 {
+            (0..n_base).collect()
+        } else {
+            (n_base..rows.len())
+                .filter(|&r| is_sub(&inst.cell, &rows[r].cell))
+                .collect()
+        };
+        for &r in &targets {
+            *rows[r].values.entry("gpu_hours".into()).or_insert(0.0) +=
+                hours / targets.len() as f64;
+            any = true;
+        }
+    }
+    if any {
+        columns.push(Column {
+            key: "gpu_hours".into(),
+            title: "GPU h".into(),
+            score: false,
+        });
+    }
+    Ok(())
 }
 
 /// Mark the best score per group: cells that share every axis but the first.
@@ -403,6 +454,7 @@ impl Report {
         let mut s = match c.key.as_str() {
             "identities" => format!("{v:.0}"),
             "train_minutes" => format!("{v:.1}"),
+            "gpu_hours" => format!("{v:.3}"),
             _ => format!("{v:.2}"),
         };
         if c.score {

@@ -38,6 +38,39 @@ pub struct RunRecord {
     pub run_dir: Option<PathBuf>,
     #[serde(default)]
     pub message: Option<String>,
+    /// The backend's account of the job that ran this attempt (SLURM jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobAccounting>,
+}
+
+/// What a backend's accounting says about the job that ran an attempt: SLURM's `sacct` where
+/// accounting is configured, else `scontrol` (which forgets a job minutes after it ends).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobAccounting {
+    /// The backend's id: `1234` for a job, `1234_5` for a task of an array.
+    pub id: String,
+    /// The final state (`COMPLETED`, `FAILED`, `CANCELLED`, `TIMEOUT`, ...).
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// The signal that ended the job, when one did.
+    #[serde(default)]
+    pub signal: Option<i32>,
+    /// Time the job ran (not the time it waited in the queue).
+    #[serde(default)]
+    pub elapsed_s: Option<f64>,
+    /// Peak resident memory of the job's processes (only with accounting).
+    #[serde(default)]
+    pub max_rss_mb: Option<f64>,
+    #[serde(default)]
+    pub node: Option<String>,
+    /// GPUs allocated to the job (`gres/gpu` of its TRES).
+    #[serde(default)]
+    pub gpus: Option<u32>,
+    /// `sacct` or `scontrol`.
+    #[serde(default)]
+    pub source: String,
 }
 
 #[derive(Debug, Clone)]

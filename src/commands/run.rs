@@ -32,9 +32,13 @@ pub struct Args {
     /// `executor.kind`, else local.
     #[arg(long, value_parser = ["local", "slurm"])]
     pub executor: Option<String>,
-    /// SLURM: most jobs this run keeps queued or running at once (GPU and CPU stages each).
+    /// SLURM: most tasks of one job array running at once (`--array=...%N`).
     #[arg(long, default_value_t = 64)]
     pub max_jobs: u32,
+    /// SLURM: most stage attempts this run keeps queued or running at once (mind the cluster's
+    /// `MaxSubmitJobs`).
+    #[arg(long, default_value_t = 1000)]
+    pub slurm_max_queued: u32,
     /// SLURM: seconds between two `squeue` polls.
     #[arg(long, default_value_t = 2.0)]
     pub slurm_poll: f64,
@@ -68,10 +72,13 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
             poll: std::time::Duration::from_secs_f64(args.slurm_poll.max(0.05)),
             submit_rate: args.slurm_submit_rate,
             max_jobs: args.max_jobs,
+            max_queued: args.slurm_max_queued,
         };
-        let backend = exec::slurm::SlurmBackend::new(&p, &cache.root, &so)
-            .map_err(|e| CliError::environment(format!("error: {e}")))?;
-        let (q, gpus, jobs) = exec::slurm::scheduling_view(&p, args.max_jobs);
+        let backend = exec::slurm::SlurmBackend::new(&p, &cache, &so).map_err(|e| CliError {
+            code: e.exit_code(),
+            message: format!("error: {e}"),
+        })?;
+        let (q, gpus, jobs) = exec::slurm::scheduling_view(&p, args.slurm_max_queued);
         exec::run(
             &q,
             &cache,
@@ -92,6 +99,9 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
     };
     let (text, json) = render_summary(&summary);
     view.summary(&text, json);
+    if let Some(e) = summary.fatal {
+        return Err(exec_error(e));
+    }
     Ok(if summary.interrupted {
         crate::exit::signal_exit_code(summary.signal)
     } else if !summary.failed.is_empty() {
@@ -129,6 +139,9 @@ fn render_summary(s: &RunSummary) -> (String, serde_json::Value) {
     if s.skipped > 0 {
         counts.push_str(&format!(", skipped {}", s.skipped));
     }
+    if s.cancelled > 0 {
+        counts.push_str(&format!(", cancelled {}", s.cancelled));
+    }
     if s.not_started > 0 {
         counts.push_str(&format!(", not started {}", s.not_started));
     }
@@ -136,8 +149,15 @@ fn render_summary(s: &RunSummary) -> (String, serde_json::Value) {
         "{counts} in {}\n",
         exec::view::fmt_duration(s.wall)
     ));
-    if s.interrupted {
-        t.push_str("interrupted: what finished is saved; run the same command again to resume\n");
+    if s.interrupted || s.fatal.is_some() {
+        let why = if s.interrupted {
+            "interrupted"
+        } else {
+            "stopped"
+        };
+        t.push_str(&format!(
+            "{why}: what finished is saved; run the same command again to resume\n"
+        ));
     }
     t.push_str(&format!("results: {}\n", s.results_dir.display()));
     let json = serde_json::json!({
@@ -146,6 +166,7 @@ fn render_summary(s: &RunSummary) -> (String, serde_json::Value) {
         "cached": s.cached,
         "failed": s.failed.iter().map(|f| serde_json::json!({"instance": f.instance, "message": f.message, "log": f.log})).collect::<Vec<_>>(),
         "skipped": s.skipped,
+        "cancelled": s.cancelled,
         "not_started": s.not_started,
         "interrupted": s.interrupted,
         "wall_s": s.wall.as_secs_f64(),

@@ -1,6 +1,6 @@
 //! `orchestrator status`: per stage instance, the latest run record: cached / failed / never run
-//! (also running / interrupted), duration, device, when. Reads only history files, so it works
-//! while a run holds the cache.
+//! (also running / interrupted), duration, device, when, and for a SLURM job its id, final state,
+//! exit code and MaxRSS. Reads only history files, so it works while a run holds the cache.
 
 use std::path::PathBuf;
 
@@ -46,7 +46,8 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
             println!(
                 "{}",
                 serde_json::json!({"instance": inst.id, "state": state, "duration_s": shown.map(|r| r.duration_ms as f64 / 1000.0),
-                    "device": shown.map(|r| r.device.clone()), "at": shown.map(|r| r.at), "key": shown.map(|r| r.key.clone())})
+                    "device": shown.map(|r| r.device.clone()), "at": shown.map(|r| r.at), "key": shown.map(|r| r.key.clone()),
+                    "job": shown.and_then(|r| r.job.clone())})
             );
             continue;
         }
@@ -59,8 +60,9 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
                     "-".into()
                 };
                 let dev = if r.device.is_empty() { "-" } else { &r.device };
+                let job = r.job.as_ref().map(job_text).unwrap_or_default();
                 println!(
-                    "{state:<11} {:<width$}  {dur:>8}  {dev:<10} {}",
+                    "{state:<11} {:<width$}  {dur:>8}  {dev:<10} {}{job}",
                     inst.id,
                     fmt_time(r.at)
                 );
@@ -68,6 +70,26 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
         }
     }
     Ok(0)
+}
+
+/// `  job 1234_5 COMPLETED exit 0, MaxRSS 512 MB (sacct)`: the backend's account of the run.
+fn job_text(j: &crate::cache::JobAccounting) -> String {
+    let mut s = format!("  job {}", j.id);
+    if let Some(st) = &j.state {
+        s.push_str(&format!(" {st}"));
+    }
+    match (j.exit_code, j.signal) {
+        (_, Some(sig)) => s.push_str(&format!(" signal {sig}")),
+        (Some(c), None) => s.push_str(&format!(" exit {c}")),
+        (None, None) => {}
+    }
+    if let Some(mb) = j.max_rss_mb {
+        s.push_str(&format!(", MaxRSS {mb:.0} MB"));
+    }
+    if !j.source.is_empty() {
+        s.push_str(&format!(" ({})", j.source));
+    }
+    s
 }
 
 /// Unix seconds -> `YYYY-MM-DD HH:MM:SS UTC` (civil-from-days, no time-zone database needed).

@@ -1,14 +1,16 @@
 //! [`Backend`]: the I/O seam between the scheduler loop and whatever runs a stage's process.
 //! [`LocalBackend`] spawns local processes under a reaper (every process of a stage ends with
-//! it and with the orchestrator);
-//! tests use a fake; a SLURM backend fits the same trait: `submit` returns the job id the
-//! scheduler records, `cancel` maps to `scancel`, `reattach` re-polls a recorded id after a restart.
+//! it and with the orchestrator); tests use a fake; the SLURM backend (`super::slurm`) submits
+//! through a task of its own, maps `cancel` to one `scancel` call, and `adopt`s jobs an earlier
+//! process submitted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
+
+pub use crate::cache::JobAccounting;
 
 pub type JobId = usize;
 
@@ -55,33 +57,56 @@ impl std::fmt::Display for ExitStatus {
 /// What a backend tells the scheduler loop.
 #[derive(Debug)]
 pub enum BackendEvent {
-    Exited { job: JobId, status: ExitStatus },
+    /// The job ended (or could not be started); `accounting` is the backend's record of it where
+    /// it keeps one (SLURM: `sacct`, else `scontrol`).
+    Exited {
+        job: JobId,
+        status: ExitStatus,
+        accounting: Option<JobAccounting>,
+    },
+    /// Something the user should see (e.g. an array submitted, a job re-attached).
+    Note { message: String },
 }
 
+/// A job an earlier orchestrator process started that this one now follows.
+#[derive(Debug, Clone)]
+pub struct Adopted {
+    /// The backend's id for it (e.g. a SLURM job id).
+    pub id: String,
+    /// The run dir the earlier process prepared; its outputs are committed from there.
+    pub run_dir: PathBuf,
+}
+
+/// The I/O seam to whatever runs stage processes. No method blocks on a subprocess: a backend
+/// that talks to a service (`sbatch`, `scancel`) does so off the scheduler loop and reports back
+/// through the events channel given to [`Backend::attach`].
 pub trait Backend {
-    /// Start a job. Returns the backend's id for it (a pid, a SLURM job id) for the run record.
-    /// Its end arrives later as `BackendEvent::Exited` on `events`.
-    fn submit(
-        &mut self,
-        spec: JobSpec,
-        events: UnboundedSender<BackendEvent>,
-    ) -> Result<String, String>;
-    /// Stop a job: `hard` = kill now; otherwise ask it to stop (it may checkpoint first).
-    fn cancel(&mut self, job: JobId, hard: bool);
-    /// Follow a job started by an earlier orchestrator process (by its recorded id). Backends whose
-    /// jobs die with the orchestrator (local processes) cannot, and return false.
-    fn reattach(
-        &mut self,
-        _spec: &JobSpec,
-        _recorded_id: &str,
-        _events: UnboundedSender<BackendEvent>,
-    ) -> bool {
-        false
+    /// Called once, before anything else: where events go.
+    fn attach(&mut self, events: UnboundedSender<BackendEvent>);
+    /// Start jobs, highest priority first. Each one's end (also a failure to start it) arrives
+    /// later as `BackendEvent::Exited`.
+    fn submit(&mut self, specs: Vec<JobSpec>);
+    /// Stop jobs: `hard` = kill now; otherwise ask them to stop (they may checkpoint first).
+    fn cancel(&mut self, jobs: &[JobId], hard: bool);
+    /// An attempt at fingerprint `key` that an earlier orchestrator process started and that is
+    /// still running or finished successfully: the backend follows it as `job` from now on and
+    /// reports its end like any other job's. Backends whose jobs die with the orchestrator (local
+    /// processes) have none.
+    fn adopt(&mut self, _job: JobId, _key: &str) -> Option<Adopted> {
+        None
     }
+    /// `job`'s outcome is final on the scheduler's side (its outputs are committed, or it failed
+    /// or was cancelled): forget whatever would let a later process adopt it.
+    fn release(&mut self, _job: JobId) {}
     /// Whether the first Ctrl-C cancels running jobs (a cluster's queued jobs would otherwise
     /// outlive the run) instead of letting them finish.
     fn cancels_on_interrupt(&self) -> bool {
         false
+    }
+    /// How a job shows before the backend says where it runs, for backends that place jobs
+    /// themselves (a cluster: `gpu@slurm`); `None`: the device of the scheduler's grant.
+    fn placement(&self, _gpu: bool) -> Option<String> {
+        None
     }
 }
 
@@ -93,14 +118,12 @@ pub trait Backend {
 #[derive(Debug, Default)]
 pub struct LocalBackend {
     pids: HashMap<JobId, i32>,
+    events: Option<UnboundedSender<BackendEvent>>,
 }
 
-impl Backend for LocalBackend {
-    fn submit(
-        &mut self,
-        spec: JobSpec,
-        events: UnboundedSender<BackendEvent>,
-    ) -> Result<String, String> {
+impl LocalBackend {
+    fn start(&mut self, spec: JobSpec) -> Result<(), String> {
+        let events = self.events.clone().ok_or("the backend is not attached")?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -168,25 +191,56 @@ impl Backend for LocalBackend {
                     }
                 }
             };
-            let _ = events.send(BackendEvent::Exited { job, status });
+            let _ = events.send(BackendEvent::Exited {
+                job,
+                status,
+                accounting: None,
+            });
         });
-        Ok(pid.to_string())
+        Ok(())
+    }
+}
+
+impl Backend for LocalBackend {
+    fn attach(&mut self, events: UnboundedSender<BackendEvent>) {
+        self.events = Some(events);
     }
 
-    fn cancel(&mut self, job: JobId, hard: bool) {
-        if let Some(&pid) = self.pids.get(&job) {
-            if pid > 0 {
-                // The reaper forwards SIGTERM to the stage (SIGKILL after a grace period), or
-                // kills it at once.
-                let sig = if hard {
-                    super::reaper::SIG_HARD
-                } else {
-                    libc::SIGTERM
-                };
-                // SAFETY: signalling our own child, the job's reaper.
-                unsafe { libc::kill(pid, sig) };
+    fn submit(&mut self, specs: Vec<JobSpec>) {
+        for spec in specs {
+            let job = spec.job;
+            if let Err(e) = self.start(spec) {
+                if let Some(events) = &self.events {
+                    let _ = events.send(BackendEvent::Exited {
+                        job,
+                        status: ExitStatus::SpawnFailed(e),
+                        accounting: None,
+                    });
+                }
             }
         }
+    }
+
+    fn cancel(&mut self, jobs: &[JobId], hard: bool) {
+        // The reaper forwards SIGTERM to the stage (SIGKILL after a grace period), or kills it
+        // at once.
+        let sig = if hard {
+            super::reaper::SIG_HARD
+        } else {
+            libc::SIGTERM
+        };
+        for job in jobs {
+            if let Some(&pid) = self.pids.get(job) {
+                if pid > 0 {
+                    // SAFETY: signalling our own child, the job's reaper.
+                    unsafe { libc::kill(pid, sig) };
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, job: JobId) {
+        self.pids.remove(&job);
     }
 }
 

@@ -71,7 +71,49 @@ pub struct PrepareArgs<'a> {
     /// The fingerprint's input digests (what the inputs must still hold at launch).
     pub input_digests: &'a BTreeMap<String, String>,
     pub grant: &'a Grant,
+    /// The stage's CPU-thread budget ([`super::resources::Resources::cpu_threads`]).
+    pub cpu_threads: u32,
     pub stage_bin: Option<&'a Path>,
+}
+
+/// The variables that carry a stage's CPU-thread budget: the worker reads the first (torch
+/// intra-op threads, loader workers, rayon); OpenMP and MKL read the others, so a `run:` stage's
+/// numpy or PyTorch gets the same budget. A stage's own `env:` may set them differently.
+pub const THREAD_VARS: [&str; 3] = [
+    "ORCHESTRATOR_CPU_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+];
+
+/// The attempt an earlier orchestrator process prepared in `run_dir` for fingerprint `key`, as
+/// the scheduler follows it when the backend adopts its job.
+pub fn adopted(
+    cache: &Cache,
+    key: &str,
+    job: JobId,
+    inst: &Instance,
+    run_dir: PathBuf,
+    grant: &Grant,
+) -> Prepared {
+    let spec = JobSpec {
+        job,
+        stage_id: inst.id.clone(),
+        argv: Vec::new(),
+        env: Vec::new(),
+        cwd: run_dir.clone(),
+        log: run_dir.join("log"),
+        run_dir: run_dir.clone(),
+        outputs: BTreeMap::new(),
+        timeout: None,
+    };
+    Prepared {
+        spec,
+        out_dir: run_dir.join("out"),
+        work_dir: cache.work_dir(key),
+        progress: run_dir.join("progress.jsonl"),
+        run_dir,
+        device: grant.device(),
+    }
 }
 
 pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
@@ -131,6 +173,8 @@ pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
             progress.to_string_lossy().into_owned(),
         ),
     ];
+    let threads = a.cpu_threads.max(1).to_string();
+    env.extend(THREAD_VARS.iter().map(|v| (v.to_string(), threads.clone())));
     let argv = match &a.inst.action {
         Action::Shell {
             command,

@@ -5,7 +5,8 @@
 //! Decisions (also in ARCHITECTURE.md): stages read inputs through read-only hardlink views of
 //! store objects; every stage gets `CUDA_VISIBLE_DEVICES` (empty for CPU stages, so a CPU stage
 //! never grabs a GPU another stage holds); on a machine without GPUs, GPU stages run on the CPU
-//! one at a time; CPU stages run beside them up to `--jobs`.
+//! one at a time; CPU stages run beside them up to `--jobs`; every stage gets a CPU-thread budget
+//! (`ORCHESTRATOR_CPU_THREADS`, `OMP_NUM_THREADS`, `MKL_NUM_THREADS`), its share of the cores.
 
 pub mod backend;
 pub mod job;
@@ -19,7 +20,7 @@ pub mod view;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cache::{Cache, CacheError};
+use crate::cache::{Cache, CacheError, JobAccounting};
 use crate::pipeline::Pipeline;
 
 pub use backend::{Backend, LocalBackend};
@@ -80,18 +81,56 @@ pub struct Failure {
     pub log: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RunSummary {
     pub ran: usize,
     pub cached: usize,
     pub failed: Vec<Failure>,
     pub skipped: usize,
+    /// Jobs this run stopped itself (Ctrl-C, `--fail-fast`, an error): not failures; they run
+    /// again next time.
+    pub cancelled: usize,
     pub not_started: usize,
     pub interrupted: bool,
     /// The signal that interrupted the run (SIGINT, SIGTERM, SIGHUP); the exit code is 128 + it.
     pub signal: i32,
     pub wall: Duration,
     pub results_dir: PathBuf,
+    /// An error that stopped the run after it had started (it drained first): reported once,
+    /// after the summary, with its own exit code.
+    pub fatal: Option<ExecError>,
+}
+
+/// How a job a backend placed shows as a device: `gpu:2@node07`, `cpu@node07`.
+pub fn device_of(a: &JobAccounting, gpu: bool) -> String {
+    let node = a.node.as_deref().unwrap_or("?");
+    match a.gpus {
+        Some(n) if n > 0 => format!("gpu:{n}@{node}"),
+        _ if gpu => format!("gpu@{node}"),
+        _ => format!("cpu@{node}"),
+    }
+}
+
+/// GPUs that ran a stage, from its device: `cuda:0,1` 2, `gpu:2@node07` 2, `gpu@node07` 1,
+/// `cpu` (also a GPU stage that ran on a machine without one) 0.
+pub fn gpus_of_device(device: &str) -> u32 {
+    if let Some(ids) = device.strip_prefix("cuda:") {
+        return ids.split(',').filter(|s| !s.trim().is_empty()).count() as u32;
+    }
+    if device == "cuda" {
+        return 1;
+    }
+    if let Some(rest) = device.strip_prefix("gpu") {
+        return match rest.strip_prefix(':') {
+            Some(n) => n
+                .split('@')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1),
+            None => 1,
+        };
+    }
+    0
 }
 
 /// Where the worker is expected: `ORCHESTRATOR_STAGE_BIN`, else beside this executable.

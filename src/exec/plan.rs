@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::ExecError;
 use crate::cache::{Cache, Manifest};
+use crate::dag::Dag;
 use crate::fingerprint::Fingerprint;
 use crate::pipeline::{Input, Instance, Pipeline};
 
@@ -196,9 +197,11 @@ pub struct PlanEntry {
     pub key: Option<String>,
 }
 
-/// What `run` would do now, without running anything or changing the cache.
+/// What `run` would do now, without running anything or changing the cache. Instances are
+/// visited in their (topological) order; what one waits on comes from the [`Dag`].
 pub fn plan(p: &Pipeline, cache: &Cache) -> Result<Vec<PlanEntry>, ExecError> {
     let ext = hash_externals(p, cache)?;
+    let dag = Dag::new(p);
     let mut done: Vec<Option<Manifest>> = vec![None; p.instances.len()];
     let mut out: Vec<PlanEntry> = Vec::with_capacity(p.instances.len());
     for (i, inst) in p.instances.iter().enumerate() {
@@ -230,29 +233,25 @@ pub fn plan(p: &Pipeline, cache: &Cache) -> Result<Vec<PlanEntry>, ExecError> {
             }
             None => {
                 let mut digests = ext[i].clone();
-                let mut waits_on = Vec::new();
                 for (name, input) in &inst.inputs {
                     if let Input::Upstream { instance, output } = input {
-                        match &done[*instance] {
-                            Some(m) => {
-                                digests.insert(
-                                    name.clone(),
-                                    m.outputs
-                                        .get(output)
-                                        .map(|o| o.digest.clone())
-                                        .unwrap_or_else(|| ABSENT.into()),
-                                );
-                            }
-                            None => {
-                                digests.insert(name.clone(), PENDING.into());
-                                let up = p.instances[*instance].id.clone();
-                                if !waits_on.contains(&up) {
-                                    waits_on.push(up);
-                                }
-                            }
-                        }
+                        let d = match &done[*instance] {
+                            Some(m) => m
+                                .outputs
+                                .get(output)
+                                .map(|o| o.digest.clone())
+                                .unwrap_or_else(|| ABSENT.into()),
+                            None => PENDING.into(),
+                        };
+                        digests.insert(name.clone(), d);
                     }
                 }
+                let waits_on: Vec<String> = dag
+                    .upstream(i)
+                    .iter()
+                    .filter(|&&u| done[u].is_none())
+                    .map(|&u| p.instances[u].id.clone())
+                    .collect();
                 let fp = Fingerprint::of(inst, digests);
                 let (mut reasons, changed) =
                     match lookup(cache, &p.name, inst, &fp, "(pending)", false)? {

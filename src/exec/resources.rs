@@ -95,6 +95,8 @@ impl Grant {
 
 #[derive(Debug, Clone)]
 pub struct Resources {
+    /// Cores of this machine (the CPU-thread budget is shared out of them).
+    cores: u32,
     all_gpus: Vec<u32>,
     free_gpus: BTreeSet<u32>,
     jobs: u32,
@@ -105,7 +107,9 @@ pub struct Resources {
 impl Resources {
     pub fn new(gpus: Vec<u32>, jobs: u32) -> Resources {
         let jobs = jobs.max(1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         Resources {
+            cores,
             free_gpus: gpus.iter().copied().collect(),
             all_gpus: gpus,
             jobs,
@@ -137,6 +141,18 @@ impl Resources {
         } else {
             ask.cpus.clamp(1, self.jobs)
         }
+    }
+
+    /// A stage's CPU-thread budget: its share of the machine's cores, counted in the CPU slots it
+    /// holds, each of the `--jobs` slots being `cores / jobs` threads. A stage on the GPU holds no
+    /// CPU slot; it gets the share its `resources.cpus` would. At least 1, at most every core.
+    pub fn cpu_threads(&self, ask: &Ask, grant: &Grant) -> u32 {
+        let slots = if grant.cpus > 0 {
+            grant.cpus
+        } else {
+            ask.cpus.max(1)
+        };
+        (slots * self.cores / self.jobs).clamp(1, self.cores)
     }
 
     /// Take the slots `ask` needs, or `None` when they are not free now.
@@ -239,6 +255,28 @@ mod tests {
         assert!(
             r.try_take(&ask(0, 5)).is_none(),
             "clamped to jobs=2 but only 1 free"
+        );
+    }
+
+    #[test]
+    fn cpu_threads_are_the_cores_share_of_the_slots_held() {
+        let mut r = Resources::new(vec![], 2);
+        r.cores = 8;
+        let one = r.try_take(&ask(0, 1)).unwrap();
+        assert_eq!(r.cpu_threads(&ask(0, 1), &one), 4, "8 cores / 2 slots");
+        r.give_back(&one);
+        let both = r.try_take(&ask(0, 2)).unwrap();
+        assert_eq!(r.cpu_threads(&ask(0, 2), &both), 8);
+        let mut r = Resources::new(vec![0], 16);
+        r.cores = 4;
+        let cpu = r.try_take(&ask(0, 1)).unwrap();
+        assert_eq!(r.cpu_threads(&ask(0, 1), &cpu), 1, "never below one thread");
+        let gpu = r.try_take(&ask(1, 8)).unwrap();
+        assert_eq!(gpu.cpus, 0, "a GPU stage holds no CPU slot");
+        assert_eq!(
+            r.cpu_threads(&ask(1, 8), &gpu),
+            2,
+            "its cpus ask: 8 of 16 slots"
         );
     }
 

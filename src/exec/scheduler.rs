@@ -1,12 +1,20 @@
 //! [`Scheduler`]: the one loop that owns all run state. Backends, commit workers, signals and the
-//! progress ticker send it messages; only the loop changes a [`Node`].
+//! progress ticker send it messages; only the loop changes a [`Node`]. Nothing in the loop waits
+//! on a subprocess: backends submit and cancel off the loop (see [`Backend`]), commits hash on the
+//! blocking pool.
 //!
-//! Readiness (the one rule): an instance is resolved when every upstream is `Done`: its input
-//! digests are then known, so its fingerprint is computed and looked up; a hit is `Done` at once
-//! (early cutoff falls out of this: a byte-identical upstream output gives the same digest), a
-//! miss is `Ready`. An instance with a failed or skipped upstream is `Skipped`. Ready instances
-//! launch in order of longest remaining path (recorded durations, 1 s when unknown) whenever
-//! their resources are free.
+//! Readiness (the one rule): an instance is resolved when every upstream (from the one
+//! [`Dag`]) is `Done`: its input digests are then known, so its fingerprint is computed and looked
+//! up; a hit is `Done` at once (early cutoff falls out of this: a byte-identical upstream output
+//! gives the same digest), a miss is `Ready`. An instance with a failed or skipped upstream is
+//! `Skipped`. Ready instances launch in order of longest remaining path
+//! ([`Dag::critical_path_lengths`] over recorded durations, 1 s when unknown) whenever their
+//! resources are free.
+//!
+//! Draining (as cargo's job queue does): an error inside the loop (the cache cannot be written,
+//! say) stops new work, cancels the running jobs and waits for them, and is then returned once,
+//! with the summary of what ran ([`RunSummary::fatal`]). A job the run itself cancelled (Ctrl-C,
+//! `--fail-fast`, an error) ends as cancelled, not failed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -14,15 +22,18 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::backend::{Backend, BackendEvent, ExitStatus};
-use super::job::{self, CommitArgs, PrepareArgs, Prepared};
+use super::backend::{Backend, BackendEvent, ExitStatus, JobAccounting};
+use super::job::{self, CommitArgs, Prepared};
 use super::plan::{hash_externals, input_digests, lookup, Verdict};
 use super::resources::{Grant, Resources};
 use super::view::{ProgressTail, View, ViewEvent};
 use super::{ExecError, Failure, RunOptions, RunSummary};
 use crate::cache::{Cache, Manifest, RunRecord, RunStatus};
+use crate::dag::Dag;
 use crate::fingerprint::Fingerprint;
-use crate::pipeline::{Action, Input, Pipeline};
+use crate::pipeline::{Action, Pipeline};
+
+mod launch;
 
 /// The lifecycle of one stage instance within a run; data only where it is valid.
 #[derive(Debug)]
@@ -41,14 +52,20 @@ enum Node {
         prepared: Box<Prepared>,
         started: Instant,
         tail: ProgressTail,
+        /// This run asked the backend to stop it (Ctrl-C, `--fail-fast`, an error).
+        cancelled: bool,
     },
+    /// Its job ended; the outcome (commit or failure) is being recorded.
     Committing {
         attempt: u32,
         log: PathBuf,
+        accounting: Option<JobAccounting>,
     },
     Done,
     Failed,
     Skipped,
+    /// Stopped by this run before it could finish; it runs again next time.
+    Cancelled,
 }
 
 struct Committed {
@@ -62,10 +79,9 @@ pub struct Scheduler<'a> {
     opts: RunOptions,
     backend: Box<dyn Backend + 'a>,
     view: &'a mut View,
+    dag: Dag,
     nodes: Vec<Node>,
     done: Vec<Option<Manifest>>,
-    deps: Vec<Vec<usize>>,
-    dependents: Vec<Vec<usize>>,
     external: Vec<BTreeMap<String, String>>,
     priority: Vec<f64>,
     resources: Resources,
@@ -73,10 +89,13 @@ pub struct Scheduler<'a> {
     interrupted: bool,
     /// The signal that interrupted the run (SIGINT, SIGTERM or SIGHUP): its exit code.
     signal: i32,
+    /// The first error inside the loop; the run drains and then reports it.
+    fatal: Option<ExecError>,
     failures: Vec<Failure>,
     ran: usize,
     cached: usize,
     skipped: usize,
+    cancelled: usize,
     commit_tx: mpsc::UnboundedSender<Committed>,
     commit_rx: Option<mpsc::UnboundedReceiver<Committed>>,
     /// Fingerprint key -> the instance running (or committing) it. One fingerprint runs once
@@ -93,18 +112,6 @@ impl<'a> Scheduler<'a> {
         view: &'a mut View,
     ) -> Result<Self, ExecError> {
         let n = p.instances.len();
-        let mut deps = vec![Vec::new(); n];
-        let mut dependents = vec![Vec::new(); n];
-        for (i, inst) in p.instances.iter().enumerate() {
-            for input in inst.inputs.values() {
-                if let Input::Upstream { instance, .. } = input {
-                    if !deps[i].contains(instance) {
-                        deps[i].push(*instance);
-                        dependents[*instance].push(i);
-                    }
-                }
-            }
-        }
         let resources = Resources::new(opts.gpus.clone(), opts.jobs);
         for inst in &p.instances {
             if let Some(why) = resources.impossible(&inst.resources) {
@@ -123,33 +130,35 @@ impl<'a> Scheduler<'a> {
             opts,
             backend,
             view,
+            dag: Dag::new(p),
             nodes: (0..n).map(|_| Node::Waiting).collect(),
             done: vec![None; n],
-            deps,
-            dependents,
             external,
             priority: vec![0.0; n],
             resources,
             stopping: false,
             interrupted: false,
             signal: libc::SIGINT,
+            fatal: None,
             failures: Vec::new(),
             ran: 0,
             cached: 0,
             skipped: 0,
+            cancelled: 0,
             commit_tx,
             commit_rx: Some(commit_rx),
             busy: HashMap::new(),
         })
     }
 
-    /// Run to completion (or interruption) and summarise.
+    /// Run to completion (or interruption, or a drained error) and summarise.
     pub async fn run(mut self) -> Result<RunSummary, ExecError> {
         let started = Instant::now();
         self.settle((0..self.nodes.len()).collect())?;
         self.check_worker()?;
         self.compute_priorities();
         let (tx, mut rx) = mpsc::unbounded_channel::<BackendEvent>();
+        self.backend.attach(tx);
         let mut commit_rx = self.commit_rx.take().expect("run is called once");
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
             .map_err(ExecError::Runtime)?;
@@ -161,28 +170,42 @@ impl<'a> Scheduler<'a> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             if !self.stopping {
-                self.launch(&tx)?;
+                if let Err(e) = self.launch() {
+                    self.fail_run(e);
+                }
             }
-            let active = self
-                .nodes
-                .iter()
-                .filter(|n| matches!(n, Node::Running { .. } | Node::Committing { .. }))
-                .count();
-            if active == 0 {
+            if self.active() == 0 {
                 // Nothing runs, so every slot is free: whatever is still ready can only be waiting
                 // because we are stopping.
                 break;
             }
-            tokio::select! {
-                Some(ev) = rx.recv() => self.on_backend(ev)?,
-                Some(c) = commit_rx.recv() => self.on_committed(c)?,
-                _ = sigint.recv() => self.on_interrupt(libc::SIGINT),
-                _ = sigterm.recv() => self.on_interrupt(libc::SIGTERM),
-                _ = sighup.recv() => self.on_interrupt(libc::SIGHUP),
-                _ = tick.tick() => self.poll_progress(),
+            let step = tokio::select! {
+                Some(ev) = rx.recv() => self.on_backend(ev),
+                Some(c) = commit_rx.recv() => self.on_committed(c),
+                _ = sigint.recv() => {
+                    self.on_interrupt(libc::SIGINT);
+                    Ok(())
+                }
+                _ = sigterm.recv() => {
+                    self.on_interrupt(libc::SIGTERM);
+                    Ok(())
+                }
+                _ = sighup.recv() => {
+                    self.on_interrupt(libc::SIGHUP);
+                    Ok(())
+                }
+                _ = tick.tick() => {
+                    self.poll_progress();
+                    Ok(())
+                }
+            };
+            if let Err(e) = step {
+                self.fail_run(e);
             }
         }
-        self.cache.index.flush()?;
+        if let Err(e) = self.cache.index.flush() {
+            self.fail_run(e.into());
+        }
         let results_dir = self.cache.results_dir(&self.p.name);
         let not_started = self
             .nodes
@@ -194,12 +217,39 @@ impl<'a> Scheduler<'a> {
             cached: self.cached,
             failed: self.failures,
             skipped: self.skipped,
+            cancelled: self.cancelled,
             not_started,
             interrupted: self.interrupted,
             signal: self.signal,
             wall: started.elapsed(),
             results_dir,
+            fatal: self.fatal,
         })
+    }
+
+    /// Jobs started and not yet settled (running, or their outcome being recorded).
+    fn active(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|n| matches!(n, Node::Running { .. } | Node::Committing { .. }))
+            .count()
+    }
+
+    /// An error inside the loop: keep the first, launch nothing more, cancel what runs, and let
+    /// the loop drain before it is reported.
+    fn fail_run(&mut self, e: ExecError) {
+        let running = self.running();
+        self.view.event(ViewEvent::Note {
+            message: format!(
+                "stopping after an error (reported at the end): launching nothing more; cancelling {} running stage(s)",
+                running.len()
+            ),
+        });
+        self.fatal.get_or_insert(e);
+        if !self.stopping {
+            self.stopping = true;
+            self.cancel(&running, false);
+        }
     }
 
     /// Resolve every waiting instance in `work` (and, transitively, its dependents) whose
@@ -212,7 +262,7 @@ impl<'a> Scheduler<'a> {
             }
             let mut all_done = true;
             let mut broken = None;
-            for &d in &self.deps[i] {
+            for &d in self.dag.upstream(i) {
                 match self.nodes[d] {
                     Node::Done => {}
                     Node::Failed | Node::Skipped => broken = Some(d),
@@ -221,7 +271,7 @@ impl<'a> Scheduler<'a> {
             }
             if let Some(d) = broken {
                 self.skip(i, d);
-                queue.extend(self.dependents[i].iter().copied());
+                queue.extend(self.dag.downstream(i).iter().copied());
                 continue;
             }
             if !all_done {
@@ -235,7 +285,7 @@ impl<'a> Scheduler<'a> {
             let key = fp.key();
             match lookup(self.cache, &self.p.name, inst, &fp, &key, true)? {
                 Verdict::Cached(m) => {
-                    self.remember_last(i, &fp, &key, RunStatus::Cached, &m)?;
+                    self.remember_last(i, &fp, &key, &m)?;
                     self.cache.link_results(&self.p.name, &inst.id, &m);
                     self.done[i] = Some(*m);
                     self.nodes[i] = Node::Done;
@@ -243,7 +293,7 @@ impl<'a> Scheduler<'a> {
                     self.view.event(ViewEvent::Cached {
                         instance: inst.id.clone(),
                     });
-                    queue.extend(self.dependents[i].iter().copied());
+                    queue.extend(self.dag.downstream(i).iter().copied());
                 }
                 Verdict::Run { .. } => {
                     self.nodes[i] = Node::Ready {
@@ -257,14 +307,29 @@ impl<'a> Scheduler<'a> {
         Ok(())
     }
 
-    /// Record the fingerprint an instance now stands on; a cache hit under a key different from
-    /// the last one also gets a history record (so `status` and `show` follow it).
+    /// Append one history record for instance `i`.
+    fn record(&self, i: usize, key: &str, status: RunStatus, r: Record) -> Result<(), ExecError> {
+        self.cache.history(&self.p.name).append(&RunRecord {
+            instance: self.p.instances[i].id.clone(),
+            key: key.to_string(),
+            status,
+            at: crate::cache::now_unix(),
+            duration_ms: r.duration_ms,
+            device: r.device,
+            run_dir: r.run_dir,
+            message: r.message,
+            job: r.job,
+        })?;
+        Ok(())
+    }
+
+    /// Record the fingerprint a cache hit now stands on; a hit under a key different from the
+    /// last one also gets a history record (so `status` and `show` follow it).
     fn remember_last(
         &self,
         i: usize,
         fp: &Fingerprint,
         key: &str,
-        status: RunStatus,
         m: &Manifest,
     ) -> Result<(), ExecError> {
         let inst = &self.p.instances[i];
@@ -273,23 +338,16 @@ impl<'a> Scheduler<'a> {
             .index
             .get_last_key(&self.p.name, &inst.id)?
             .is_some_and(|old| old == key);
-        if status == RunStatus::Cached && same {
+        if same {
             return Ok(());
         }
-        if !same {
-            self.cache.index.put_last(&self.p.name, &inst.id, fp)?;
-        }
-        self.cache.history(&self.p.name).append(&RunRecord {
-            instance: inst.id.clone(),
-            key: key.to_string(),
-            status,
-            at: crate::cache::now_unix(),
+        self.cache.index.put_last(&self.p.name, &inst.id, fp)?;
+        let r = Record {
             duration_ms: m.duration_ms,
             device: m.device.clone(),
-            run_dir: None,
-            message: None,
-        })?;
-        Ok(())
+            ..Record::default()
+        };
+        self.record(i, key, RunStatus::Cached, r)
     }
 
     /// Ready instances whose fingerprint key is `key`.
@@ -325,148 +383,52 @@ impl<'a> Scheduler<'a> {
         Ok(())
     }
 
-    /// Longest remaining path per pending instance, weighting each by its last recorded duration.
+    /// Longest remaining path per instance over the DAG, each weighted by its last recorded
+    /// duration (1 s when unknown).
     fn compute_priorities(&mut self) {
-        for i in (0..self.nodes.len()).rev() {
-            if matches!(self.nodes[i], Node::Done | Node::Skipped | Node::Failed) {
-                continue;
+        let (p, cache) = (self.p, self.cache);
+        let pending: Vec<bool> = self
+            .nodes
+            .iter()
+            .map(|n| !matches!(n, Node::Done | Node::Skipped | Node::Failed))
+            .collect();
+        self.priority = self.dag.critical_path_lengths(|i| {
+            if !pending[i] {
+                return 0.0;
             }
-            let inst = &self.p.instances[i];
-            let weight = self
-                .cache
+            cache
                 .index
-                .get_last_key(&self.p.name, &inst.id)
+                .get_last_key(&p.name, &p.instances[i].id)
                 .ok()
                 .flatten()
-                .and_then(|k| self.cache.index.get_manifest(&k).ok().flatten())
+                .and_then(|k| cache.index.get_manifest(&k).ok().flatten())
                 .map(|m| (m.duration_ms as f64 / 1000.0).max(0.001))
-                .unwrap_or(1.0);
-            let down = self.dependents[i]
-                .iter()
-                .map(|&j| self.priority[j])
-                .fold(0.0, f64::max);
-            self.priority[i] = weight + down;
-        }
-    }
-
-    fn launch(&mut self, tx: &mpsc::UnboundedSender<BackendEvent>) -> Result<(), ExecError> {
-        let mut ready: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| matches!(self.nodes[i], Node::Ready { .. }))
-            .collect();
-        ready.sort_by(|&a, &b| {
-            self.priority[b]
-                .total_cmp(&self.priority[a])
-                .then(a.cmp(&b))
+                .unwrap_or(1.0)
         });
-        let p = self.p;
-        for i in ready {
-            let inst = &p.instances[i];
-            if matches!(&self.nodes[i], Node::Ready { key, .. } if self.busy.contains_key(key)) {
-                continue;
-            }
-            let Some(grant) = self.resources.try_take(&inst.resources) else {
-                continue;
-            };
-            let Node::Ready { fp, key, attempt } =
-                std::mem::replace(&mut self.nodes[i], Node::Waiting)
-            else {
-                unreachable!()
-            };
-            // A job an earlier orchestrator process submitted for this very fingerprint and that
-            // still runs (SLURM): follow it instead of submitting again.
-            if let Some((prepared, id)) =
-                super::slurm::recorded_attempt(self.cache, &key, i, &inst.id, &grant)
-            {
-                if self.backend.reattach(&prepared.spec, &id, tx.clone()) {
-                    self.view.event(ViewEvent::Note {
-                        message: format!(
-                            "`{}`: re-attached to job {id} submitted by an earlier run",
-                            inst.id
-                        ),
-                    });
-                    self.mark_running(i, fp, key, attempt, grant, prepared);
-                    continue;
-                }
-            }
-            let inputs = match self.input_paths(i) {
-                Ok(x) => x,
-                Err(e) => {
-                    self.fail_to_start(i, attempt, &grant, e, None)?;
-                    continue;
-                }
-            };
-            let prepared = job::prepare(PrepareArgs {
-                cache: self.cache,
-                inst,
-                key: &key,
-                job: i,
-                inputs,
-                input_digests: &fp.inputs,
-                grant: &grant,
-                stage_bin: self.opts.stage_bin.as_deref(),
-            });
-            let prepared = match prepared {
-                Ok(p) => p,
-                Err(e) => {
-                    self.fail_to_start(i, attempt, &grant, e, None)?;
-                    continue;
-                }
-            };
-            let log = prepared.spec.log.clone();
-            self.cache.history(&self.p.name).append(&RunRecord {
-                instance: inst.id.clone(),
-                key: key.clone(),
-                status: RunStatus::Started,
-                at: crate::cache::now_unix(),
-                duration_ms: 0,
-                device: prepared.device.clone(),
-                run_dir: Some(prepared.run_dir.clone()),
-                message: None,
-            })?;
-            match self.backend.submit(prepared.spec.clone(), tx.clone()) {
-                Ok(_id) => {
-                    self.mark_running(i, fp, key, attempt, grant, prepared);
-                }
-                Err(e) => {
-                    self.fail_to_start(i, attempt, &grant, e, Some(log))?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Absolute paths a stage reads: store views for upstream outputs, the path for externals.
-    fn input_paths(&self, i: usize) -> Result<BTreeMap<String, PathBuf>, String> {
-        let mut out = BTreeMap::new();
-        for (name, input) in &self.p.instances[i].inputs {
-            match input {
-                Input::External { path } => {
-                    out.insert(name.clone(), path.clone());
-                }
-                Input::Upstream { instance, output } => {
-                    let m = self.done[*instance].as_ref().ok_or_else(|| {
-                        format!(
-                            "upstream `{}` has no outputs",
-                            self.p.instances[*instance].id
-                        )
-                    })?;
-                    if let Some(o) = m.outputs.get(output) {
-                        let base = o.rel_path.rsplit('/').next().unwrap_or(output).to_string();
-                        let v = self
-                            .cache
-                            .store
-                            .view(&o.digest, o.kind, &base)
-                            .map_err(|e| e.to_string())?;
-                        out.insert(name.clone(), v);
-                    }
-                }
-            }
-        }
-        Ok(out)
     }
 
     fn on_backend(&mut self, ev: BackendEvent) -> Result<(), ExecError> {
-        let BackendEvent::Exited { job: i, status } = ev;
+        match ev {
+            BackendEvent::Note { message } => {
+                self.view.event(ViewEvent::Note { message });
+                Ok(())
+            }
+            BackendEvent::Exited {
+                job,
+                status,
+                accounting,
+            } => self.on_exited(job, status, accounting),
+        }
+    }
+
+    /// A job ended: commit its outputs on the blocking pool, or settle a failure or our own
+    /// cancellation.
+    fn on_exited(
+        &mut self,
+        i: usize,
+        status: ExitStatus,
+        accounting: Option<JobAccounting>,
+    ) -> Result<(), ExecError> {
         let node = std::mem::replace(&mut self.nodes[i], Node::Waiting);
         let Node::Running {
             fp,
@@ -476,35 +438,51 @@ impl<'a> Scheduler<'a> {
             prepared,
             started,
             mut tail,
+            cancelled,
         } = node
         else {
             self.nodes[i] = node;
             return Ok(());
         };
+        let p = self.p;
+        let inst = &p.instances[i];
         if let Some(text) = tail.poll() {
             self.view.event(ViewEvent::Progress {
-                instance: self.p.instances[i].id.clone(),
+                instance: inst.id.clone(),
                 text,
             });
         }
         self.resources.give_back(&grant);
         let log = prepared.spec.log.clone();
+        if status != ExitStatus::Success && cancelled {
+            self.backend.release(i);
+            self.nodes[i] = Node::Cancelled;
+            self.cancelled += 1;
+            self.view.event(ViewEvent::Cancelled {
+                instance: inst.id.clone(),
+            });
+            return Ok(());
+        }
         if status != ExitStatus::Success {
             self.nodes[i] = Node::Committing {
                 attempt,
                 log: log.clone(),
+                accounting: None,
             };
-            let id = &self.p.instances[i].id;
-            let extra = job::after_failure(self.cache, &prepared.run_dir, id, true);
-            return self.fail(
-                i,
-                attempt,
-                format!("stage `{id}` failed: {status}{extra}"),
-                Some(log),
-            );
+            let extra = job::after_failure(self.cache, &prepared.run_dir, &inst.id, true);
+            let message = format!("stage `{}` failed: {status}{extra}", inst.id);
+            return self.fail(i, attempt, message, Some(log), accounting);
         }
-        let p = self.p;
-        let inst = &p.instances[i];
+        // The backend's own clock (SLURM: time running, not queued) and placement, when known.
+        let duration_ms = accounting
+            .as_ref()
+            .and_then(|a| a.elapsed_s)
+            .map(|s| (s * 1000.0) as u64)
+            .unwrap_or_else(|| started.elapsed().as_millis() as u64);
+        let device = accounting
+            .as_ref()
+            .map(|a| super::device_of(a, !grant.gpus.is_empty()))
+            .unwrap_or_else(|| prepared.device.clone());
         let args = CommitArgs {
             cache: self.cache.clone(),
             pipeline: self.p.name.clone(),
@@ -518,10 +496,14 @@ impl<'a> Scheduler<'a> {
             key,
             out_dir: prepared.out_dir.clone(),
             work_dir: prepared.work_dir.clone(),
-            duration_ms: started.elapsed().as_millis() as u64,
-            device: prepared.device.clone(),
+            duration_ms,
+            device,
         };
-        self.nodes[i] = Node::Committing { attempt, log };
+        self.nodes[i] = Node::Committing {
+            attempt,
+            log,
+            accounting,
+        };
         let tx = self.commit_tx.clone();
         tokio::task::spawn_blocking(move || {
             let result = job::commit(args);
@@ -532,105 +514,63 @@ impl<'a> Scheduler<'a> {
 
     fn on_committed(&mut self, c: Committed) -> Result<(), ExecError> {
         let i = c.job;
-        let Node::Committing { attempt, log } =
-            std::mem::replace(&mut self.nodes[i], Node::Waiting)
+        let Node::Committing {
+            attempt,
+            log,
+            accounting,
+        } = std::mem::replace(&mut self.nodes[i], Node::Waiting)
         else {
             return Ok(());
         };
-        match c.result {
-            Ok(m) => {
-                let p = self.p;
-                let inst = &p.instances[i];
-                self.cache
-                    .index
-                    .put_last(&self.p.name, &inst.id, &m.fingerprint)?;
-                self.cache.history(&self.p.name).append(&RunRecord {
-                    instance: inst.id.clone(),
-                    key: m.key.clone(),
-                    status: RunStatus::Ok,
-                    at: crate::cache::now_unix(),
-                    duration_ms: m.duration_ms,
-                    device: m.device.clone(),
-                    run_dir: log.parent().map(PathBuf::from),
-                    message: None,
-                })?;
-                self.view.event(ViewEvent::Finished {
-                    instance: inst.id.clone(),
-                    duration: Duration::from_millis(m.duration_ms),
-                    device: m.device.clone(),
-                });
-                self.cache.link_results(&self.p.name, &inst.id, &m);
-                self.busy.retain(|_, j| *j != i);
-                // Instances waiting on the same fingerprint are cache hits now.
-                let mut next = self.twins(&m.key);
-                for &j in &next {
-                    self.nodes[j] = Node::Waiting;
-                }
-                self.done[i] = Some(m);
-                self.nodes[i] = Node::Done;
-                self.ran += 1;
-                next.extend(self.dependents[i].iter().copied());
-                self.settle(next)
-            }
+        let m = match c.result {
+            Ok(m) => m,
             Err(e) => {
                 self.nodes[i] = Node::Committing {
                     attempt,
                     log: log.clone(),
+                    accounting: None,
                 };
                 let extra = log
                     .parent()
                     .map(|d| job::after_failure(self.cache, d, &self.p.instances[i].id, false))
                     .unwrap_or_default();
-                self.fail(i, attempt, format!("{e}{extra}"), Some(log))
+                return self.fail(i, attempt, format!("{e}{extra}"), Some(log), accounting);
             }
-        }
-    }
-
-    /// A stage that was granted resources but could not be started: the grant goes back and
-    /// the attempt fails (retry or skip dependents).
-    fn fail_to_start(
-        &mut self,
-        i: usize,
-        attempt: u32,
-        grant: &Grant,
-        message: String,
-        log: Option<PathBuf>,
-    ) -> Result<(), ExecError> {
-        self.resources.give_back(grant);
-        self.nodes[i] = Node::Committing {
-            attempt,
-            log: log.clone().unwrap_or_default(),
         };
-        self.fail(i, attempt, message, log)
-    }
-
-    /// A submitted (or re-attached) job: show it and track it as running.
-    fn mark_running(
-        &mut self,
-        i: usize,
-        fp: Fingerprint,
-        key: String,
-        attempt: u32,
-        grant: Grant,
-        prepared: Prepared,
-    ) {
-        self.view.event(ViewEvent::Started {
-            instance: self.p.instances[i].id.clone(),
-            device: prepared.device.clone(),
-            attempt,
-            log: prepared.spec.log.clone(),
+        // The commit point has passed: only now may the backend forget the job (a kill -9
+        // before this leaves the record, and the next run commits the same outputs).
+        self.backend.release(i);
+        let inst = &self.p.instances[i];
+        self.view.event(ViewEvent::Finished {
+            instance: inst.id.clone(),
+            duration: Duration::from_millis(m.duration_ms),
+            device: m.device.clone(),
         });
-        let tail = ProgressTail::new(prepared.progress.clone());
-        self.busy.insert(key.clone(), i);
-        self.nodes[i] = Node::Running {
-            fp,
-            key,
-            attempt,
-            grant,
-            prepared: Box::new(prepared),
-            started: Instant::now(),
-            tail,
+        let key = m.key.clone();
+        let ok = Record {
+            duration_ms: m.duration_ms,
+            device: m.device.clone(),
+            run_dir: log.parent().map(PathBuf::from),
+            job: accounting,
+            ..Record::default()
         };
+        let fp = m.fingerprint.clone();
+        self.done[i] = Some(m);
+        self.nodes[i] = Node::Done;
+        self.ran += 1;
+        self.cache.index.put_last(&self.p.name, &inst.id, &fp)?;
+        self.record(i, &key, RunStatus::Ok, ok)?;
+        if let Some(m) = &self.done[i] {
+            self.cache.link_results(&self.p.name, &inst.id, m);
+        }
+        self.busy.retain(|_, j| *j != i);
+        // Instances waiting on the same fingerprint are cache hits now.
+        let mut next = self.twins(&key);
+        for &j in &next {
+            self.nodes[j] = Node::Waiting;
+        }
+        next.extend(self.dag.downstream(i).iter().copied());
+        self.settle(next)
     }
 
     /// A failed attempt: retry if the stage allows, else fail it and skip its dependents.
@@ -640,22 +580,23 @@ impl<'a> Scheduler<'a> {
         attempt: u32,
         message: String,
         log: Option<PathBuf>,
+        accounting: Option<JobAccounting>,
     ) -> Result<(), ExecError> {
         let p = self.p;
         let inst = &p.instances[i];
         self.busy.retain(|_, j| *j != i);
         let log = log.filter(|l| !l.as_os_str().is_empty());
         let will_retry = attempt <= inst.retry && !self.stopping;
+        self.backend.release(i);
         self.view.event(ViewEvent::Failed {
             instance: inst.id.clone(),
             message: message.clone(),
             log: log.clone(),
             will_retry,
         });
+        let digests = input_digests(inst, &self.external[i], &self.done).unwrap_or_default();
+        let fp = Fingerprint::of(inst, digests);
         if will_retry {
-            let digests =
-                input_digests(inst, &self.external[i], &self.done).expect("upstreams are done");
-            let fp = Fingerprint::of(inst, digests);
             let key = fp.key();
             self.nodes[i] = Node::Ready {
                 fp,
@@ -664,32 +605,33 @@ impl<'a> Scheduler<'a> {
             };
             return Ok(());
         }
-        let key = Fingerprint::of(
-            inst,
-            input_digests(inst, &self.external[i], &self.done).unwrap_or_default(),
-        );
-        self.cache.index.put_last(&self.p.name, &inst.id, &key)?;
-        self.cache.history(&self.p.name).append(&RunRecord {
-            instance: inst.id.clone(),
-            key: key.key(),
-            status: RunStatus::Failed,
-            at: crate::cache::now_unix(),
-            duration_ms: 0,
-            device: String::new(),
-            run_dir: log.as_ref().and_then(|l| l.parent()).map(PathBuf::from),
-            message: Some(message.clone()),
-        })?;
         self.nodes[i] = Node::Failed;
         self.failures.push(Failure {
             instance: inst.id.clone(),
             location: inst.location.clone(),
             message: message.clone(),
-            log,
+            log: log.clone(),
         });
-        let deps = self.dependents[i].clone();
-        self.settle(deps)?;
+        if self.opts.fail_fast && !self.stopping {
+            self.stopping = true;
+            self.view.event(ViewEvent::Note {
+                message: "--fail-fast: stopping the run".into(),
+            });
+            let running = self.running();
+            self.cancel(&running, true);
+        }
+        self.cache.index.put_last(&self.p.name, &inst.id, &fp)?;
+        let key = fp.key();
+        let failed = Record {
+            run_dir: log.as_ref().and_then(|l| l.parent()).map(PathBuf::from),
+            message: Some(message.clone()),
+            job: accounting,
+            ..Record::default()
+        };
+        self.record(i, &key, RunStatus::Failed, failed)?;
+        self.settle(self.dag.downstream(i).to_vec())?;
         // Instances with the same fingerprint would fail the same way (each keeps its retries).
-        for j in self.twins(&key.key()) {
+        for j in self.twins(&key) {
             if let Node::Ready { attempt, .. } = self.nodes[j] {
                 let first = message.lines().next().unwrap_or("");
                 self.fail(
@@ -697,15 +639,9 @@ impl<'a> Scheduler<'a> {
                     attempt,
                     format!("same fingerprint as `{}`, which failed: {first}", inst.id),
                     None,
+                    None,
                 )?;
             }
-        }
-        if self.opts.fail_fast && !self.stopping {
-            self.stopping = true;
-            self.view.event(ViewEvent::Note {
-                message: "--fail-fast: stopping the run".into(),
-            });
-            self.cancel_all(true);
         }
         Ok(())
     }
@@ -718,13 +654,9 @@ impl<'a> Scheduler<'a> {
             self.signal = sig;
         }
         self.interrupted = true;
+        let running = self.running();
         if !self.stopping && sig != libc::SIGINT && !self.backend.cancels_on_interrupt() {
             self.stopping = true;
-            let n = self
-                .nodes
-                .iter()
-                .filter(|n| matches!(n, Node::Running { .. }))
-                .count();
             let name = if sig == libc::SIGHUP {
                 "SIGHUP"
             } else {
@@ -732,47 +664,50 @@ impl<'a> Scheduler<'a> {
             };
             self.view.event(ViewEvent::Note {
                 message: format!(
-                    "{name}: launching nothing more; stopping {n} running stage(s) (SIGTERM, then SIGKILL after {} s)",
+                    "{name}: launching nothing more; stopping {} running stage(s) (SIGTERM, then SIGKILL after {} s)",
+                    running.len(),
                     super::reaper::TERM_GRACE_MS / 1000
                 ),
             });
-            self.cancel_all(false);
-        } else if !self.stopping && self.backend.cancels_on_interrupt() {
-            self.stopping = true;
-            let n = self
-                .nodes
-                .iter()
-                .filter(|n| matches!(n, Node::Running { .. }))
-                .count();
-            self.view.event(ViewEvent::Note {
-                message: format!(
-                    "interrupted: launching nothing more; cancelling {n} submitted job(s)"
-                ),
-            });
-            self.cancel_all(false);
-        } else if !self.stopping {
-            self.stopping = true;
-            let n = self
-                .nodes
-                .iter()
-                .filter(|n| matches!(n, Node::Running { .. }))
-                .count();
-            self.view.event(ViewEvent::Note {
-                message: format!("interrupted: launching nothing more; letting {n} running stage(s) finish (press Ctrl-C again to kill them)"),
-            });
-        } else {
+            self.cancel(&running, false);
+        } else if self.stopping {
             self.view.event(ViewEvent::Note {
                 message: "interrupted again: killing running stages".into(),
             });
-            self.cancel_all(true);
+            self.cancel(&running, true);
+        } else if self.backend.cancels_on_interrupt() {
+            self.stopping = true;
+            self.view.event(ViewEvent::Note {
+                message: format!(
+                    "interrupted: launching nothing more; cancelling {} submitted job(s)",
+                    running.len()
+                ),
+            });
+            self.cancel(&running, false);
+        } else {
+            self.stopping = true;
+            self.view.event(ViewEvent::Note {
+                message: format!("interrupted: launching nothing more; letting {} running stage(s) finish (press Ctrl-C again to kill them)", running.len()),
+            });
         }
     }
 
-    fn cancel_all(&mut self, hard: bool) {
-        for i in 0..self.nodes.len() {
-            if matches!(self.nodes[i], Node::Running { .. }) {
-                self.backend.cancel(i, hard);
+    /// Instances whose job is running (submitted, for a cluster).
+    fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| matches!(self.nodes[i], Node::Running { .. }))
+            .collect()
+    }
+
+    /// Ask the backend to stop these jobs, in one call; their ends are then ours, not failures.
+    fn cancel(&mut self, jobs: &[usize], hard: bool) {
+        for &i in jobs {
+            if let Node::Running { cancelled, .. } = &mut self.nodes[i] {
+                *cancelled = true;
             }
+        }
+        if !jobs.is_empty() {
+            self.backend.cancel(jobs, hard);
         }
     }
 
@@ -792,4 +727,14 @@ impl<'a> Scheduler<'a> {
             self.view.event(e);
         }
     }
+}
+
+/// The fields of a history record that differ between its kinds.
+#[derive(Default)]
+struct Record {
+    duration_ms: u64,
+    device: String,
+    run_dir: Option<PathBuf>,
+    message: Option<String>,
+    job: Option<JobAccounting>,
 }

@@ -300,39 +300,43 @@ type Span = (String, String, Instant, Instant);
 #[derive(Clone, Default)]
 struct Fake {
     log: Arc<Mutex<Vec<Span>>>,
+    events: Option<UnboundedSender<BackendEvent>>,
 }
 
 impl Backend for Fake {
-    fn submit(
-        &mut self,
-        spec: JobSpec,
-        events: UnboundedSender<BackendEvent>,
-    ) -> Result<String, String> {
-        let log = self.log.clone();
-        let job: JobId = spec.job;
-        tokio::spawn(async move {
-            let start = Instant::now();
-            tokio::time::sleep(Duration::from_millis(40)).await;
-            for (p, _) in spec.outputs.values() {
-                std::fs::write(p, &spec.stage_id).unwrap();
-            }
-            let cvd = spec
-                .env
-                .iter()
-                .find(|(k, _)| k == "CUDA_VISIBLE_DEVICES")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default();
-            log.lock()
-                .unwrap()
-                .push((spec.stage_id.clone(), cvd, start, Instant::now()));
-            let _ = events.send(BackendEvent::Exited {
-                job,
-                status: ExitStatus::Success,
-            });
-        });
-        Ok(format!("fake-{job}"))
+    fn attach(&mut self, events: UnboundedSender<BackendEvent>) {
+        self.events = Some(events);
     }
-    fn cancel(&mut self, _job: JobId, _hard: bool) {}
+
+    fn submit(&mut self, specs: Vec<JobSpec>) {
+        for spec in specs {
+            let log = self.log.clone();
+            let events = self.events.clone().unwrap();
+            let job: JobId = spec.job;
+            tokio::spawn(async move {
+                let start = Instant::now();
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                for (p, _) in spec.outputs.values() {
+                    std::fs::write(p, &spec.stage_id).unwrap();
+                }
+                let cvd = spec
+                    .env
+                    .iter()
+                    .find(|(k, _)| k == "CUDA_VISIBLE_DEVICES")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                log.lock()
+                    .unwrap()
+                    .push((spec.stage_id.clone(), cvd, start, Instant::now()));
+                let _ = events.send(BackendEvent::Exited {
+                    job,
+                    status: ExitStatus::Success,
+                    accounting: None,
+                });
+            });
+        }
+    }
+    fn cancel(&mut self, _jobs: &[JobId], _hard: bool) {}
 }
 
 #[test]
@@ -439,4 +443,63 @@ fn gc_keeps_latest_and_removes_superseded() {
     );
     assert_eq!(s.cached, 4);
     assert!(crate::cache::verify(&cache, false).unwrap().is_clean());
+}
+
+#[test]
+fn devices_name_how_many_gpus_ran_a_stage() {
+    assert_eq!(gpus_of_device("cpu"), 0);
+    assert_eq!(gpus_of_device("cuda:3"), 1);
+    assert_eq!(gpus_of_device("cuda:0,1"), 2);
+    let a = JobAccounting {
+        node: Some("n7".into()),
+        gpus: Some(2),
+        ..Default::default()
+    };
+    assert_eq!(device_of(&a, true), "gpu:2@n7");
+    assert_eq!(gpus_of_device(&device_of(&a, true)), 2);
+    let cpu = JobAccounting {
+        gpus: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(device_of(&cpu, false), "cpu@?");
+    assert_eq!(gpus_of_device("gpu@slurm"), 1);
+    assert_eq!(gpus_of_device("cpu@slurm"), 0);
+}
+
+#[test]
+fn the_longest_remaining_chain_starts_first() {
+    // x1 -> x2 -> x3 and y, z alone, each 1 s; one slot. x1 (3 s to go) beats y (index 0). The
+    // slot is free once a job exits, while its outputs are still being committed: y takes it
+    // then (x2 is not ready yet); next x2 (2 s to go) beats z; z takes the slot during x2's
+    // commit; x3 last.
+    let (t, cache) = temp_cache();
+    let p = pipeline(
+        t.path(),
+        vec![
+            shell("y", "", &[], &["out"], 0),
+            shell("x1", "", &[], &["out"], 0),
+            shell("x2", "", &[("i", up(1, "out"))], &["out"], 0),
+            shell("x3", "", &[("i", up(2, "out"))], &["out"], 0),
+            shell("z", "", &[], &["out"], 0),
+        ],
+    );
+    let dag = crate::dag::Dag::new(&p);
+    assert_eq!(dag.upstream(3), [2]);
+    assert_eq!(dag.downstream(1), [2]);
+    assert_eq!(
+        dag.critical_path_lengths(|_| 1.0),
+        [1.0, 3.0, 2.0, 1.0, 1.0]
+    );
+    let fake = Fake::default();
+    let mut o = opts(vec![]);
+    o.jobs = 1;
+    run(&p, &cache, o, Box::new(fake.clone()), &mut View::silent()).unwrap();
+    let order: Vec<String> = fake
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.0.clone())
+        .collect();
+    assert_eq!(order, ["x1", "y", "x2", "z", "x3"]);
 }

@@ -47,6 +47,10 @@ pub enum ViewEvent {
         instance: String,
         because: String,
     },
+    /// Stopped by the run itself (Ctrl-C, `--fail-fast`, an error); it runs again next time.
+    Cancelled {
+        instance: String,
+    },
     Note {
         message: String,
     },
@@ -168,6 +172,10 @@ impl View {
             ViewEvent::Skipped { instance, because } => {
                 self.line(format!(" skipped  {instance}: {because}"))
             }
+            ViewEvent::Cancelled { instance } => {
+                self.finish_bar(&instance);
+                self.line(format!("cancelled {instance}"));
+            }
             ViewEvent::Note { message } => self.line(message),
         }
     }
@@ -241,6 +249,9 @@ fn json_event(ev: &ViewEvent) -> serde_json::Value {
         }
         ViewEvent::Skipped { instance, because } => {
             json!({"event": "skipped", "instance": instance, "because": because, "time": t})
+        }
+        ViewEvent::Cancelled { instance } => {
+            json!({"event": "cancelled", "instance": instance, "time": t})
         }
         ViewEvent::Note { message } => json!({"event": "note", "message": message, "time": t}),
     }

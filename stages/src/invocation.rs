@@ -156,8 +156,13 @@ pub struct Progress {
 
 impl Progress {
     /// Report an event such as `{"epoch": 3, "epochs": 12, "step": 40, "loss": 5.1}`.
-    /// Progress is best effort: a failure to write it never fails the stage.
+    /// Progress is best effort: a failure to write it never fails the stage. The event also goes
+    /// to stderr, i.e. into the stage's log: on a cluster the log is where the user looks.
     pub fn report(&self, event: serde_json::Value) {
+        match event.get("message").and_then(|m| m.as_str()) {
+            Some(m) => eprintln!("[progress] {m}"),
+            None => eprintln!("[progress] {event}"),
+        }
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

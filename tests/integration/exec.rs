@@ -492,6 +492,97 @@ fn gc_and_rebuild_index_keep_the_latest_results() {
         .stderr_has("ran 0, cached 4");
 }
 
+#[test]
+fn an_error_inside_the_run_cancels_running_stages_and_is_reported_once() {
+    let p = Project::new();
+    // `a` breaks the cache's history file (a folder where the file was) once it has run, so
+    // recording its success fails inside the scheduler loop while `slow` is still running.
+    p.file(
+        "p.yaml",
+        r#"
+        name: broken
+        stages:
+          a:
+            run: "echo a > ${outputs.out}; h=$ORCHESTRATOR_WORK_DIR/../../history/broken.jsonl; rm -f $h; mkdir $h"
+            outputs: [out]
+          slow:
+            run: "sleep 30; echo > ${outputs.out}; touch slow-finished"
+            outputs: [out]
+          after:
+            run: "cat ${inputs.x} > ${outputs.out}"
+            inputs: { x: a.out }
+            outputs: [out]
+        "#,
+    );
+    let t = Instant::now();
+    let r = p.run(&["run", "p.yaml", "-j", "2"]);
+    r.exit(3)
+        .stderr_has("stopping after an error (reported at the end): launching nothing more; cancelling 1 running stage(s)")
+        .stderr_has("cancelled 1")
+        .stderr_has("stopped: what finished is saved");
+    assert_eq!(
+        r.stderr().matches("cannot write history").count(),
+        1,
+        "reported once:\n{}",
+        r.stderr()
+    );
+    assert!(
+        r.stderr().lines().last().unwrap().starts_with("error: "),
+        "the error comes last, after the summary:\n{}",
+        r.stderr()
+    );
+    assert!(
+        !p.path("slow-finished").exists(),
+        "`slow` was cancelled, not awaited"
+    );
+    assert!(t.elapsed() < Duration::from_secs(25));
+    // What was committed before the error stays: repaired, the next run only runs the rest.
+    std::fs::remove_dir(p.path("cache/history/broken.jsonl")).unwrap();
+    p.run(&["run", "p.yaml"])
+        .success()
+        .stderr_has("ran 2, cached 1");
+}
+
+#[test]
+fn every_stage_gets_its_share_of_the_cores_as_a_thread_budget() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let p = Project::new();
+    p.file(
+        "p.yaml",
+        r#"
+        name: threads
+        stages:
+          one:
+            run: "echo $ORCHESTRATOR_CPU_THREADS $OMP_NUM_THREADS $MKL_NUM_THREADS > ${outputs.out}"
+            outputs: [out]
+          all:
+            run: "echo $ORCHESTRATOR_CPU_THREADS > ${outputs.out}"
+            outputs: [out]
+            resources: { cpus: 64 }
+          own:
+            run: "echo $ORCHESTRATOR_CPU_THREADS $OMP_NUM_THREADS > ${outputs.out}"
+            outputs: [out]
+            env: { OMP_NUM_THREADS: "7" }
+        "#,
+    );
+    let jobs = 4;
+    p.run(&["run", "p.yaml", "-j", &jobs.to_string()]).success();
+    let read =
+        |s: &str| std::fs::read_to_string(p.path(&format!("results/threads/{s}/out"))).unwrap();
+    let share = (cores / jobs).max(1);
+    assert_eq!(read("one"), format!("{share} {share} {share}\n"));
+    // `cpus: 64` is clamped to the 4 slots there are: every core.
+    assert_eq!(
+        read("all"),
+        format!("{}\n", (4 * cores / jobs).clamp(1, cores))
+    );
+    assert_eq!(
+        read("own"),
+        format!("{share} 7\n"),
+        "a stage's own env wins"
+    );
+}
+
 /// The engine binary must start without libtorch (a login node without CUDA runs `plan`): none of
 /// its dynamic dependencies may be libtorch or one of its parts.
 #[test]
