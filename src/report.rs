@@ -296,10 +296,10 @@ pub fn build(p: &Pipeline, cache: &Cache) -> Result<Report> {
         );
     }
     let n_base = rows.len();
-    let cells = if p.cells.is_empty() {
+    let cells: Vec<BTreeMap<String, String>> = if p.cells.is_empty() {
         vec![BTreeMap::new()]
     } else {
-        p.cells.clone()
+        p.cells.iter().collect()
     };
     for c in cells {
         let mut row = fill("cell", c, &cell_stages, &mut columns)?;
