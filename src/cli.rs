@@ -1,11 +1,10 @@
 //! Command-line surface: raw args -> one [`Cli`] value -> the command's `run`. Thin by design;
-//! each command's own arguments live next to its code in [`crate::commands`].
-
-use std::path::PathBuf;
+//! each command's own arguments live next to its code in [`crate::commands`] (and the options
+//! every command takes in [`Global`]); the arrows go one way: cli -> commands -> engine.
 
 use clap::{Parser, Subcommand};
 
-use crate::commands;
+use crate::commands::{self, Global};
 use crate::exit::CliResult;
 
 #[derive(Debug, Parser)]
@@ -19,25 +18,6 @@ pub struct Cli {
     pub global: Global,
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Options every command takes.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Global {
-    /// Cache root (object store + index + work dirs). Default: `cache/` beside the pipeline's
-    /// project (the nearest folder above the pipeline file that holds a `cache/` folder or
-    /// `Cargo.toml`; else the pipeline's folder).
-    #[arg(long, global = true, env = "ORCHESTRATOR_CACHE")]
-    pub cache_dir: Option<PathBuf>,
-    /// More log output (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// Only errors.
-    #[arg(short, long, global = true)]
-    pub quiet: bool,
-    /// Override a pipeline param: `--set ratio=0.25` (repeatable; YAML values).
-    #[arg(long = "set", global = true, value_name = "NAME=VALUE")]
-    pub set: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use super::Global;
 use crate::cache::History;
-use crate::cli::Global;
 use crate::exit::{CliError, CliResult};
 
 #[derive(Debug, clap::Args)]
@@ -18,12 +18,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
-    let p = super::run::load(&args.pipeline, g)?;
-    let inst = super::run::find_instance(&p, &args.stage)?;
-    let root = super::run::cache_root(g, &args.pipeline);
-    let records = History::new(&root, &p.name)
-        .read()
-        .map_err(super::run::cache_error)?;
+    let p = super::load_to_read(&args.pipeline, g)?;
+    let inst = super::find_instance(&p, &args.stage)?;
+    let root = super::cache_root(g, &args.pipeline);
+    let records = History::new(&root, &p.name).read()?;
     let Some(run_dir) = records
         .iter()
         .rev()

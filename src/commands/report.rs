@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
+use super::Global;
 use crate::cache::Cache;
-use crate::cli::Global;
 use crate::exit::{CliError, CliResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -27,14 +27,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
-    let p = super::run::load(&args.pipeline, g)?;
-    let root = super::run::cache_root(g, &args.pipeline);
-    let cache = Cache::open(&root).map_err(super::run::cache_error)?;
+    let p = super::load(&args.pipeline, g)?;
+    let root = super::cache_root(g, &args.pipeline);
+    let cache = Cache::open(&root)?;
+    // Mapped by the typed error at its root (a missing input is bad input, exit 2).
     let report = crate::report::build(&p, &cache).map_err(|e| {
-        CliError::environment(format!(
-            "error: cannot build the report of `{}`: {e:#}",
-            p.name
-        ))
+        CliError::from(e.context(format!("cannot build the report of `{}`", p.name)))
     })?;
     let dir = args
         .out

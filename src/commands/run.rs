@@ -3,13 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cache::{Cache, CacheError, CacheLock};
-use crate::cli::Global;
-use crate::exec::{
-    self, ExecError, GpuChoice, LocalBackend, MessageFormat, RunOptions, RunSummary, View,
-};
+use super::{cache_root, load, open_locked, Global};
+use crate::exec::{self, GpuChoice, LocalBackend, MessageFormat, RunOptions, RunSummary, View};
 use crate::exit::{CliError, CliResult};
-use crate::pipeline::Pipeline;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,9 +21,9 @@ pub struct Args {
     #[arg(long)]
     pub fail_fast: bool,
     /// `human` (a live view on a terminal, plain lines otherwise) or `json` (one event per line
-    /// on stdout).
-    #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
-    pub message_format: MessageFormat,
+    /// on stdout). `--message-format` is the same option (cargo's spelling).
+    #[arg(long, alias = "message-format", value_enum, default_value_t = MessageFormat::Human)]
+    pub format: MessageFormat,
     /// Where stages run: `local` processes, or `slurm` jobs (`sbatch`). Default: the pipeline's
     /// `executor.kind`, else local.
     #[arg(long, value_parser = ["local", "slurm"])]
@@ -61,7 +57,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
         fail_fast: args.fail_fast,
         stage_bin: exec::find_stage_bin(),
     };
-    let mut view = View::new(args.message_format, g.quiet);
+    let mut view = View::new(args.format, g.quiet);
     let summary = if args.executor.as_deref().or(p.executor.kind.as_deref()) == Some("slurm") {
         let so = exec::slurm::SlurmOptions {
             poll: std::time::Duration::from_secs_f64(args.slurm_poll.max(0.05)),
@@ -77,8 +73,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
             RunOptions { gpus, jobs, ..opts },
             Box::new(backend),
             &mut view,
-        )
-        .map_err(exec_error)?
+        )?
     } else {
         exec::run(
             &p,
@@ -86,8 +81,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
             opts,
             Box::new(LocalBackend::default()),
             &mut view,
-        )
-        .map_err(exec_error)?
+        )?
     };
     let (text, json) = render_summary(&summary);
     view.summary(&text, json);
@@ -169,78 +163,4 @@ pub fn log_tail(path: &Path, n: usize) -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .collect()
-}
-
-/// Load and validate a pipeline; every error rendered, exit 2.
-pub fn load(path: &Path, g: &Global) -> CliResult<Pipeline> {
-    if !path.exists() {
-        return Err(CliError::bad_input(format!(
-            "error: pipeline file {} does not exist",
-            path.display()
-        )));
-    }
-    crate::pipeline::load_with(path, &g.set).map_err(CliError::from)
-}
-
-pub fn cache_root(g: &Global, pipeline: &Path) -> PathBuf {
-    crate::cache::resolve_root(g.cache_dir.as_deref(), pipeline)
-}
-
-/// The cache root for commands that take no pipeline file: `--cache-dir`, else found from the
-/// current folder upwards.
-pub fn cache_root_here(g: &Global, pipeline: Option<&Path>) -> PathBuf {
-    match pipeline {
-        Some(p) => cache_root(g, p),
-        None => crate::cache::find_root(
-            g.cache_dir.as_deref(),
-            &std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
-        ),
-    }
-}
-
-pub fn open_locked(root: &Path) -> CliResult<(Cache, CacheLock)> {
-    Cache::open_locked(root).map_err(cache_error)
-}
-
-pub fn cache_error(e: CacheError) -> CliError {
-    CliError::environment(format!("error: {e}"))
-}
-
-pub fn exec_error(e: ExecError) -> CliError {
-    CliError {
-        code: e.exit_code(),
-        message: format!("error: {e}"),
-    }
-}
-
-/// Find the instance a user names: an exact instance id, or a stage with exactly one instance.
-pub fn find_instance<'a>(
-    p: &'a Pipeline,
-    name: &'a str,
-) -> CliResult<&'a crate::pipeline::Instance> {
-    if let Some((_, i)) = p.instance(name) {
-        return Ok(i);
-    }
-    let of_stage: Vec<_> = p.instances_of(name).map(|(_, i)| i).collect();
-    match of_stage.len() {
-        1 => Ok(of_stage[0]),
-        0 => {
-            let ids: Vec<&str> = p.instances.iter().map(|i| i.id.as_str()).collect();
-            let hint = crate::pipeline::diagnostics::suggest(name, &ids, "the stage instances are")
-                .unwrap_or_else(|| format!("the stage instances are: {}", ids.join(", ")));
-            Err(CliError::bad_input(format!(
-                "error: pipeline `{}` has no stage `{name}`\nhint: {hint}",
-                p.name
-            )))
-        }
-        _ => Err(CliError::bad_input(format!(
-            "error: stage `{name}` has {} instances; name one:\n{}",
-            of_stage.len(),
-            of_stage
-                .iter()
-                .map(|i| format!("  {}", i.id))
-                .collect::<Vec<_>>()
-                .join("\n")
-        ))),
-    }
 }

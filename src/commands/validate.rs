@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::cli::Global;
+use super::Global;
 use crate::exit::{CliResult, OK};
 use crate::fingerprint::static_fingerprints;
 use crate::pipeline::{self, Action, Input, Pipeline};
@@ -28,7 +28,8 @@ pub enum Format {
 }
 
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
-    let p = pipeline::load_with(&args.pipeline, &g.set)?;
+    // The loader's own message for a missing file (a pipeline error like any other).
+    let p = pipeline::load_opts(&args.pipeline, &g.load_options())?;
     match args.format {
         Format::Text => {
             let stages: std::collections::BTreeSet<&str> =

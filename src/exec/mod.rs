@@ -27,12 +27,16 @@ pub use view::{MessageFormat, View};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("{path} does not exist: it is input `{input}` of stage `{stage}` ({location})\nhint: restore the file, or point the pipeline at where it is now; cached results are kept", path = path.display())]
+    #[error("{path} does not exist: it is input `{input}` of stage `{stage}` ({location}){what}\nhint: {hint}; cached results are kept", path = path.display(), what = what.as_ref().map(|w| format!(": {w}")).unwrap_or_default())]
     MissingInput {
         path: PathBuf,
         stage: String,
         input: String,
         location: String,
+        /// What the input is (the param's `describe:`, else the kind's port).
+        what: Option<String>,
+        /// How to fix it (`--set casia=PATH` when the path comes from a param).
+        hint: String,
     },
     #[error("stage `{stage}` ({location}) {why}\nhint: lower its `resources.gpus`, or pass more devices with --gpus")]
     Unsatisfiable {
@@ -46,18 +50,6 @@ pub enum ExecError {
     Cache(#[from] CacheError),
     #[error("cannot start the scheduler: {0}")]
     Runtime(std::io::Error),
-}
-
-impl ExecError {
-    /// The documented exit code (see `crate::exit`).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ExecError::MissingInput { .. } | ExecError::Unsatisfiable { .. } => {
-                crate::exit::BAD_INPUT
-            }
-            _ => crate::exit::ENVIRONMENT,
-        }
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -242,7 +242,7 @@ fn missing_external_input_is_a_clear_error() {
         &mut View::silent(),
     )
     .unwrap_err();
-    assert_eq!(e.exit_code(), crate::exit::BAD_INPUT);
+    assert!(matches!(e, ExecError::MissingInput { .. }), "{e}");
     assert!(
         e.to_string().contains("gone.bin") && e.to_string().contains("stage `a"),
         "{e}"

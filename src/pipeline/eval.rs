@@ -151,7 +151,11 @@ impl Loader {
                 .get(loc.file as usize)
                 .and_then(|f| f.abs.parent().map(Path::to_path_buf))
                 .unwrap_or_default();
-            return Some(InRef::External(normalize(&base.join(&s))));
+            let path = normalize(&base.join(&s));
+            if !self.check_external(&path, &kv.key, loc, &key) {
+                return None;
+            }
+            return Some(InRef::External(path));
         }
         let Some((stage, output)) = s.split_once('.') else {
             self.err_note(

@@ -2,7 +2,7 @@
 //! every error found so far — and the small helpers they all use (reporting an error at a
 //! place, the place of part of a string, name checks).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 use serde_json::Value as J;
@@ -19,9 +19,20 @@ pub(super) struct Loader {
     /// (position, message) of errors already reported: a stage evaluated in many cells reports
     /// each distinct problem once.
     seen: HashSet<(u32, u32, u32, String)>,
+    /// External input paths checked for symlink loops (true: none).
+    pub checked_inputs: HashMap<PathBuf, bool>,
+    /// Look for symlink loops inside folder inputs too (see `LoadOptions::walk_inputs`).
+    pub walk_inputs: bool,
 }
 
 impl Loader {
+    pub fn new(walk_inputs: bool) -> Loader {
+        Loader {
+            walk_inputs,
+            ..Loader::default()
+        }
+    }
+
     /// The errors sorted by file (the pipeline first, then what it extends) and position.
     pub fn into_diagnostics(mut self, display: String) -> Diagnostics {
         let mut items = std::mem::take(&mut self.errors);

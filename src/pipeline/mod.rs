@@ -5,7 +5,8 @@
 //! through [`de`]. Loading is a short sequence of passes over them (`Loader::build`):
 //! [`files`] (the file and what it `extend`s, `--set`), [`sections`] (name, params, matrix,
 //! executor, report), [`stage`] (static checks of each stage, with [`templates`]), [`eval`]
-//! (each stage per matrix cell), [`expand`] (order, instances). The rest: [`interp`] (`${...}`
+//! (each stage per matrix cell, with [`paths`] for external inputs), [`expand`] (order,
+//! instances). The rest: [`interp`] (`${...}`
 //! templates), [`matrix`] (cells), [`diagnostics`] (rendering, did-you-mean), [`schema`] (the
 //! JSON schema, derived from [`raw`]).
 
@@ -18,6 +19,7 @@ pub mod interp;
 mod loader;
 pub mod matrix;
 mod model;
+mod paths;
 pub mod raw;
 pub mod schema;
 mod sections;
@@ -52,6 +54,9 @@ pub struct LoadOptions {
     pub overrides: Vec<String>,
     /// More stage instances (or matrix cells) than this is an error, found before they are built.
     pub max_instances: usize,
+    /// Look for symlink loops inside external input folders (lists them whole), not only at
+    /// the paths themselves.
+    pub walk_inputs: bool,
 }
 
 impl Default for LoadOptions {
@@ -59,6 +64,7 @@ impl Default for LoadOptions {
         LoadOptions {
             overrides: Vec::new(),
             max_instances: DEFAULT_MAX_INSTANCES,
+            walk_inputs: true,
         }
     }
 }
@@ -78,7 +84,7 @@ pub fn load_with(path: &Path, overrides: &[String]) -> Result<Pipeline, Diagnost
 }
 
 pub fn load_opts(path: &Path, opts: &LoadOptions) -> Result<Pipeline, Diagnostics> {
-    let mut l = Loader::default();
+    let mut l = Loader::new(opts.walk_inputs);
     match l.build(path, opts) {
         Some(p) if l.errors.is_empty() => Ok(p),
         _ => Err(l.into_diagnostics(path.display().to_string())),
