@@ -258,7 +258,7 @@ pub fn plan(p: &Pipeline, cache: &Cache) -> Result<Vec<PlanEntry>, ExecError> {
         else {
             continue;
         };
-        let what = what.map(|w| format!(" ({w})")).unwrap_or_default();
+        let what = what.map(|w| format!(" — {w}")).unwrap_or_default();
         needs[m.instance].push(format!(
             "needs input `{}` (missing): {}{what}; {hint}",
             m.input,

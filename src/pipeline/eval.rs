@@ -152,7 +152,7 @@ impl Loader {
                 .and_then(|f| f.abs.parent().map(Path::to_path_buf))
                 .unwrap_or_default();
             let path = normalize(&base.join(&s));
-            if !self.check_external(&path, &kv.key, loc, &key) {
+            if !self.check_external(&path, &s, &kv.key, loc, &key) {
                 return None;
             }
             return Some(InRef::External(path));

@@ -89,22 +89,35 @@ fn walk(dir: &Path, ancestors: &mut Vec<((u64, u64), PathBuf)>) -> Option<Symlin
 }
 
 impl Loader {
-    /// Report a symlink loop under the external input `path` (written at `loc`), once per path.
-    pub(super) fn check_external(&mut self, path: &Path, input: &str, loc: Loc, key: &str) -> bool {
+    /// Report a symlink loop under the external input `path` (written `written` at `loc`), once
+    /// per path. Paths in the message are shown as the file writes them.
+    pub(super) fn check_external(
+        &mut self,
+        path: &Path,
+        written: &str,
+        input: &str,
+        loc: Loc,
+        key: &str,
+    ) -> bool {
         if let Some(ok) = self.checked_inputs.get(path) {
             return *ok;
         }
         let found = symlink_loop(path, self.walk_inputs);
         if let Some(l) = &found {
+            let shown = |p: &Path| match p.strip_prefix(path) {
+                Ok(rest) if rest.as_os_str().is_empty() => written.to_string(),
+                Ok(rest) => format!("{}/{}", written.trim_end_matches('/'), rest.display()),
+                Err(_) => p.display().to_string(),
+            };
             let how = match &l.back_to {
-                Some(b) => format!("it leads back to {}", b.display()),
+                Some(b) => format!("it leads back to {}", shown(b)),
                 None => "it never resolves (too many levels of symbolic links)".into(),
             };
             self.err(
                 Some(loc),
                 format!(
                     "input `{input}`: {} is a symlink loop: {how}",
-                    l.link.display()
+                    shown(&l.link)
                 ),
                 key,
                 Some("remove or fix the link (hashing the input would follow it forever), or point the input elsewhere".into()),
