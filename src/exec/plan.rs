@@ -17,6 +17,8 @@ use crate::pipeline::{Input, Instance, Pipeline};
 pub const ABSENT: &str = "absent";
 /// Placeholder digest for an upstream output that is not known yet (plan only).
 pub const PENDING: &str = "(pending)";
+/// Why an instance that never ran runs.
+const NO_PREVIOUS_RUN: &str = "no previous run";
 
 /// External inputs as found now: per instance, input name -> content digest of each one that
 /// exists; and those that do not exist.
@@ -176,7 +178,13 @@ pub fn lookup(
     repair: bool,
 ) -> Result<Verdict, ExecError> {
     let mut reasons = Vec::new();
-    if let Some(m) = cache.manifest(key)? {
+    // A pending key (an upstream has not run yet) names no manifest: no lookup, no file open.
+    let found = if key == PENDING {
+        None
+    } else {
+        cache.manifest(key)?
+    };
+    if let Some(m) = found {
         match cache.check_manifest(&m, repair)? {
             None => return Ok(Verdict::Cached(Box::new(m))),
             Some(problem) => {
@@ -191,7 +199,7 @@ pub fn lookup(
     let last = cache.index.get_last(pipeline, &inst.id)?;
     let changed = match &last {
         None => {
-            reasons.push("no previous run".into());
+            reasons.push(NO_PREVIOUS_RUN.into());
             Vec::new()
         }
         Some(old) if old.key() != key => {
@@ -346,10 +354,16 @@ fn waiting(
         };
         digests.insert(name.clone(), d);
     }
-    let fp = Fingerprint::of(inst, digests);
-    let (mut reasons, changed) = match lookup(cache, &p.name, inst, &fp, PENDING, false)? {
-        Verdict::Run { reasons, changed } => (reasons, changed),
-        Verdict::Cached(_) => (vec![], vec![]),
+    // The fingerprint is only compared with the last one; without one there is nothing to
+    // build it for (most of a large plan on a new cache).
+    let (mut reasons, changed) = if cache.index.get_last(&p.name, &inst.id)?.is_none() {
+        (vec![NO_PREVIOUS_RUN.to_string()], vec![])
+    } else {
+        let fp = Fingerprint::of(inst, digests);
+        match lookup(cache, &p.name, inst, &fp, PENDING, false)? {
+            Verdict::Run { reasons, changed } => (reasons, changed),
+            Verdict::Cached(_) => (vec![], vec![]),
+        }
     };
     reasons.retain(|r| !r.starts_with("its previous run"));
     let list: Vec<String> = waits_on.iter().map(|w| format!("`{w}`")).collect();

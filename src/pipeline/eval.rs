@@ -40,32 +40,22 @@ pub(super) struct Ctx<'a> {
     pub cell: &'a [u32],
     /// Stage name -> index in the definitions.
     pub stage_index: &'a HashMap<&'a str, usize>,
-    /// The matrix cell, for messages (`in matrix cell method=rand`); `None` outside a matrix.
-    pub note: Option<String>,
+    /// The axes the stage uses directly (they name the cell in messages).
+    pub axes: &'a [usize],
 }
 
-impl<'a> Ctx<'a> {
-    pub fn new(
-        params: &'a BTreeMap<String, &'a Node>,
-        cells: &'a Cells,
-        cell: &'a [u32],
-        stage_index: &'a HashMap<&'a str, usize>,
-        axes: &[usize],
-    ) -> Ctx<'a> {
-        let note = (!axes.is_empty()).then(|| {
-            let parts: Vec<String> = axes
+impl Ctx<'_> {
+    /// The matrix cell, for messages (`in matrix cell method=rand`); `None` outside a matrix.
+    /// Built only when a message needs it (a stage is evaluated in up to a million cells).
+    pub fn note(&self) -> Option<String> {
+        (!self.axes.is_empty()).then(|| {
+            let parts: Vec<String> = self
+                .axes
                 .iter()
-                .map(|a| format!("{}={}", cells.axes[*a], cells.name(*a, cell)))
+                .map(|a| format!("{}={}", self.cells.axes[*a], self.cells.name(*a, self.cell)))
                 .collect();
             format!("in matrix cell {}", parts.join(","))
-        });
-        Ctx {
-            params,
-            cells,
-            cell,
-            stage_index,
-            note,
-        }
+        })
     }
 }
 
@@ -120,7 +110,7 @@ impl Loader {
     ) -> Option<InRef> {
         let key = format!("{}.inputs.{}", d.key(), kv.key);
         let loc = kv.value.loc;
-        let note = || ctx.note.clone();
+        let note = || ctx.note();
         let s = match self.interp(&kv.value, ctx, Mode::Value, &key)? {
             J::Null => String::new(),
             J::String(s) => s.trim().to_string(),
@@ -210,7 +200,7 @@ impl Loader {
                 n.as_i64().unwrap_or(0) as u32
             }
             Some(v) => {
-                self.err_note(r.loc, format!("`retry` must be a whole number of extra attempts in 0..={MAX_RETRY}, got {}", show(&v)), &key, None, ctx.note.clone());
+                self.err_note(r.loc, format!("`retry` must be a whole number of extra attempts in 0..={MAX_RETRY}, got {}", show(&v)), &key, None, ctx.note());
                 0
             }
             None => 0,
@@ -264,7 +254,7 @@ impl Loader {
                     } else {
                         format!("param `{}` of `{}`: {}", pe.path, kind.name, pe.message)
                     };
-                    self.err_note(loc, msg, &key, pe.hint, ctx.note.clone());
+                    self.err_note(loc, msg, &key, pe.hint, ctx.note());
                 }
                 None
             }
@@ -291,7 +281,7 @@ impl Loader {
                     ),
                     &key,
                     None,
-                    ctx.note.clone(),
+                    ctx.note(),
                 ),
                 None => {}
             }
@@ -381,7 +371,7 @@ impl Loader {
                 ),
             },
         };
-        self.err_note(loc, message, key, hint, ctx.note.clone());
+        self.err_note(loc, message, key, hint, ctx.note());
         false
     }
 
@@ -469,7 +459,7 @@ impl Loader {
                     let loc = self.sub_loc(n, r.offset, r.len);
                     let message =
                         format!("`{}`: `{}.{at}` has no key `{seg}`", r.text(), r.ns.name());
-                    self.err_note(loc, message, key, hint, ctx.note.clone());
+                    self.err_note(loc, message, key, hint, ctx.note());
                     return None;
                 }
             }

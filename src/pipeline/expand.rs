@@ -13,9 +13,9 @@ use super::sections::{group_digits, Cells};
 use super::stage::StageDef;
 use super::yaml::{Loc, Node};
 
-/// Each stage's evaluations, keyed by the values of its direct axes.
+/// Each stage's evaluations, keyed by the projection of a cell on its direct axes.
 pub(super) struct Evaluated {
-    pub evals: Vec<HashMap<Vec<u32>, Rc<StageEval>>>,
+    pub evals: Vec<HashMap<u128, Rc<StageEval>>>,
     /// Per stage, the upstream stages it reads (and where the first reference is written).
     pub edges: Vec<BTreeMap<usize, Loc>>,
 }
@@ -35,20 +35,29 @@ impl Loader {
         let mut evals = Vec::with_capacity(defs.len());
         let mut edges: Vec<BTreeMap<usize, Loc>> = vec![BTreeMap::new(); defs.len()];
         for (si, d) in defs.iter().enumerate() {
-            let mut map: HashMap<Vec<u32>, Rc<StageEval>> = HashMap::new();
-            let mut tried: HashSet<Vec<u32>> = HashSet::new();
+            let mut map: HashMap<u128, Rc<StageEval>> = HashMap::new();
             if d.ok {
                 let axes: Vec<usize> = d.direct_axes.iter().copied().collect();
+                let proj = cells.projection(&axes);
+                let mut tried: HashSet<u128> = HashSet::new();
                 for cell in cells.index.iter() {
-                    let key: Vec<u32> = axes.iter().map(|a| cell[*a]).collect();
-                    if tried.contains(&key) {
+                    let key = proj.key(cell);
+                    if !tried.insert(key) {
                         continue;
                     }
-                    let ctx = Ctx::new(params, cells, cell, &stage_index, &axes);
+                    let ctx = Ctx {
+                        params,
+                        cells,
+                        cell,
+                        stage_index: &stage_index,
+                        axes: &axes,
+                    };
                     if let Some(ev) = self.eval_stage(defs, si, &ctx, &mut edges[si]) {
-                        map.insert(key.clone(), Rc::new(ev));
+                        map.insert(key, Rc::new(ev));
                     }
-                    tried.insert(key);
+                    if axes.is_empty() {
+                        break;
+                    }
                 }
             }
             evals.push(map);
@@ -121,7 +130,7 @@ impl Loader {
         full_axes: &[Vec<usize>],
         cells: &Cells,
         limit: usize,
-    ) -> Option<()> {
+    ) -> Option<usize> {
         let mut total: usize = 0;
         for axes in full_axes {
             let n = if axes.is_empty() {
@@ -129,16 +138,14 @@ impl Loader {
             } else if axes.len() == cells.axes.len() {
                 cells.index.len()
             } else {
-                let mut seen: HashSet<Vec<u32>> = HashSet::new();
-                for cell in cells.index.iter() {
-                    seen.insert(axes.iter().map(|a| cell[*a]).collect());
-                }
+                let proj = cells.projection(axes);
+                let seen: HashSet<u128> = cells.index.iter().map(|c| proj.key(c)).collect();
                 seen.len()
             };
             total = total.saturating_add(n);
         }
         if total <= limit {
-            return Some(());
+            return Some(total);
         }
         self.err(
             None,
@@ -155,41 +162,40 @@ impl Loader {
         None
     }
 
-    /// One instance per stage and distinct projection of the cells on its axes, in `order`.
+    /// One instance per stage and distinct projection of the cells on its axes, in `order`
+    /// (`count` of them). A stage's evaluations are dropped once its instances are built.
     pub(super) fn instances(
         &self,
         defs: &[StageDef],
-        ev: &Evaluated,
+        mut ev: Evaluated,
         order: &[usize],
         full_axes: &[Vec<usize>],
         cells: &Cells,
+        count: usize,
     ) -> Option<Vec<Instance>> {
-        let mut instances: Vec<Instance> = Vec::new();
-        let mut index: Vec<HashMap<Vec<u32>, usize>> = vec![HashMap::new(); defs.len()];
+        let mut instances: Vec<Instance> = Vec::with_capacity(count);
+        let projections: Vec<_> = full_axes.iter().map(|a| cells.projection(a)).collect();
+        let mut index: Vec<HashMap<u128, usize>> = vec![HashMap::new(); defs.len()];
         for &si in order {
             let d = &defs[si];
             let axes = &full_axes[si];
             let direct: Vec<usize> = d.direct_axes.iter().copied().collect();
+            let direct = cells.projection(&direct);
             let location = self.sources.position(d.key_loc);
             for cell in cells.index.iter() {
-                let key: Vec<u32> = axes.iter().map(|a| cell[*a]).collect();
+                let key = projections[si].key(cell);
                 if index[si].contains_key(&key) {
                     continue;
                 }
-                let dkey: Vec<u32> = direct.iter().map(|a| cell[*a]).collect();
-                let e = ev.evals[si].get(&dkey)?;
+                let e = ev.evals[si].get(&direct.key(cell))?;
                 let mut inputs = BTreeMap::new();
                 for (name, r) in &e.inputs {
                     let input = match r {
                         InRef::External(p) => Input::External { path: p.clone() },
-                        InRef::Upstream { stage, output } => {
-                            let ukey: Vec<u32> =
-                                full_axes[*stage].iter().map(|a| cell[*a]).collect();
-                            Input::Upstream {
-                                instance: *index[*stage].get(&ukey)?,
-                                output: output.clone(),
-                            }
-                        }
+                        InRef::Upstream { stage, output } => Input::Upstream {
+                            instance: *index[*stage].get(&projections[*stage].key(cell))?,
+                            output: output.clone(),
+                        },
                     };
                     inputs.insert(name.clone(), input);
                 }
@@ -218,7 +224,11 @@ impl Loader {
                     retry: e.retry,
                     location: location.clone(),
                 });
+                if axes.is_empty() {
+                    break;
+                }
             }
+            ev.evals[si] = HashMap::new();
         }
         Some(instances)
     }

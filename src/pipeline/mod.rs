@@ -123,8 +123,8 @@ impl Loader {
             return None;
         }
         let full_axes = Self::full_axes(&defs, &evaluated.edges, &order);
-        self.check_instance_count(&defs, &full_axes, &cells, opts.max_instances)?;
-        let instances = self.instances(&defs, &evaluated, &order, &full_axes, &cells)?;
+        let count = self.check_instance_count(&defs, &full_axes, &cells, opts.max_instances)?;
+        let instances = self.instances(&defs, evaluated, &order, &full_axes, &cells, count)?;
         Some(Pipeline {
             name,
             file: abs.clone(),

@@ -49,11 +49,43 @@ pub(super) struct Cells {
 }
 
 impl Cells {
+    /// The projection of the cells on `axes` (ascending axis indices): a cell's values on those
+    /// axes as one number, so that stages and instances are keyed without an allocation per cell.
+    pub fn projection(&self, axes: &[usize]) -> Projection {
+        let mut strides = Vec::with_capacity(axes.len());
+        let mut stride: u128 = 1;
+        for &a in axes {
+            strides.push(stride);
+            // Cell counts are limited long before this overflows (2^128).
+            stride = stride.saturating_mul(self.index.values[a].len().max(1) as u128);
+        }
+        Projection {
+            axes: axes.to_vec(),
+            strides,
+        }
+    }
+
     pub fn value(&self, axis: usize, cell: &[u32]) -> &J {
         &self.index.values[axis][cell[axis] as usize]
     }
     pub fn name(&self, axis: usize, cell: &[u32]) -> &str {
         &self.rendered[axis][cell[axis] as usize]
+    }
+}
+
+/// See [`Cells::projection`].
+pub(super) struct Projection {
+    pub axes: Vec<usize>,
+    strides: Vec<u128>,
+}
+
+impl Projection {
+    pub fn key(&self, cell: &[u32]) -> u128 {
+        self.axes
+            .iter()
+            .zip(&self.strides)
+            .map(|(a, s)| cell[*a] as u128 * s)
+            .sum()
     }
 }
 

@@ -26,6 +26,8 @@ pub(super) struct StageDef<'a> {
     pub outputs: Vec<Output>,
     /// Declared input names (`run:` stages: for `${inputs.x}`).
     pub input_names: Vec<String>,
+    /// The kind's param names (asked once: the kind builds them from its defaults).
+    pub param_names: Vec<String>,
     /// Axis indices the stage's own text references (directly or through params).
     pub direct_axes: BTreeSet<usize>,
     /// False when the shape is so wrong that evaluating it would only repeat errors.
@@ -54,6 +56,7 @@ impl Loader {
             is_run: false,
             outputs: Vec::new(),
             input_names: Vec::new(),
+            param_names: Vec::new(),
             direct_axes: BTreeSet::new(),
             ok: e.value.valid().is_some(),
         };
@@ -66,6 +69,7 @@ impl Loader {
         self.outputs_and_exclusive_keys(&mut d, raw);
         self.input_ports(&mut d, raw);
         if let Some(kind) = d.kind {
+            d.param_names = (kind.param_names)();
             self.required_inputs(&d, kind);
             self.with_keys(&mut d, raw, kind);
         }
