@@ -141,8 +141,10 @@ mod tests {
             stage: "a".into(),
             input: "x".into(),
             location: "p.yaml:1:1".into(),
-            what: None,
-            hint: "restore it".into(),
+            help: Box::new(crate::exec::MissingHelp {
+                what: None,
+                hint: "restore it".into(),
+            }),
         };
         assert_eq!(exec_code(&missing), BAD_INPUT);
         let through_anyhow = CliError::from(anyhow::Error::from(missing).context("report"));

@@ -27,16 +27,14 @@ pub use view::{MessageFormat, View};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("{path} does not exist: it is input `{input}` of stage `{stage}` ({location}){what}\nhint: {hint}; cached results are kept", path = path.display(), what = what.as_ref().map(|w| format!(": {w}")).unwrap_or_default())]
+    #[error("{path} does not exist: it is input `{input}` of stage `{stage}` ({location}){what}\nhint: {hint}; cached results are kept", path = path.display(), what = help.what.as_ref().map(|w| format!(": {w}")).unwrap_or_default(), hint = help.hint)]
     MissingInput {
         path: PathBuf,
         stage: String,
         input: String,
         location: String,
-        /// What the input is (the param's `describe:`, else the kind's port).
-        what: Option<String>,
-        /// How to fix it (`--set casia=PATH` when the path comes from a param).
-        hint: String,
+        /// What the input is and how to set it (boxed: errors stay small).
+        help: Box<MissingHelp>,
     },
     #[error("stage `{stage}` ({location}) {why}\nhint: lower its `resources.gpus`, or pass more devices with --gpus")]
     Unsatisfiable {
@@ -50,6 +48,15 @@ pub enum ExecError {
     Cache(#[from] CacheError),
     #[error("cannot start the scheduler: {0}")]
     Runtime(std::io::Error),
+}
+
+/// What a missing input is and how to fix it, for [`ExecError::MissingInput`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingHelp {
+    /// What the input is (the param's `describe:`, else the kind's port).
+    pub what: Option<String>,
+    /// How to fix it (`set it with --set casia=PATH` when the path comes from a param).
+    pub hint: String,
 }
 
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::ExecError;
+use super::{ExecError, MissingHelp};
 use crate::cache::{Cache, Manifest};
 use crate::fingerprint::Fingerprint;
 use crate::pipeline::{Input, Instance, Pipeline};
@@ -117,8 +117,10 @@ pub fn missing_input(p: &Pipeline, m: &Missing) -> ExecError {
         stage: inst.id.clone(),
         input: m.input.clone(),
         location: inst.location.clone(),
-        what: help.what,
-        hint,
+        help: Box::new(MissingHelp {
+            what: help.what,
+            hint,
+        }),
     }
 }
 
@@ -260,17 +262,15 @@ pub fn plan(p: &Pipeline, cache: &Cache) -> Result<Vec<PlanEntry>, ExecError> {
     let ext = external_digests(p, cache)?;
     let mut needs: Vec<Vec<String>> = vec![Vec::new(); p.instances.len()];
     for m in &ext.missing {
-        let ExecError::MissingInput {
-            path, what, hint, ..
-        } = missing_input(p, m)
-        else {
+        let ExecError::MissingInput { path, help, .. } = missing_input(p, m) else {
             continue;
         };
-        let what = what.map(|w| format!(" — {w}")).unwrap_or_default();
+        let what = help.what.map(|w| format!(" — {w}")).unwrap_or_default();
         needs[m.instance].push(format!(
-            "needs input `{}` (missing): {}{what}; {hint}",
+            "needs input `{}` (missing): {}{what}; {}",
             m.input,
-            path.display()
+            path.display(),
+            help.hint
         ));
     }
     let mut done: Vec<Option<Manifest>> = vec![None; p.instances.len()];

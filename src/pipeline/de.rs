@@ -113,13 +113,7 @@ pub fn from_node<T: for<'de> Deserialize<'de>>(
 ) -> Option<T> {
     let sink = Sink::default();
     let root = Path::Root(path);
-    let r = T::deserialize(De {
-        node,
-        key_loc: None,
-        path: &root,
-        sink: &sink,
-        null_is_empty: false,
-    });
+    let r = T::deserialize(De::new(node, None, &root, &sink));
     errors.extend(sink.0.into_inner());
     r.ok()
 }
@@ -135,7 +129,17 @@ struct De<'a> {
     null_is_empty: bool,
 }
 
-impl De<'_> {
+impl<'a> De<'a> {
+    fn new(node: &'a Node, key_loc: Option<Loc>, path: &'a Path<'a>, sink: &'a Sink) -> Self {
+        De {
+            node,
+            key_loc,
+            path,
+            sink,
+            null_is_empty: false,
+        }
+    }
+
     /// "Expected what the visitor reads, got this node" (never a struct read from a list).
     fn wrong_type<'de, V: Visitor<'de>>(&self, visitor: &V) -> Error {
         self.locate(de::Error::invalid_type(de::Unexpected::Other(""), visitor))
@@ -279,14 +283,8 @@ impl<'de> SeqAccess<'de> for Items<'_> {
         };
         let path = Path::Index(self.path, self.next);
         self.next += 1;
-        seed.deserialize(De {
-            node,
-            key_loc: None,
-            path: &path,
-            sink: self.sink,
-            null_is_empty: false,
-        })
-        .map(Some)
+        seed.deserialize(De::new(node, None, &path, self.sink))
+            .map(Some)
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -341,13 +339,7 @@ impl<'de> MapAccess<'de> for Entries<'_> {
         let e = &self.entries[self.next];
         self.next += 1;
         let path = Path::Key(self.path, &e.key);
-        seed.deserialize(De {
-            node: &e.value,
-            key_loc: Some(e.key_loc),
-            path: &path,
-            sink: self.sink,
-            null_is_empty: false,
-        })
+        seed.deserialize(De::new(&e.value, Some(e.key_loc), &path, self.sink))
     }
 
     fn size_hint(&self) -> Option<usize> {

@@ -189,6 +189,18 @@ pub struct Output {
     pub required: bool,
 }
 
+impl Output {
+    /// The output a built-in kind's port declares.
+    pub fn of_port(p: &orchestrator_stages::kinds::Port) -> Output {
+        Output {
+            name: p.name.to_string(),
+            rel_path: p.rel_path().to_string(),
+            is_dir: p.is_dir(),
+            required: p.required,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Resources {
     /// GPUs the stage asks for. On a machine with no GPUs at all, such a stage runs on the CPU.

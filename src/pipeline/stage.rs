@@ -155,16 +155,7 @@ impl Loader {
     fn outputs_and_exclusive_keys(&mut self, d: &mut StageDef, raw: &RawStage) {
         let sk = d.key();
         if let Some(kind) = d.kind {
-            d.outputs = kind
-                .outputs
-                .iter()
-                .map(|p| Output {
-                    name: p.name.to_string(),
-                    rel_path: p.rel_path().to_string(),
-                    is_dir: p.is_dir(),
-                    required: p.required,
-                })
-                .collect();
+            d.outputs = kind.outputs.iter().map(Output::of_port).collect();
             for (key, loc) in raw.key_locs(RawStage::RUN_ONLY) {
                 let hint = if key == "outputs" {
                     let names: Vec<&str> = kind.outputs.iter().map(|p| p.name).collect();
