@@ -619,6 +619,9 @@ pub trait MapKind {
     const DESCRIPTION: &'static str;
     /// Schema of the keys (`propertyNames`), if constrained.
     const KEY_PATTERN: Option<&'static str> = None;
+    /// JSON type of the values, when the map's values are checked by a pass rather than typed
+    /// (they are kept as located nodes).
+    const VALUE_TYPE: Option<&'static str> = None;
 }
 
 impl<T, W> Map<T, W> {
@@ -677,10 +680,14 @@ impl<T: schemars::JsonSchema, W: MapKind> schemars::JsonSchema for Map<T, W> {
         false
     }
     fn json_schema(gen: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+        let values = match W::VALUE_TYPE {
+            Some(t) => serde_json::json!({ "type": t }),
+            None => serde_json::to_value(gen.subschema_for::<T>()).unwrap_or_default(),
+        };
         let mut v = serde_json::json!({
             "type": "object",
             "description": W::DESCRIPTION,
-            "additionalProperties": gen.subschema_for::<T>(),
+            "additionalProperties": values,
         });
         if let Some(p) = W::KEY_PATTERN {
             v["propertyNames"] = serde_json::json!({ "pattern": p });

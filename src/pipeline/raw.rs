@@ -72,14 +72,15 @@ pub const TOP_KEYS: &[&str] = &[
 ];
 
 macro_rules! map_kind {
-    ($(#[$doc:meta])* $name:ident, $expecting:expr, $description:expr $(, $pattern:expr)?) => {
+    ($(#[$doc:meta])* $name:ident, $expecting:expr, $description:expr $(, $pattern:expr $(, $vtype:expr)?)?) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq)]
         pub struct $name;
         impl MapKind for $name {
             const EXPECTING: &'static str = $expecting;
             const DESCRIPTION: &'static str = $description;
-            $(const KEY_PATTERN: Option<&'static str> = Some($pattern);)?
+            $(const KEY_PATTERN: Option<&'static str> = Some($pattern);
+            $(const VALUE_TYPE: Option<&'static str> = Some($vtype);)?)?
         }
     };
 }
@@ -96,7 +97,8 @@ map_kind!(
     DescribeKind,
     "`describe` must be a map of param -> description",
     "Param name -> what it is, for messages about a missing input that comes from it.",
-    NAME_PATTERN
+    NAME_PATTERN,
+    "string"
 );
 map_kind!(
     MatrixKind,
