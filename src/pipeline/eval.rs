@@ -223,7 +223,7 @@ impl Loader {
         let with_map = with_entry.and_then(|w| w.value.valid());
         let mut with = serde_json::Map::new();
         // Unknown keys were reported statically; the kind checks the rest.
-        let names = (kind.param_names)();
+        let names = &d.param_names;
         for kv in with_map.into_iter().flat_map(|m| m.iter()) {
             let v = self.interp(
                 &kv.value,

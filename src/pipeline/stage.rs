@@ -204,21 +204,7 @@ impl Loader {
             if let Some(kind) = d.kind {
                 if kind.input(&inp.key).is_none() {
                     let ports: Vec<&str> = kind.inputs.iter().map(|p| p.name).collect();
-                    let hint = if ports.is_empty() {
-                        Some(format!("kind `{}` takes no inputs", kind.name))
-                    } else {
-                        suggest(
-                            &inp.key,
-                            &ports,
-                            &format!("the inputs of `{}` are", kind.name),
-                        )
-                    };
-                    self.err(
-                        Some(inp.key_loc),
-                        format!("kind `{}` has no input `{}`", kind.name, inp.key),
-                        &key,
-                        hint,
-                    );
+                    self.not_of_kind(kind, "input", &ports, &inp.key, inp.key_loc, &key);
                 }
             } else if !valid_ident(&inp.key) {
                 self.err(
@@ -261,24 +247,33 @@ impl Loader {
                 return;
             }
         };
-        let names = (kind.param_names)();
-        for p in with.iter().filter(|p| !names.contains(&p.key)) {
-            let hint = if names.is_empty() {
-                Some(format!("kind `{}` takes no params", kind.name))
-            } else {
-                suggest(
-                    &p.key,
-                    &names,
-                    &format!("the params of `{}` are", kind.name),
-                )
-            };
-            self.err(
-                Some(p.key_loc),
-                format!("unknown param `{}` for kind `{}`", p.key, kind.name),
-                &format!("{}.with.{}", d.key(), p.key),
-                hint,
-            );
+        for p in with.iter().filter(|p| !d.param_names.contains(&p.key)) {
+            let key = format!("{}.with.{}", d.key(), p.key);
+            self.not_of_kind(kind, "param", &d.param_names, &p.key, p.key_loc, &key);
         }
+    }
+
+    /// `name` is not one of the `what`s (`input`, `param`) of `kind`, which are `names`.
+    fn not_of_kind<S: AsRef<str>>(
+        &mut self,
+        kind: &KindSpec,
+        what: &str,
+        names: &[S],
+        name: &str,
+        loc: Loc,
+        key: &str,
+    ) {
+        let hint = if names.is_empty() {
+            Some(format!("kind `{}` takes no {what}s", kind.name))
+        } else {
+            suggest(name, names, &format!("the {what}s of `{}` are", kind.name))
+        };
+        let message = if what == "input" {
+            format!("kind `{}` has no input `{name}`", kind.name)
+        } else {
+            format!("unknown {what} `{name}` for kind `{}`", kind.name)
+        };
+        self.err(Some(loc), message, key, hint);
     }
 
     /// Check the templates of every value of the stage and collect the axes they use; true

@@ -83,20 +83,7 @@ impl Loader {
                     axes.insert(i);
                 }
                 None if scope.matrix.broken.contains(first) => return true,
-                None => {
-                    let hint = if names.is_empty() {
-                        Some("this pipeline has no `matrix:`".into())
-                    } else {
-                        suggest(first, &names, "the axes are")
-                    };
-                    let loc = self.sub_loc(n, r.offset, r.len);
-                    self.err(
-                        Some(loc),
-                        format!("unknown matrix axis `{first}` in `{}`", r.text()),
-                        key,
-                        hint,
-                    );
-                }
+                None => self.unknown_ref(r, n, key, "matrix axis", &names, "`matrix:`"),
             },
             Ns::Params if scope.mode == Mode::Param => {
                 let loc = self.sub_loc(n, r.offset, r.len);
@@ -111,18 +98,7 @@ impl Loader {
                 Some(pn) => return collect_matrix_axes(pn, &names, axes),
                 None => {
                     let pnames: Vec<&str> = scope.params.keys().map(String::as_str).collect();
-                    let hint = if pnames.is_empty() {
-                        Some("this pipeline has no `params:`".into())
-                    } else {
-                        suggest(first, &pnames, "the params are")
-                    };
-                    let loc = self.sub_loc(n, r.offset, r.len);
-                    self.err(
-                        Some(loc),
-                        format!("unknown param `{first}` in `{}`", r.text()),
-                        key,
-                        hint,
-                    );
+                    self.unknown_ref(r, n, key, "param", &pnames, "`params:`");
                 }
             },
             Ns::Inputs | Ns::Outputs if scope.mode != Mode::Command => {
@@ -137,6 +113,29 @@ impl Loader {
             Ns::Inputs | Ns::Outputs => self.check_io_ref(r, n, key, scope),
         }
         false
+    }
+
+    /// A reference to a name the pipeline does not have (`what`: `param`, `matrix axis`; the
+    /// names it has; the section that would declare one).
+    fn unknown_ref<S: AsRef<str>>(
+        &mut self,
+        r: &Ref,
+        n: &Node,
+        key: &str,
+        what: &str,
+        names: &[S],
+        section: &str,
+    ) {
+        let first = &r.path[0];
+        let hint = if names.is_empty() {
+            Some(format!("this pipeline has no {section}"))
+        } else {
+            let plural = if what == "param" { "params" } else { "axes" };
+            suggest(first, names, &format!("the {plural} are"))
+        };
+        let loc = self.sub_loc(n, r.offset, r.len);
+        let message = format!("unknown {what} `{first}` in `{}`", r.text());
+        self.err(Some(loc), message, key, hint);
     }
 
     /// `${inputs.x}` / `${outputs.x}` in a command: a declared name, and no keys below it.
