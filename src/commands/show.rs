@@ -96,6 +96,9 @@ fn current_manifest(
         .iter()
         .position(|x| x.id == inst.id)
         .unwrap_or_default();
+    if !root.join("manifests").is_dir() {
+        return Ok(None); // no cache yet: nothing has run (and a read-only command creates none)
+    }
     let read = |key: &str| store.read_manifest(key).map_err(ExecError::from);
     // The cache's stat-cached hashing when no run holds the index; plain hashing otherwise.
     let keys = match Cache::open(root) {
