@@ -61,14 +61,35 @@ impl Matrix {
     /// How many cells [`Matrix::index_cells`] gives, computed without building them (so that
     /// a matrix too large to expand is refused before memory is spent): the product of the
     /// axis sizes, minus the excluded cells (by inclusion-exclusion over the exclude entries),
-    /// plus the include entries that add a cell. `None` when there are too many exclude
-    /// entries to count that way (more than 16).
-    pub fn count_cells(&self) -> Option<u128> {
+    /// plus the include entries that add a cell. With more than 16 exclude entries the product
+    /// is scanned instead when it is at most `scan_limit` cells; beyond that the answer is a
+    /// lower bound (`exact` false: each entry removes at most the cells it can match).
+    pub fn count_cells(&self, scan_limit: u128) -> CellCount {
         let sizes: Vec<u128> = self.axes.iter().map(|(_, v)| v.len() as u128).collect();
         let product = sizes.iter().fold(1u128, |p, s| p.saturating_mul(*s));
         let rules: Vec<Vec<(usize, u32)>> = self.exclude_rules().into_iter().flatten().collect();
         if rules.len() > 16 {
-            return None;
+            if product <= scan_limit {
+                let mut n: u128 = 0;
+                self.product_cells(&rules, |_| n += 1);
+                return CellCount {
+                    n: n + self.added_by_include(&rules),
+                    exact: true,
+                };
+            }
+            let removable: u128 = rules
+                .iter()
+                .map(|r| {
+                    let fixed: u128 = r
+                        .iter()
+                        .fold(1u128, |p, (a, _)| p.saturating_mul(sizes[*a].max(1)));
+                    product / fixed
+                })
+                .fold(0u128, |t, x| t.saturating_add(x));
+            return CellCount {
+                n: product.saturating_sub(removable),
+                exact: false,
+            };
         }
         // Cells matching every entry of a subset: the entries must agree; then the free axes
         // multiply.
@@ -102,17 +123,50 @@ impl Matrix {
                 excluded = excluded.saturating_sub(n);
             }
         }
-        let mut count = product.saturating_sub(excluded.max(0) as u128);
+        let count = product.saturating_sub(excluded.max(0) as u128);
+        CellCount {
+            n: count.saturating_add(self.added_by_include(&rules)),
+            exact: true,
+        }
+    }
+
+    /// How many cells the include entries add (those not in the product already).
+    fn added_by_include(&self, rules: &[Vec<(usize, u32)>]) -> u128 {
+        let mut values: Vec<Vec<Value>> = self.axes.iter().map(|(_, v)| v.clone()).collect();
         let mut added: Vec<Vec<u32>> = Vec::new();
-        for cell in
-            self.include_cells(&mut self.axes.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>())
-        {
-            if !self.in_product(&cell, &rules) && !added.contains(&cell) {
+        for cell in self.include_cells(&mut values) {
+            if !self.in_product(&cell, rules) && !added.contains(&cell) {
                 added.push(cell);
-                count = count.saturating_add(1);
             }
         }
-        Some(count)
+        added.len() as u128
+    }
+
+    /// Call `f` with every cell of the product (first axis slowest) that no rule excludes.
+    fn product_cells(&self, rules: &[Vec<(usize, u32)>], mut f: impl FnMut(&[u32])) {
+        let sizes: Vec<usize> = self.axes.iter().map(|(_, v)| v.len()).collect();
+        if sizes.contains(&0) {
+            return;
+        }
+        let mut cell = vec![0u32; sizes.len()];
+        'cells: loop {
+            if !rules.iter().any(|r| r.iter().all(|&(a, v)| cell[a] == v)) {
+                f(&cell);
+            }
+            // Odometer: the last axis varies fastest.
+            let mut a = sizes.len();
+            loop {
+                if a == 0 {
+                    break 'cells;
+                }
+                a -= 1;
+                cell[a] += 1;
+                if (cell[a] as usize) < sizes[a] {
+                    continue 'cells;
+                }
+                cell[a] = 0;
+            }
+        }
     }
 
     /// Include entries that give a value for every axis, as value indices; values the axes do
@@ -156,30 +210,11 @@ impl Matrix {
         let rules: Vec<Vec<(usize, u32)>> = self.exclude_rules().into_iter().flatten().collect();
         let n_axes = self.axes.len();
         let mut flat = Vec::new();
-        let mut cell = vec![0u32; n_axes];
-        let empty = values.iter().any(Vec::is_empty);
         let mut n = 0;
-        if !empty {
-            'cells: loop {
-                if !rules.iter().any(|r| r.iter().all(|&(a, v)| cell[a] == v)) {
-                    flat.extend_from_slice(&cell);
-                    n += 1;
-                }
-                // Odometer: the last axis varies fastest.
-                let mut a = n_axes;
-                loop {
-                    if a == 0 {
-                        break 'cells;
-                    }
-                    a -= 1;
-                    cell[a] += 1;
-                    if (cell[a] as usize) < values[a].len() {
-                        continue 'cells;
-                    }
-                    cell[a] = 0;
-                }
-            }
-        }
+        self.product_cells(&rules, |cell| {
+            flat.extend_from_slice(cell);
+            n += 1;
+        });
         let mut added: Vec<Vec<u32>> = Vec::new();
         for inc in self.include_cells(&mut values) {
             if !self.in_product(&inc, &rules) && !added.contains(&inc) {
@@ -195,6 +230,14 @@ impl Matrix {
             flat,
         }
     }
+}
+
+/// See [`Matrix::count_cells`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellCount {
+    pub n: u128,
+    /// False: `n` is a lower bound.
+    pub exact: bool,
 }
 
 /// The cells of a matrix as value indices (see [`Matrix::index_cells`]).
@@ -310,6 +353,27 @@ mod tests {
     }
 
     #[test]
+    fn many_exclude_entries_are_counted_by_scanning_or_bounded() {
+        let mut mx = m(&[
+            ("a", (0..10).map(|i| json!(i)).collect()),
+            ("b", (0..10).map(|i| json!(i)).collect()),
+        ]);
+        for i in 0..20 {
+            mx.exclude.push(
+                [
+                    ("a".to_string(), json!(i % 10)),
+                    ("b".to_string(), json!(i / 2)),
+                ]
+                .into(),
+            );
+        }
+        let n = mx.index_cells().len() as u128;
+        assert_eq!(mx.count_cells(1000), CellCount { n, exact: true });
+        let bound = mx.count_cells(10);
+        assert!(!bound.exact && bound.n <= n, "{bound:?} vs {n}");
+    }
+
+    #[test]
     fn id_values_are_compact() {
         assert_eq!(
             render_id_value(&json!({"net": "iresnet-tiny", "loss": "cosface"})),
@@ -371,6 +435,7 @@ mod tests {
                 exclude: exclude.iter().map(|e| e.iter().enumerate().filter_map(|(a, v)| v.map(|v| (names[a].clone(), json!(v)))).collect()).collect(),
                 include: include.iter().map(|e| e.iter().enumerate().map(|(a, v)| (names[a].clone(), json!(v))).collect()).collect(),
             };
+            prop_assert_eq!(mx.count_cells(0), CellCount { n: mx.index_cells().len() as u128, exact: true });
             let got: Vec<Vec<usize>> = mx.cells().iter().map(|c| c.iter().map(|v| v.as_u64().unwrap() as usize).collect()).collect();
             prop_assert_eq!(got, oracle(&sizes, &exclude, &include));
         }

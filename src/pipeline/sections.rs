@@ -359,27 +359,38 @@ impl Loader {
 
     /// How many cells the matrix has, refused beyond `limit` before any is built.
     pub(super) fn check_cell_count(&mut self, mx: &MatrixInfo, limit: usize) -> Option<()> {
-        let n = mx.matrix.count_cells();
-        let over = match n {
-            Some(n) => n > limit as u128,
-            None => {
-                mx.matrix
-                    .axes
-                    .iter()
-                    .fold(1u128, |p, (_, v)| p.saturating_mul(v.len() as u128))
-                    > (limit as u128).saturating_mul(16)
-            }
-        };
-        if !over {
+        // Scanning the product (only with more than 16 exclude entries) is cheap up to here.
+        let scan_limit = (limit as u128).saturating_mul(64).max(1 << 20);
+        let count = mx.matrix.count_cells(scan_limit);
+        if count.n <= limit as u128 && count.exact {
             return Some(());
         }
-        let count = match n {
-            Some(n) => group_digits(n),
-            None => "too many".into(),
+        let what = if count.exact {
+            format!("{} cells", group_digits(count.n))
+        } else if count.n > limit as u128 {
+            format!("at least {} cells", group_digits(count.n))
+        } else {
+            // More than 16 exclude entries over a product too large to scan: not counted.
+            let product = mx
+                .matrix
+                .axes
+                .iter()
+                .fold(1u128, |p, (_, v)| p.saturating_mul(v.len() as u128));
+            format!(
+                "up to {} cells (more than 16 `exclude` entries: not counted)",
+                group_digits(product)
+            )
         };
+        self.too_many_cells(mx, &what, limit)
+    }
+
+    fn too_many_cells(&mut self, mx: &MatrixInfo, n: &str, limit: usize) -> Option<()> {
         self.err(
             mx.key_loc,
-            format!("the matrix has {count} cells, more than the limit of {} stage instances", group_digits(limit as u128)),
+            format!(
+                "the matrix has {n}, more than the limit of {} stage instances",
+                group_digits(limit as u128)
+            ),
             "matrix",
             Some("remove axis values or add `exclude` entries; if the sweep is meant to be this large, raise the limit with `--max-instances N` (or ORCHESTRATOR_MAX_INSTANCES)".into()),
         );
