@@ -1,11 +1,10 @@
 //! Command-line surface: raw args -> one [`Cli`] value -> the command's `run`. Thin by design;
-//! each command's own arguments live next to its code in [`crate::commands`].
-
-use std::path::PathBuf;
+//! each command's own arguments live next to its code in [`crate::commands`] (and the options
+//! every command takes in [`Global`]); the arrows go one way: cli -> commands -> engine.
 
 use clap::{Parser, Subcommand};
 
-use crate::commands;
+use crate::commands::{self, Global};
 use crate::exit::CliResult;
 
 #[derive(Debug, Parser)]
@@ -19,50 +18,6 @@ pub struct Cli {
     pub global: Global,
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Options every command takes.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Global {
-    /// Cache root (object store + index + work dirs). Default: `cache/` beside the pipeline's
-    /// project (the nearest folder above the pipeline file that holds a `cache/` folder or
-    /// `Cargo.toml`; else the pipeline's folder).
-    #[arg(long, global = true, env = "ORCHESTRATOR_CACHE")]
-    pub cache_dir: Option<PathBuf>,
-    /// More log output (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// Only errors.
-    #[arg(short, long, global = true)]
-    pub quiet: bool,
-    /// Override a pipeline param: `--set ratio=0.25` (repeatable; YAML values).
-    #[arg(long = "set", global = true, value_name = "NAME=VALUE")]
-    pub set: Vec<String>,
-    /// Colour in messages: `auto` (only on a terminal, and not with NO_COLOR set), `always`,
-    /// `never`.
-    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
-    pub color: ColorChoice,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ColorChoice {
-    Auto,
-    Always,
-    Never,
-}
-
-impl ColorChoice {
-    /// Whether text written to stderr may carry terminal colour codes.
-    pub fn stderr(self) -> bool {
-        use std::io::IsTerminal;
-        match self {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => {
-                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-            }
-        }
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,7 +100,7 @@ fn init_tracing(g: &Global) {
 }
 
 /// Log events as the tool's other messages read: `warning: ...`, `error: ...` (the level in
-/// colour only when [`ColorChoice::stderr`] allows it), no timestamps. Libraries' records
+/// colour only when [`commands::ColorChoice::stderr`] allows it), no timestamps. Libraries' records
 /// (sled's, through `log`) come out the same way.
 struct PlainMessages {
     ansi: bool,

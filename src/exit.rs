@@ -1,6 +1,12 @@
-//! Documented process exit codes and the top-level error that maps to them.
+//! Documented process exit codes, the top-level error every command returns, and the one place
+//! where the engine's typed errors are mapped to codes (the engine knows nothing of them).
 
 use std::process::ExitCode;
+
+use crate::cache::CacheError;
+use crate::exec::slurm::SlurmError;
+use crate::exec::ExecError;
+use crate::pipeline::Diagnostics;
 
 /// Everything ran (or was cached) successfully.
 pub const OK: u8 = 0;
@@ -57,9 +63,75 @@ impl std::fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
+/// A bad pipeline is bad input: every error rendered.
+impl From<Diagnostics> for CliError {
+    fn from(d: Diagnostics) -> Self {
+        CliError::bad_input(d.to_string())
+    }
+}
+
+/// The exit code of an execution error: what the user can fix in the pipeline or its inputs
+/// is bad input, the rest is the environment.
+pub fn exec_code(e: &ExecError) -> u8 {
+    match e {
+        ExecError::MissingInput { .. } | ExecError::Unsatisfiable { .. } => BAD_INPUT,
+        ExecError::WorkerMissing { .. } | ExecError::Cache(_) | ExecError::Runtime(_) => {
+            ENVIRONMENT
+        }
+    }
+}
+
+impl From<ExecError> for CliError {
+    fn from(e: ExecError) -> Self {
+        CliError {
+            code: exec_code(&e),
+            message: format!("error: {e}"),
+        }
+    }
+}
+
+/// A SLURM run that cannot start: an impossible request is bad input, a missing or unusable
+/// SLURM is the environment.
+impl From<SlurmError> for CliError {
+    fn from(e: SlurmError) -> Self {
+        let code = match e {
+            SlurmError::Request(_) => BAD_INPUT,
+            SlurmError::Environment(_) => ENVIRONMENT,
+        };
+        CliError {
+            code,
+            message: format!("error: {e}"),
+        }
+    }
+}
+
+/// The cache unusable (not writable, locked by a live run, corrupt index): the environment.
+impl From<CacheError> for CliError {
+    fn from(e: CacheError) -> Self {
+        CliError::environment(format!("error: {e}"))
+    }
+}
+
+/// An error carried through `anyhow` (the report): mapped by the typed error at its root, the
+/// environment when there is none.
 impl From<anyhow::Error> for CliError {
     fn from(e: anyhow::Error) -> Self {
-        CliError::environment(format!("error: {e:#}"))
+        let code = e
+            .chain()
+            .find_map(|c| {
+                if let Some(x) = c.downcast_ref::<ExecError>() {
+                    Some(exec_code(x))
+                } else if c.downcast_ref::<Diagnostics>().is_some() {
+                    Some(BAD_INPUT)
+                } else {
+                    c.downcast_ref::<CacheError>().map(|_| ENVIRONMENT)
+                }
+            })
+            .unwrap_or(ENVIRONMENT);
+        CliError {
+            code,
+            message: format!("error: {e:#}"),
+        }
     }
 }
 
@@ -89,4 +161,34 @@ pub fn default_sigpipe(on: bool) {
 /// 129 for SIGHUP, 130 for SIGINT, 143 for SIGTERM.
 pub fn signal_exit_code(sig: i32) -> u8 {
     (128 + sig).clamp(0, 255) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_errors_map_to_documented_codes() {
+        let missing = ExecError::MissingInput {
+            path: "/gone".into(),
+            stage: "a".into(),
+            input: "x".into(),
+            location: "p.yaml:1:1".into(),
+            help: Box::new(crate::exec::MissingHelp {
+                what: None,
+                hint: "restore it".into(),
+            }),
+        };
+        assert_eq!(exec_code(&missing), BAD_INPUT);
+        let through_anyhow = CliError::from(anyhow::Error::from(missing).context("report"));
+        assert_eq!(through_anyhow.code, BAD_INPUT);
+        let worker = ExecError::WorkerMissing {
+            looked_at: "/x".into(),
+        };
+        assert_eq!(CliError::from(worker).code, ENVIRONMENT);
+        assert_eq!(
+            CliError::from(anyhow::anyhow!("disk full")).code,
+            ENVIRONMENT
+        );
+    }
 }

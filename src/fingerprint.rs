@@ -209,16 +209,7 @@ mod tests {
                     },
                 ),
             ]),
-            outputs: kind
-                .outputs
-                .iter()
-                .map(|p| Output {
-                    name: p.name.into(),
-                    rel_path: p.rel_path().into(),
-                    is_dir: p.is_dir(),
-                    required: p.required,
-                })
-                .collect(),
+            outputs: kind.outputs.iter().map(Output::of_port).collect(),
             resources: Resources {
                 gpus: 0,
                 cpus: 1,

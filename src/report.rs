@@ -222,7 +222,8 @@ fn absorb(kind: &str, cur: &Current, row: &mut Row, columns: &mut Vec<Column>) {
 
 /// Build the report of `p` from the cache (read-only).
 pub fn build(p: &Pipeline, cache: &Cache) -> Result<Report> {
-    let entries = plan(p, cache).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Keeps the typed error: a missing input is the user's to fix, not the environment's.
+    let entries = plan(p, cache)?;
     let key_of: BTreeMap<&str, Option<&String>> = entries
         .iter()
         .map(|e| {
@@ -296,10 +297,10 @@ pub fn build(p: &Pipeline, cache: &Cache) -> Result<Report> {
         );
     }
     let n_base = rows.len();
-    let cells = if p.cells.is_empty() {
+    let cells: Vec<BTreeMap<String, String>> = if p.cells.is_empty() {
         vec![BTreeMap::new()]
     } else {
-        p.cells.clone()
+        p.cells.iter().collect()
     };
     for c in cells {
         let mut row = fill("cell", c, &cell_stages, &mut columns)?;

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use super::Global;
 use crate::cache::{verify, Cache};
-use crate::cli::Global;
 use crate::exit::{CliError, CliResult};
 
 #[derive(Debug, clap::Subcommand)]
@@ -26,9 +26,9 @@ pub enum Command {
 pub fn run(c: Command, g: &Global) -> CliResult<u8> {
     match c {
         Command::Verify { repair, pipeline } => {
-            let root = super::run::cache_root_here(g, pipeline.as_deref());
-            let (cache, _lock) = super::run::open_locked(&root)?;
-            let r = verify(&cache, repair).map_err(super::run::cache_error)?;
+            let root = super::cache_root_here(g, pipeline.as_deref());
+            let (cache, _lock) = super::open_locked(&root)?;
+            let r = verify(&cache, repair)?;
             for (path, msg) in &r.corrupt_objects {
                 println!("corrupt object {path}: {msg}");
             }
@@ -59,15 +59,15 @@ pub fn run(c: Command, g: &Global) -> CliResult<u8> {
             )))
         }
         Command::RebuildIndex { pipeline } => {
-            let root = super::run::cache_root_here(g, pipeline.as_deref());
-            let root = Cache::prepare_layout(&root).map_err(super::run::cache_error)?;
-            let lock = crate::cache::CacheLock::acquire(&root).map_err(super::run::cache_error)?;
+            let root = super::cache_root_here(g, pipeline.as_deref());
+            let root = Cache::prepare_layout(&root)?;
+            let lock = crate::cache::CacheLock::acquire(&root)?;
             // The index may be unreadable: start from nothing, the manifests are the truth.
             let index_dir = root.join("index");
             let _ = std::fs::remove_dir_all(&index_dir);
             drop(lock);
-            let (cache, _lock) = super::run::open_locked(&root)?;
-            let n = crate::cache::rebuild_index(&cache).map_err(super::run::cache_error)?;
+            let (cache, _lock) = super::open_locked(&root)?;
+            let n = crate::cache::rebuild_index(&cache)?;
             println!(
                 "rebuilt the index of {} from {n} manifests",
                 cache.root.display()

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::cli::Global;
+use super::Global;
 use crate::dag::{render, Format};
 use crate::exit::{CliResult, OK};
 use crate::pipeline;
@@ -18,7 +18,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
-    let p = pipeline::load_with(&args.pipeline, &g.set)?;
+    // The loader's own message for a missing file (a pipeline error like any other).
+    let opts = pipeline::LoadOptions {
+        walk_inputs: false,
+        ..g.load_options()
+    };
+    let p = pipeline::load_opts(&args.pipeline, &opts)?;
     print!("{}", render(&p, args.format));
     Ok(OK)
 }

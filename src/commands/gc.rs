@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::cli::Global;
+use super::Global;
 use crate::exit::CliResult;
 
 #[derive(Debug, clap::Args)]
@@ -15,9 +15,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
-    let root = super::run::cache_root_here(g, args.pipeline.as_deref());
-    let (cache, _lock) = super::run::open_locked(&root)?;
-    let r = crate::cache::gc(&cache, args.dry_run).map_err(super::run::cache_error)?;
+    let root = super::cache_root_here(g, args.pipeline.as_deref());
+    let (cache, _lock) = super::open_locked(&root)?;
+    let r = crate::cache::gc(&cache, args.dry_run)?;
     let verb = if r.dry_run { "would remove" } else { "removed" };
     println!(
         "{verb} {} objects ({}), {} manifests, {} run dirs, {} work dirs, {} views",

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use super::Global;
 use crate::cache::History;
-use crate::cli::Global;
 use crate::exit::{CliError, CliResult};
 
 #[derive(Debug, clap::Args)]
@@ -18,13 +18,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
-    let p = super::run::load(&args.pipeline, g)?;
-    let inst = super::run::find_instance(&p, &args.stage)?;
-    let root = super::run::cache_root(g, &args.pipeline);
+    let p = super::load_to_read(&args.pipeline, g)?;
+    let inst = super::find_instance(&p, &args.stage)?;
+    let root = super::cache_root(g, &args.pipeline);
     let root = root.canonicalize().unwrap_or(root);
-    super::run::check_name(&root, &p, &args.pipeline)?;
+    super::check_name(&root, &p, &args.pipeline)?;
     let history = History::new(&root, &p.name);
-    let records = history.read().map_err(super::run::cache_error)?;
+    let records = history.read()?;
     let Some(run_dir) = records
         .iter()
         .rev()

@@ -1,8 +1,9 @@
-//! `orchestrator plan`: per stage instance cached / will run / waits on upstream, and why.
+//! `orchestrator plan`: per stage instance cached / will run / waits on upstream / needs an
+//! input that is missing, and why. It plans without the data: exit 0 when it could plan.
 
 use std::path::PathBuf;
 
-use crate::cli::Global;
+use super::{Global, TextOrJson};
 use crate::exec::plan::{plan, PlanState};
 use crate::exit::CliResult;
 
@@ -13,31 +14,31 @@ pub struct Args {
     /// Also list the fingerprint fields that changed since the instance's last run.
     #[arg(long)]
     pub explain: bool,
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
+    /// `text`, or `json` (every instance with its state, reasons and key, for scripts).
+    #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+    pub format: TextOrJson,
 }
 
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
-    let p = super::run::load(&args.pipeline, g)?;
-    let root = super::run::cache_root(g, &args.pipeline);
-    super::run::check_name(&root, &p, &args.pipeline)?;
+    let p = super::load(&args.pipeline, g)?;
+    let root = super::cache_root(g, &args.pipeline);
+    super::check_name(&root, &p, &args.pipeline)?;
     // With the lock when free; during a run, from the committed manifests.
-    let (cache, _lock) = super::run::open_shared(&root)?;
-    let entries = plan(&p, &cache).map_err(super::run::exec_error)?;
-    cache.index.flush().map_err(super::run::cache_error)?;
-    if args.format == Format::Json {
+    let (cache, _lock) = super::open_shared(&root)?;
+    let entries = plan(&p, &cache)?;
+    cache.index.flush()?;
+    if args.format == TextOrJson::Json {
         let v = serde_json::json!({ "pipeline": p.name, "instances": entries });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(0);
     }
     let width = entries.iter().map(|e| e.instance.len()).max().unwrap_or(0);
-    let (mut cached, mut run, mut waits) = (0, 0, 0);
+    let sw = if entries.iter().any(|e| e.state == PlanState::NeedsInput) {
+        11
+    } else {
+        9
+    };
+    let (mut cached, mut run, mut waits, mut needs) = (0, 0, 0, 0);
     for e in &entries {
         let state = match e.state {
             PlanState::Cached => {
@@ -52,24 +53,33 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
                 waits += 1;
                 "waits"
             }
+            PlanState::NeedsInput => {
+                needs += 1;
+                "needs input"
+            }
         };
         let why = if e.reasons.is_empty() {
             String::new()
         } else {
             format!("  {}", e.reasons.join("; "))
         };
-        println!("{state:<9} {:<width$}{why}", e.instance);
+        println!("{state:<sw$} {:<width$}{why}", e.instance);
         if args.explain && !e.changed.is_empty() {
             println!(
-                "{:<9} {:<width$}  changed fields: {}",
+                "{:<sw$} {:<width$}  changed fields: {}",
                 "",
                 "",
                 e.changed.join(", ")
             );
         }
     }
+    let need = if needs > 0 {
+        format!(", {needs} need an input that is missing (`run` will not start until it exists)")
+    } else {
+        String::new()
+    };
     println!(
-        "{} instances: {cached} cached, {run} will run, {waits} wait on upstream",
+        "{} instances: {cached} cached, {run} will run, {waits} wait on upstream{need}",
         entries.len()
     );
     Ok(0)

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::cli::Global;
+use super::Global;
 use crate::exit::{CliError, CliResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -26,15 +26,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
-    let p = super::run::load(&args.pipeline, g)?;
-    let root = super::run::cache_root(g, &args.pipeline);
-    super::run::check_name(&root, &p, &args.pipeline)?;
-    let (cache, _lock) = super::run::open_shared(&root)?;
+    let p = super::load(&args.pipeline, g)?;
+    let root = super::cache_root(g, &args.pipeline);
+    super::check_name(&root, &p, &args.pipeline)?;
+    // With the lock when free; during a run, from the committed manifests.
+    let (cache, _lock) = super::open_shared(&root)?;
+    // Mapped by the typed error at its root (a missing input is bad input, exit 2).
     let report = crate::report::build(&p, &cache).map_err(|e| {
-        CliError::environment(format!(
-            "error: cannot build the report of `{}`: {e:#}",
-            p.name
-        ))
+        CliError::from(e.context(format!("cannot build the report of `{}`", p.name)))
     })?;
     let dir = args
         .out

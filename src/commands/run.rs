@@ -3,13 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cache::{Cache, CacheError, CacheLock, NameOwner};
-use crate::cli::Global;
-use crate::exec::{
-    self, ExecError, GpuChoice, LocalBackend, MessageFormat, RunOptions, RunSummary, View,
-};
+use super::{cache_root, load, open_locked, Global};
+use crate::exec::{self, GpuChoice, LocalBackend, MessageFormat, RunOptions, RunSummary, View};
 use crate::exit::{CliError, CliResult};
-use crate::pipeline::Pipeline;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,9 +21,9 @@ pub struct Args {
     #[arg(long)]
     pub fail_fast: bool,
     /// `human` (a live view on a terminal, plain lines otherwise) or `json` (one event per line
-    /// on stdout).
-    #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
-    pub message_format: MessageFormat,
+    /// on stdout). `--message-format` is the same option (cargo's spelling).
+    #[arg(long, alias = "message-format", value_enum, default_value_t = MessageFormat::Human)]
+    pub format: MessageFormat,
     /// Where stages run: `local` processes, or `slurm` jobs (`sbatch`). Default: the pipeline's
     /// `executor.kind`, else local.
     #[arg(long, value_parser = ["local", "slurm"])]
@@ -55,7 +51,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
     let p = load(&args.pipeline, g)?;
     let root = cache_root(g, &args.pipeline);
     let (cache, _lock) = open_locked(&root)?;
-    name_guard(&cache.root, &p, &args.pipeline, true)?;
+    super::claim_name(&cache.root, &p, &args.pipeline)?;
     let opts = RunOptions {
         jobs: args.jobs.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -66,7 +62,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
         fail_fast: args.fail_fast,
         stage_bin: exec::find_stage_bin(),
     };
-    let mut view = View::new(args.message_format, g.quiet);
+    let mut view = View::new(args.format, g.quiet);
     let summary = if args.executor.as_deref().or(p.executor.kind.as_deref()) == Some("slurm") {
         let so = exec::slurm::SlurmOptions {
             poll: std::time::Duration::from_secs_f64(args.slurm_poll.max(0.05)),
@@ -74,10 +70,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
             max_jobs: args.max_jobs,
             max_queued: args.slurm_max_queued,
         };
-        let backend = exec::slurm::SlurmBackend::new(&p, &cache, &so).map_err(|e| CliError {
-            code: e.exit_code(),
-            message: format!("error: {e}"),
-        })?;
+        let backend = exec::slurm::SlurmBackend::new(&p, &cache, &so)?;
         let (q, gpus, jobs) = exec::slurm::scheduling_view(&p, args.slurm_max_queued);
         exec::run(
             &q,
@@ -85,8 +78,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
             RunOptions { gpus, jobs, ..opts },
             Box::new(backend),
             &mut view,
-        )
-        .map_err(exec_error)?
+        )?
     } else {
         exec::run(
             &p,
@@ -94,13 +86,12 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
             opts,
             Box::new(LocalBackend::default()),
             &mut view,
-        )
-        .map_err(exec_error)?
+        )?
     };
     let (text, json) = render_summary(&summary);
     view.summary(&text, json);
     if let Some(e) = summary.fatal {
-        return Err(exec_error(e));
+        return Err(CliError::from(e));
     }
     Ok(if summary.interrupted {
         crate::exit::signal_exit_code(summary.signal)
@@ -191,120 +182,4 @@ pub fn log_tail(path: &Path, n: usize) -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .collect()
-}
-
-/// Load and validate a pipeline; every error rendered, exit 2.
-pub fn load(path: &Path, g: &Global) -> CliResult<Pipeline> {
-    if !path.exists() {
-        return Err(CliError::bad_input(format!(
-            "error: pipeline file {} does not exist",
-            path.display()
-        )));
-    }
-    crate::pipeline::load_with(path, &g.set).map_err(CliError::from)
-}
-
-pub fn cache_root(g: &Global, pipeline: &Path) -> PathBuf {
-    crate::cache::resolve_root(g.cache_dir.as_deref(), pipeline)
-}
-
-/// The cache root for commands that take no pipeline file: `--cache-dir`, else found from the
-/// current folder upwards.
-pub fn cache_root_here(g: &Global, pipeline: Option<&Path>) -> PathBuf {
-    match pipeline {
-        Some(p) => cache_root(g, p),
-        None => crate::cache::find_root(
-            g.cache_dir.as_deref(),
-            &std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
-        ),
-    }
-}
-
-/// Refuse a pipeline whose `name:` belongs to another pipeline file in this cache (their
-/// history, GC roots and `results/<name>` would mix); read-only commands check, `run` also
-/// records the owner.
-pub fn check_name(root: &Path, p: &Pipeline, given: &Path) -> CliResult<()> {
-    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
-    name_guard(&root, p, given, false)
-}
-
-fn name_guard(root: &Path, p: &Pipeline, given: &Path, claim: bool) -> CliResult<()> {
-    let here = std::env::current_dir().unwrap_or_default();
-    let shown = |f: &Path| f.strip_prefix(&here).unwrap_or(f).display().to_string();
-    match crate::cache::name_owner(root, &p.name, &p.file) {
-        NameOwner::Free => {}
-        NameOwner::Taken(owner) => {
-            return Err(CliError::bad_input(format!(
-                "error: pipeline name `{}` is already used by {} in the cache {}: two files would share its history and results/{}\nhint: give {} its own `name:` (a file that `extend`s another keeps that file's name unless it sets one)",
-                p.name,
-                shown(&owner),
-                root.display(),
-                crate::cache::sanitize(&p.name),
-                given.display()
-            )))
-        }
-        NameOwner::Gone(old) if claim => tracing::warn!(
-            "pipeline name `{}` belonged to {}, which no longer exists; {} takes it over",
-            p.name,
-            shown(&old),
-            given.display()
-        ),
-        NameOwner::Gone(_) => {}
-    }
-    if claim {
-        crate::cache::claim_name(root, &p.name, &p.file).map_err(cache_error)?;
-    }
-    Ok(())
-}
-
-/// For read-only commands: see [`Cache::open_shared`].
-pub fn open_shared(root: &Path) -> CliResult<(Cache, Option<CacheLock>)> {
-    Cache::open_shared(root).map_err(cache_error)
-}
-
-pub fn open_locked(root: &Path) -> CliResult<(Cache, CacheLock)> {
-    Cache::open_locked(root).map_err(cache_error)
-}
-
-pub fn cache_error(e: CacheError) -> CliError {
-    CliError::environment(format!("error: {e}"))
-}
-
-pub fn exec_error(e: ExecError) -> CliError {
-    CliError {
-        code: e.exit_code(),
-        message: format!("error: {e}"),
-    }
-}
-
-/// Find the instance a user names: an exact instance id, or a stage with exactly one instance.
-pub fn find_instance<'a>(
-    p: &'a Pipeline,
-    name: &'a str,
-) -> CliResult<&'a crate::pipeline::Instance> {
-    if let Some((_, i)) = p.instance(name) {
-        return Ok(i);
-    }
-    let of_stage: Vec<_> = p.instances_of(name).map(|(_, i)| i).collect();
-    match of_stage.len() {
-        1 => Ok(of_stage[0]),
-        0 => {
-            let ids: Vec<&str> = p.instances.iter().map(|i| i.id.as_str()).collect();
-            let hint = crate::pipeline::diagnostics::suggest(name, &ids, "the stage instances are")
-                .unwrap_or_else(|| format!("the stage instances are: {}", ids.join(", ")));
-            Err(CliError::bad_input(format!(
-                "error: pipeline `{}` has no stage `{name}`\nhint: {hint}",
-                p.name
-            )))
-        }
-        _ => Err(CliError::bad_input(format!(
-            "error: stage `{name}` has {} instances; name one:\n{}",
-            of_stage.len(),
-            of_stage
-                .iter()
-                .map(|i| format!("  {}", i.id))
-                .collect::<Vec<_>>()
-                .join("\n")
-        ))),
-    }
 }

@@ -2,7 +2,7 @@
 //! every built-in kind's params. `docs/pipeline.schema.json` is a checked-in copy that a test
 //! keeps current (`UPDATE_SCHEMA=1 cargo test ... checked_in_schema_is_current` regenerates it).
 
-use crate::cli::Global;
+use super::Global;
 use crate::exit::{CliResult, OK};
 
 #[derive(Debug, clap::Args)]

@@ -4,28 +4,29 @@
 
 use std::path::PathBuf;
 
+use super::{Global, TextOrJson};
 use crate::cache::{History, RunStatus};
-use crate::cli::Global;
 use crate::exit::CliResult;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The pipeline file.
     pub pipeline: PathBuf,
-    /// One JSON object per instance.
-    #[arg(long)]
+    /// `text`, or `json` (one JSON object per instance and line).
+    #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+    pub format: TextOrJson,
+    /// The same as `--format json` (the spelling of earlier versions).
+    #[arg(long, hide = true)]
     pub json: bool,
 }
 
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
-    let p = super::run::load(&args.pipeline, g)?;
-    let root = super::run::cache_root(g, &args.pipeline);
-    super::run::check_name(&root, &p, &args.pipeline)?;
+    let p = super::load_to_read(&args.pipeline, g)?;
+    let root = super::cache_root(g, &args.pipeline);
+    super::check_name(&root, &p, &args.pipeline)?;
     let history = History::new(&root, &p.name);
-    let latest = history.latest().map_err(super::run::cache_error)?;
-    let committed = history
-        .latest_committed()
-        .map_err(super::run::cache_error)?;
+    let latest = history.latest()?;
+    let committed = history.latest_committed()?;
     let locked = crate::cache::CacheLock::is_held(&root);
     let width = p.instances.iter().map(|i| i.id.len()).max().unwrap_or(0);
     for inst in &p.instances {
@@ -42,7 +43,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
             Some(RunStatus::Failed) | Some(RunStatus::Started) => r,
             _ => committed.get(&inst.id).or(r),
         };
-        if args.json {
+        if args.json || args.format == TextOrJson::Json {
             println!(
                 "{}",
                 serde_json::json!({"instance": inst.id, "state": state, "duration_s": shown.map(|r| r.duration_ms as f64 / 1000.0),

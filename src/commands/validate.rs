@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::cli::Global;
+use super::{Global, TextOrJson};
 use crate::exit::{CliResult, OK};
 use crate::fingerprint::static_fingerprints;
 use crate::pipeline::{self, Action, Input, Pipeline};
@@ -17,20 +17,15 @@ pub struct Args {
     pub pipeline: PathBuf,
     /// `text`: a one-line summary; `json`: every instance (id, cell, kind, resolved params,
     /// command, inputs, resources, static fingerprint) for scripts.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
+    #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+    pub format: TextOrJson,
 }
 
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
-    let p = pipeline::load_with(&args.pipeline, &g.set)?;
+    // The loader's own message for a missing file (a pipeline error like any other).
+    let p = pipeline::load_opts(&args.pipeline, &g.load_options())?;
     match args.format {
-        Format::Text => {
+        TextOrJson::Text => {
             let stages: std::collections::BTreeSet<&str> =
                 p.instances.iter().map(|i| i.stage.as_str()).collect();
             let cells = if p.matrix_axes.is_empty() {
@@ -45,7 +40,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
                 stages.len()
             );
         }
-        Format::Json => {
+        TextOrJson::Json => {
             let s = serde_json::to_string_pretty(&to_json(&p)).map_err(anyhow::Error::from)?;
             println!("{s}");
         }

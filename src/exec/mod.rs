@@ -29,12 +29,14 @@ pub use view::{MessageFormat, View};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("{path} does not exist: it is input `{input}` of stage `{stage}` ({location})\nhint: restore the file, or point the pipeline at where it is now; cached results are kept", path = path.display())]
+    #[error("{path} does not exist: it is input `{input}` of stage `{stage}` ({location}){what}\nhint: {hint}; cached results are kept", path = path.display(), what = help.what.as_ref().map(|w| format!(": {w}")).unwrap_or_default(), hint = help.hint)]
     MissingInput {
         path: PathBuf,
         stage: String,
         input: String,
         location: String,
+        /// What the input is and how to set it (boxed: errors stay small).
+        help: Box<MissingHelp>,
     },
     #[error("stage `{stage}` ({location}) {why}\nhint: lower its `resources.gpus`, or pass more devices with --gpus")]
     Unsatisfiable {
@@ -50,16 +52,13 @@ pub enum ExecError {
     Runtime(std::io::Error),
 }
 
-impl ExecError {
-    /// The documented exit code (see `crate::exit`).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ExecError::MissingInput { .. } | ExecError::Unsatisfiable { .. } => {
-                crate::exit::BAD_INPUT
-            }
-            _ => crate::exit::ENVIRONMENT,
-        }
-    }
+/// What a missing input is and how to fix it, for [`ExecError::MissingInput`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingHelp {
+    /// What the input is (the param's `describe:`, else the kind's port).
+    pub what: Option<String>,
+    /// How to fix it (`set it with --set casia=PATH` when the path comes from a param).
+    pub hint: String,
 }
 
 #[derive(Debug, Clone)]

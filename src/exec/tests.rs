@@ -10,9 +10,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::backend::{Backend, BackendEvent, ExitStatus, JobId, JobSpec};
 use super::*;
-use crate::pipeline::{
-    Action, ExecutorConfig, Input, Instance, Output, ReportConfig, Resources as Ask,
-};
+use crate::pipeline::{Action, Input, Instance, Output, Resources as Ask};
 
 fn shell(id: &str, cmd: &str, inputs: &[(&str, Input)], outputs: &[&str], gpus: u32) -> Instance {
     Instance {
@@ -57,11 +55,8 @@ fn pipeline(dir: &Path, instances: Vec<Instance>) -> Pipeline {
         name: "t".into(),
         file: dir.join("p.yaml"),
         dir: dir.to_path_buf(),
-        matrix_axes: vec![],
-        cells: vec![],
         instances,
-        executor: ExecutorConfig::default(),
-        report: ReportConfig::default(),
+        ..Pipeline::default()
     }
 }
 
@@ -247,7 +242,7 @@ fn missing_external_input_is_a_clear_error() {
         &mut View::silent(),
     )
     .unwrap_err();
-    assert_eq!(e.exit_code(), crate::exit::BAD_INPUT);
+    assert!(matches!(e, ExecError::MissingInput { .. }), "{e}");
     assert!(
         e.to_string().contains("gone.bin") && e.to_string().contains("stage `a"),
         "{e}"

@@ -144,13 +144,6 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
-/// A bad pipeline is bad input: exit code 2, every error rendered.
-impl From<Diagnostics> for crate::exit::CliError {
-    fn from(d: Diagnostics) -> Self {
-        crate::exit::CliError::bad_input(d.to_string())
-    }
-}
-
 /// The candidate closest to `word`, if it is close enough to be a likely typo.
 pub fn did_you_mean<'a, I, S>(word: &str, candidates: I) -> Option<String>
 where

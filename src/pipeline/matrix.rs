@@ -1,4 +1,5 @@
-//! [`Matrix`]: the `matrix:` section as data, and its expansion into cells.
+//! [`Matrix`]: the `matrix:` section as data, and its expansion into cells ([`IndexCells`]:
+//! one value index per axis and cell, so that a large matrix costs 4 bytes per axis and cell).
 //!
 //! Semantics (documented in the schema too): the cartesian product of the axes in axis order
 //! (the first axis varies slowest), then every `exclude` entry removes the cells it matches (an
@@ -28,37 +29,244 @@ impl Matrix {
 
     /// Every cell: one value per axis, in axis order. Without axes, one empty cell.
     pub fn cells(&self) -> Vec<Vec<Value>> {
-        let mut cells: Vec<Vec<Value>> = vec![Vec::new()];
-        for (_, values) in &self.axes {
-            let mut next = Vec::with_capacity(cells.len() * values.len());
-            for c in &cells {
-                for v in values {
-                    let mut c2 = c.clone();
-                    c2.push(v.clone());
-                    next.push(c2);
-                }
-            }
-            cells = next;
-        }
-        let names = self.axis_names();
-        let matches = |cell: &[Value], entry: &BTreeMap<String, Value>| {
-            entry.iter().all(|(k, v)| {
-                names
+        let ix = self.index_cells();
+        (0..ix.len())
+            .map(|c| {
+                ix.cell(c)
                     .iter()
-                    .position(|n| n == k)
-                    .is_some_and(|i| &cell[i] == v)
+                    .enumerate()
+                    .map(|(a, v)| ix.values[a][*v as usize].clone())
+                    .collect()
             })
-        };
-        cells.retain(|c| !self.exclude.iter().any(|e| matches(c, e)));
-        for inc in &self.include {
-            let cell: Option<Vec<Value>> = names.iter().map(|n| inc.get(n).cloned()).collect();
-            if let Some(cell) = cell {
-                if !cells.contains(&cell) {
-                    cells.push(cell);
+            .collect()
+    }
+
+    /// Exclude entries as (axis, value index) constraints; `None` for an entry that can match
+    /// no cell (it names an axis or a value the matrix does not have).
+    fn exclude_rules(&self) -> Vec<Option<Vec<(usize, u32)>>> {
+        self.exclude
+            .iter()
+            .map(|e| {
+                e.iter()
+                    .map(|(k, v)| {
+                        let a = self.axes.iter().position(|(n, _)| n == k)?;
+                        let i = self.axes[a].1.iter().position(|x| x == v)?;
+                        Some((a, i as u32))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// How many cells [`Matrix::index_cells`] gives, computed without building them (so that
+    /// a matrix too large to expand is refused before memory is spent): the product of the
+    /// axis sizes, minus the excluded cells (by inclusion-exclusion over the exclude entries),
+    /// plus the include entries that add a cell. With more than 16 exclude entries the product
+    /// is scanned instead when it is at most `scan_limit` cells; beyond that the answer is a
+    /// lower bound (`exact` false: each entry removes at most the cells it can match).
+    pub fn count_cells(&self, scan_limit: u128) -> CellCount {
+        let sizes: Vec<u128> = self.axes.iter().map(|(_, v)| v.len() as u128).collect();
+        let product = sizes.iter().fold(1u128, |p, s| p.saturating_mul(*s));
+        let rules: Vec<Vec<(usize, u32)>> = self.exclude_rules().into_iter().flatten().collect();
+        if rules.len() > 16 {
+            if product <= scan_limit {
+                let mut n: u128 = 0;
+                self.product_cells(&rules, |_| n += 1);
+                return CellCount {
+                    n: n + self.added_by_include(&rules),
+                    exact: true,
+                };
+            }
+            let removable: u128 = rules
+                .iter()
+                .map(|r| {
+                    let fixed: u128 = r
+                        .iter()
+                        .fold(1u128, |p, (a, _)| p.saturating_mul(sizes[*a].max(1)));
+                    product / fixed
+                })
+                .fold(0u128, |t, x| t.saturating_add(x));
+            return CellCount {
+                n: product.saturating_sub(removable),
+                exact: false,
+            };
+        }
+        // Cells matching every entry of a subset: the entries must agree; then the free axes
+        // multiply.
+        let mut excluded: i128 = 0;
+        for mask in 1u32..(1u32 << rules.len()) {
+            let mut fixed: Vec<Option<u32>> = vec![None; sizes.len()];
+            let mut consistent = true;
+            for (r, rule) in rules.iter().enumerate() {
+                if mask & (1 << r) == 0 {
+                    continue;
+                }
+                for &(a, v) in rule {
+                    match fixed[a] {
+                        Some(w) if w != v => consistent = false,
+                        _ => fixed[a] = Some(v),
+                    }
                 }
             }
+            if !consistent {
+                continue;
+            }
+            let n = fixed
+                .iter()
+                .zip(&sizes)
+                .filter(|(f, _)| f.is_none())
+                .fold(1u128, |p, (_, s)| p.saturating_mul(*s));
+            let n = n.min(i128::MAX as u128) as i128;
+            if mask.count_ones() % 2 == 1 {
+                excluded = excluded.saturating_add(n);
+            } else {
+                excluded = excluded.saturating_sub(n);
+            }
         }
-        cells
+        let count = product.saturating_sub(excluded.max(0) as u128);
+        CellCount {
+            n: count.saturating_add(self.added_by_include(&rules)),
+            exact: true,
+        }
+    }
+
+    /// How many cells the include entries add (those not in the product already).
+    fn added_by_include(&self, rules: &[Vec<(usize, u32)>]) -> u128 {
+        let mut values: Vec<Vec<Value>> = self.axes.iter().map(|(_, v)| v.clone()).collect();
+        let mut added: Vec<Vec<u32>> = Vec::new();
+        for cell in self.include_cells(&mut values) {
+            if !self.in_product(&cell, rules) && !added.contains(&cell) {
+                added.push(cell);
+            }
+        }
+        added.len() as u128
+    }
+
+    /// Call `f` with every cell of the product (first axis slowest) that no rule excludes.
+    fn product_cells(&self, rules: &[Vec<(usize, u32)>], mut f: impl FnMut(&[u32])) {
+        let sizes: Vec<usize> = self.axes.iter().map(|(_, v)| v.len()).collect();
+        if sizes.contains(&0) {
+            return;
+        }
+        let mut cell = vec![0u32; sizes.len()];
+        'cells: loop {
+            if !rules.iter().any(|r| r.iter().all(|&(a, v)| cell[a] == v)) {
+                f(&cell);
+            }
+            // Odometer: the last axis varies fastest.
+            let mut a = sizes.len();
+            loop {
+                if a == 0 {
+                    break 'cells;
+                }
+                a -= 1;
+                cell[a] += 1;
+                if (cell[a] as usize) < sizes[a] {
+                    continue 'cells;
+                }
+                cell[a] = 0;
+            }
+        }
+    }
+
+    /// Include entries that give a value for every axis, as value indices; values the axes do
+    /// not list are appended to `values`.
+    fn include_cells(&self, values: &mut [Vec<Value>]) -> Vec<Vec<u32>> {
+        let mut out = Vec::new();
+        'entries: for inc in &self.include {
+            let mut cell = Vec::with_capacity(self.axes.len());
+            for (a, (name, _)) in self.axes.iter().enumerate() {
+                let Some(v) = inc.get(name) else {
+                    continue 'entries;
+                };
+                let i = match values[a].iter().position(|x| x == v) {
+                    Some(i) => i,
+                    None => {
+                        values[a].push(v.clone());
+                        values[a].len() - 1
+                    }
+                };
+                cell.push(i as u32);
+            }
+            out.push(cell);
+        }
+        out
+    }
+
+    /// Whether a cell (value indices) is in the product and not excluded.
+    fn in_product(&self, cell: &[u32], rules: &[Vec<(usize, u32)>]) -> bool {
+        let listed = cell
+            .iter()
+            .zip(&self.axes)
+            .all(|(v, (_, vals))| (*v as usize) < vals.len());
+        listed && !rules.iter().any(|r| r.iter().all(|&(a, v)| cell[a] == v))
+    }
+
+    /// Every cell as one value index per axis, in expansion order: the product (first axis
+    /// slowest), without the excluded cells, then the include cells not already there. Memory:
+    /// one `u32` per axis and cell.
+    pub fn index_cells(&self) -> IndexCells {
+        let mut values: Vec<Vec<Value>> = self.axes.iter().map(|(_, v)| v.clone()).collect();
+        let rules: Vec<Vec<(usize, u32)>> = self.exclude_rules().into_iter().flatten().collect();
+        let n_axes = self.axes.len();
+        let mut flat = Vec::new();
+        let mut n = 0;
+        self.product_cells(&rules, |cell| {
+            flat.extend_from_slice(cell);
+            n += 1;
+        });
+        let mut added: Vec<Vec<u32>> = Vec::new();
+        for inc in self.include_cells(&mut values) {
+            if !self.in_product(&inc, &rules) && !added.contains(&inc) {
+                flat.extend_from_slice(&inc);
+                added.push(inc);
+                n += 1;
+            }
+        }
+        IndexCells {
+            values,
+            n_axes,
+            n,
+            flat,
+        }
+    }
+}
+
+/// See [`Matrix::count_cells`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellCount {
+    pub n: u128,
+    /// False: `n` is a lower bound.
+    pub exact: bool,
+}
+
+/// The cells of a matrix as value indices (see [`Matrix::index_cells`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexCells {
+    /// Per axis, its values: the axis' own list, then values only include entries give.
+    pub values: Vec<Vec<Value>>,
+    pub n_axes: usize,
+    n: usize,
+    flat: Vec<u32>,
+}
+
+impl IndexCells {
+    pub fn len(&self) -> usize {
+        self.n
+    }
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+    /// Cell `c`: one value index per axis.
+    pub fn cell(&self, c: usize) -> &[u32] {
+        &self.flat[c * self.n_axes..(c + 1) * self.n_axes]
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &[u32]> {
+        (0..self.n).map(|c| self.cell(c))
+    }
+    /// The indices of every cell, one after the other.
+    pub fn into_flat(self) -> Vec<u32> {
+        self.flat
     }
 }
 
@@ -145,6 +353,27 @@ mod tests {
     }
 
     #[test]
+    fn many_exclude_entries_are_counted_by_scanning_or_bounded() {
+        let mut mx = m(&[
+            ("a", (0..10).map(|i| json!(i)).collect()),
+            ("b", (0..10).map(|i| json!(i)).collect()),
+        ]);
+        for i in 0..20 {
+            mx.exclude.push(
+                [
+                    ("a".to_string(), json!(i % 10)),
+                    ("b".to_string(), json!(i / 2)),
+                ]
+                .into(),
+            );
+        }
+        let n = mx.index_cells().len() as u128;
+        assert_eq!(mx.count_cells(1000), CellCount { n, exact: true });
+        let bound = mx.count_cells(10);
+        assert!(!bound.exact && bound.n <= n, "{bound:?} vs {n}");
+    }
+
+    #[test]
     fn id_values_are_compact() {
         assert_eq!(
             render_id_value(&json!({"net": "iresnet-tiny", "loss": "cosface"})),
@@ -206,6 +435,7 @@ mod tests {
                 exclude: exclude.iter().map(|e| e.iter().enumerate().filter_map(|(a, v)| v.map(|v| (names[a].clone(), json!(v)))).collect()).collect(),
                 include: include.iter().map(|e| e.iter().enumerate().map(|(a, v)| (names[a].clone(), json!(v))).collect()).collect(),
             };
+            prop_assert_eq!(mx.count_cells(0), CellCount { n: mx.index_cells().len() as u128, exact: true });
             let got: Vec<Vec<usize>> = mx.cells().iter().map(|c| c.iter().map(|v| v.as_u64().unwrap() as usize).collect()).collect();
             prop_assert_eq!(got, oracle(&sizes, &exclude, &include));
         }

@@ -1,22 +1,212 @@
 //! Pipeline files: YAML -> validated, expanded [`Pipeline`] (pure: reads files, spawns nothing).
 //!
-//! [`load`] is the entry point; it returns every error at once as [`Diagnostics`]. The pieces:
-//! [`yaml`] (a located YAML tree), [`interp`] (`${...}` templates), [`matrix`] (cells),
-//! [`diagnostics`] (rendering, did-you-mean), [`schema`] (the JSON schema of the format).
+//! [`load`] is the entry point; it returns every error at once as [`Diagnostics`]. The format is
+//! defined once, by the typed raw structs of [`raw`], read from the located tree of [`yaml`]
+//! through [`de`]. Loading is a short sequence of passes over them (`Loader::build`):
+//! [`files`] (the file and what it `extend`s, `--set`), [`sections`] (name, params, matrix,
+//! executor, report), [`stage`] (static checks of each stage, with [`templates`]), [`eval`]
+//! (each stage per matrix cell, with [`paths`] for external inputs), [`expand`] (order,
+//! instances). The rest: [`interp`] (`${...}`
+//! templates), [`matrix`] (cells), [`diagnostics`] (rendering, did-you-mean), [`schema`] (the
+//! JSON schema, derived from [`raw`]).
 
+mod de;
 pub mod diagnostics;
+mod eval;
+mod expand;
+mod files;
 pub mod interp;
-mod load;
+mod loader;
 pub mod matrix;
 mod model;
+mod paths;
+pub mod raw;
 pub mod schema;
+mod sections;
+mod stage;
+mod templates;
 pub mod yaml;
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 pub use diagnostics::{Diagnostic, Diagnostics};
-pub use load::{
-    load, load_with, normalize, MAX_CPUS, MAX_GPUS, MAX_MEM_GB, MAX_RETRY, MAX_TIME_MIN,
-};
+pub use loader::normalize;
 pub use model::*;
+pub use raw::{MAX_CPUS, MAX_GPUS, MAX_MEM_GB, MAX_RETRY, MAX_TIME_MIN};
+
+use de::{Checked, MapEntry};
+use interp::{Ns, Template};
+use loader::Loader;
+use raw::{RawPipeline, RawStage, TOP_KEYS};
+use stage::StageDef;
+use yaml::{Loc, Node, Value};
+
+/// Stage instances (and matrix cells) a pipeline may expand to unless told otherwise: far more
+/// than any sweep of this workflow, far less than what fills memory by a typo in a matrix.
+pub const DEFAULT_MAX_INSTANCES: usize = 100_000;
+
+/// How to load a pipeline.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// `--set NAME=VALUE` overrides of the pipeline's `params` (values are YAML scalars or flow
+    /// collections; relative paths resolve against the current directory).
+    pub overrides: Vec<String>,
+    /// More stage instances (or matrix cells) than this is an error, found before they are built.
+    pub max_instances: usize,
+    /// Look for symlink loops inside external input folders (lists them whole), not only at
+    /// the paths themselves.
+    pub walk_inputs: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            overrides: Vec::new(),
+            max_instances: DEFAULT_MAX_INSTANCES,
+            walk_inputs: true,
+        }
+    }
+}
+
+/// Load, validate and expand the pipeline at `path`.
+pub fn load(path: &Path) -> Result<Pipeline, Diagnostics> {
+    load_opts(path, &LoadOptions::default())
+}
+
+/// [`load`] with `--set NAME=VALUE` overrides of the pipeline's `params`.
+pub fn load_with(path: &Path, overrides: &[String]) -> Result<Pipeline, Diagnostics> {
+    let opts = LoadOptions {
+        overrides: overrides.to_vec(),
+        ..LoadOptions::default()
+    };
+    load_opts(path, &opts)
+}
+
+pub fn load_opts(path: &Path, opts: &LoadOptions) -> Result<Pipeline, Diagnostics> {
+    let mut l = Loader::new(opts.walk_inputs);
+    match l.build(path, opts) {
+        Some(p) if l.errors.is_empty() => Ok(p),
+        _ => Err(l.into_diagnostics(path.display().to_string())),
+    }
+}
+
+impl Loader {
+    fn build(&mut self, path: &Path, opts: &LoadOptions) -> Option<Pipeline> {
+        let (mut root, abs) = self.read_tree(path)?;
+        if !opts.overrides.is_empty() {
+            self.apply_overrides(&mut root, &opts.overrides)?;
+        }
+        let mut de_errors = Vec::new();
+        let raw: Option<RawPipeline> = de::from_node(&root, "", &mut de_errors);
+        self.de_errors(de_errors);
+        let raw = raw?;
+
+        let name = self.pipeline_name(raw.name.as_ref(), &abs);
+        let matrix = self.read_matrix(raw.matrix.as_ref());
+        self.check_cell_count(&matrix, opts.max_instances)?;
+        let cells = self.cells(&matrix);
+        let params = self.read_params(raw.params.as_ref(), &matrix);
+        let param_docs = self.read_describe(raw.describe.as_ref(), &params);
+        let executor = self.read_executor(raw.executor.as_ref());
+        let stages = self.stage_entries(&raw, &root);
+        let names: Vec<String> = stages.iter().map(|e| e.key.clone()).collect();
+        let report = self.read_report(raw.report.as_ref(), &names);
+
+        let defs: Vec<StageDef> = stages
+            .iter()
+            .map(|e| self.stage_def(e, &params, &matrix))
+            .collect();
+        let evaluated = self.evaluate(&defs, &params, &cells);
+        let order = self.topo_order(&defs, &evaluated.edges)?;
+        if !self.errors.is_empty() {
+            return None;
+        }
+        let full_axes = Self::full_axes(&defs, &evaluated.edges, &order);
+        let count = self.check_instance_count(&defs, &full_axes, &cells, opts.max_instances)?;
+        let instances = self.instances(&defs, evaluated, &order, &full_axes, &cells, count)?;
+        Some(Pipeline {
+            name,
+            file: abs.clone(),
+            dir: abs.parent().map(Path::to_path_buf).unwrap_or_default(),
+            matrix_axes: cells.axes.clone(),
+            cells: CellTable::new(
+                cells.axes.clone(),
+                cells.rendered,
+                cells.index.len(),
+                cells.index.into_flat(),
+            ),
+            instances,
+            executor,
+            report,
+            param_docs,
+            input_params: input_params(&defs),
+        })
+    }
+
+    /// The stages of the file; none (after saying why) when `stages:` is missing or empty.
+    fn stage_entries<'r>(
+        &mut self,
+        raw: &'r RawPipeline,
+        root: &Node,
+    ) -> &'r [MapEntry<Checked<RawStage>>] {
+        let example = "a pipeline needs at least one stage, e.g. `stages: { data: { uses: synthetic-faces } }`";
+        let Some(stages) = &raw.stages else {
+            // A misspelt `stages` is reported as such; "no stages" would only repeat it.
+            let misspelt = root.as_map().unwrap_or(&[]).iter().any(|e| {
+                !TOP_KEYS.contains(&e.key.as_str())
+                    && diagnostics::did_you_mean(&e.key, TOP_KEYS).as_deref() == Some("stages")
+            });
+            if !misspelt {
+                let loc = Loc {
+                    file: root.loc.file,
+                    line: 1,
+                    col: 1,
+                    len: 1,
+                };
+                self.err(Some(loc), "no `stages:`", "stages", Some(example.into()));
+            }
+            return &[];
+        };
+        match &stages.value {
+            Checked::Valid(m) if !m.is_empty() => &m.entries,
+            Checked::Valid(_) => {
+                self.err(
+                    Some(stages.loc),
+                    "`stages` is empty",
+                    "stages",
+                    Some(example.into()),
+                );
+                &[]
+            }
+            Checked::Invalid => &[],
+        }
+    }
+}
+
+/// (stage, input) -> param, for inputs whose value is exactly `${params.NAME}`.
+fn input_params(defs: &[StageDef]) -> BTreeMap<(String, String), String> {
+    let mut out = BTreeMap::new();
+    for d in defs {
+        let inputs = d
+            .raw
+            .and_then(|r| r.inputs.as_ref())
+            .and_then(Checked::valid);
+        for kv in inputs.into_iter().flat_map(|m| m.iter()) {
+            let Value::Str(s) = &kv.value.value else {
+                continue;
+            };
+            let Ok(t) = Template::parse(s) else { continue };
+            if let Some(r) = t
+                .whole_ref()
+                .filter(|r| r.ns == Ns::Params && r.path.len() == 1)
+            {
+                out.insert((d.name.clone(), kv.key.clone()), r.path[0].clone());
+            }
+        }
+    }
+    out
+}
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use orchestrator_stages::KindSpec;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Pipeline {
     pub name: String,
     /// Absolute path of the pipeline file.
@@ -23,11 +23,17 @@ pub struct Pipeline {
     pub dir: PathBuf,
     /// Matrix axes in file order (empty without a matrix).
     pub matrix_axes: Vec<String>,
-    /// Every cell of the matrix (axis -> rendered value), in expansion order.
-    pub cells: Vec<BTreeMap<String, String>>,
+    /// Every cell of the matrix (axis -> rendered value), in expansion order. Without a matrix,
+    /// one empty cell.
+    pub cells: CellTable,
     pub instances: Vec<Instance>,
     pub executor: ExecutorConfig,
     pub report: ReportConfig,
+    /// `describe:` of the file: param -> what it is.
+    pub param_docs: BTreeMap<String, String>,
+    /// (stage, input) -> the param the input's value is (`source: "${params.casia}"`), so
+    /// that a message about a missing path can say how to set it (`--set casia=PATH`).
+    pub input_params: BTreeMap<(String, String), String>,
 }
 
 impl Pipeline {
@@ -44,6 +50,80 @@ impl Pipeline {
             .iter()
             .enumerate()
             .filter(move |(_, i)| i.stage == stage)
+    }
+
+    /// What an external input of `inst` is, for messages about it: the param it comes from
+    /// (if its value is one) and a description (the param's `describe:`, else the kind's port).
+    pub fn input_help(&self, inst: &Instance, input: &str) -> InputHelp {
+        let param = self
+            .input_params
+            .get(&(inst.stage.clone(), input.to_string()))
+            .cloned();
+        let what = param
+            .as_ref()
+            .and_then(|p| self.param_docs.get(p).cloned())
+            .or_else(|| match &inst.action {
+                Action::Builtin { kind, .. } => kind
+                    .input(input)
+                    .map(|port| format!("{} (input `{input}` of kind `{}`)", port.doc, kind.name)),
+                Action::Shell { .. } => None,
+            });
+        InputHelp { param, what }
+    }
+}
+
+/// See [`Pipeline::input_help`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputHelp {
+    pub param: Option<String>,
+    pub what: Option<String>,
+}
+
+/// The cells of a matrix, stored as one value index per axis and cell (4 bytes each); a cell
+/// becomes a map (axis -> the value's name in instance ids) when asked for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CellTable {
+    axes: Vec<String>,
+    /// Per axis, the name of each value.
+    names: Vec<Vec<String>>,
+    n: usize,
+    flat: Vec<u32>,
+}
+
+impl CellTable {
+    /// `n` cells of `axes.len()` indices each into `names`.
+    pub fn new(axes: Vec<String>, names: Vec<Vec<String>>, n: usize, flat: Vec<u32>) -> Self {
+        debug_assert_eq!(flat.len(), n * axes.len());
+        CellTable {
+            axes,
+            names,
+            n,
+            flat,
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.n
+    }
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+    /// Cell `c` as axis -> value name.
+    pub fn get(&self, c: usize) -> BTreeMap<String, String> {
+        let k = self.axes.len();
+        self.flat[c * k..(c + 1) * k]
+            .iter()
+            .enumerate()
+            .map(|(a, v)| (self.axes[a].clone(), self.names[a][*v as usize].clone()))
+            .collect()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = BTreeMap<String, String>> + '_ {
+        (0..self.n).map(|c| self.get(c))
+    }
+}
+
+impl serde::Serialize for CellTable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
     }
 }
 
@@ -107,6 +187,18 @@ pub struct Output {
     pub is_dir: bool,
     /// A required output missing after a successful exit fails the stage.
     pub required: bool,
+}
+
+impl Output {
+    /// The output a built-in kind's port declares.
+    pub fn of_port(p: &orchestrator_stages::kinds::Port) -> Output {
+        Output {
+            name: p.name.to_string(),
+            rel_path: p.rel_path().to_string(),
+            is_dir: p.is_dir(),
+            required: p.required,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -19,6 +19,44 @@ pub struct SourceFile {
     /// Absolute, lexically normalised (for resolving relative paths written in it).
     pub abs: std::path::PathBuf,
     pub text: String,
+    /// Byte offset of the start of each line, so that a line is found in O(1) (messages and
+    /// positions are computed for every stage; scanning the text each time was quadratic).
+    line_starts: Vec<usize>,
+}
+
+impl SourceFile {
+    pub fn new(display: String, abs: std::path::PathBuf, text: String) -> SourceFile {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        SourceFile {
+            display,
+            abs,
+            text,
+            line_starts,
+        }
+    }
+
+    /// Line `n` (1-based) without its line break; empty past the end.
+    pub fn line(&self, n: u32) -> &str {
+        let i = n.saturating_sub(1) as usize;
+        let Some(&start) = self.line_starts.get(i) else {
+            return "";
+        };
+        let end = self
+            .line_starts
+            .get(i + 1)
+            .map(|e| e - 1)
+            .unwrap_or(self.text.len());
+        self.text[start..end].trim_end_matches('\r')
+    }
+
+    /// Byte offset where line `n` (1-based) starts.
+    fn line_start(&self, n: u32) -> usize {
+        self.line_starts
+            .get(n.saturating_sub(1) as usize)
+            .copied()
+            .unwrap_or(self.text.len())
+    }
 }
 
 /// All files read for one pipeline (the file and what it `extend`s).
@@ -31,13 +69,7 @@ impl Sources {
     /// The span that renders `loc`.
     pub fn span(&self, loc: Loc) -> Option<Span> {
         let f = self.files.get(loc.file as usize)?;
-        let source_line = f
-            .text
-            .lines()
-            .nth(loc.line.saturating_sub(1) as usize)
-            .unwrap_or("")
-            .trim_end_matches('\r')
-            .to_string();
+        let source_line = f.line(loc.line).to_string();
         let avail = source_line
             .chars()
             .count()
@@ -214,9 +246,14 @@ fn split_path(path: &str) -> Vec<PathSeg<'_>> {
     out
 }
 
-/// Parse `text` (file index `file`) into a tree. Syntax errors end the parse (the rest of the
+/// Parse file `file` of `sources` into a tree. Syntax errors end the parse (the rest of the
 /// file cannot be trusted); duplicate and non-scalar keys are collected and the parse goes on.
-pub fn parse(text: &str, file: u32, sources: &Sources) -> Result<Node, Vec<Diagnostic>> {
+/// Linear in the size of the file: keys are checked for duplicates through a hash set, and
+/// scalar widths are measured from a cursor that moves forward through the text.
+pub fn parse(file: u32, sources: &Sources) -> Result<Node, Vec<Diagnostic>> {
+    let Some(src) = sources.files.get(file as usize) else {
+        return Err(vec![Diagnostic::new("internal: no such source file")]);
+    };
     let mut b = Builder {
         file,
         stack: Vec::new(),
@@ -224,9 +261,10 @@ pub fn parse(text: &str, file: u32, sources: &Sources) -> Result<Node, Vec<Diagn
         anchors: Default::default(),
         errors: Vec::new(),
         sources,
-        text_lines: text.lines().collect(),
+        src,
+        cursor: (0, 0),
     };
-    let mut parser = Parser::new_from_str(text);
+    let mut parser = Parser::new_from_str(&src.text);
     if let Err(e) = parser.load(&mut b, false) {
         let m = e.marker();
         let loc = Loc {
@@ -252,8 +290,18 @@ pub fn parse(text: &str, file: u32, sources: &Sources) -> Result<Node, Vec<Diagn
 
 enum Frame {
     Seq(Node, Vec<Node>, usize),
-    /// The map node, its entries, a pending key, the anchor id.
-    Map(Node, Vec<Entry>, Option<(String, Loc)>, usize),
+    Map(MapFrame),
+}
+
+struct MapFrame {
+    node: Node,
+    entries: Vec<Entry>,
+    /// The key read last, waiting for its value (`None` when it was a duplicate or bad key:
+    /// that value is dropped).
+    pending: Option<Option<(String, Loc)>>,
+    anchor: usize,
+    /// Keys seen so far -> their position (duplicate check in O(1)).
+    seen: std::collections::HashMap<String, Loc>,
 }
 
 struct Builder<'a> {
@@ -263,7 +311,10 @@ struct Builder<'a> {
     anchors: std::collections::HashMap<usize, Node>,
     errors: Vec<Diagnostic>,
     sources: &'a Sources,
-    text_lines: Vec<&'a str>,
+    src: &'a SourceFile,
+    /// (char index, byte offset) of the last scalar start: markers arrive in document order,
+    /// so converting a marker's char index to a byte offset costs what lies in between.
+    cursor: (usize, usize),
 }
 
 impl Builder<'_> {
@@ -276,22 +327,50 @@ impl Builder<'_> {
         }
     }
 
-    fn scalar_len(&self, m: Marker, s: &str, style: TScalarStyle) -> usize {
-        let line = self
-            .text_lines
-            .get(m.line().saturating_sub(1))
-            .copied()
-            .unwrap_or("");
-        let rest: Vec<char> = line.chars().skip(m.col()).collect();
+    /// Byte offset of the marker `m` in the text.
+    fn byte_offset(&mut self, m: Marker) -> usize {
+        let text = &self.src.text;
+        let (ci, bi) = if m.index() >= self.cursor.0 {
+            self.cursor
+        } else {
+            // Rare (a marker before the previous one): restart from its line.
+            let start = self.src.line_start(m.line() as u32);
+            (m.index().saturating_sub(m.col()), start)
+        };
+        let b = text[bi..]
+            .char_indices()
+            .nth(m.index() - ci)
+            .map(|(o, _)| bi + o)
+            .unwrap_or(text.len());
+        self.cursor = (m.index(), b);
+        b
+    }
+
+    /// Characters to underline for a scalar starting at `m`: a plain scalar's text (up to the
+    /// end of its line), a quoted one up to its closing quote on the same line.
+    fn scalar_len(&mut self, m: Marker, s: &str, style: TScalarStyle) -> usize {
+        let at = self.byte_offset(m);
+        let rest = self.src.text[at.min(self.src.text.len())..]
+            .split('\n')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('\r');
         match style {
-            TScalarStyle::Plain => s.chars().count().min(rest.len()),
+            TScalarStyle::Plain => {
+                let n = s.chars().count();
+                rest.chars().take(n).count()
+            }
             TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => {
-                let q = rest.first().copied().unwrap_or('"');
-                rest.iter()
-                    .skip(1)
-                    .position(|c| *c == q)
-                    .map(|p| p + 2)
-                    .unwrap_or(rest.len())
+                let mut it = rest.chars();
+                let q = it.next().unwrap_or('"');
+                let mut len = 1;
+                for c in it {
+                    len += 1;
+                    if c == q {
+                        return len;
+                    }
+                }
+                rest.chars().count()
             }
             _ => 1,
         }
@@ -308,53 +387,48 @@ impl Builder<'_> {
                 }
             }
             Some(Frame::Seq(_, items, _)) => items.push(node),
-            Some(Frame::Map(_, entries, pending, _)) => match pending.take() {
+            Some(Frame::Map(f)) => match f.pending.take() {
                 None => {
                     // A key.
                     let key = match &node.value {
                         Value::Str(s) => Some(s.clone()),
                         Value::Int(i) => Some(i.to_string()),
-                        Value::Float(f) => Some(f.to_string()),
+                        Value::Float(x) => Some(x.to_string()),
                         Value::Bool(b) => Some(b.to_string()),
                         Value::Null => Some(String::new()),
                         _ => None,
                     };
                     match key {
-                        Some(k) => {
-                            if entries.iter().any(|e| e.key == k) {
-                                let first = entries.iter().find(|e| e.key == k).map(|e| e.key_loc);
-                                let note = first.map(|l| {
-                                    format!("first defined at {}", self.sources.position(l))
-                                });
-                                let mut d = Diagnostic::new(format!("duplicate key `{k}`")).at(self.sources.span(node.loc)).hint("each key may appear once in a map; rename or merge the two entries");
-                                if let Some(n) = note {
-                                    d = d.note(n);
-                                }
+                        Some(k) => match f.seen.get(&k) {
+                            Some(first) => {
+                                let d = Diagnostic::new(format!("duplicate key `{k}`"))
+                                    .at(self.sources.span(node.loc))
+                                    .hint("each key may appear once in a map; rename or merge the two entries")
+                                    .note(format!("first defined at {}", self.sources.position(*first)));
                                 self.errors.push(d);
                                 // Keep parsing; the duplicate's value is dropped.
-                                *pending = Some((format!("\u{0}dup{}", entries.len()), node.loc));
-                            } else {
-                                *pending = Some((k, node.loc));
+                                f.pending = Some(None);
                             }
-                        }
+                            None => {
+                                f.seen.insert(k.clone(), node.loc);
+                                f.pending = Some(Some((k, node.loc)));
+                            }
+                        },
                         None => {
                             self.errors.push(
                                 Diagnostic::new("map keys must be plain strings")
                                     .at(self.sources.span(node.loc)),
                             );
-                            *pending = Some((format!("\u{0}bad{}", entries.len()), node.loc));
+                            f.pending = Some(None);
                         }
                     }
                 }
-                Some((key, key_loc)) => {
-                    if !key.starts_with('\u{0}') {
-                        entries.push(Entry {
-                            key,
-                            key_loc,
-                            value: node,
-                        });
-                    }
-                }
+                Some(Some((key, key_loc))) => f.entries.push(Entry {
+                    key,
+                    key_loc,
+                    value: node,
+                }),
+                Some(None) => {}
             },
         }
     }
@@ -386,13 +460,18 @@ impl MarkedEventReceiver for Builder<'_> {
             }
             Event::MappingStart(anchor, _) => {
                 let loc = self.loc(mark, 1);
-                self.stack
-                    .push(Frame::Map(Node::null(loc), Vec::new(), None, anchor));
+                self.stack.push(Frame::Map(MapFrame {
+                    node: Node::null(loc),
+                    entries: Vec::new(),
+                    pending: None,
+                    anchor,
+                    seen: Default::default(),
+                }));
             }
             Event::MappingEnd => {
-                if let Some(Frame::Map(mut n, entries, _, anchor)) = self.stack.pop() {
-                    n.value = Value::Map(entries);
-                    self.push_value(n, anchor);
+                if let Some(Frame::Map(mut f)) = self.stack.pop() {
+                    f.node.value = Value::Map(f.entries);
+                    self.push_value(f.node, f.anchor);
                 }
             }
             Event::Alias(id) => {
@@ -499,13 +578,13 @@ mod tests {
 
     fn load(text: &str) -> Result<Node, Vec<Diagnostic>> {
         let sources = Sources {
-            files: vec![SourceFile {
-                display: "t.yaml".into(),
-                abs: "/t.yaml".into(),
-                text: text.into(),
-            }],
+            files: vec![SourceFile::new(
+                "t.yaml".into(),
+                "/t.yaml".into(),
+                text.into(),
+            )],
         };
-        parse(text, 0, &sources)
+        parse(0, &sources)
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The one integration-test binary: runs the real `orchestrator` binary on real pipelines in
 //! temp dirs. Modules by area; `support` holds the fluent helper.
 
+mod cli;
 mod exec;
 mod main_job;
 mod pipelines;

@@ -581,3 +581,96 @@ fn set_overrides_params_from_the_command_line() {
         .exit(2)
         .stderr_has("write `--set NAME=VALUE`");
 }
+
+/// A symlink loop at an external input or inside an input folder is an error at the input
+/// (it used to pass `validate` and make `run` exit 3 with the path repeated 40 times).
+#[test]
+fn symlink_loops_in_inputs_are_bad_input_at_their_place() {
+    let p = Project::new();
+    std::os::unix::fs::symlink(p.path("b"), p.path("a")).unwrap();
+    std::os::unix::fs::symlink(p.path("a"), p.path("b")).unwrap();
+    p.file("data/x/f.txt", "1\n");
+    std::os::unix::fs::symlink("..", p.path("data/x/up")).unwrap();
+    p.file(
+        "p.yaml",
+        r#"
+        name: loops
+        stages:
+          s: { run: "cat ${inputs.x} > ${outputs.out}", inputs: { x: ./a }, outputs: [out] }
+          t: { run: "ls ${inputs.d} > ${outputs.out}", inputs: { d: ./data }, outputs: [out] }
+        "#,
+    );
+    for cmd in ["validate", "plan", "run"] {
+        let r = p.run(&[cmd, "p.yaml"]);
+        r.exit(2)
+            .stderr_has("input `x`: ./a is a symlink loop: it never resolves")
+            .stderr_has(" --> p.yaml:3:62")
+            .stderr_has("input `d`: ./data/x/up is a symlink loop: it leads back to ./data\n")
+            .stderr_has(" --> p.yaml:4:61")
+            .stderr_has("stages.t.inputs.d")
+            .stderr_has("is not a valid pipeline: 2 errors");
+    }
+    // Read-only commands look at the path itself only (listing a large input folder on every
+    // `status` would cost seconds): the loop at the path is still found.
+    p.run(&["status", "p.yaml"])
+        .exit(2)
+        .stderr_has("is not a valid pipeline: 1 error");
+}
+
+/// A matrix too large is refused before anything is built, stating the count; the limit can
+/// be raised on the command line or in the environment. Instances (stages x cells) count too.
+#[test]
+fn too_many_instances_is_an_error_stating_the_count() {
+    let p = Project::new();
+    let values: Vec<String> = (0..50).map(|i| i.to_string()).collect();
+    let v = values.join(", ");
+    p.file(
+        "p.yaml",
+        &format!(
+            r#"
+            name: big
+            matrix: {{ a: [{v}], b: [{v}], exclude: [{{ a: 0 }}] }}
+            stages:
+              s: {{ run: "echo ${{matrix.a}} ${{matrix.b}} > ${{outputs.out}}", outputs: [out] }}
+              t: {{ run: "cat ${{inputs.x}} > ${{outputs.out}}", inputs: {{ x: s.out }}, outputs: [out] }}
+            "#
+        ),
+    );
+    p.run(&["validate", "p.yaml", "--max-instances", "2000"])
+        .exit(2)
+        .stderr_has("the matrix has 2,450 cells, more than the limit of 2,000 stage instances")
+        .stderr_has(" --> p.yaml:2:1")
+        .stderr_has("--max-instances N");
+    p.run(&["validate", "p.yaml", "--max-instances", "3000"])
+        .exit(2)
+        .stderr_has("the pipeline expands to 4,900 stage instances (2 stages over 2,450 matrix cells), more than the limit of 3,000");
+    p.run(&["validate", "p.yaml", "--max-instances", "4900"])
+        .success()
+        .stdout_has("4900 stage instances of 2 stages, 2450 matrix cells");
+    let r = p
+        .cmd(&["validate", "p.yaml"])
+        .env("ORCHESTRATOR_MAX_INSTANCES", "100")
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("more than the limit of 100 stage instances")
+    );
+    // The default limit (100,000) takes a 10^6-cell matrix without building it.
+    let big: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+    let w = big.join(", ");
+    p.file(
+        "m.yaml",
+        &format!(
+            r#"
+            name: million
+            matrix: {{ a: [{w}], b: [{w}], c: [{w}] }}
+            stages:
+              s: {{ run: "echo ${{matrix.a}} ${{matrix.b}} ${{matrix.c}} > ${{outputs.out}}", outputs: [out] }}
+            "#
+        ),
+    );
+    p.run(&["validate", "m.yaml"]).exit(2).stderr_has(
+        "the matrix has 1,000,000 cells, more than the limit of 100,000 stage instances",
+    );
+}

@@ -59,15 +59,6 @@ pub enum SlurmError {
     Environment(String),
 }
 
-impl SlurmError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            SlurmError::Request(_) => crate::exit::BAD_INPUT,
-            SlurmError::Environment(_) => crate::exit::ENVIRONMENT,
-        }
-    }
-}
-
 /// Knobs from the command line.
 #[derive(Debug, Clone)]
 pub struct SlurmOptions {

@@ -7,7 +7,7 @@ use super::script::{self, Submission};
 use super::states::{self, parse_elapsed, parse_rss_mb};
 use super::*;
 use crate::exec::backend::JobSpec;
-use crate::pipeline::{Action, ExecutorConfig, Instance, ReportConfig};
+use crate::pipeline::{Action, Instance};
 
 fn spec() -> JobSpec {
     JobSpec {
@@ -175,11 +175,8 @@ fn pipeline(instances: Vec<Instance>) -> Pipeline {
         name: "t".into(),
         file: PathBuf::from("p.yaml"),
         dir: PathBuf::from("."),
-        matrix_axes: vec![],
-        cells: vec![],
         instances,
-        executor: ExecutorConfig::default(),
-        report: ReportConfig::default(),
+        ..Pipeline::default()
     }
 }
 
@@ -198,7 +195,7 @@ fn impossible_requests_name_the_stage_and_the_largest_node() {
     ]);
     let opts = vec![BTreeMap::new(); 3];
     let e = check_requests(&cluster(), &p, &opts).unwrap_err();
-    assert_eq!(e.exit_code(), crate::exit::BAD_INPUT);
+    assert!(matches!(e, SlurmError::Request(_)), "{e}");
     let e = e.to_string();
     assert!(
         e.contains("stage `big` (p.yaml:3:3 (big)) asks for 8 GPUs, but the largest node of SLURM partition `debug` (n1) has 4"),

@@ -1,0 +1,235 @@
+//! The last passes: evaluate every stage once per distinct combination of its direct axes,
+//! order the stages (dependency cycles reported with their path), and create the instances:
+//! one per distinct projection of the cells on the axes a stage depends on (its own and its
+//! upstream stages'), inputs wired to upstream instance indices.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::rc::Rc;
+
+use super::eval::{Ctx, InRef, StageEval};
+use super::loader::Loader;
+use super::model::{Input, Instance};
+use super::sections::{group_digits, Cells};
+use super::stage::StageDef;
+use super::yaml::{Loc, Node};
+
+/// Each stage's evaluations, keyed by the projection of a cell on its direct axes.
+pub(super) struct Evaluated {
+    pub evals: Vec<HashMap<u128, Rc<StageEval>>>,
+    /// Per stage, the upstream stages it reads (and where the first reference is written).
+    pub edges: Vec<BTreeMap<usize, Loc>>,
+}
+
+impl Loader {
+    pub(super) fn evaluate(
+        &mut self,
+        defs: &[StageDef],
+        params: &BTreeMap<String, &Node>,
+        cells: &Cells,
+    ) -> Evaluated {
+        let stage_index: HashMap<&str, usize> = defs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name.as_str(), i))
+            .collect();
+        let mut evals = Vec::with_capacity(defs.len());
+        let mut edges: Vec<BTreeMap<usize, Loc>> = vec![BTreeMap::new(); defs.len()];
+        for (si, d) in defs.iter().enumerate() {
+            let mut map: HashMap<u128, Rc<StageEval>> = HashMap::new();
+            if d.ok {
+                let axes: Vec<usize> = d.direct_axes.iter().copied().collect();
+                let proj = cells.projection(&axes);
+                let mut tried: HashSet<u128> = HashSet::new();
+                for cell in cells.index.iter() {
+                    let key = proj.key(cell);
+                    if !tried.insert(key) {
+                        continue;
+                    }
+                    let ctx = Ctx {
+                        params,
+                        cells,
+                        cell,
+                        stage_index: &stage_index,
+                        axes: &axes,
+                    };
+                    if let Some(ev) = self.eval_stage(defs, si, &ctx, &mut edges[si]) {
+                        map.insert(key, Rc::new(ev));
+                    }
+                    if axes.is_empty() {
+                        break;
+                    }
+                }
+            }
+            evals.push(map);
+        }
+        Evaluated { evals, edges }
+    }
+
+    /// Stages in dependency order (file order among the ready ones), or a cycle error.
+    pub(super) fn topo_order(
+        &mut self,
+        defs: &[StageDef],
+        edges: &[BTreeMap<usize, Loc>],
+    ) -> Option<Vec<usize>> {
+        let adj: Vec<Vec<usize>> = edges.iter().map(|e| e.keys().copied().collect()).collect();
+        if let Some(cycle) = crate::dag::find_cycle(&adj) {
+            let names: Vec<&str> = cycle.iter().map(|i| defs[*i].name.as_str()).collect();
+            let loc = edges[cycle[0]].get(&cycle[1 % cycle.len()]).copied();
+            let path = format!("{} -> {}", names.join(" -> "), names[0]);
+            self.err(
+                loc,
+                format!("dependency cycle: {path}"),
+                &format!("stages.{}.inputs", names[0]),
+                Some("a stage cannot use its own outputs, directly or through other stages".into()),
+            );
+            return None;
+        }
+        let n = defs.len();
+        let mut indeg: Vec<usize> = adj.iter().map(Vec::len).collect();
+        let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, ups) in adj.iter().enumerate() {
+            for u in ups {
+                users[*u].push(i);
+            }
+        }
+        let mut ready: BTreeSet<usize> = (0..n).filter(|i| indeg[*i] == 0).collect();
+        let mut order = Vec::with_capacity(n);
+        while let Some(i) = ready.pop_first() {
+            order.push(i);
+            for u in &users[i] {
+                indeg[*u] -= 1;
+                if indeg[*u] == 0 {
+                    ready.insert(*u);
+                }
+            }
+        }
+        Some(order)
+    }
+
+    /// Axes each stage depends on: its own plus its upstream stages' (stages in `order`).
+    pub(super) fn full_axes(
+        defs: &[StageDef],
+        edges: &[BTreeMap<usize, Loc>],
+        order: &[usize],
+    ) -> Vec<Vec<usize>> {
+        let mut full: Vec<BTreeSet<usize>> = defs.iter().map(|d| d.direct_axes.clone()).collect();
+        for &si in order {
+            let mut acc = full[si].clone();
+            for up in edges[si].keys() {
+                acc.extend(full[*up].iter().copied());
+            }
+            full[si] = acc;
+        }
+        full.into_iter().map(|s| s.into_iter().collect()).collect()
+    }
+
+    /// How many instances the stages make; refused beyond `limit` before they are built.
+    pub(super) fn check_instance_count(
+        &mut self,
+        defs: &[StageDef],
+        full_axes: &[Vec<usize>],
+        cells: &Cells,
+        limit: usize,
+    ) -> Option<usize> {
+        let mut total: usize = 0;
+        for axes in full_axes {
+            let n = if axes.is_empty() {
+                1
+            } else if axes.len() == cells.axes.len() {
+                cells.index.len()
+            } else {
+                let proj = cells.projection(axes);
+                let seen: HashSet<u128> = cells.index.iter().map(|c| proj.key(c)).collect();
+                seen.len()
+            };
+            total = total.saturating_add(n);
+        }
+        if total <= limit {
+            return Some(total);
+        }
+        self.err(
+            None,
+            format!(
+                "the pipeline expands to {} stage instances ({} stages over {} matrix cells), more than the limit of {}",
+                group_digits(total as u128),
+                defs.len(),
+                group_digits(cells.index.len() as u128),
+                group_digits(limit as u128)
+            ),
+            "matrix",
+            Some("remove axis values or add `exclude` entries; if the sweep is meant to be this large, raise the limit with `--max-instances N` (or ORCHESTRATOR_MAX_INSTANCES)".into()),
+        );
+        None
+    }
+
+    /// One instance per stage and distinct projection of the cells on its axes, in `order`
+    /// (`count` of them). A stage's evaluations are dropped once its instances are built.
+    pub(super) fn instances(
+        &self,
+        defs: &[StageDef],
+        mut ev: Evaluated,
+        order: &[usize],
+        full_axes: &[Vec<usize>],
+        cells: &Cells,
+        count: usize,
+    ) -> Option<Vec<Instance>> {
+        let mut instances: Vec<Instance> = Vec::with_capacity(count);
+        let projections: Vec<_> = full_axes.iter().map(|a| cells.projection(a)).collect();
+        let mut index: Vec<HashMap<u128, usize>> = vec![HashMap::new(); defs.len()];
+        for &si in order {
+            let d = &defs[si];
+            let axes = &full_axes[si];
+            let direct: Vec<usize> = d.direct_axes.iter().copied().collect();
+            let direct = cells.projection(&direct);
+            let location = self.sources.position(d.key_loc);
+            for cell in cells.index.iter() {
+                let key = projections[si].key(cell);
+                if index[si].contains_key(&key) {
+                    continue;
+                }
+                let e = ev.evals[si].get(&direct.key(cell))?;
+                let mut inputs = BTreeMap::new();
+                for (name, r) in &e.inputs {
+                    let input = match r {
+                        InRef::External(p) => Input::External { path: p.clone() },
+                        InRef::Upstream { stage, output } => Input::Upstream {
+                            instance: *index[*stage].get(&projections[*stage].key(cell))?,
+                            output: output.clone(),
+                        },
+                    };
+                    inputs.insert(name.clone(), input);
+                }
+                let id = if axes.is_empty() {
+                    d.name.clone()
+                } else {
+                    let parts: Vec<String> = axes
+                        .iter()
+                        .map(|a| format!("{}={}", cells.axes[*a], cells.name(*a, cell)))
+                        .collect();
+                    format!("{}[{}]", d.name, parts.join(","))
+                };
+                let cell_map = axes
+                    .iter()
+                    .map(|a| (cells.axes[*a].clone(), cells.name(*a, cell).to_string()))
+                    .collect();
+                index[si].insert(key, instances.len());
+                instances.push(Instance {
+                    id,
+                    stage: d.name.clone(),
+                    cell: cell_map,
+                    action: e.action.clone(),
+                    inputs,
+                    outputs: d.outputs.clone(),
+                    resources: e.resources.clone(),
+                    retry: e.retry,
+                    location: location.clone(),
+                });
+                if axes.is_empty() {
+                    break;
+                }
+            }
+            ev.evals[si] = HashMap::new();
+        }
+        Some(instances)
+    }
+}
