@@ -224,7 +224,7 @@ fn parity(classes: usize, seed: u64, faithful: bool) {
     let mut ours_kept: Vec<(String, PathBuf)> = vec![("clean".into(), clean["kept"].clone())];
     let mut targets: Vec<(String, f64)> = Vec::new();
     for (i, t) in [3e-5, 1e-3, 0.0, 0.02, 0.3].into_iter().enumerate() {
-        for min in [5u32, 3] {
+        for min in [5u32, 3, 1] {
             for with_flags in [false, true] {
                 let name = format!("diffprob_{i}_m{min}_c{}", with_flags as u8);
                 let mut inputs: Vec<(&str, &Path)> = vec![("scores", &scores), ("labels", &labels)];

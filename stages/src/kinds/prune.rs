@@ -92,6 +92,10 @@ pub struct PruneParams {
     pub fraction: Option<f64>,
     /// any method: kept / N to reach (the threshold or fraction is searched).
     pub target_ratio: Option<f64>,
+    /// Samples an identity keeps at least (identities this small or smaller keep everything).
+    /// diffprob: the threshold is lowered by 1 % of t per retry until the walk keeps this many.
+    /// As the reference's `while len(final) < min_per_id` loop, `min_per_id: 1` never walks: every
+    /// identity with more than one sample keeps only its top sample, whatever the threshold.
     pub min_per_id: u32,
     /// rand: `random` or `reference`.
     pub order: RandOrder,
@@ -168,7 +172,7 @@ impl Params for PruneParams {
 
 pub static PRUNE: super::KindSpec = kind_spec!(PruneParams,
     name: "prune",
-    version: 1,
+    version: 2,
     summary: "per-identity selection (DiffProb walk, DynUnc top fraction, Rand) with a minimum per identity",
     inputs: &[
         Port::input("scores", true, "`scores` of a score stage"),
