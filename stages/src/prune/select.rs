@@ -781,7 +781,16 @@ mod tests {
         // labels [0,0,0], p [0.9,0.5,0.1], t = 0.1: the walk never runs, only the top is kept.
         let mut idx = Vec::new();
         let w = walk(&[0.9, 0.5, 0.1], 0.1, 1, Some(&mut idx));
-        assert_eq!((w, idx), (WalkCount { kept: 1, retries: 0 }, vec![0]));
+        assert_eq!(
+            (w, idx),
+            (
+                WalkCount {
+                    kept: 1,
+                    retries: 0
+                },
+                vec![0]
+            )
+        );
         assert_eq!(walk(&[0.9, 0.5, 0.1], 0.0, 1, None).kept, 1);
         assert_eq!(walk(&[0.9], 0.1, 1, None).kept, 1);
         assert_eq!(walk(&[], 0.1, 1, None).kept, 0);

@@ -20,7 +20,7 @@ use crate::eval::align::{self, Image};
 use crate::eval::plot::write_roc;
 use crate::eval::pooling::{pool_templates, score_pairs};
 use crate::eval::roc::{auc, roc_curve, tar_at_far, IJB_FAR_TARGETS};
-use crate::eval::verification::{evaluate, pair_distances};
+use crate::eval::verification::{evaluate, pair_distances, test_embeddings};
 use crate::formats::{bin, ijb, npy};
 use crate::kinds::eval::{IjbcParams, VerifyParams};
 use crate::Invocation;
@@ -33,7 +33,7 @@ pub const FAR_KEYS: [&str; 6] = ["1e-06", "1e-05", "1e-04", "1e-03", "1e-02", "1
 const DECODE_CHUNK: usize = 4096;
 
 /// Raw embeddings of `n` interleaved RGB images (`h × w × 3` u8 each): `emb(x) + emb(flip(x))`
-/// when `flip`, else `emb(x)`; input `(x/255 − 0.5)/0.5`, eval mode, `batch` images per forward.
+/// summed in f32 (as the IJB reference adds its two f32 halves) when `flip`, else `emb(x)`.
 /// Returns `n × E` f32 values, row-major.
 pub fn embed(
     net: &Backbone,
@@ -44,6 +44,26 @@ pub fn embed(
     flip: bool,
     batch: usize,
 ) -> Result<Vec<f32>> {
+    let mut views = embed_views(net, device, images, h, w, flip, batch)?;
+    let mut out = views.swap_remove(0);
+    if let Some(flipped) = views.first() {
+        out.iter_mut().zip(flipped).for_each(|(a, b)| *a += b);
+    }
+    Ok(out)
+}
+
+/// The raw embeddings of each view of `n` interleaved RGB images: `[emb(x)]`, or
+/// `[emb(x), emb(flip(x))]` when `flip`; input `(x/255 − 0.5)/0.5`, eval mode, `batch` images per
+/// forward. Each view is `n × E` f32 values, row-major.
+pub fn embed_views(
+    net: &Backbone,
+    device: Device,
+    images: &[u8],
+    h: usize,
+    w: usize,
+    flip: bool,
+    batch: usize,
+) -> Result<Vec<Vec<f32>>> {
     let per = h * w * 3;
     if per == 0 || !images.len().is_multiple_of(per) {
         bail!(
@@ -53,7 +73,15 @@ pub fn embed(
     }
     let n = images.len() / per;
     let batch = batch.max(1);
-    let mut out: Vec<f32> = Vec::new();
+    let mut views: Vec<Vec<f32>> = vec![Vec::new(); if flip { 2 } else { 1 }];
+    let read = |e: &Tensor| -> Result<Vec<f32>> {
+        let e = e
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+            .view([-1]);
+        Vec::<f32>::try_from(&e).map_err(|err| anyhow!("embed: cannot read embeddings: {err}"))
+    };
     tch::no_grad(|| -> Result<()> {
         for start in (0..n).step_by(batch) {
             let b = batch.min(n - start);
@@ -63,26 +91,19 @@ pub fn embed(
                 .permute([0, 3, 1, 2])
                 .to_kind(Kind::Float);
             let x = (x / 255.0 - 0.5) / 0.5;
-            let e = if flip {
+            if flip {
                 // Both views in one forward (as the IJB reference does); eval-mode BN makes the
                 // result independent of the batch composition.
                 let both = net.forward_t(&Tensor::cat(&[&x, &x.flip([3])], 0), false);
-                both.narrow(0, 0, b as i64) + both.narrow(0, b as i64, b as i64)
+                views[0].extend(read(&both.narrow(0, 0, b as i64))?);
+                views[1].extend(read(&both.narrow(0, b as i64, b as i64))?);
             } else {
-                net.forward_t(&x, false)
-            };
-            let e = e
-                .to_device(Device::Cpu)
-                .to_kind(Kind::Float)
-                .contiguous()
-                .view([-1]);
-            let v: Vec<f32> = Vec::<f32>::try_from(&e)
-                .map_err(|err| anyhow!("embed: cannot read embeddings: {err}"))?;
-            out.extend_from_slice(&v);
+                views[0].extend(read(&net.forward_t(&x, false))?);
+            }
         }
         Ok(())
     })?;
-    Ok(out)
+    Ok(views)
 }
 
 /// Decode an encoded image to RGB and bring it to `w × h` (bilinear resize when it differs).
@@ -173,14 +194,10 @@ pub fn run_verify(inv: &Invocation) -> Result<Value> {
             .collect::<Result<_>>()?;
         let images = decoded.concat();
         drop(decoded);
-        let mut emb = embed(&net, device, &images, h, w, p.flip, p.batch_size as usize)?;
+        let views = embed_views(&net, device, &images, h, w, p.flip, p.batch_size as usize)?;
         let dim = info.embedding_size as usize;
-        let xnorm = emb
-            .chunks(dim)
-            .map(|r| r.iter().map(|x| (x * x) as f64).sum::<f64>().sqrt())
-            .sum::<f64>()
-            / jpegs.len().max(1) as f64;
-        normalize_rows(&mut emb, dim);
+        let views: Vec<&[f32]> = views.iter().map(|v| v.as_slice()).collect();
+        let (emb, xnorm) = test_embeddings(&views, dim);
         let dist = pair_distances(&emb, dim);
         let r =
             evaluate(&dist, &issame, 10, 1e-3).map_err(|e| anyhow!("{}: {e}", path.display()))?;
@@ -674,13 +691,13 @@ mod tests {
         let scores = npy::read(&d.path().join("out/score.npy")).unwrap();
         assert_eq!(
             (scores.descr.as_str(), scores.shape.clone()),
-            ("<f4", vec![15])
+            ("<f8", vec![15])
         );
         assert!(scores
-            .to_f32()
+            .to_f64()
             .unwrap()
             .iter()
-            .all(|s| (-1.0001..=1.0001).contains(s)));
+            .all(|s| (-1.0 - 1e-12..=1.0 + 1e-12).contains(s)));
         for f in ["roc.svg", "roc.png", "roc.csv"] {
             assert!(d.path().join("out/roc").join(f).is_file(), "{f}");
         }

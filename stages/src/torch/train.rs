@@ -683,14 +683,11 @@ impl EpochVerifier {
     pub fn evaluate(&self, backbone: &Backbone, device: Device) -> Result<serde_json::Value> {
         let mut out = serde_json::Map::new();
         for (name, rgb, issame) in &self.sets {
-            let mut emb = super::embed::embed(backbone, device, rgb, self.h, self.w, true, 128)?;
-            let dim = emb.len() / (issame.len() * 2).max(1);
-            for r in emb.chunks_mut(dim.max(1)) {
-                let n = r.iter().map(|x| x * x).sum::<f32>().sqrt();
-                if n > 0.0 {
-                    r.iter_mut().for_each(|x| *x /= n);
-                }
-            }
+            let views =
+                super::embed::embed_views(backbone, device, rgb, self.h, self.w, true, 128)?;
+            let dim = views[0].len() / (issame.len() * 2).max(1);
+            let views: Vec<&[f32]> = views.iter().map(|v| v.as_slice()).collect();
+            let (emb, _) = crate::eval::verification::test_embeddings(&views, dim);
             let dist = crate::eval::verification::pair_distances(&emb, dim);
             let r = crate::eval::verification::evaluate(&dist, issame, 10, 1e-3)
                 .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
