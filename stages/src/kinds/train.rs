@@ -31,6 +31,19 @@ pub enum Loss {
     ElasticarcfacePlus,
 }
 
+/// Which AdaFace `loss: adaface` trains (diffprob.md §8 bug 6).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AdafaceVariant {
+    /// The paper's AdaFace: the head sees the raw embedding, so the feature norms steer the margin.
+    #[default]
+    Paper,
+    /// What the reference's train_everything.py runs: the embedding is L2-normalised before the
+    /// head, every norm is 1, the margin scaler is ~0, and the head is effectively CosFace with
+    /// m = 0.4, s = 64 and the cosine clamped to [-1+1e-3, 1-1e-3] (Table B's AdaFace rows).
+    Reference,
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
@@ -48,6 +61,9 @@ pub struct TrainParams {
     pub s: Option<f64>,
     /// Margin; null = the loss's default (CosFace 0.35, ArcFace 0.5, ...).
     pub m: Option<f64>,
+    /// `loss: adaface` only: `paper` (default) or `reference` (the reference's normalised-input
+    /// AdaFace, effectively CosFace m = 0.4).
+    pub adaface_variant: AdafaceVariant,
     pub embedding_size: u32,
     pub epochs: u32,
     /// Global batch size (drop_last).
@@ -81,6 +97,7 @@ impl Default for TrainParams {
             loss: Loss::Cosface,
             s: None,
             m: None,
+            adaface_variant: AdafaceVariant::Paper,
             embedding_size: 512,
             epochs: 34,
             batch_size: 512,
@@ -128,6 +145,21 @@ impl Params for TrainParams {
         }
         if self.embedding_size == 0 {
             errs.push(ParamError::new("embedding_size", "must be at least 1"));
+        }
+        if self.adaface_variant == AdafaceVariant::Reference && self.loss != Loss::Adaface {
+            errs.push(
+                ParamError::new(
+                    "adaface_variant",
+                    format!(
+                        "`reference` applies to loss: adaface, but loss is {}",
+                        serde_json::to_value(self.loss)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default()
+                    ),
+                )
+                .with_hint("drop adaface_variant, or set loss: adaface"),
+            );
         }
         if self.export_history_txt && !self.record_history {
             errs.push(

@@ -519,6 +519,7 @@ mod tests {
             dropout: 0.0,
             epochs_trained: 0,
             label_map_size: None,
+            adaface_variant: Default::default(),
         }
         .write(&m)
         .unwrap();

@@ -456,13 +456,16 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
         embedding_size: i64::from(p.embedding_size),
         dropout: p.dropout,
     };
-    let head_cfg = HeadConfig::new(
-        p.loss,
-        p.s,
-        p.m,
-        arch.embedding_size,
-        set.num_classes as i64,
-    );
+    let head_cfg = HeadConfig {
+        adaface_variant: p.adaface_variant,
+        ..HeadConfig::new(
+            p.loss,
+            p.s,
+            p.m,
+            arch.embedding_size,
+            set.num_classes as i64,
+        )
+    };
     let mut t = Trainer::new(device, &arch, head_cfg, &p)?;
     let identity = Identity {
         arch,
@@ -726,6 +729,7 @@ fn write_outputs(
         dropout: arch.dropout,
         epochs_trained: state.epochs_done,
         label_map_size,
+        adaface_variant: cfg.adaface_variant,
     }
     .write(dir)?;
     if p.record_history {
