@@ -5,4 +5,5 @@ mod exec;
 mod main_job;
 mod pipelines;
 mod slurm;
+mod stages;
 mod support;

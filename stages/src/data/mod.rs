@@ -16,10 +16,14 @@ use crate::Invocation;
 pub fn run(inv: &Invocation) -> Option<Result<serde_json::Value>> {
     match inv.kind.as_str() {
         "synthetic-faces" => Some(run_synthetic(inv)),
-        "recordio" => Some(
-            inv.params()
-                .and_then(|p| recordio_kind::run(&p, inv.input("source")?, inv.output("train")?)),
-        ),
+        "recordio" => Some(inv.params().and_then(|p| {
+            recordio_kind::run(
+                &p,
+                inv.input("source")?,
+                inv.output("train")?,
+                &inv.progress(),
+            )
+        })),
         "image-folder" => Some(
             inv.params()
                 .and_then(|p| image_folder::run(&p, inv.input("source")?, inv.output("train")?)),

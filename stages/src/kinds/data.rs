@@ -119,15 +119,30 @@ pub static SYNTHETIC_FACES: super::KindSpec = kind_spec!(SyntheticFacesParams,
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecordioParams {
-    /// Check that every record decodes (a full pass over the data); off = header checks only.
+    /// Check that every record decodes, and scan the `.rec` for records its `.idx` does not list
+    /// (a full pass over the data); off = header checks only.
     pub verify_images: bool,
+    /// With `verify_images`: records missing from the `.idx` are an error (default: a warning,
+    /// and the dataset is the records the `.idx` lists).
+    pub strict: bool,
 }
 
-impl Params for RecordioParams {}
+impl Params for RecordioParams {
+    fn validate(&self) -> Result<(), Vec<ParamError>> {
+        if self.strict && !self.verify_images {
+            return Err(vec![ParamError::new(
+                "strict",
+                "needs verify_images: true (the check scans the whole .rec)",
+            )
+            .with_hint("set verify_images: true, or drop strict")]);
+        }
+        Ok(())
+    }
+}
 
 pub static RECORDIO: super::KindSpec = kind_spec!(RecordioParams,
     name: "recordio",
-    version: 1,
+    version: 2,
     summary: "an existing insightface RecordIO dataset folder, indexed in place",
     inputs: &[Port::input("source", true, "folder with train.rec, train.idx (and property)")],
     outputs: &[Port::output("train", "train/", "dataset.json (pointing at the source), labels.npy, label_dict.json")],
