@@ -291,11 +291,8 @@ impl<'a> Scheduler<'a> {
     }
 
     fn check_worker(&self) -> Result<(), ExecError> {
-        if self.opts.stage_bin.is_some() {
-            return Ok(());
-        }
         let needs = self.p.instances.iter().zip(&self.nodes).any(|(inst, n)| {
-            matches!(inst.action, Action::Builtin { .. })
+            matches!(&inst.action, Action::Builtin { kind, .. } if self.opts.workers.for_kind(kind).is_none())
                 && matches!(n, Node::Ready { .. } | Node::Waiting)
         });
         if needs {
@@ -381,7 +378,7 @@ impl<'a> Scheduler<'a> {
                 job: i,
                 inputs,
                 grant: &grant,
-                stage_bin: self.opts.stage_bin.as_deref(),
+                workers: &self.opts.workers,
             });
             let prepared = match prepared {
                 Ok(p) => p,

@@ -1,6 +1,6 @@
 //! Parity of the pruning family with the reference algorithms (`tests/py/prune_reference.py`, numpy):
 //! generated inputs with distinct values (R3), the stages run through their real entry point
-//! (`prune::run` on an [`Invocation`]), kept lists, `prob_clean.txt`, flags and label maps
+//! (`run::run_invocation` on an [`Invocation`]), kept lists, `prob_clean.txt`, flags and label maps
 //! compared byte for byte. Skips with a notice when `ORCHESTRATOR_PYTHON` is unset.
 
 use std::collections::{BTreeMap, HashSet};
@@ -25,7 +25,7 @@ fn stage(
     let inv = Invocation::standalone(kind, id, &params, inputs, &root.join(id))
         .unwrap_or_else(|e| panic!("{id}: {e:#}"));
     let outputs = inv.outputs.clone();
-    let m = orchestrator_stages::prune::run(&inv)
+    let m = orchestrator_stages::run::run_invocation(&inv)
         .expect("a pruning kind")
         .unwrap_or_else(|e| panic!("{id}: {e:#}"));
     (m, outputs)

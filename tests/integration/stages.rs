@@ -106,3 +106,88 @@ fn recordio_reports_records_missing_from_its_idx() {
         .exit(2)
         .stderr_has("needs verify_images: true");
 }
+
+fn lite_worker() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_orchestrator-stage-lite"))
+}
+
+#[test]
+fn the_lite_worker_does_not_link_libtorch() {
+    let bytes = std::fs::read(lite_worker()).unwrap();
+    for lib in [&b"libtorch"[..], b"libc10.so", b"libtorch_cpu.so"] {
+        assert!(
+            !bytes.windows(lib.len()).any(|w| w == lib),
+            "{} names {}: it must not link libtorch",
+            lite_worker().display(),
+            String::from_utf8_lossy(lib)
+        );
+    }
+    let out = std::process::Command::new(lite_worker())
+        .arg("--version")
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("orchestrator-stage-lite "));
+}
+
+#[test]
+fn pure_kinds_run_in_the_lite_worker_with_the_cpu_budget() {
+    require_worker();
+    let p = Project::new();
+    let train = synthetic_train(&p);
+    let log = p.run(&["logs", "gen.yaml", "data"]).success().stdout();
+    assert!(
+        log.contains("orchestrator-stage-lite") && log.contains("stage `data` (synthetic-faces)"),
+        "{log}"
+    );
+
+    // The worker itself, run by hand: ORCHESTRATOR_CPU_THREADS sets its budget; a torch kind is
+    // refused with the worker to use.
+    let out_dir = p.path("by-hand");
+    let kept = p.path("kept.txt");
+    std::fs::write(&kept, "kept_index = [0, 1, 2]").unwrap();
+    let inv = orchestrator_stages::Invocation::standalone(
+        "relabel",
+        "relabel",
+        &serde_json::json!({}),
+        &[("kept", &kept), ("train", &train)],
+        &out_dir,
+    )
+    .unwrap();
+    let path = p.path("by-hand.json");
+    std::fs::write(&path, serde_json::to_vec(&inv).unwrap()).unwrap();
+    let run = |budget: &str| {
+        std::process::Command::new(lite_worker())
+            .args(["run", path.to_str().unwrap()])
+            .env("ORCHESTRATOR_CPU_THREADS", budget)
+            .output()
+            .unwrap()
+    };
+    let out = run("1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("stage `relabel` (relabel), 1 CPU thread(s)"),
+        "{err}"
+    );
+    assert!(out_dir.join("metrics.json").is_file());
+    let out = run("zero");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success()
+            && err.contains("ORCHESTRATOR_CPU_THREADS=\"zero\" is not a positive integer"),
+        "{err}"
+    );
+
+    let mut torch = inv.clone();
+    torch.kind = "train".into();
+    std::fs::write(&path, serde_json::to_vec(&torch).unwrap()).unwrap();
+    let out = run("1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot run kind `train`; it runs in orchestrator-stage"),
+        "{err}"
+    );
+}

@@ -102,6 +102,7 @@ impl Params for SyntheticFacesParams {
 
 pub static SYNTHETIC_FACES: super::KindSpec = kind_spec!(SyntheticFacesParams,
     name: "synthetic-faces",
+    worker: Lite,
     version: 1,
     summary: "seeded stand-in for CASIA-WebFace + LFW-style pairs + IJB-C-style 1:1, in the real formats",
     inputs: &[],
@@ -142,6 +143,7 @@ impl Params for RecordioParams {
 
 pub static RECORDIO: super::KindSpec = kind_spec!(RecordioParams,
     name: "recordio",
+    worker: Lite,
     version: 2,
     summary: "an existing insightface RecordIO dataset folder, indexed in place",
     inputs: &[Port::input("source", true, "folder with train.rec, train.idx (and property)")],
@@ -193,6 +195,7 @@ impl Params for ImageFolderParams {
 
 pub static IMAGE_FOLDER: super::KindSpec = kind_spec!(ImageFolderParams,
     name: "image-folder",
+    worker: Lite,
     version: 1,
     summary: "an image folder (one sub-folder per identity) packed into an insightface RecordIO dataset",
     inputs: &[Port::input("source", true, "folder with one sub-folder of images per identity")],

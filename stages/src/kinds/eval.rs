@@ -37,6 +37,7 @@ impl Params for VerifyParams {
 
 pub static VERIFY: super::KindSpec = kind_spec!(VerifyParams,
     name: "verify",
+    worker: Torch,
     version: 2,
     summary: "10-fold verification accuracy on insightface .bin pair sets (LFW, CFP-FP, AgeDB-30, ...)",
     inputs: &[
@@ -95,6 +96,7 @@ impl Params for IjbcParams {
 
 pub static IJBC: super::KindSpec = kind_spec!(IjbcParams,
     name: "ijbc",
+    worker: Torch,
     version: 2,
     summary: "IJB-C / IJB-B 1:1 verification: TAR@FAR 1e-6..1e-1, AUC, ROC plot",
     inputs: &[

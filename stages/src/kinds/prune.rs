@@ -62,6 +62,7 @@ const LABEL_INPUTS: [Port; 2] = [
 
 pub static SCORE: super::KindSpec = kind_spec!(ScoreParams,
     name: "score",
+    worker: Lite,
     version: 1,
     summary: "per-sample score for a pruning method (diffprob: p(x); dynunc: dynamic uncertainty; rand)",
     inputs: &[
@@ -172,6 +173,7 @@ impl Params for PruneParams {
 
 pub static PRUNE: super::KindSpec = kind_spec!(PruneParams,
     name: "prune",
+    worker: Lite,
     version: 2,
     summary: "per-identity selection (DiffProb walk, DynUnc top fraction, Rand) with a minimum per identity",
     inputs: &[
@@ -195,6 +197,7 @@ impl Params for CleanParams {}
 
 pub static CLEAN: super::KindSpec = kind_spec!(CleanParams,
     name: "clean",
+    worker: Lite,
     version: 1,
     summary: "flag samples whose margin-free prediction differs from their label",
     inputs: &[
@@ -221,6 +224,7 @@ impl Params for RelabelParams {}
 
 pub static RELABEL: super::KindSpec = kind_spec!(RelabelParams,
     name: "relabel",
+    worker: Lite,
     version: 1,
     summary: "contiguous new class ids for the identities a kept list keeps",
     inputs: &[Port::input("kept", true, "kept list"), LABEL_INPUTS[0], LABEL_INPUTS[1]],

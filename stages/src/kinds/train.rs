@@ -177,6 +177,7 @@ impl Params for TrainParams {
 
 pub static TRAIN: super::KindSpec = kind_spec!(TrainParams,
     name: "train",
+    worker: Torch,
     version: 1,
     summary: "train a backbone + margin head (SGD recipe of the reference), checkpointing every epoch",
     inputs: &[
@@ -247,6 +248,7 @@ impl Params for EvalTrainsetParams {
 
 pub static EVAL_TRAINSET: super::KindSpec = kind_spec!(EvalTrainsetParams,
     name: "eval-trainset",
+    worker: Torch,
     version: 1,
     summary: "per-sample ground-truth probability p(x) and margin-free predicted label of the training set",
     inputs: &[

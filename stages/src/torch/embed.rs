@@ -471,7 +471,6 @@ pub fn bench_throughput() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::invocation::{Device as InvDevice, INVOCATION_VERSION};
     use crate::kinds::train::{Loss, Network};
     use crate::torch::model::{save_vars, ModelInfo, BACKBONE_FILE, MODEL_FORMAT};
     use crate::torch::nn::Arch;
@@ -539,31 +538,16 @@ mod tests {
         out
     }
 
-    fn invocation(
-        dir: &Path,
-        kind: &str,
-        params: Value,
-        inputs: &[(&str, PathBuf)],
-        outputs: &[(&str, &str)],
-    ) -> Invocation {
-        Invocation {
-            version: INVOCATION_VERSION,
-            kind: kind.into(),
-            stage_id: format!("{kind}-test"),
-            params,
-            inputs: inputs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-            outputs: outputs
-                .iter()
-                .map(|(k, v)| (k.to_string(), dir.join("out").join(v)))
-                .collect(),
-            out_dir: dir.join("out"),
-            work_dir: dir.join("work"),
-            device: InvDevice::Cpu,
-            progress: dir.join("progress.jsonl"),
-        }
+    fn invocation(dir: &Path, kind: &str, params: Value, inputs: &[(&str, PathBuf)]) -> Invocation {
+        let inputs: Vec<(&str, &Path)> = inputs.iter().map(|(k, p)| (*k, p.as_path())).collect();
+        Invocation::standalone(
+            kind,
+            &format!("{kind}-test"),
+            &params,
+            &inputs,
+            &dir.join("out"),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -587,7 +571,6 @@ mod tests {
             "verify",
             params,
             &[("model", model.clone()), ("pairs", pack)],
-            &[("results", "verify.json")],
         );
         let m = run_verify(&inv).unwrap();
         let acc = m["sets"]["lfw"]["accuracy"].as_f64().unwrap();
@@ -609,7 +592,6 @@ mod tests {
             "verify",
             params,
             &[("model", model), ("pairs", folder)],
-            &[("results", "verify.json")],
         );
         let e = run_verify(&inv).unwrap_err().to_string();
         assert!(
@@ -667,18 +649,12 @@ mod tests {
         std::fs::create_dir_all(d.path().join("out")).unwrap();
         let root = d.path().join("ijbc");
         let rel = release(&root);
-        let outs = [
-            ("scores", "score.npy"),
-            ("roc", "roc"),
-            ("results", "ijbc.json"),
-        ];
         let params = serde_json::to_value(IjbcParams::default()).unwrap();
         let inv = invocation(
             d.path(),
             "ijbc",
             params.clone(),
             &[("model", model.clone()), ("benchmark", root.clone())],
-            &outs,
         );
         let m = run_ijbc(&inv).unwrap();
         assert_eq!(m["pairs"], 15);
@@ -710,7 +686,6 @@ mod tests {
                 "ijbc",
                 params.clone(),
                 &[("model", model.clone()), ("benchmark", root.to_path_buf())],
-                &outs,
             ))
         };
         let meta = root.join("meta");

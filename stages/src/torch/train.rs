@@ -540,7 +540,7 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
                 epoch: u64::from(epoch),
                 drop_last: true,
                 flip: Flip::Random { seed: p.seed },
-                workers: p.workers as usize,
+                workers: crate::threads::loader_workers(p.workers),
                 prefetch: 4,
             },
         )?;
