@@ -1,8 +1,10 @@
 //! Dataset kinds and readers: the `synthetic-faces` generator ([`synthetic`]), `recordio`
 //! ([`recordio_kind`]), `image-folder` ([`image_folder`]), the dataset `train` folder contract
-//! ([`dataset::Dataset`]), and the multi-threaded [`loader::Loader`] (its tensor end is in `torch`).
+//! ([`dataset::Dataset`]), image decoding as the reference does it ([`decode`]: libjpeg-turbo), and
+//! the multi-threaded [`loader::Loader`] (its tensor end is in `torch`).
 
 pub mod dataset;
+pub mod decode;
 pub mod image_folder;
 pub mod loader;
 pub mod recordio_kind;

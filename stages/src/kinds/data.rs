@@ -196,7 +196,7 @@ impl Params for ImageFolderParams {
 pub static IMAGE_FOLDER: super::KindSpec = kind_spec!(ImageFolderParams,
     name: "image-folder",
     worker: Lite,
-    version: 1,
+    version: 2,
     summary: "an image folder (one sub-folder per identity) packed into an insightface RecordIO dataset",
     inputs: &[Port::input("source", true, "folder with one sub-folder of images per identity")],
     outputs: &[Port::output("train", "train/", "insightface RecordIO folder + dataset files")],

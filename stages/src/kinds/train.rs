@@ -48,8 +48,11 @@ pub enum AdafaceVariant {
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     Fp32,
-    /// CUDA autocast (fp16); a no-op on CPU.
+    /// CUDA autocast in fp16 with dynamic loss scaling (PyTorch's GradScaler), as the reference
+    /// trains; fp32 on the CPU.
     Amp,
+    /// CUDA autocast in bfloat16 (no loss scaling needed); fp32 on the CPU.
+    Bf16,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -178,7 +181,7 @@ impl Params for TrainParams {
 pub static TRAIN: super::KindSpec = kind_spec!(TrainParams,
     name: "train",
     worker: Torch,
-    version: 1,
+    version: 2,
     summary: "train a backbone + margin head (SGD recipe of the reference), checkpointing every epoch",
     inputs: &[
         Port::input("train", true, "dataset `train` folder"),
@@ -249,7 +252,7 @@ impl Params for EvalTrainsetParams {
 pub static EVAL_TRAINSET: super::KindSpec = kind_spec!(EvalTrainsetParams,
     name: "eval-trainset",
     worker: Torch,
-    version: 1,
+    version: 2,
     summary: "per-sample ground-truth probability p(x) and margin-free predicted label of the training set",
     inputs: &[
         Port::input("model", true, "`model` of a train stage"),

@@ -16,6 +16,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::model::load_backbone;
 use super::nn::Backbone;
+use crate::data::decode::{decode_rgb, decode_rgb_sized};
 use crate::eval::align::{self, Image};
 use crate::eval::plot::write_roc;
 use crate::eval::pooling::{pool_templates, score_pairs};
@@ -106,24 +107,6 @@ pub fn embed_views(
     Ok(views)
 }
 
-/// Decode an encoded image to RGB and bring it to `w × h` (bilinear resize when it differs).
-fn decode_rgb(bytes: &[u8], w: usize, h: usize, what: impl Fn() -> String) -> Result<Vec<u8>> {
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| anyhow!("{}: cannot decode the image: {e}", what()))?
-        .to_rgb8();
-    let img = if img.width() as usize != w || img.height() as usize != h {
-        image::imageops::resize(
-            &img,
-            w as u32,
-            h as u32,
-            image::imageops::FilterType::Triangle,
-        )
-    } else {
-        img
-    };
-    Ok(img.into_raw())
-}
-
 /// Rows L2-normalised in place (`sklearn.preprocessing.normalize`: a zero row stays zero).
 fn normalize_rows(v: &mut [f32], dim: usize) {
     v.par_chunks_mut(dim).for_each(|r| {
@@ -136,7 +119,7 @@ fn normalize_rows(v: &mut [f32], dim: usize) {
 
 /// The `.bin` files a `pairs` input names: the file itself, or the folder's `.bin` files (all, or
 /// those whose stems are in `sets`).
-fn pick_sets(input: &Path, sets: &[String]) -> Result<Vec<(String, PathBuf)>> {
+pub fn pick_sets(input: &Path, sets: &[String]) -> Result<Vec<(String, PathBuf)>> {
     let stem = |p: &Path| {
         p.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -173,6 +156,18 @@ fn pick_sets(input: &Path, sets: &[String]) -> Result<Vec<(String, PathBuf)>> {
         .collect()
 }
 
+/// A `.bin` pair pack decoded (in parallel) at `w × h`: the interleaved RGB images of its pairs and
+/// whether each pair is the same identity.
+pub fn read_pack(path: &Path, h: usize, w: usize) -> Result<(Vec<u8>, Vec<bool>)> {
+    let (jpegs, issame) = bin::read_pairs(path)?;
+    let decoded: Vec<Vec<u8>> = jpegs
+        .par_iter()
+        .enumerate()
+        .map(|(i, j)| decode_rgb_sized(j, w, h, &|| format!("{} image {i}", path.display())))
+        .collect::<Result<_>>()?;
+    Ok((decoded.concat(), issame))
+}
+
 /// The `verify` stage.
 pub fn run_verify(inv: &Invocation) -> Result<Value> {
     let p: VerifyParams = inv.params()?;
@@ -186,14 +181,7 @@ pub fn run_verify(inv: &Invocation) -> Result<Value> {
     let mut accs: BTreeMap<String, f64> = BTreeMap::new();
     for (name, path) in &sets {
         let t0 = Instant::now();
-        let (jpegs, issame) = bin::read_pairs(path)?;
-        let decoded: Vec<Vec<u8>> = jpegs
-            .par_iter()
-            .enumerate()
-            .map(|(i, j)| decode_rgb(j, w, h, || format!("{} image {i}", path.display())))
-            .collect::<Result<_>>()?;
-        let images = decoded.concat();
-        drop(decoded);
+        let (images, issame) = read_pack(path, h, w)?;
         let views = embed_views(&net, device, &images, h, w, p.flip, p.batch_size as usize)?;
         let dim = info.embedding_size as usize;
         let views: Vec<&[f32]> = views.iter().map(|v| v.as_slice()).collect();
@@ -251,10 +239,11 @@ fn aligned_images(
         .into_par_iter()
         .map(|i| -> Result<Vec<u8>> {
             let bytes = ijb::read_image(root, rel, i, target)?;
-            let img = image::load_from_memory(&bytes)
-                .map_err(|e| anyhow!("{}: cannot decode: {e}", ijb::image_path(root, &rel.images[i]).display()))?
-                .to_rgb8();
-            let src = Image { width: img.width() as usize, height: img.height() as usize, channels: 3, data: img.into_raw() };
+            let mut data = Vec::new();
+            let (ih, iw) = decode_rgb(&bytes, &mut data, &|| {
+                ijb::image_path(root, &rel.images[i]).display().to_string()
+            })?;
+            let src = Image { width: iw as usize, height: ih as usize, channels: 3, data };
             let lm = rel.landmarks[i].map(|[x, y]| [x as f64, y as f64]);
             let out = align::align_face(&src, &lm, w, h).ok_or_else(|| {
                 anyhow!(
@@ -406,15 +395,15 @@ pub fn bench_throughput() {
     let ok = (0..count)
         .into_par_iter()
         .filter(|_| {
-            image::load_from_memory(&jpeg)
+            let mut data = Vec::new();
+            decode_rgb(&jpeg, &mut data, &|| "bench".into())
                 .ok()
-                .and_then(|i| {
-                    let i = i.to_rgb8();
+                .and_then(|_| {
                     let src = Image {
                         width: 150,
                         height: 150,
                         channels: 3,
-                        data: i.into_raw(),
+                        data,
                     };
                     align::align_face(&src, &lm, 112, 112)
                 })

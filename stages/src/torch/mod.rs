@@ -1,7 +1,8 @@
 //! Everything that touches libtorch: networks ([`nn`]), margin [`heads`], the model folder
-//! ([`model`]), the optimiser ([`optim`]), the `train` and `eval-trainset` stages, and embedding
-//! extraction for `verify` / `ijbc`.
+//! ([`model`]), the optimiser ([`optim`]), mixed precision ([`amp`]), the `train` and
+//! `eval-trainset` stages, and embedding extraction for `verify` / `ijbc`.
 
+pub mod amp;
 pub mod embed;
 pub mod eval_trainset;
 pub mod heads;
