@@ -17,24 +17,18 @@ use orchestrator_stages::invocation::Invocation;
 use orchestrator_stages::kinds::data::SyntheticFacesParams;
 use serde_json::json;
 
-const NEEDS: &str = "requires the Python venv with PIL, OpenCV and torch (source scripts/deps.sh)";
+const NEEDS: &str = "run `source scripts/deps.sh` (it installs PIL and opencv-python-headless into .deps/venv), or `make test`";
 
-/// `$ORCHESTRATOR_PYTHON` with PIL, cv2, torch and safetensors importable; panics naming what is
-/// missing and how to get it.
+/// The project's Python (`orchestrator_stages::testing::require_python`) with PIL, cv2, torch
+/// and safetensors importable; panics naming what is missing and how to get it.
 fn require_python() -> PathBuf {
-    let py = std::env::var_os("ORCHESTRATOR_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("ORCHESTRATOR_PYTHON is unset: {NEEDS}"));
+    let py = orchestrator_stages::testing::require_python();
     let ok = Command::new(&py)
         .args(["-c", "import PIL, cv2, torch, safetensors"])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(
-        ok,
-        "{} cannot import PIL, cv2, torch, safetensors: {NEEDS}",
-        py.display()
-    );
+    assert!(ok, "{} cannot import PIL, cv2, torch, safetensors: {NEEDS}", py.display());
     py
 }
 
