@@ -77,9 +77,13 @@ run() {
   export NO_COLOR=1
   local gpus="--gpus 0" device=cuda
   # Sizes: the main job's data (identities x images), the throughput batches and steps.
-  local ids=1000 per=40 epochs=4 batches="128 512" steps=20 losses=50
+  local ids=1000 per=40 epochs=4 batches="128 512" steps=20 losses=50 net=iresnet50 lb=128
+  local main_extra=() small_extra=()
   if [ "$cpu_check" = 1 ]; then
-    gpus="--gpus none"; device=cpu; ids=16; per=6; epochs=2; batches="8"; steps=2; losses=3
+    gpus="--gpus none"; device=cpu; ids=12; per=5; epochs=1; batches="4"; steps=1; losses=3
+    net=iresnet-tiny; lb=4
+    main_extra=(--set size=32 --set pairs=40 --set ijbc_subjects=3 --set network=iresnet-tiny --set batch_size=16)
+    small_extra=(--set identities=12 --set images_per_identity=5 --set epochs=1 --set batch_size=16)
   fi
   {
     echo "date: $(date -Is)"
@@ -100,13 +104,10 @@ run() {
 
   echo "== 1/4 main job at ${ids} identities x ${per} images, 112 px, iResNet-50 ($gpus)"
   ( cd "$ROOT" && "$bin/orchestrator" run bench/gpu_main.yaml $gpus --cache-dir "$out/cache" --message-format json \
-      --set identities="$ids" --set images_per_identity="$per" --set epochs="$epochs" \
-      $( [ "$cpu_check" = 1 ] && echo "--set network=iresnet-tiny --set batch_size=16" ) \
+      --set identities="$ids" --set images_per_identity="$per" --set epochs="$epochs" "${main_extra[@]}" \
       > "$out/main_job_events.jsonl" 2> "$out/main_job_stderr.txt" ) || echo "main job failed: see $out/main_job_stderr.txt"
 
   echo "== 2/4 training throughput (tch vs PyTorch eager)"
-  local net=iresnet50
-  [ "$cpu_check" = 1 ] && net=iresnet18
   : > "$out/throughput.jsonl"
   for b in $batches; do
     for prec in fp32 amp bf16; do
@@ -121,14 +122,11 @@ run() {
 
   echo "== 3/4 eval-trainset p(x): CUDA vs CPU (default-size main job)"
   ( cd "$ROOT" && "$bin/orchestrator" run pipelines/diffprob_50.yaml $gpus --cache-dir "$out/cache_small" --message-format json \
-      $( [ "$cpu_check" = 1 ] && echo "--set identities=16 --set images_per_identity=6 --set epochs=2 --set batch_size=16" ) \
-      > "$out/small_job_events.jsonl" 2> "$out/small_job_stderr.txt" ) || echo "small main job failed: see $out/small_job_stderr.txt"
+      "${small_extra[@]}" > "$out/small_job_events.jsonl" 2> "$out/small_job_stderr.txt" ) || echo "small main job failed: see $out/small_job_stderr.txt"
   "$PY" "$HERE/gpu_summary.py" cpu-eval --root "$ROOT" --bin "$bin" --cache "$out/cache_small" --out "$out/pofx_cpu" \
     > "$out/pofx.json" || echo '{"error": "cpu eval failed"}' > "$out/pofx.json"
 
   echo "== 4/4 AMP: first $losses losses, tch vs PyTorch (same init, same batches)"
-  local lb=128
-  [ "$cpu_check" = 1 ] && lb=4
   "$PY" "$HERE/gpu_pytorch.py" --net $net --classes 1000 --save-init "$out/init.safetensors" > /dev/null
   "$PY" "$HERE/gpu_pytorch.py" --net $net --classes 1000 --dropout 0 --batch $lb --precision amp --device "$device" \
     --init "$out/init.safetensors" --losses $losses | tail -n 1 > "$out/losses_pytorch.json"

@@ -8,7 +8,8 @@ to 5, as the project's `train` step (stages/benches/train.rs is the tch side). R
   gpu_pytorch.py --init init.safetensors --losses 50    # the losses of 50 steps on seeded batches
 
 --precision: fp32; amp = fp16 autocast of the backbone + torch.amp.GradScaler (the reference's
-recipe); bf16 = bfloat16 autocast of the backbone. The margin head and the loss stay in fp32.
+recipe); bf16 = bfloat16 autocast of the backbone. The margin head and the loss stay in fp32. As in
+the project, mixed precision applies on CUDA only (fp32 on a CPU).
 """
 import argparse
 import json
@@ -49,7 +50,11 @@ def main():
     a = ap.parse_args()
     dev = torch.device(a.device)
     torch.manual_seed(0)
-    net = IResNet(DEPTHS[a.net], dropout=a.dropout).to(dev).train()
+    if a.net == "iresnet-tiny":  # the project's small test network (a quick CPU check)
+        net = IResNet([1, 1, 1, 1], (16, 32, 64, 128), 16, (112, 112), emb=512, dropout=a.dropout)
+    else:
+        net = IResNet(DEPTHS[a.net], dropout=a.dropout)
+    net = net.to(dev).train()
     kernel = torch.nn.Parameter((torch.randn(512, a.classes) * 0.01).to(dev))
     if a.save_init:
         from safetensors.torch import save_file
@@ -68,8 +73,10 @@ def main():
             kernel.copy_(state["header.kernel"].to(dev))
     opt_b = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     opt_h = torch.optim.SGD([kernel], lr=0.1, momentum=0.9, weight_decay=5e-4)
-    scaler = torch.amp.GradScaler(dev.type, enabled=a.precision == "amp")
-    cast = {"amp": torch.float16, "bf16": torch.bfloat16}.get(a.precision)
+    # Mixed precision is CUDA-only in the project (fp32 on a CPU): the same here.
+    cuda = dev.type == "cuda"
+    scaler = torch.amp.GradScaler(dev.type, enabled=a.precision == "amp" and cuda)
+    cast = {"amp": torch.float16, "bf16": torch.bfloat16}.get(a.precision) if cuda else None
 
     def step(x, y, lr):
         for o in (opt_b, opt_h):
@@ -90,8 +97,8 @@ def main():
         return loss
 
     if a.losses:
-        losses = [float(step(*seeded_batch(k, a.batch, a.classes, dev), 0.1)) for k in range(a.losses)]
-        print(json.dumps({"losses": losses, "loss_scale": scaler.get_scale() if a.precision == "amp" else None}))
+        losses = [float(step(*seeded_batch(k, a.batch, a.classes, dev), 0.1).detach()) for k in range(a.losses)]
+        print(json.dumps({"losses": losses, "loss_scale": scaler.get_scale() if scaler.is_enabled() else None}))
         return
     x = (torch.rand(a.batch, 3, 112, 112) * 2 - 1).to(dev)
     y = torch.randint(a.classes, (a.batch,)).to(dev)
