@@ -103,7 +103,10 @@ fn main() {
             })
             .collect();
         let scale = t.scaler.as_ref().map(|s| s.scale());
-        println!("{}", serde_json::json!({"losses": losses, "loss_scale": scale, "precision": format!("{:?}", t.autocast)}));
+        println!(
+            "{}",
+            serde_json::json!({"losses": losses, "loss_scale": scale, "precision": format!("{:?}", t.autocast)})
+        );
         return;
     }
     let x = (Tensor::rand([batch, 3, 112, 112], (Kind::Float, Device::Cpu)) * 2.0 - 1.0)

@@ -28,7 +28,11 @@ fn require_python() -> PathBuf {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(ok, "{} cannot import PIL, cv2, torch, safetensors: {NEEDS}", py.display());
+    assert!(
+        ok,
+        "{} cannot import PIL, cv2, torch, safetensors: {NEEDS}",
+        py.display()
+    );
     py
 }
 
