@@ -286,6 +286,7 @@ mod tests {
         let p = &kinds::prune::PRUNE;
         let bumped: &'static KindSpec = Box::leak(Box::new(KindSpec {
             name: p.name,
+            worker: p.worker,
             version: p.version + 1,
             summary: p.summary,
             inputs: p.inputs,

@@ -60,7 +60,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
         }),
         gpus: exec::gpu_ids(&args.gpus),
         fail_fast: args.fail_fast,
-        stage_bin: exec::find_stage_bin(),
+        workers: exec::Workers::find(),
     };
     let mut view = View::new(args.format, g.quiet);
     let summary = if args.executor.as_deref().or(p.executor.kind.as_deref()) == Some("slurm") {

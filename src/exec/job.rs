@@ -73,7 +73,7 @@ pub struct PrepareArgs<'a> {
     pub grant: &'a Grant,
     /// The stage's CPU-thread budget ([`super::resources::Resources::cpu_threads`]).
     pub cpu_threads: u32,
-    pub stage_bin: Option<&'a Path>,
+    pub workers: &'a super::Workers,
 }
 
 /// The variables that carry a stage's CPU-thread budget: the worker reads the first (torch
@@ -203,9 +203,9 @@ pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
             let bytes = serde_json::to_vec_pretty(&inv).map_err(|e| e.to_string())?;
             std::fs::write(&inv_path, bytes)
                 .map_err(|e| format!("cannot write {}: {e}", inv_path.display()))?;
-            let bin = a
-                .stage_bin
-                .ok_or("the stage worker `orchestrator-stage` was not found")?;
+            let bin = a.workers.for_kind(kind).ok_or_else(|| {
+                format!("the stage worker `{}` was not found", kind.worker.binary())
+            })?;
             vec![
                 bin.to_string_lossy().into_owned(),
                 "run".to_string(),

@@ -17,8 +17,10 @@ pub mod scheduler;
 pub mod slurm;
 pub mod view;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use orchestrator_stages::{KindSpec, Worker};
 
 use crate::cache::{Cache, CacheError, JobAccounting};
 use crate::pipeline::Pipeline;
@@ -68,8 +70,8 @@ pub struct RunOptions {
     /// Concrete GPU ids this run may hand out (empty: no GPUs).
     pub gpus: Vec<u32>,
     pub fail_fast: bool,
-    /// The `orchestrator-stage` worker, when found.
-    pub stage_bin: Option<PathBuf>,
+    /// The stage workers found.
+    pub workers: Workers,
 }
 
 #[derive(Debug, Clone)]
@@ -137,15 +139,55 @@ pub fn stage_bin_candidate() -> PathBuf {
     if let Some(p) = std::env::var_os("ORCHESTRATOR_STAGE_BIN") {
         return PathBuf::from(p);
     }
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join("orchestrator-stage")))
-        .unwrap_or_else(|| PathBuf::from("orchestrator-stage"))
+    beside_exe(Worker::Torch.binary())
 }
 
-pub fn find_stage_bin() -> Option<PathBuf> {
-    let p = stage_bin_candidate();
-    p.is_file().then_some(p)
+/// Where the lite worker is expected: `ORCHESTRATOR_STAGE_LITE_BIN`, else beside
+/// `ORCHESTRATOR_STAGE_BIN` when that is set (one build folder), else beside this executable.
+pub fn lite_bin_candidate() -> PathBuf {
+    if let Some(p) = std::env::var_os("ORCHESTRATOR_STAGE_LITE_BIN") {
+        return PathBuf::from(p);
+    }
+    let name = Worker::Lite.binary();
+    match std::env::var_os("ORCHESTRATOR_STAGE_BIN") {
+        Some(full) => PathBuf::from(full).with_file_name(name),
+        None => beside_exe(name),
+    }
+}
+
+fn beside_exe(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// The stage workers: `orchestrator-stage` runs every kind (it links libtorch, ~1.5 s to start);
+/// `orchestrator-stage-lite` runs the pure-Rust kinds in milliseconds.
+#[derive(Debug, Clone, Default)]
+pub struct Workers {
+    pub torch: Option<PathBuf>,
+    pub lite: Option<PathBuf>,
+}
+
+impl Workers {
+    /// The workers that exist where [`stage_bin_candidate`] and [`lite_bin_candidate`] point.
+    pub fn find() -> Workers {
+        let file = |p: PathBuf| p.is_file().then_some(p);
+        Workers {
+            torch: file(stage_bin_candidate()),
+            lite: file(lite_bin_candidate()),
+        }
+    }
+
+    /// The binary that runs a stage of `kind`: the lite worker for a pure-Rust kind when it
+    /// exists, else `orchestrator-stage`.
+    pub fn for_kind(&self, kind: &KindSpec) -> Option<&Path> {
+        match kind.worker {
+            Worker::Lite => self.lite.as_deref().or(self.torch.as_deref()),
+            Worker::Torch => self.torch.as_deref(),
+        }
+    }
 }
 
 /// Resolve `--gpus` to concrete ids.

@@ -368,11 +368,8 @@ impl<'a> Scheduler<'a> {
     }
 
     fn check_worker(&self) -> Result<(), ExecError> {
-        if self.opts.stage_bin.is_some() {
-            return Ok(());
-        }
         let needs = self.p.instances.iter().zip(&self.nodes).any(|(inst, n)| {
-            matches!(inst.action, Action::Builtin { .. })
+            matches!(&inst.action, Action::Builtin { kind, .. } if self.opts.workers.for_kind(kind).is_none())
                 && matches!(n, Node::Ready { .. } | Node::Waiting)
         });
         if needs {

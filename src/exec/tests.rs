@@ -65,7 +65,7 @@ fn opts(gpus: Vec<u32>) -> RunOptions {
         jobs: 4,
         gpus,
         fail_fast: false,
-        stage_bin: None,
+        workers: Default::default(),
     }
 }
 

@@ -231,7 +231,7 @@ fn main() {
         f("total_s")
     );
     println!(
-        "speed-up (numpy / rust): pool {:.0}x, score {:.1}x, metrics {:.1}x (sklearn on our f32 scores: {:.3} s, {:.1}x), total {:.1}x",
+        "speed-up (numpy / rust): pool {:.0}x, score {:.1}x, metrics {:.1}x (sklearn on our scores: {:.3} s, {:.1}x), total {:.1}x",
         f("pool_s") / pool_s,
         f("score_s") / score_s,
         f("metrics_s") / metrics_s,
@@ -249,9 +249,9 @@ fn main() {
     let max_diff = ref_scores
         .iter()
         .zip(&scores)
-        .map(|(a, &b)| (a - b as f64).abs())
+        .map(|(a, &b)| (a - b).abs())
         .fold(0.0, f64::max);
-    println!("max |score(rust f32) - score(numpy f64)| = {max_diff:.2e}");
+    println!("max |score(rust) - score(numpy)| (both f64) = {max_diff:.2e}");
     let ref_tar = read("ref_tar");
     println!(
         "numpy TAR@FAR: {}",
@@ -262,7 +262,7 @@ fn main() {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    // Metric code alone: scikit-learn and ours on the same f32 scores must agree bit for bit.
+    // Metric code alone: scikit-learn and ours on the same scores must agree bit for bit.
     let on_ours = read("ref_tar_on_ours");
     let same_tar = on_ours
         .iter()

@@ -79,10 +79,10 @@ def main():
     tar = tar_at_far(fpr, tpr)
     a = auc(fpr, tpr)
     t["metrics_s"] = time.perf_counter() - t0
-    # scikit-learn on our f32 scores too: the metric code alone, on identical inputs.
+    # scikit-learn on our scores too: the metric code alone, on identical inputs.
     ours = os.path.join(d, "our_score.npy")
     if os.path.exists(ours):
-        s32 = np.load(ours)
+        s32 = np.load(ours)  # f64 since the f64 scoring
         t0 = time.perf_counter()
         fpr32, tpr32, _ = roc_curve(labels, s32)
         tar32 = tar_at_far(fpr32, tpr32)

@@ -2,6 +2,8 @@
 //! ~24 images, 112×112 JPEG), then images/s of [`Loader`] over it (shuffle, random flip,
 //! normalised CHW f32 batches of 128) against the Python reference loader
 //! (`stages/tests/py/loader_bench.py`: PIL + torch DataLoader) doing the same work, and the ratio.
+//! Also the decoders alone on one thread: libjpeg-turbo (ours, the reference's decoder) against
+//! zune-jpeg (the `image` crate's, which the loader used before).
 //!
 //! `cargo bench -p orchestrator-stages --bench loader` (needs `$ORCHESTRATOR_PYTHON` for the Python side).
 
@@ -9,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use orchestrator_stages::data::dataset::Dataset;
+use orchestrator_stages::data::decode::decode_rgb;
 use orchestrator_stages::data::loader::{Flip, Loader, LoaderConfig};
 use orchestrator_stages::data::synthetic::{generate, Outputs};
 use orchestrator_stages::kinds::data::SyntheticFacesParams;
@@ -32,6 +35,39 @@ fn rust_epoch(ds: &Arc<Dataset>, workers: usize, epoch: u64) -> anyhow::Result<(
         std::hint::black_box(&b.images);
     }
     Ok((n, t.elapsed().as_secs_f64()))
+}
+
+/// Single-threaded decode of every training JPEG, best of 3 passes, per decoder.
+fn decoders(ds: &Dataset) -> anyhow::Result<()> {
+    let jpegs: Vec<Vec<u8>> = (0..ds.len())
+        .map(|i| ds.payload(i).map(|p| p.to_vec()))
+        .collect::<anyhow::Result<_>>()?;
+    let best = |f: &dyn Fn(&[u8])| {
+        (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                for j in &jpegs {
+                    f(j);
+                }
+                jpegs.len() as f64 / t.elapsed().as_secs_f64()
+            })
+            .fold(0f64, f64::max)
+    };
+    let turbo = best(&|j| {
+        let mut b = Vec::new();
+        decode_rgb(j, &mut b, &|| String::new()).expect("decode");
+        std::hint::black_box(&b);
+    });
+    let zune = best(&|j| {
+        let img = image::load_from_memory_with_format(j, image::ImageFormat::Jpeg).expect("decode");
+        std::hint::black_box(img.to_rgb8());
+    });
+    println!(
+        "decode only, 1 thread, {} JPEGs: libjpeg-turbo {turbo:.0} images/s, zune-jpeg {zune:.0} images/s ({:.2}x)",
+        jpegs.len(),
+        turbo / zune
+    );
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +100,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     let ds = Arc::new(Dataset::open(&train)?);
+    decoders(&ds)?;
     rust_epoch(&ds, 2, 0)?; // warm the page cache
     let mut best = 0f64;
     for workers in [1usize, 2] {

@@ -113,7 +113,7 @@ fn stage(
     let inv = Invocation::standalone(kind, id, &params, inputs, &root.join(id))
         .unwrap_or_else(|e| panic!("{id}: {e:#}"));
     let outputs = inv.outputs.clone();
-    orchestrator_stages::prune::run(&inv)
+    orchestrator_stages::run::run_invocation(&inv)
         .expect("a pruning kind")
         .unwrap_or_else(|e| panic!("{id}: {e:#}"));
     outputs

@@ -4,8 +4,9 @@
 //! - always compiled, no libtorch: [`kinds`] (each kind's params, version, inputs and outputs; the
 //!   engine reads these to validate pipelines and compute fingerprints), [`invocation`] (the versioned
 //!   JSON contract between the engine and a stage process), the file [`formats`], the dataset
-//!   generator and readers ([`data`]), the pruning family ([`prune`]) and the evaluation metrics
-//!   ([`eval`]);
+//!   generator and readers ([`data`]), the pruning family ([`prune`]), the evaluation metrics
+//!   ([`eval`]), the CPU-thread budget ([`threads`]) and the workers' dispatch ([`run`]), whose
+//!   `orchestrator-stage-lite` binary runs every pure-Rust kind without libtorch;
 //! - behind the `torch` feature: [`torch`] (networks, heads, training, embedding extraction) and the
 //!   `orchestrator-stage` worker binary that runs any built-in kind from an invocation file.
 
@@ -15,8 +16,10 @@ pub mod formats;
 pub mod invocation;
 pub mod kinds;
 pub mod prune;
+pub mod run;
 #[doc(hidden)]
 pub mod testing;
+pub mod threads;
 #[cfg(feature = "torch")]
 pub mod torch;
 
@@ -25,4 +28,4 @@ pub mod torch;
 pub const WITH_TORCH: bool = cfg!(feature = "torch");
 
 pub use invocation::Invocation;
-pub use kinds::{lookup, KindSpec};
+pub use kinds::{lookup, Kind, KindSpec, Worker};

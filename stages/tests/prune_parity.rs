@@ -1,6 +1,6 @@
 //! Parity of the pruning family with the reference algorithms (`tests/py/prune_reference.py`, numpy):
 //! generated inputs with distinct values (R3), the stages run through their real entry point
-//! (`prune::run` on an [`Invocation`]), kept lists, `prob_clean.txt`, flags and label maps
+//! (`run::run_invocation` on an [`Invocation`]), kept lists, `prob_clean.txt`, flags and label maps
 //! compared byte for byte. Needs `ORCHESTRATOR_PYTHON` (ignored without it; `make test` runs it).
 
 use std::collections::{BTreeMap, HashSet};
@@ -25,7 +25,7 @@ fn stage(
     let inv = Invocation::standalone(kind, id, &params, inputs, &root.join(id))
         .unwrap_or_else(|e| panic!("{id}: {e:#}"));
     let outputs = inv.outputs.clone();
-    let m = orchestrator_stages::prune::run(&inv)
+    let m = orchestrator_stages::run::run_invocation(&inv)
         .expect("a pruning kind")
         .unwrap_or_else(|e| panic!("{id}: {e:#}"));
     (m, outputs)
@@ -214,7 +214,7 @@ fn parity(classes: usize, seed: u64, faithful: bool) {
     let mut ours_kept: Vec<(String, PathBuf)> = vec![("clean".into(), clean["kept"].clone())];
     let mut targets: Vec<(String, f64)> = Vec::new();
     for (i, t) in [3e-5, 1e-3, 0.0, 0.02, 0.3].into_iter().enumerate() {
-        for min in [5u32, 3] {
+        for min in [5u32, 3, 1] {
             for with_flags in [false, true] {
                 let name = format!("diffprob_{i}_m{min}_c{}", with_flags as u8);
                 let mut inputs: Vec<(&str, &Path)> = vec![("scores", &scores), ("labels", &labels)];

@@ -3,14 +3,13 @@
 //! as an uninterrupted run, and bad inputs fail with clear errors.
 #![cfg(feature = "torch")]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use orchestrator_stages::data::dataset;
 use orchestrator_stages::formats::{npy, recordio, text};
-use orchestrator_stages::invocation::{Device, Invocation, INVOCATION_VERSION};
+use orchestrator_stages::invocation::Invocation;
 use serde_json::{json, Value};
 
 /// `classes` identities × `per_class` PNG images of `size`², each class a colour and stripe
@@ -73,34 +72,16 @@ fn make_dataset_with_images(
     (train, images)
 }
 
-fn invocation(
-    dir: &Path,
-    kind: &str,
-    params: Value,
-    inputs: &[(&str, &Path)],
-    outputs: &[(&str, &str)],
-) -> Invocation {
-    let out_dir = dir.join("out");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    Invocation {
-        version: INVOCATION_VERSION,
-        kind: kind.into(),
-        stage_id: format!("{kind}-test"),
-        params,
-        inputs: inputs
-            .iter()
-            .map(|(k, p)| (k.to_string(), p.to_path_buf()))
-            .collect::<BTreeMap<_, _>>(),
-        input_digests: BTreeMap::new(),
-        outputs: outputs
-            .iter()
-            .map(|(k, p)| (k.to_string(), out_dir.join(p)))
-            .collect(),
-        out_dir,
-        work_dir: dir.join("work"),
-        device: Device::Cpu,
-        progress: dir.join("progress.jsonl"),
-    }
+/// An invocation of `kind` with its outputs under `dir/out` (work dir `dir/out/work`).
+fn invocation(dir: &Path, kind: &str, params: Value, inputs: &[(&str, &Path)]) -> Invocation {
+    Invocation::standalone(
+        kind,
+        &format!("{kind}-test"),
+        &params,
+        inputs,
+        &dir.join("out"),
+    )
+    .unwrap_or_else(|e| panic!("{kind}: {e:#}"))
 }
 
 fn train_params(extra: Value) -> Value {
@@ -115,17 +96,11 @@ fn train_params(extra: Value) -> Value {
 }
 
 fn train_inv(dir: &Path, train: &Path, params: Value) -> Invocation {
-    invocation(
-        dir,
-        "train",
-        params,
-        &[("train", train)],
-        &[("model", "model"), ("history", "history")],
-    )
+    invocation(dir, "train", params, &[("train", train)])
 }
 
 fn run(inv: &Invocation) -> anyhow::Result<Value> {
-    orchestrator_stages::torch::run(inv).expect("a torch kind")
+    orchestrator_stages::run::run_invocation(inv).expect("a built-in kind")
 }
 
 #[test]
@@ -198,7 +173,6 @@ fn training_learns_and_eval_trainset_scores_every_sample() {
             "eval-trainset",
             json!({"margin": margin, "batch_size": 32}),
             &[("model", &model), ("train", &train)],
-            &[("probs", "probs"), ("predictions", "pred_label.npy")],
         );
         let m = run(&inv).expect("eval-trainset succeeds");
         // Chance is 1/6.
@@ -345,7 +319,6 @@ fn bad_inputs_fail_with_clear_errors() {
         "train",
         p.clone(),
         &[("train", &train), ("kept", &kept)],
-        &[("model", "model")],
     );
     assert!(err_text(run(&inv)).contains("is empty"));
 
@@ -359,7 +332,6 @@ fn bad_inputs_fail_with_clear_errors() {
         "train",
         p.clone(),
         &[("train", &train), ("kept", &kept)],
-        &[("model", "model")],
     );
     let e = err_text(run(&inv));
     assert!(e.contains("class 1") && e.contains("label_map"), "{e}");
@@ -373,7 +345,6 @@ fn bad_inputs_fail_with_clear_errors() {
         "train",
         p.clone(),
         &[("train", &train), ("kept", &kept), ("label_map", &map)],
-        &[("model", "model")],
     );
     let e = err_text(run(&inv));
     assert!(
@@ -389,7 +360,6 @@ fn bad_inputs_fail_with_clear_errors() {
         "train",
         p.clone(),
         &[("train", &train), ("kept", &kept), ("label_map", &map)],
-        &[("model", "model")],
     );
     let m = run(&inv).expect("relabelled training");
     assert_eq!(m["num_classes"], 3);
@@ -403,7 +373,6 @@ fn bad_inputs_fail_with_clear_errors() {
             "eval-trainset",
             json!({}),
             &[("model", model), ("train", &train)],
-            &[("probs", "probs"), ("predictions", "pred.npy")],
         )
     };
     let e = err_text(run(&eval_inv(&model)));
@@ -411,13 +380,7 @@ fn bad_inputs_fail_with_clear_errors() {
 
     // Wrong-architecture weights: a 4-class model whose model.json claims MobileFaceNet.
     let full = tmp.path().join("full");
-    let inv = invocation(
-        &full,
-        "train",
-        p.clone(),
-        &[("train", &train)],
-        &[("model", "model")],
-    );
+    let inv = invocation(&full, "train", p.clone(), &[("train", &train)]);
     run(&inv).expect("full training");
     let model = full.join("out/model");
     let info_path = model.join("model.json");

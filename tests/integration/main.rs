@@ -6,5 +6,6 @@ mod exec;
 mod main_job;
 mod pipelines;
 mod slurm;
+mod stages;
 mod support;
 mod trust;

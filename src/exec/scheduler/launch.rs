@@ -105,7 +105,7 @@ impl Scheduler<'_> {
             input_digests: &fp.inputs,
             grant,
             cpu_threads: self.resources.cpu_threads(&inst.resources, grant),
-            stage_bin: self.opts.stage_bin.as_deref(),
+            workers: &self.opts.workers,
         })
     }
 

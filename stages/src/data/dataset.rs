@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::data::decode::decode_rgb;
 use crate::formats::npy;
 use crate::formats::recordio::{self, FaceIndex, Layout, RecordReader};
 
@@ -42,40 +43,6 @@ pub struct DatasetMeta {
     pub source_digest: Option<String>,
 }
 
-/// Decode a JPEG (or, slower, any format the `image` crate reads) into HWC RGB u8 in `out`.
-/// Returns (height, width). `what` names the image in errors.
-pub fn decode_rgb_bytes(
-    bytes: &[u8],
-    out: &mut Vec<u8>,
-    what: &dyn Fn() -> String,
-) -> Result<(u32, u32)> {
-    if bytes.starts_with(&[0xFF, 0xD8]) {
-        use zune_jpeg::zune_core::bytestream::ZCursor;
-        use zune_jpeg::zune_core::colorspace::ColorSpace;
-        use zune_jpeg::zune_core::options::DecoderOptions;
-        let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
-        let mut dec = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
-        let res = dec.decode_headers().and_then(|_| {
-            let (w, h) = dec.dimensions().unwrap_or((0, 0));
-            out.resize(w * h * 3, 0);
-            dec.decode_into(out).map(|_| (h as u32, w as u32))
-        });
-        return res.map_err(|e| {
-            anyhow!(
-                "{}: undecodable JPEG: {e:?}\nhint: the record's payload is corrupt",
-                what()
-            )
-        });
-    }
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| anyhow!("{}: undecodable image ({} bytes): {e}\nhint: the record's payload is corrupt or not an image", what(), bytes.len()))?
-        .to_rgb8();
-    let (w, h) = img.dimensions();
-    out.clear();
-    out.extend_from_slice(img.as_raw());
-    Ok((h, w))
-}
-
 /// Index a RecordIO pair and write the dataset files into `train_dir`. `rec`/`idx` are stored in
 /// `dataset.json` as given (relative to `train_dir` or absolute). With `verify_images` every
 /// record is decoded and checked against the image size.
@@ -101,7 +68,7 @@ pub fn publish(
     let first = reader.read_at(index.offsets[0])?;
     let rec_ref = &rec_abs;
     let what = |k: u64| move || format!("{} key {k}", rec_ref.display());
-    let (h, w) = decode_rgb_bytes(
+    let (h, w) = decode_rgb(
         recordio::unpack(&first, &what(index.keys[0]))?.payload,
         &mut buf,
         &what(index.keys[0]),
@@ -118,8 +85,7 @@ pub fn publish(
     if verify_images {
         for (i, (&k, &off)) in index.keys.iter().zip(&index.offsets).enumerate() {
             let r = reader.read_at(off)?;
-            let dims =
-                decode_rgb_bytes(recordio::unpack(&r, &what(k))?.payload, &mut buf, &what(k))?;
+            let dims = decode_rgb(recordio::unpack(&r, &what(k))?.payload, &mut buf, &what(k))?;
             if dims != (h, w) {
                 bail!(
                     "{} key {k} (position {i}): image is {}x{}, the dataset is {h}x{w}",
@@ -313,7 +279,7 @@ impl Dataset {
             )
         };
         let u = recordio::unpack(&rec, &what)?;
-        let (h, w) = decode_rgb_bytes(u.payload, out, &what)?;
+        let (h, w) = decode_rgb(u.payload, out, &what)?;
         if (h, w) != self.image_size() {
             bail!(
                 "{}: image is {h}x{w}, the dataset is {}x{}",

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde_json::json;
 
-use crate::data::dataset::decode_rgb_bytes;
+use crate::data::decode::{decode_rgb, is_jpeg};
 use crate::formats::recordio;
 use crate::kinds::data::ImageFolderParams;
 
@@ -32,8 +32,8 @@ fn prepare(path: &Path, p: &ImageFolderParams) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut rgb = Vec::new();
     let what = || path.display().to_string();
-    let (h, w) = decode_rgb_bytes(&bytes, &mut rgb, &what)?;
-    if (h, w) == (p.size, p.size) && bytes.starts_with(&[0xFF, 0xD8]) {
+    let (h, w) = decode_rgb(&bytes, &mut rgb, &what)?;
+    if (h, w) == (p.size, p.size) && is_jpeg(&bytes) {
         return Ok(bytes);
     }
     let img = image::RgbImage::from_raw(w, h, rgb)

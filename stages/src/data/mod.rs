@@ -1,8 +1,10 @@
 //! Dataset kinds and readers: the `synthetic-faces` generator ([`synthetic`]), `recordio`
 //! ([`recordio_kind`]), `image-folder` ([`image_folder`]), the dataset `train` folder contract
-//! ([`dataset::Dataset`]), and the multi-threaded [`loader::Loader`] (its tensor end is in `torch`).
+//! ([`dataset::Dataset`]), image decoding as the reference does it ([`decode`]: libjpeg-turbo), and
+//! the multi-threaded [`loader::Loader`] (its tensor end is in `torch`).
 
 pub mod dataset;
+pub mod decode;
 pub mod image_folder;
 pub mod loader;
 pub mod recordio_kind;
@@ -12,27 +14,26 @@ use anyhow::Result;
 
 use crate::Invocation;
 
-/// Run a dataset kind; `None` when `inv.kind` is not one of them.
-pub fn run(inv: &Invocation) -> Option<Result<serde_json::Value>> {
-    match inv.kind.as_str() {
-        "synthetic-faces" => Some(run_synthetic(inv)),
-        "recordio" => Some(inv.params().and_then(|p| {
-            recordio_kind::run(
-                &p,
-                inv.input("source")?,
-                inv.output("train")?,
-                inv.input_digests.get("source").map(String::as_str),
-            )
-        })),
-        "image-folder" => Some(
-            inv.params()
-                .and_then(|p| image_folder::run(&p, inv.input("source")?, inv.output("train")?)),
-        ),
-        _ => None,
-    }
+/// The `recordio` stage.
+pub fn run_recordio(inv: &Invocation) -> Result<serde_json::Value> {
+    let p = inv.params()?;
+    recordio_kind::run(
+        &p,
+        inv.input("source")?,
+        inv.output("train")?,
+        inv.input_digests.get("source").map(String::as_str),
+        &inv.progress(),
+    )
 }
 
-fn run_synthetic(inv: &Invocation) -> Result<serde_json::Value> {
+/// The `image-folder` stage.
+pub fn run_image_folder(inv: &Invocation) -> Result<serde_json::Value> {
+    let p = inv.params()?;
+    image_folder::run(&p, inv.input("source")?, inv.output("train")?)
+}
+
+/// The `synthetic-faces` stage.
+pub fn run_synthetic(inv: &Invocation) -> Result<serde_json::Value> {
     let p: crate::kinds::data::SyntheticFacesParams = inv.params()?;
     inv.progress().message(&format!(
         "generating {} identities x ~{} images at {}px",
@@ -49,75 +50,43 @@ fn run_synthetic(inv: &Invocation) -> Result<serde_json::Value> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::path::Path;
 
     use super::*;
-    use crate::invocation::{Device, INVOCATION_VERSION};
+    use crate::run::run_invocation;
 
     fn inv(
         dir: &Path,
         kind: &str,
         params: serde_json::Value,
         inputs: &[(&str, &Path)],
-        outputs: &[(&str, &str)],
     ) -> Invocation {
-        Invocation {
-            version: INVOCATION_VERSION,
-            kind: kind.into(),
-            stage_id: format!("{kind}-test"),
-            params,
-            inputs: inputs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_path_buf()))
-                .collect(),
-            input_digests: BTreeMap::new(),
-            outputs: outputs
-                .iter()
-                .map(|(k, v)| (k.to_string(), dir.join(v)))
-                .collect::<BTreeMap<_, _>>(),
-            out_dir: dir.to_path_buf(),
-            work_dir: dir.join("work"),
-            device: Device::Cpu,
-            progress: dir.join("progress.jsonl"),
-        }
+        Invocation::standalone(kind, &format!("{kind}-test"), &params, inputs, dir).unwrap()
     }
 
     #[test]
     fn kinds_run_through_the_invocation() {
         let d = tempfile::tempdir().unwrap();
         let gen = d.path().join("gen");
-        std::fs::create_dir_all(&gen).unwrap();
         let params = serde_json::json!({"identities": 4, "images_per_identity": 3, "size": 16, "seed": 1,
             "label_noise": 0.0, "duplicates": 0.0, "verification_identities": 2, "pairs": 20, "ijbc_subjects": 2});
-        let i = inv(
-            &gen,
-            "synthetic-faces",
-            params,
-            &[],
-            &[
-                ("train", "train"),
-                ("pairs", "pairs.bin"),
-                ("ijbc", "ijbc"),
-                ("noise", "noise.json"),
-            ],
-        );
-        let m = run(&i).unwrap().unwrap();
+        let m = run_invocation(&inv(&gen, "synthetic-faces", params, &[]))
+            .unwrap()
+            .unwrap();
         assert_eq!(m["classes"], 4);
         assert!(gen.join("ijbc/meta/ijbc_template_pair_label.txt").is_file());
 
         // `recordio` indexes the generated folder in place: dataset.json points at it by absolute path.
         let rio = d.path().join("rio");
-        std::fs::create_dir_all(&rio).unwrap();
         let i = inv(
             &rio,
             "recordio",
             serde_json::json!({"verify_images": true}),
             &[("source", &gen.join("train"))],
-            &[("train", "train")],
         );
-        let m2 = run(&i).unwrap().unwrap();
+        let m2 = run_invocation(&i).unwrap().unwrap();
         assert_eq!(m2["images"], m["images"]);
+        assert_eq!(m2["records_not_in_idx"], 0);
         let a = dataset::Dataset::open(&gen.join("train")).unwrap();
         let b = dataset::Dataset::open(&rio.join("train")).unwrap();
         assert!(b.meta().rec.is_absolute());
@@ -125,17 +94,15 @@ mod tests {
         assert_eq!(a.labels(), b.labels());
         assert_eq!(a.record_bytes(3).unwrap(), b.record_bytes(3).unwrap());
 
-        let e = run(&inv(
-            &rio,
+        let e = run_invocation(&inv(
+            &d.path().join("rio2"),
             "recordio",
             serde_json::json!({"verify_images": false}),
             &[("source", d.path())],
-            &[("train", "t2")],
         ))
         .unwrap()
         .unwrap_err()
         .to_string();
         assert!(e.contains("no train.rec"), "{e}");
-        assert!(run(&inv(d.path(), "prune", serde_json::json!({}), &[], &[])).is_none());
     }
 }

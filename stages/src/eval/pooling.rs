@@ -4,10 +4,12 @@
 //! The reference loops over templates with `np.where` (O(templates × images)); here the images are
 //! sorted once by (template, media, position) and every template is a contiguous run pooled on its
 //! own thread. Sums follow the reference's order (media ascending, images in file order, f32
-//! accumulation as NumPy's axis-0 reductions do) and the norm is taken in f64 as
-//! `sklearn.preprocessing.normalize` does. Scores are f32 dot products with 16 independent
-//! accumulators: the same arithmetic whatever SIMD width the compiler picks, so identical bytes on
-//! every x86-64 machine.
+//! accumulation as NumPy's axis-0 reductions do); the template sum is widened to f64 and
+//! normalised in f64, as `eval_ijbc.py` stores it in an f64 array and
+//! `sklearn.preprocessing.normalize` divides in f64. Scores are f64 dot products (the reference's
+//! `np.sum(feat1 * feat2, -1)` on f64 templates: f32 scores would tie pairs closer than ~6e-8)
+//! with 16 independent accumulators: the same arithmetic whatever SIMD width the compiler picks,
+//! so identical bytes on every x86-64 machine.
 
 use rayon::prelude::*;
 
@@ -38,12 +40,12 @@ pub enum PoolError {
     NotFinite { image: usize },
 }
 
-/// Pooled, L2-normalised template features, one row per template id in ascending id order.
+/// Pooled, L2-normalised template features (f64), one row per template id in ascending id order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Templates {
     pub ids: Vec<u64>,
     pub dim: usize,
-    pub feats: Vec<f32>,
+    pub feats: Vec<f64>,
     /// Media count per template (for reports).
     pub medias: Vec<u32>,
 }
@@ -55,7 +57,7 @@ impl Templates {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
-    pub fn row(&self, i: usize) -> &[f32] {
+    pub fn row(&self, i: usize) -> &[f64] {
         &self.feats[i * self.dim..(i + 1) * self.dim]
     }
     /// Row of template `id`, if it has images.
@@ -106,7 +108,7 @@ pub fn pool_templates(
         .map(|&s| templates[order[s] as usize])
         .collect();
 
-    let mut out = vec![0f32; ids.len() * dim];
+    let mut out = vec![0f64; ids.len() * dim];
     let mut media_counts = vec![0u32; ids.len()];
     out.par_chunks_mut(dim)
         .zip(media_counts.par_iter_mut())
@@ -144,7 +146,7 @@ pub fn pool_templates(
             let norm = if norm == 0.0 { 1.0 } else { norm };
             row.iter_mut()
                 .zip(&acc)
-                .for_each(|(r, &v)| *r = (v as f64 / norm) as f32);
+                .for_each(|(r, &v)| *r = v as f64 / norm);
         });
     Ok(Templates {
         ids,
@@ -156,7 +158,7 @@ pub fn pool_templates(
 
 /// Cosine score of every pair `(p1[k], p2[k])` of template ids; an unknown id is an error naming
 /// the pair (line = pair + 1 in the pair list).
-pub fn score_pairs(t: &Templates, p1: &[u64], p2: &[u64]) -> Result<Vec<f32>, PoolError> {
+pub fn score_pairs(t: &Templates, p1: &[u64], p2: &[u64]) -> Result<Vec<f64>, PoolError> {
     if p1.len() != p2.len() {
         return Err(PoolError::PairLengths {
             left: p1.len(),
@@ -195,7 +197,7 @@ pub fn score_pairs(t: &Templates, p1: &[u64], p2: &[u64]) -> Result<Vec<f32>, Po
     };
     let (r1, r2) = rayon::join(|| rows(p1), || rows(p2));
     let (r1, r2) = (r1?, r2?);
-    let mut scores = vec![0f32; p1.len()];
+    let mut scores = vec![0f64; p1.len()];
     if t.len() <= DIRECT_TEMPLATES {
         scores
             .par_chunks_mut(SCORE_CHUNK)
@@ -212,17 +214,17 @@ pub fn score_pairs(t: &Templates, p1: &[u64], p2: &[u64]) -> Result<Vec<f32>, Po
     Ok(scores)
 }
 
-/// Up to this many templates (8 MB of 512-d rows) random access stays in cache.
-const DIRECT_TEMPLATES: usize = 4096;
-/// Rows per tile side: two 256-row blocks of 512-d rows (1 MB) sit in a core's L2.
-const TILE_ROWS: usize = 256;
+/// Up to this many templates (8 MB of 512-d f64 rows) random access stays in cache.
+const DIRECT_TEMPLATES: usize = 2048;
+/// Rows per tile side: two 128-row blocks of 512-d f64 rows (1 MB) sit in a core's L2.
+const TILE_ROWS: usize = 128;
 
 /// Pair scoring for template sets larger than the caches. Random pairs over 23k templates
 /// (47 MB) would fetch two rows from DRAM per pair; instead the pairs are bucketed by
 /// (row block of the first, row block of the second) with one counting sort, each thread takes one
 /// first-row block and walks its tiles in order (so the block stays in L2 while the second
 /// blocks stream through once), and the scores are scattered back to pair order at the end.
-fn score_tiled(t: &Templates, r1: &[u32], r2: &[u32], scores: &mut [f32]) {
+fn score_tiled(t: &Templates, r1: &[u32], r2: &[u32], scores: &mut [f64]) {
     let nb = t.len().div_ceil(TILE_ROWS);
     let tile = |k: usize| (r1[k] as usize / TILE_ROWS) * nb + r2[k] as usize / TILE_ROWS;
     let mut start = vec![0usize; nb * nb + 1];
@@ -243,8 +245,8 @@ fn score_tiled(t: &Templates, r1: &[u32], r2: &[u32], scores: &mut [f32]) {
         fill[b] += 1;
     }
     // Split the tile-ordered output at first-block boundaries, one piece per parallel task.
-    let mut tmp = vec![0f32; r1.len()];
-    type Piece<'a> = (&'a [(u32, u32)], &'a mut [f32]);
+    let mut tmp = vec![0f64; r1.len()];
+    type Piece<'a> = (&'a [(u32, u32)], &'a mut [f64]);
     let mut pieces: Vec<Piece> = Vec::with_capacity(nb);
     let (mut rest_r, mut rest_t): Piece = (&rows, &mut tmp);
     for i in 0..nb {
@@ -265,8 +267,8 @@ fn score_tiled(t: &Templates, r1: &[u32], r2: &[u32], scores: &mut [f32]) {
     }
 }
 
-/// f32 dot product with 16 lane accumulators, combined in a fixed tree.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// f64 dot product with 16 lane accumulators, combined in a fixed tree.
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") {
@@ -279,44 +281,40 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+unsafe fn dot_avx2(a: &[f64], b: &[f64]) -> f64 {
     use std::arch::x86_64::*;
-    // Lanes 0-7 in `lo`, 8-15 in `hi`: the same 16 accumulators and the same reduction tree as
-    // `dot_portable`, with separate multiply and add (no FMA), so both give identical bits.
+    // Lanes 0-3 in v[0], 4-7 in v[1], 8-11 in v[2], 12-15 in v[3]: the same 16 accumulators and
+    // the same reduction tree as `dot_portable`, with separate multiply and add (no FMA), so both
+    // give identical bits.
     let (ca, ra) = a.as_chunks::<16>();
     let (cb, rb) = b.as_chunks::<16>();
-    let mut lo = _mm256_setzero_ps();
-    let mut hi = _mm256_setzero_ps();
+    let mut v = [_mm256_setzero_pd(); 4];
     for (x, y) in ca.iter().zip(cb) {
-        // SAFETY: each chunk holds 16 f32, so both unaligned 8-lane loads stay inside it.
-        let (x0, x1) = unsafe {
-            (
-                _mm256_loadu_ps(x.as_ptr()),
-                _mm256_loadu_ps(x.as_ptr().add(8)),
-            )
-        };
-        let (y0, y1) = unsafe {
-            (
-                _mm256_loadu_ps(y.as_ptr()),
-                _mm256_loadu_ps(y.as_ptr().add(8)),
-            )
-        };
-        lo = _mm256_add_ps(lo, _mm256_mul_ps(x0, y0));
-        hi = _mm256_add_ps(hi, _mm256_mul_ps(x1, y1));
+        for (j, acc) in v.iter_mut().enumerate() {
+            // SAFETY: each chunk holds 16 f64, so the unaligned 4-lane loads at 4j stay inside it.
+            let (xj, yj) = unsafe {
+                (
+                    _mm256_loadu_pd(x.as_ptr().add(4 * j)),
+                    _mm256_loadu_pd(y.as_ptr().add(4 * j)),
+                )
+            };
+            *acc = _mm256_add_pd(*acc, _mm256_mul_pd(xj, yj));
+        }
     }
-    let mut tail = 0f32;
+    let mut tail = 0f64;
     for (x, y) in ra.iter().zip(rb) {
         tail += x * y;
     }
-    let s8 = _mm256_add_ps(lo, hi);
-    let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
-    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<0b01>(s2, s2));
-    _mm_cvtss_f32(s1) + tail
+    // acc[j] += acc[j + 8], then acc[j] += acc[j + 4], acc[j] += acc[j + 2], acc[0] += acc[1].
+    let s8 = [_mm256_add_pd(v[0], v[2]), _mm256_add_pd(v[1], v[3])];
+    let s4 = _mm256_add_pd(s8[0], s8[1]);
+    let s2 = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd::<1>(s4));
+    let s1 = _mm_add_sd(s2, _mm_unpackhi_pd(s2, s2));
+    _mm_cvtsd_f64(s1) + tail
 }
 
-fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
+fn dot_portable(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0f64; 16];
     let (ca, ra) = a.as_chunks::<16>();
     let (cb, rb) = b.as_chunks::<16>();
     for (x, y) in ca.iter().zip(cb) {
@@ -324,7 +322,7 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
             acc[j] += x[j] * y[j];
         }
     }
-    let mut tail = 0f32;
+    let mut tail = 0f64;
     for (x, y) in ra.iter().zip(rb) {
         tail += x * y;
     }
@@ -342,8 +340,8 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 mod tests {
     use super::*;
 
-    fn close(a: &[f32], b: &[f32]) -> bool {
-        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6)
+    fn close(a: &[f64], b: &[f64]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12)
     }
 
     #[test]
@@ -360,7 +358,7 @@ mod tests {
         assert_eq!(t.ids, vec![3, 7]);
         assert_eq!(t.medias, vec![1, 2]);
         // t3 = (0, 3) / 3; t7 = mean((1,0),(3,0)) + (0,2) = (2, 2) / sqrt(8).
-        let s = 1.0 / 2f32.sqrt();
+        let s = 1.0 / 2f64.sqrt();
         assert!(close(t.row(0), &[0.0, 1.0]));
         assert!(close(t.row(1), &[s, s]));
         let scores = score_pairs(&t, &[3, 7, 3], &[7, 7, 3]).unwrap();
@@ -372,7 +370,7 @@ mod tests {
         // Three frames of one video weigh as much as one still image of another media.
         let feats = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0];
         let t = pool_templates(&feats, 2, &[1, 1, 1, 1], &[10, 10, 10, 11]).unwrap();
-        let s = 1.0 / 2f32.sqrt();
+        let s = 1.0 / 2f64.sqrt();
         assert!(close(t.row(0), &[s, s]));
     }
 
@@ -381,7 +379,7 @@ mod tests {
         // A high-norm (high-quality) image dominates the template direction.
         let feats = [10.0, 0.0, 0.0, 1.0];
         let t = pool_templates(&feats, 2, &[1, 1], &[1, 2]).unwrap();
-        let n = (101f32).sqrt();
+        let n = (101f64).sqrt();
         assert!(close(t.row(0), &[10.0 / n, 1.0 / n]));
     }
 
@@ -441,10 +439,22 @@ mod tests {
 
     #[test]
     fn dot_matches_naive() {
-        let a: Vec<f32> = (0..515).map(|i| (i as f32 * 0.37).sin()).collect();
-        let b: Vec<f32> = (0..515).map(|i| (i as f32 * 0.11).cos()).collect();
-        let naive: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
-        assert!((dot(&a, &b) as f64 - naive).abs() < 1e-4);
-        assert_eq!(dot(&a, &b), dot_portable(&a, &b));
+        let a: Vec<f64> = (0..515).map(|i| (i as f64 * 0.37).sin()).collect();
+        let b: Vec<f64> = (0..515).map(|i| (i as f64 * 0.11).cos()).collect();
+        let naive: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - naive).abs() < 1e-12);
+        assert_eq!(dot(&a, &b).to_bits(), dot_portable(&a, &b).to_bits());
+    }
+
+    #[test]
+    fn scores_closer_than_f32_resolution_stay_ordered() {
+        // Template 1 = (1, 0, 0); 2 = (x, y, 0) and 3 = (x, y, 1e-4) score 0.72570168419 and
+        // 0.72570168056 against it: the same f32, so f32 scores would tie them.
+        let (x, y) = (0.7257017f32, 0.6880095f32);
+        let feats = [1.0, 0.0, 0.0, x, y, 0.0, x, y, 1e-4];
+        let t = pool_templates(&feats, 3, &[1, 2, 3], &[1, 2, 3]).unwrap();
+        let s = score_pairs(&t, &[1, 1], &[2, 3]).unwrap();
+        assert_eq!(s[0] as f32, s[1] as f32, "{s:?}");
+        assert!(s[0] > s[1], "{s:?}");
     }
 }

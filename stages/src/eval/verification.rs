@@ -61,14 +61,51 @@ pub fn kfold_bounds(n: usize, folds: usize) -> Vec<(usize, usize)> {
     out
 }
 
-/// Squared L2 distance between the rows `2k` and `2k + 1` of row-normalised embeddings (`dim` wide),
-/// widened to f64 for the threshold comparisons.
-pub fn pair_distances(emb: &[f32], dim: usize) -> Vec<f64> {
+/// The embeddings insightface's `verification.test()` compares, from the raw f32 outputs of the
+/// network for each view (the images, and their horizontal flips when flip-testing; `dim` wide,
+/// row-major): the views copied into f64 arrays (`np.zeros` is f64) and summed, every row
+/// L2-normalised in f64 (`sklearn.preprocessing.normalize`; a zero row stays zero). Also returns
+/// `xnorm`, the mean L2 norm of the raw rows of every view (the reference's `_xnorm` over
+/// `embeddings_list`, both views).
+pub fn test_embeddings(views: &[&[f32]], dim: usize) -> (Vec<f64>, f64) {
+    let Some(first) = views.first() else {
+        return (Vec::new(), 0.0);
+    };
+    let mut emb: Vec<f64> = first.iter().map(|&x| x as f64).collect();
+    for v in &views[1..] {
+        emb.iter_mut()
+            .zip(v.iter())
+            .for_each(|(e, &x)| *e += x as f64);
+    }
+    let norm = |r: &[f64]| r.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let (mut total, mut count) = (0.0f64, 0usize);
+    for v in views {
+        for r in v.chunks_exact(dim.max(1)) {
+            let r: Vec<f64> = r.iter().map(|&x| x as f64).collect();
+            total += norm(&r);
+            count += 1;
+        }
+    }
+    for r in emb.chunks_exact_mut(dim.max(1)) {
+        let n = norm(r);
+        if n > 0.0 {
+            r.iter_mut().for_each(|x| *x /= n);
+        }
+    }
+    (emb, total / count.max(1) as f64)
+}
+
+/// Squared L2 distance between the rows `2k` and `2k + 1` of row-normalised f64 embeddings (`dim`
+/// wide): `np.sum(np.square(e1 - e2), 1)` with NumPy's pairwise summation.
+pub fn pair_distances(emb: &[f64], dim: usize) -> Vec<f64> {
+    let mut sq = vec![0f64; dim];
     emb.chunks_exact(2 * dim)
         .map(|p| {
             let (a, b) = p.split_at(dim);
-            let d: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
-            d as f64
+            sq.iter_mut()
+                .zip(a.iter().zip(b))
+                .for_each(|(s, (x, y))| *s = (x - y) * (x - y));
+            super::roc::np_sum(&sq)
         })
         .collect()
 }

@@ -357,6 +357,20 @@ impl RecordReader {
         Ok(read_record_at(&self.map, offset as usize, &self.rec_path)?.0)
     }
 
+    /// Records of the `.rec` that the index does not list: a sequential scan of the whole file,
+    /// each logical record's (IRHeader id, byte offset), in file order. A scan error (a corrupt
+    /// record) is an error.
+    pub fn unindexed(&self) -> Result<Vec<(u64, u64)>> {
+        let listed: std::collections::HashSet<u64> = self.entries.iter().map(|&(_, o)| o).collect();
+        let mut out = Vec::new();
+        for (id, off) in scan(&self.map, &self.rec_path)? {
+            if !listed.contains(&off) {
+                out.push((id, off));
+            }
+        }
+        Ok(out)
+    }
+
     /// The logical record of `key`.
     pub fn read_key(&self, key: u64) -> Result<Cow<'_, [u8]>> {
         let off = self.offset_of(key).ok_or_else(|| {
@@ -721,6 +735,37 @@ mod tests {
             err.contains("train.idx:2: expected `key<TAB>offset`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn records_missing_from_the_idx_are_found_by_a_scan() {
+        let d = tmp();
+        let rec = d.path().join("t.rec");
+        let idx = d.path().join("t.idx");
+        let mut w = RecordWriter::create(&rec, &idx).unwrap();
+        for key in 0..8u64 {
+            w.write(key, &pack(key, &[0.0], false, b"x")).unwrap();
+        }
+        w.finish().unwrap();
+        let r = RecordReader::open(&rec, Some(&idx)).unwrap();
+        assert!(r.unindexed().unwrap().is_empty());
+        let lines: Vec<String> = std::fs::read_to_string(&idx)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        let kept: Vec<&String> = lines
+            .iter()
+            .filter(|l| !["2", "5", "7"].contains(&l.split('\t').next().unwrap()))
+            .collect();
+        std::fs::write(
+            &idx,
+            kept.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )
+        .unwrap();
+        let r = RecordReader::open(&rec, Some(&idx)).unwrap();
+        let missing: Vec<u64> = r.unindexed().unwrap().iter().map(|&(k, _)| k).collect();
+        assert_eq!(missing, vec![2, 5, 7]);
     }
 
     #[test]

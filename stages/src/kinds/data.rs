@@ -102,6 +102,7 @@ impl Params for SyntheticFacesParams {
 
 pub static SYNTHETIC_FACES: super::KindSpec = kind_spec!(SyntheticFacesParams,
     name: "synthetic-faces",
+    worker: Lite,
     version: 1,
     summary: "seeded stand-in for CASIA-WebFace + LFW-style pairs + IJB-C-style 1:1, in the real formats",
     inputs: &[],
@@ -119,17 +120,34 @@ pub static SYNTHETIC_FACES: super::KindSpec = kind_spec!(SyntheticFacesParams,
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecordioParams {
-    /// Check that every record decodes (a full pass over the data); off = header checks only.
+    /// Check that every record decodes, and scan the `.rec` for records its `.idx` does not list
+    /// (a full pass over the data); off = header checks only.
     pub verify_images: bool,
+    /// With `verify_images`: records missing from the `.idx` are an error (default: a warning,
+    /// and the dataset is the records the `.idx` lists).
+    pub strict: bool,
 }
 
-impl Params for RecordioParams {}
+impl Params for RecordioParams {
+    fn validate(&self) -> Result<(), Vec<ParamError>> {
+        if self.strict && !self.verify_images {
+            return Err(vec![ParamError::new(
+                "strict",
+                "needs verify_images: true (the check scans the whole .rec)",
+            )
+            .with_hint("set verify_images: true, or drop strict")]);
+        }
+        Ok(())
+    }
+}
 
 /// Version 2: the source folder's location is in the fingerprint (`in_place`) and its content
 /// digest in `dataset.json`, so an output never points at another pipeline's folder and a
-/// change of the data reaches every stage downstream.
+/// change of the data reaches every stage downstream; `verify_images` also scans the `.rec` for
+/// records the `.idx` does not list (`strict`: an error).
 pub static RECORDIO: super::KindSpec = kind_spec!(RecordioParams,
     name: "recordio",
+    worker: Lite,
     version: 2,
     summary: "an existing insightface RecordIO dataset folder, indexed in place",
     inputs: &[Port::input("source", true, "folder with train.rec, train.idx (and property)")],
@@ -182,7 +200,8 @@ impl Params for ImageFolderParams {
 
 pub static IMAGE_FOLDER: super::KindSpec = kind_spec!(ImageFolderParams,
     name: "image-folder",
-    version: 1,
+    worker: Lite,
+    version: 2,
     summary: "an image folder (one sub-folder per identity) packed into an insightface RecordIO dataset",
     inputs: &[Port::input("source", true, "folder with one sub-folder of images per identity")],
     outputs: &[Port::output("train", "train/", "insightface RecordIO folder + dataset files")],

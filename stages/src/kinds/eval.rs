@@ -37,7 +37,8 @@ impl Params for VerifyParams {
 
 pub static VERIFY: super::KindSpec = kind_spec!(VerifyParams,
     name: "verify",
-    version: 1,
+    worker: Torch,
+    version: 2,
     summary: "10-fold verification accuracy on insightface .bin pair sets (LFW, CFP-FP, AgeDB-30, ...)",
     inputs: &[
         Port::input("model", true, "`model` of a train stage"),
@@ -95,14 +96,15 @@ impl Params for IjbcParams {
 
 pub static IJBC: super::KindSpec = kind_spec!(IjbcParams,
     name: "ijbc",
-    version: 1,
+    worker: Torch,
+    version: 2,
     summary: "IJB-C / IJB-B 1:1 verification: TAR@FAR 1e-6..1e-1, AUC, ROC plot",
     inputs: &[
         Port::input("model", true, "`model` of a train stage"),
         Port::input("benchmark", true, "IJB release folder (meta/ + loose_crop/)"),
     ],
     outputs: &[
-        Port::output("scores", "score.npy", "cosine score of every template pair (<f4)"),
+        Port::output("scores", "score.npy", "cosine score of every template pair (<f8, as eval_ijbc.py)"),
         Port::output("roc", "roc/", "roc.svg, roc.png, roc.csv"),
         Port::output("results", "ijbc.json", "TAR@FAR table and AUC"),
     ],

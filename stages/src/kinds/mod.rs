@@ -2,8 +2,12 @@
 //!
 //! This is the half of each kind that the engine needs without libtorch: it validates `with:`
 //! params (unknown keys are errors, defaults filled in), knows the inputs and outputs for the DAG,
-//! and contributes `version` to the fingerprint. Adding a kind = one params type in a submodule,
-//! one entry in [`ALL`], one implementation that the worker dispatches to.
+//! contributes `version` to the fingerprint, and says which [`Worker`] runs it.
+//!
+//! The set of kinds is closed: [`Kind`] has one variant per kind, declared once in the `kinds!`
+//! list below next to its [`KindSpec`]. Adding a kind = a params type and a `KindSpec` static in a
+//! submodule, one line in that list; the compiler then points at every exhaustive `match` on
+//! [`Kind`] that must handle it (the workers' dispatch in [`crate::run`] and `torch::run`).
 //!
 //! Bump a kind's `version` when its semantics change (its outputs for the same inputs would
 //! differ); never for refactors. Cached results of the old version are then recomputed.
@@ -86,9 +90,30 @@ pub trait Params: DeserializeOwned + Serialize + JsonSchema + Default {
     }
 }
 
+/// The process that runs a kind: pure-Rust kinds run in `orchestrator-stage-lite` (built with the
+/// engine, without libtorch: it starts in milliseconds); the others in `orchestrator-stage`, which
+/// also runs every pure-Rust kind (the fallback when the lite worker is absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Worker {
+    Lite,
+    Torch,
+}
+
+impl Worker {
+    /// The worker's binary name.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Worker::Lite => "orchestrator-stage-lite",
+            Worker::Torch => "orchestrator-stage",
+        }
+    }
+}
+
 /// Everything the engine knows about one built-in kind.
 pub struct KindSpec {
     pub name: &'static str,
+    /// The worker that runs it (the dispatch of each worker must agree: a test checks).
+    pub worker: Worker,
     /// Part of every fingerprint of this kind; bump when semantics change.
     pub version: u32,
     pub summary: &'static str,
@@ -157,16 +182,18 @@ pub fn schema<P: Params>(gen: &mut schemars::gen::SchemaGenerator) -> schemars::
 /// Build a [`KindSpec`] for a params type.
 #[macro_export]
 macro_rules! kind_spec {
-    ($params:ty, name: $name:expr, version: $version:expr, summary: $summary:expr,
+    ($params:ty, name: $name:expr, worker: $worker:ident, version: $version:expr, summary: $summary:expr,
      inputs: $inputs:expr, outputs: $outputs:expr, default_gpus: $gpus:expr $(,)?) => {
-        $crate::kind_spec!($params, name: $name, version: $version, summary: $summary,
-            inputs: $inputs, outputs: $outputs, default_gpus: $gpus, in_place: &[])
+        $crate::kind_spec!($params, name: $name, worker: $worker, version: $version,
+            summary: $summary, inputs: $inputs, outputs: $outputs, default_gpus: $gpus,
+            in_place: &[])
     };
-    ($params:ty, name: $name:expr, version: $version:expr, summary: $summary:expr,
+    ($params:ty, name: $name:expr, worker: $worker:ident, version: $version:expr, summary: $summary:expr,
      inputs: $inputs:expr, outputs: $outputs:expr, default_gpus: $gpus:expr,
      in_place: $in_place:expr $(,)?) => {
         $crate::kinds::KindSpec {
             name: $name,
+            worker: $crate::kinds::Worker::$worker,
             version: $version,
             summary: $summary,
             inputs: $inputs,
@@ -180,20 +207,54 @@ macro_rules! kind_spec {
     };
 }
 
-/// Every built-in kind, in the order the docs list them.
-pub static ALL: &[&KindSpec] = &[
-    &data::SYNTHETIC_FACES,
-    &data::RECORDIO,
-    &data::IMAGE_FOLDER,
-    &train::TRAIN,
-    &train::EVAL_TRAINSET,
-    &prune::SCORE,
-    &prune::PRUNE,
-    &prune::CLEAN,
-    &prune::RELABEL,
-    &eval::VERIFY,
-    &eval::IJBC,
-];
+/// The closed set of kinds: `Variant => spec static`, in the order the docs list them. Generates
+/// [`Kind`] (with [`Kind::ALL`] and [`Kind::spec`]) and [`ALL`] from this one list.
+macro_rules! kinds {
+    ($($variant:ident => $spec:path),+ $(,)?) => {
+        /// One built-in kind. Matches on it are exhaustive: a new kind cannot be left undispatched.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Kind {
+            $($variant),+
+        }
+
+        impl Kind {
+            pub const ALL: &'static [Kind] = &[$(Kind::$variant),+];
+
+            pub fn spec(self) -> &'static KindSpec {
+                match self {
+                    $(Kind::$variant => &$spec),+
+                }
+            }
+        }
+
+        /// Every built-in kind's spec, in the order of [`Kind::ALL`].
+        pub static ALL: &[&KindSpec] = &[$(&$spec),+];
+    };
+}
+
+kinds! {
+    SyntheticFaces => data::SYNTHETIC_FACES,
+    Recordio => data::RECORDIO,
+    ImageFolder => data::IMAGE_FOLDER,
+    Train => train::TRAIN,
+    EvalTrainset => train::EVAL_TRAINSET,
+    Score => prune::SCORE,
+    Prune => prune::PRUNE,
+    Clean => prune::CLEAN,
+    Relabel => prune::RELABEL,
+    Verify => eval::VERIFY,
+    Ijbc => eval::IJBC,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.iter().copied().find(|k| k.name() == name)
+    }
+}
 
 pub fn lookup(name: &str) -> Option<&'static KindSpec> {
     ALL.iter().copied().find(|k| k.name == name)
@@ -229,6 +290,16 @@ mod tests {
         n.sort();
         n.dedup();
         assert_eq!(n.len(), ALL.len());
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_its_name() {
+        assert_eq!(Kind::ALL.len(), ALL.len());
+        for (&k, spec) in Kind::ALL.iter().zip(ALL) {
+            assert!(std::ptr::eq(k.spec(), *spec), "{k:?}");
+            assert_eq!(Kind::from_name(k.name()), Some(k));
+        }
+        assert_eq!(Kind::from_name("nope"), None);
     }
 
     #[test]

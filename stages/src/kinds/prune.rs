@@ -62,6 +62,7 @@ const LABEL_INPUTS: [Port; 2] = [
 
 pub static SCORE: super::KindSpec = kind_spec!(ScoreParams,
     name: "score",
+    worker: Lite,
     version: 1,
     summary: "per-sample score for a pruning method (diffprob: p(x); dynunc: dynamic uncertainty; rand)",
     inputs: &[
@@ -92,6 +93,10 @@ pub struct PruneParams {
     pub fraction: Option<f64>,
     /// any method: kept / N to reach (the threshold or fraction is searched).
     pub target_ratio: Option<f64>,
+    /// Samples an identity keeps at least (identities this small or smaller keep everything).
+    /// diffprob: the threshold is lowered by 1 % of t per retry until the walk keeps this many.
+    /// As the reference's `while len(final) < min_per_id` loop, `min_per_id: 1` never walks: every
+    /// identity with more than one sample keeps only its top sample, whatever the threshold.
     pub min_per_id: u32,
     /// rand: `random` or `reference`.
     pub order: RandOrder,
@@ -168,7 +173,8 @@ impl Params for PruneParams {
 
 pub static PRUNE: super::KindSpec = kind_spec!(PruneParams,
     name: "prune",
-    version: 1,
+    worker: Lite,
+    version: 2,
     summary: "per-identity selection (DiffProb walk, DynUnc top fraction, Rand) with a minimum per identity",
     inputs: &[
         Port::input("scores", true, "`scores` of a score stage"),
@@ -191,6 +197,7 @@ impl Params for CleanParams {}
 
 pub static CLEAN: super::KindSpec = kind_spec!(CleanParams,
     name: "clean",
+    worker: Lite,
     version: 1,
     summary: "flag samples whose margin-free prediction differs from their label",
     inputs: &[
@@ -217,6 +224,7 @@ impl Params for RelabelParams {}
 
 pub static RELABEL: super::KindSpec = kind_spec!(RelabelParams,
     name: "relabel",
+    worker: Lite,
     version: 1,
     summary: "contiguous new class ids for the identities a kept list keeps",
     inputs: &[Port::input("kept", true, "kept list"), LABEL_INPUTS[0], LABEL_INPUTS[1]],

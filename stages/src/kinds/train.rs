@@ -31,12 +31,28 @@ pub enum Loss {
     ElasticarcfacePlus,
 }
 
+/// Which AdaFace `loss: adaface` trains (diffprob.md §8 bug 6).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AdafaceVariant {
+    /// The paper's AdaFace: the head sees the raw embedding, so the feature norms steer the margin.
+    #[default]
+    Paper,
+    /// What the reference's train_everything.py runs: the embedding is L2-normalised before the
+    /// head, every norm is 1, the margin scaler is ~0, and the head is effectively CosFace with
+    /// m = 0.4, s = 64 and the cosine clamped to [-1+1e-3, 1-1e-3] (Table B's AdaFace rows).
+    Reference,
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     Fp32,
-    /// CUDA autocast (fp16); a no-op on CPU.
+    /// CUDA autocast in fp16 with dynamic loss scaling (PyTorch's GradScaler), as the reference
+    /// trains; fp32 on the CPU.
     Amp,
+    /// CUDA autocast in bfloat16 (no loss scaling needed); fp32 on the CPU.
+    Bf16,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -48,6 +64,9 @@ pub struct TrainParams {
     pub s: Option<f64>,
     /// Margin; null = the loss's default (CosFace 0.35, ArcFace 0.5, ...).
     pub m: Option<f64>,
+    /// `loss: adaface` only: `paper` (default) or `reference` (the reference's normalised-input
+    /// AdaFace, effectively CosFace m = 0.4).
+    pub adaface_variant: AdafaceVariant,
     pub embedding_size: u32,
     pub epochs: u32,
     /// Global batch size (drop_last).
@@ -81,6 +100,7 @@ impl Default for TrainParams {
             loss: Loss::Cosface,
             s: None,
             m: None,
+            adaface_variant: AdafaceVariant::Paper,
             embedding_size: 512,
             epochs: 34,
             batch_size: 512,
@@ -129,6 +149,21 @@ impl Params for TrainParams {
         if self.embedding_size == 0 {
             errs.push(ParamError::new("embedding_size", "must be at least 1"));
         }
+        if self.adaface_variant == AdafaceVariant::Reference && self.loss != Loss::Adaface {
+            errs.push(
+                ParamError::new(
+                    "adaface_variant",
+                    format!(
+                        "`reference` applies to loss: adaface, but loss is {}",
+                        serde_json::to_value(self.loss)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default()
+                    ),
+                )
+                .with_hint("drop adaface_variant, or set loss: adaface"),
+            );
+        }
         if self.export_history_txt && !self.record_history {
             errs.push(
                 ParamError::new("export_history_txt", "needs record_history: true")
@@ -145,7 +180,8 @@ impl Params for TrainParams {
 
 pub static TRAIN: super::KindSpec = kind_spec!(TrainParams,
     name: "train",
-    version: 1,
+    worker: Torch,
+    version: 2,
     summary: "train a backbone + margin head (SGD recipe of the reference), checkpointing every epoch",
     inputs: &[
         Port::input("train", true, "dataset `train` folder"),
@@ -215,7 +251,8 @@ impl Params for EvalTrainsetParams {
 
 pub static EVAL_TRAINSET: super::KindSpec = kind_spec!(EvalTrainsetParams,
     name: "eval-trainset",
-    version: 1,
+    worker: Torch,
+    version: 2,
     summary: "per-sample ground-truth probability p(x) and margin-free predicted label of the training set",
     inputs: &[
         Port::input("model", true, "`model` of a train stage"),

@@ -1,5 +1,5 @@
 //! The pruning family: `score`, `prune`, `clean`, `relabel` (diffprob.md §2.4 - §2.7), pure Rust,
-//! no tensors. [`run`] dispatches an [`Invocation`] to the kind's stage.
+//! no tensors; each stage's `run` takes its [`crate::Invocation`].
 //!
 //! - [`inputs`]: labels, identities, probabilities, histories, flags and kept lists, validated.
 //! - [`select`]: the selection rules (DiffProb walk with its retry rule, the DynUnc/Rand k rule,
@@ -17,16 +17,3 @@ pub mod pruning;
 pub mod relabel;
 pub mod score;
 pub mod select;
-
-use crate::Invocation;
-
-/// Run a pruning kind; `None` when `inv.kind` is not one of them.
-pub fn run(inv: &Invocation) -> Option<anyhow::Result<serde_json::Value>> {
-    match inv.kind.as_str() {
-        "score" => Some(score::run(inv)),
-        "prune" => Some(pruning::run(inv)),
-        "clean" => Some(clean::run(inv)),
-        "relabel" => Some(relabel::run(inv)),
-        _ => None,
-    }
-}

@@ -338,6 +338,10 @@ fn retry_factors() -> &'static [f64] {
 /// reference's repeated f64 subtraction of 0.01) until `min_per_id` samples are kept; all of
 /// them when the identity is no larger than `min_per_id`, or when τ ≤ 0 still keeps too few (R9).
 ///
+/// The reference's loop is `final = [top]; while len(final) < min_per_id: <walk>`, a while and not
+/// a do-while: with `min_per_id` ≤ 1 the walk never runs and an identity with n > 1 keeps only its
+/// top sample, whatever t (diffprob.md §2.6). For `min_per_id` ≥ 2 the first pass always runs.
+///
 /// The retries are not walked one by one: τ_k decreases with k and the chain count does not
 /// increase with τ, so "pass k keeps enough" is monotone in k and the first such k is found by
 /// galloping and bisection (the same k the sequential loop stops at).
@@ -352,6 +356,15 @@ pub fn walk(vals: &[f64], t: f64, min_per_id: usize, out: Option<&mut Vec<u32>>)
     if n <= min_per_id {
         return WalkCount {
             kept: keep_all(out),
+            retries: 0,
+        };
+    }
+    if min_per_id <= 1 {
+        if let Some(out) = out {
+            out.push(0);
+        }
+        return WalkCount {
+            kept: 1,
             retries: 0,
         };
     }
@@ -537,10 +550,12 @@ mod tests {
                 keep.extend(s);
                 continue;
             }
+            // The reference: `final = [top]; while len(final) < min: <walk>` (+ R9).
             let mut d = 0.0f64;
-            loop {
+            let mut fin = vec![s[s.len() - 1]];
+            while fin.len() < min {
                 let tau = (1.0 + d) * t;
-                let mut fin = vec![s[s.len() - 1]];
+                fin = vec![s[s.len() - 1]];
                 let mut anchor = values[s[s.len() - 1]];
                 for j in (0..s.len() - 1).rev() {
                     if anchor - values[s[j]] > tau {
@@ -548,16 +563,13 @@ mod tests {
                         anchor = values[s[j]];
                     }
                 }
-                if fin.len() >= min {
-                    keep.extend(fin);
-                    break;
-                }
-                if tau <= 0.0 {
-                    keep.extend(s.iter().copied());
+                if fin.len() < min && tau <= 0.0 {
+                    fin.clone_from(&s);
                     break;
                 }
                 d -= 0.01;
             }
+            keep.extend(fin);
         }
         keep.sort_unstable();
         keep
@@ -802,6 +814,28 @@ mod tests {
                 retries: 100
             }
         );
+    }
+
+    #[test]
+    fn min_per_id_one_keeps_only_the_top_sample_as_the_reference_while_loop() {
+        // labels [0,0,0], p [0.9,0.5,0.1], t = 0.1: the walk never runs, only the top is kept.
+        let mut idx = Vec::new();
+        let w = walk(&[0.9, 0.5, 0.1], 0.1, 1, Some(&mut idx));
+        assert_eq!(
+            (w, idx),
+            (
+                WalkCount {
+                    kept: 1,
+                    retries: 0
+                },
+                vec![0]
+            )
+        );
+        assert_eq!(walk(&[0.9, 0.5, 0.1], 0.0, 1, None).kept, 1);
+        assert_eq!(walk(&[0.9], 0.1, 1, None).kept, 1);
+        assert_eq!(walk(&[], 0.1, 1, None).kept, 0);
+        // min 2: the first pass runs (0.9 -> 0.5 -> 0.1 at t = 0.1).
+        assert_eq!(walk(&[0.9, 0.5, 0.1], 0.1, 2, None).kept, 3);
     }
 
     #[test]

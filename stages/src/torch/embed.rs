@@ -16,11 +16,12 @@ use tch::{Device, Kind, Tensor};
 
 use super::model::load_backbone;
 use super::nn::Backbone;
+use crate::data::decode::{decode_rgb, decode_rgb_sized};
 use crate::eval::align::{self, Image};
 use crate::eval::plot::write_roc;
 use crate::eval::pooling::{pool_templates, score_pairs};
 use crate::eval::roc::{auc, roc_curve, tar_at_far, IJB_FAR_TARGETS};
-use crate::eval::verification::{evaluate, pair_distances};
+use crate::eval::verification::{evaluate, pair_distances, test_embeddings};
 use crate::formats::{bin, ijb, npy};
 use crate::kinds::eval::{IjbcParams, VerifyParams};
 use crate::Invocation;
@@ -33,7 +34,7 @@ pub const FAR_KEYS: [&str; 6] = ["1e-06", "1e-05", "1e-04", "1e-03", "1e-02", "1
 const DECODE_CHUNK: usize = 4096;
 
 /// Raw embeddings of `n` interleaved RGB images (`h × w × 3` u8 each): `emb(x) + emb(flip(x))`
-/// when `flip`, else `emb(x)`; input `(x/255 − 0.5)/0.5`, eval mode, `batch` images per forward.
+/// summed in f32 (as the IJB reference adds its two f32 halves) when `flip`, else `emb(x)`.
 /// Returns `n × E` f32 values, row-major.
 pub fn embed(
     net: &Backbone,
@@ -44,6 +45,26 @@ pub fn embed(
     flip: bool,
     batch: usize,
 ) -> Result<Vec<f32>> {
+    let mut views = embed_views(net, device, images, h, w, flip, batch)?;
+    let mut out = views.swap_remove(0);
+    if let Some(flipped) = views.first() {
+        out.iter_mut().zip(flipped).for_each(|(a, b)| *a += b);
+    }
+    Ok(out)
+}
+
+/// The raw embeddings of each view of `n` interleaved RGB images: `[emb(x)]`, or
+/// `[emb(x), emb(flip(x))]` when `flip`; input `(x/255 − 0.5)/0.5`, eval mode, `batch` images per
+/// forward. Each view is `n × E` f32 values, row-major.
+pub fn embed_views(
+    net: &Backbone,
+    device: Device,
+    images: &[u8],
+    h: usize,
+    w: usize,
+    flip: bool,
+    batch: usize,
+) -> Result<Vec<Vec<f32>>> {
     let per = h * w * 3;
     if per == 0 || !images.len().is_multiple_of(per) {
         bail!(
@@ -53,7 +74,15 @@ pub fn embed(
     }
     let n = images.len() / per;
     let batch = batch.max(1);
-    let mut out: Vec<f32> = Vec::new();
+    let mut views: Vec<Vec<f32>> = vec![Vec::new(); if flip { 2 } else { 1 }];
+    let read = |e: &Tensor| -> Result<Vec<f32>> {
+        let e = e
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+            .view([-1]);
+        Vec::<f32>::try_from(&e).map_err(|err| anyhow!("embed: cannot read embeddings: {err}"))
+    };
     tch::no_grad(|| -> Result<()> {
         for start in (0..n).step_by(batch) {
             let b = batch.min(n - start);
@@ -63,44 +92,19 @@ pub fn embed(
                 .permute([0, 3, 1, 2])
                 .to_kind(Kind::Float);
             let x = (x / 255.0 - 0.5) / 0.5;
-            let e = if flip {
+            if flip {
                 // Both views in one forward (as the IJB reference does); eval-mode BN makes the
                 // result independent of the batch composition.
                 let both = net.forward_t(&Tensor::cat(&[&x, &x.flip([3])], 0), false);
-                both.narrow(0, 0, b as i64) + both.narrow(0, b as i64, b as i64)
+                views[0].extend(read(&both.narrow(0, 0, b as i64))?);
+                views[1].extend(read(&both.narrow(0, b as i64, b as i64))?);
             } else {
-                net.forward_t(&x, false)
-            };
-            let e = e
-                .to_device(Device::Cpu)
-                .to_kind(Kind::Float)
-                .contiguous()
-                .view([-1]);
-            let v: Vec<f32> = Vec::<f32>::try_from(&e)
-                .map_err(|err| anyhow!("embed: cannot read embeddings: {err}"))?;
-            out.extend_from_slice(&v);
+                views[0].extend(read(&net.forward_t(&x, false))?);
+            }
         }
         Ok(())
     })?;
-    Ok(out)
-}
-
-/// Decode an encoded image to RGB and bring it to `w × h` (bilinear resize when it differs).
-fn decode_rgb(bytes: &[u8], w: usize, h: usize, what: impl Fn() -> String) -> Result<Vec<u8>> {
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| anyhow!("{}: cannot decode the image: {e}", what()))?
-        .to_rgb8();
-    let img = if img.width() as usize != w || img.height() as usize != h {
-        image::imageops::resize(
-            &img,
-            w as u32,
-            h as u32,
-            image::imageops::FilterType::Triangle,
-        )
-    } else {
-        img
-    };
-    Ok(img.into_raw())
+    Ok(views)
 }
 
 /// Rows L2-normalised in place (`sklearn.preprocessing.normalize`: a zero row stays zero).
@@ -115,7 +119,7 @@ fn normalize_rows(v: &mut [f32], dim: usize) {
 
 /// The `.bin` files a `pairs` input names: the file itself, or the folder's `.bin` files (all, or
 /// those whose stems are in `sets`).
-fn pick_sets(input: &Path, sets: &[String]) -> Result<Vec<(String, PathBuf)>> {
+pub fn pick_sets(input: &Path, sets: &[String]) -> Result<Vec<(String, PathBuf)>> {
     let stem = |p: &Path| {
         p.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -152,6 +156,18 @@ fn pick_sets(input: &Path, sets: &[String]) -> Result<Vec<(String, PathBuf)>> {
         .collect()
 }
 
+/// A `.bin` pair pack decoded (in parallel) at `w × h`: the interleaved RGB images of its pairs and
+/// whether each pair is the same identity.
+pub fn read_pack(path: &Path, h: usize, w: usize) -> Result<(Vec<u8>, Vec<bool>)> {
+    let (jpegs, issame) = bin::read_pairs(path)?;
+    let decoded: Vec<Vec<u8>> = jpegs
+        .par_iter()
+        .enumerate()
+        .map(|(i, j)| decode_rgb_sized(j, w, h, &|| format!("{} image {i}", path.display())))
+        .collect::<Result<_>>()?;
+    Ok((decoded.concat(), issame))
+}
+
 /// The `verify` stage.
 pub fn run_verify(inv: &Invocation) -> Result<Value> {
     let p: VerifyParams = inv.params()?;
@@ -165,22 +181,11 @@ pub fn run_verify(inv: &Invocation) -> Result<Value> {
     let mut accs: BTreeMap<String, f64> = BTreeMap::new();
     for (name, path) in &sets {
         let t0 = Instant::now();
-        let (jpegs, issame) = bin::read_pairs(path)?;
-        let decoded: Vec<Vec<u8>> = jpegs
-            .par_iter()
-            .enumerate()
-            .map(|(i, j)| decode_rgb(j, w, h, || format!("{} image {i}", path.display())))
-            .collect::<Result<_>>()?;
-        let images = decoded.concat();
-        drop(decoded);
-        let mut emb = embed(&net, device, &images, h, w, p.flip, p.batch_size as usize)?;
+        let (images, issame) = read_pack(path, h, w)?;
+        let views = embed_views(&net, device, &images, h, w, p.flip, p.batch_size as usize)?;
         let dim = info.embedding_size as usize;
-        let xnorm = emb
-            .chunks(dim)
-            .map(|r| r.iter().map(|x| (x * x) as f64).sum::<f64>().sqrt())
-            .sum::<f64>()
-            / jpegs.len().max(1) as f64;
-        normalize_rows(&mut emb, dim);
+        let views: Vec<&[f32]> = views.iter().map(|v| v.as_slice()).collect();
+        let (emb, xnorm) = test_embeddings(&views, dim);
         let dist = pair_distances(&emb, dim);
         let r =
             evaluate(&dist, &issame, 10, 1e-3).map_err(|e| anyhow!("{}: {e}", path.display()))?;
@@ -234,10 +239,11 @@ fn aligned_images(
         .into_par_iter()
         .map(|i| -> Result<Vec<u8>> {
             let bytes = ijb::read_image(root, rel, i, target)?;
-            let img = image::load_from_memory(&bytes)
-                .map_err(|e| anyhow!("{}: cannot decode: {e}", ijb::image_path(root, &rel.images[i]).display()))?
-                .to_rgb8();
-            let src = Image { width: img.width() as usize, height: img.height() as usize, channels: 3, data: img.into_raw() };
+            let mut data = Vec::new();
+            let (ih, iw) = decode_rgb(&bytes, &mut data, &|| {
+                ijb::image_path(root, &rel.images[i]).display().to_string()
+            })?;
+            let src = Image { width: iw as usize, height: ih as usize, channels: 3, data };
             let lm = rel.landmarks[i].map(|[x, y]| [x as f64, y as f64]);
             let out = align::align_face(&src, &lm, w, h).ok_or_else(|| {
                 anyhow!(
@@ -389,15 +395,15 @@ pub fn bench_throughput() {
     let ok = (0..count)
         .into_par_iter()
         .filter(|_| {
-            image::load_from_memory(&jpeg)
+            let mut data = Vec::new();
+            decode_rgb(&jpeg, &mut data, &|| "bench".into())
                 .ok()
-                .and_then(|i| {
-                    let i = i.to_rgb8();
+                .and_then(|_| {
                     let src = Image {
                         width: 150,
                         height: 150,
                         channels: 3,
-                        data: i.into_raw(),
+                        data,
                     };
                     align::align_face(&src, &lm, 112, 112)
                 })
@@ -454,7 +460,6 @@ pub fn bench_throughput() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::invocation::{Device as InvDevice, INVOCATION_VERSION};
     use crate::kinds::train::{Loss, Network};
     use crate::torch::model::{save_vars, ModelInfo, BACKBONE_FILE, MODEL_FORMAT};
     use crate::torch::nn::Arch;
@@ -502,6 +507,7 @@ mod tests {
             dropout: 0.0,
             epochs_trained: 0,
             label_map_size: None,
+            adaface_variant: Default::default(),
         }
         .write(&m)
         .unwrap();
@@ -521,32 +527,16 @@ mod tests {
         out
     }
 
-    fn invocation(
-        dir: &Path,
-        kind: &str,
-        params: Value,
-        inputs: &[(&str, PathBuf)],
-        outputs: &[(&str, &str)],
-    ) -> Invocation {
-        Invocation {
-            version: INVOCATION_VERSION,
-            kind: kind.into(),
-            stage_id: format!("{kind}-test"),
-            params,
-            inputs: inputs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-            input_digests: Default::default(),
-            outputs: outputs
-                .iter()
-                .map(|(k, v)| (k.to_string(), dir.join("out").join(v)))
-                .collect(),
-            out_dir: dir.join("out"),
-            work_dir: dir.join("work"),
-            device: InvDevice::Cpu,
-            progress: dir.join("progress.jsonl"),
-        }
+    fn invocation(dir: &Path, kind: &str, params: Value, inputs: &[(&str, PathBuf)]) -> Invocation {
+        let inputs: Vec<(&str, &Path)> = inputs.iter().map(|(k, p)| (*k, p.as_path())).collect();
+        Invocation::standalone(
+            kind,
+            &format!("{kind}-test"),
+            &params,
+            &inputs,
+            &dir.join("out"),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -570,7 +560,6 @@ mod tests {
             "verify",
             params,
             &[("model", model.clone()), ("pairs", pack)],
-            &[("results", "verify.json")],
         );
         let m = run_verify(&inv).unwrap();
         let acc = m["sets"]["lfw"]["accuracy"].as_f64().unwrap();
@@ -592,7 +581,6 @@ mod tests {
             "verify",
             params,
             &[("model", model), ("pairs", folder)],
-            &[("results", "verify.json")],
         );
         let e = run_verify(&inv).unwrap_err().to_string();
         assert!(
@@ -650,18 +638,12 @@ mod tests {
         std::fs::create_dir_all(d.path().join("out")).unwrap();
         let root = d.path().join("ijbc");
         let rel = release(&root);
-        let outs = [
-            ("scores", "score.npy"),
-            ("roc", "roc"),
-            ("results", "ijbc.json"),
-        ];
         let params = serde_json::to_value(IjbcParams::default()).unwrap();
         let inv = invocation(
             d.path(),
             "ijbc",
             params.clone(),
             &[("model", model.clone()), ("benchmark", root.clone())],
-            &outs,
         );
         let m = run_ijbc(&inv).unwrap();
         assert_eq!(m["pairs"], 15);
@@ -675,13 +657,13 @@ mod tests {
         let scores = npy::read(&d.path().join("out/score.npy")).unwrap();
         assert_eq!(
             (scores.descr.as_str(), scores.shape.clone()),
-            ("<f4", vec![15])
+            ("<f8", vec![15])
         );
         assert!(scores
-            .to_f32()
+            .to_f64()
             .unwrap()
             .iter()
-            .all(|s| (-1.0001..=1.0001).contains(s)));
+            .all(|s| (-1.0 - 1e-12..=1.0 + 1e-12).contains(s)));
         for f in ["roc.svg", "roc.png", "roc.csv"] {
             assert!(d.path().join("out/roc").join(f).is_file(), "{f}");
         }
@@ -693,7 +675,6 @@ mod tests {
                 "ijbc",
                 params.clone(),
                 &[("model", model.clone()), ("benchmark", root.to_path_buf())],
-                &outs,
             ))
         };
         let meta = root.join("meta");

@@ -74,7 +74,7 @@ pub fn evaluate(
                 Flip::None => LoaderFlip::None,
                 Flip::Random => LoaderFlip::Random { seed: p.seed },
             },
-            workers: p.workers as usize,
+            workers: crate::threads::loader_workers(p.workers),
             prefetch: 4,
         },
     )?;

@@ -3,13 +3,14 @@
 //! as the reference's `header.pth`), kept in its own VarStore so that only the backbone is clipped.
 //!
 //! Every head takes the *raw* backbone embedding and normalises it itself. For AdaFace this means
-//! the feature norms are real (the paper's AdaFace); the reference passes an already normalised
-//! embedding, so its "AdaFace" degenerates to CosFace m = 0.4 (diffprob.md §8 bug 6).
+//! the feature norms are real (the paper's AdaFace, the default); the reference passes an already
+//! normalised embedding, so its "AdaFace" degenerates to CosFace m = 0.4 (diffprob.md §8 bug 6):
+//! [`AdafaceVariant::Reference`] reproduces that by normalising before the head, as it does.
 
 use tch::nn::{self, Init};
 use tch::{Kind, Tensor};
 
-use crate::kinds::train::Loss;
+use crate::kinds::train::{AdafaceVariant, Loss};
 
 /// A head's hyper-parameters with every default of the reference filled in.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,6 +22,8 @@ pub struct HeadConfig {
     pub sigma: f64,
     /// AdaFace's h.
     pub h: f64,
+    /// AdaFace on the raw embedding (paper) or on the normalised one (the reference's run).
+    pub adaface_variant: AdafaceVariant,
     pub embedding_size: i64,
     pub num_classes: i64,
 }
@@ -50,6 +53,7 @@ impl HeadConfig {
             m: m.unwrap_or(m0),
             sigma,
             h: 0.333,
+            adaface_variant: AdafaceVariant::Paper,
             embedding_size,
             num_classes,
         }
@@ -203,6 +207,19 @@ impl Head {
                 let hard = &cos * (&t + &cos);
                 let out = hard.where_self(&mask, &cos);
                 out.scatter(1, &y, &final_target) * s
+            }
+            Loss::Adaface if self.cfg.adaface_variant == AdafaceVariant::Reference => {
+                // train_everything.py: `header(F.normalize(backbone(img)), label)`.
+                let cfg = HeadConfig {
+                    adaface_variant: AdafaceVariant::Paper,
+                    ..self.cfg
+                };
+                let paper = Head {
+                    cfg,
+                    kernel: self.kernel.shallow_clone(),
+                    t: None,
+                };
+                paper.forward_with_margins(&l2_norm(emb, 1), labels, margins)
             }
             Loss::Adaface => {
                 let eps = 1e-3;

@@ -1,7 +1,8 @@
 //! Everything that touches libtorch: networks ([`nn`]), margin [`heads`], the model folder
-//! ([`model`]), the optimiser ([`optim`]), the `train` and `eval-trainset` stages, and embedding
-//! extraction for `verify` / `ijbc`.
+//! ([`model`]), the optimiser ([`optim`]), mixed precision ([`amp`]), the `train` and
+//! `eval-trainset` stages, and embedding extraction for `verify` / `ijbc`.
 
+pub mod amp;
 pub mod embed;
 pub mod eval_trainset;
 pub mod heads;
@@ -14,16 +15,23 @@ pub mod train;
 mod golden_tests;
 
 use crate::invocation::Device as InvDevice;
+use crate::kinds::Kind;
 use crate::Invocation;
 
-/// Run a kind that needs libtorch; `None` when `inv.kind` is not one of them.
-pub fn run(inv: &Invocation) -> Option<anyhow::Result<serde_json::Value>> {
-    match inv.kind.as_str() {
-        "train" => Some(train::run(inv)),
-        "eval-trainset" => Some(eval_trainset::run(inv)),
-        "verify" => Some(embed::run_verify(inv)),
-        "ijbc" => Some(embed::run_ijbc(inv)),
-        _ => None,
+/// Run a kind that needs libtorch; `None` for the pure-Rust kinds ([`crate::run::run_pure`]).
+pub fn run(kind: Kind, inv: &Invocation) -> Option<anyhow::Result<serde_json::Value>> {
+    match kind {
+        Kind::Train => Some(train::run(inv)),
+        Kind::EvalTrainset => Some(eval_trainset::run(inv)),
+        Kind::Verify => Some(embed::run_verify(inv)),
+        Kind::Ijbc => Some(embed::run_ijbc(inv)),
+        Kind::SyntheticFaces
+        | Kind::Recordio
+        | Kind::ImageFolder
+        | Kind::Score
+        | Kind::Prune
+        | Kind::Clean
+        | Kind::Relabel => None,
     }
 }
 
@@ -43,7 +51,7 @@ pub fn check_params<P: crate::kinds::Params>(p: &P) -> anyhow::Result<()> {
 }
 
 /// CUDA device 0 when the invocation asks for CUDA and libtorch sees it, else the CPU (with a
-/// progress message saying so). Also fixes the CPU thread count to the cores available.
+/// progress message saying so). Also sets libtorch's threads to the stage's CPU budget.
 pub fn select_device(inv: &Invocation) -> tch::Device {
     init_threads();
     if inv.device == InvDevice::Cuda {
@@ -58,10 +66,7 @@ pub fn select_device(inv: &Invocation) -> tch::Device {
     tch::Device::Cpu
 }
 
-/// libtorch's intra-op threads = the cores this process may use (not the machine's count).
+/// libtorch's intra-op threads = the stage's CPU-thread budget ([`crate::threads`]).
 pub fn init_threads() {
-    let n = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    tch::set_num_threads(n as i32);
+    tch::set_num_threads(crate::threads::budget() as i32);
 }

@@ -12,7 +12,7 @@ use tch::{Device, Tensor};
 
 use super::heads::{Head, HeadConfig};
 use super::nn::{Arch, Backbone};
-use crate::kinds::train::{Loss, Network};
+use crate::kinds::train::{AdafaceVariant, Loss, Network};
 
 pub const BACKBONE_FILE: &str = "backbone.safetensors";
 pub const HEADER_FILE: &str = "header.safetensors";
@@ -38,6 +38,9 @@ pub struct ModelInfo {
     pub epochs_trained: u32,
     /// Entries of the label map the head was trained with (None: dataset labels as they are).
     pub label_map_size: Option<usize>,
+    /// The AdaFace the head was trained as (absent in older files: the paper's).
+    #[serde(default)]
+    pub adaface_variant: AdafaceVariant,
 }
 
 impl ModelInfo {
@@ -54,6 +57,7 @@ impl ModelInfo {
     pub fn head_config(&self) -> HeadConfig {
         HeadConfig {
             sigma: self.sigma,
+            adaface_variant: self.adaface_variant,
             ..HeadConfig::new(
                 self.loss,
                 Some(self.s),

@@ -33,6 +33,16 @@ impl Sgd {
         }
     }
 
+    /// The defined gradients of the trainable variables (handles on the same storage: in-place
+    /// operations on them change the gradients).
+    pub fn grads(&self) -> Vec<Tensor> {
+        self.params
+            .iter()
+            .map(|(_, p)| p.grad())
+            .filter(|g| g.defined())
+            .collect()
+    }
+
     pub fn zero_grad(&mut self) {
         for (_, p) in &mut self.params {
             p.zero_grad();

@@ -250,15 +250,21 @@ def head_fixtures(out):
         sigma = {"elasticcosface": 0.05, "elasticarcface": 0.05, "elasticcosface-plus": 0.02, "elasticarcface-plus": 0.0175}.get(loss, 0.0)
         margins = torch.normal(m, sigma, size=(b, 1)) if sigma else torch.full((b, 1), m)
         t0 = torch.zeros(1) + (0.1 if loss == "curricularface" else 0.0)
-        logits, t1 = head_logits(loss, emb, kernel, label, s, m, margins, t0)
-        ce = F.cross_entropy(logits, label)
-        ce.backward()
-        save_file({
-            "emb": emb.detach(), "kernel": kernel.detach(), "label": label, "margins": margins,
-            "t0": t0, "t1": (t1 if t1 is not None else t0).detach().view(1).clone(),
-            "logits": logits.detach().contiguous(), "loss": ce.detach().view(1),
-            "grad_emb": emb.grad, "grad_kernel": kernel.grad,
-        }, os.path.join(out, f"head_{loss}.safetensors"))
+        variants = [("", emb)]
+        if loss == "adaface":
+            # The reference's run: train_everything.py feeds F.normalize(backbone(img)) to the head.
+            variants.append(("-reference", F.normalize(emb)))
+        for suffix, head_in in variants:
+            emb.grad, kernel.grad = None, None
+            logits, t1 = head_logits(loss, head_in, kernel, label, s, m, margins, t0)
+            ce = F.cross_entropy(logits, label)
+            ce.backward()
+            save_file({
+                "emb": emb.detach(), "kernel": kernel.detach(), "label": label, "margins": margins,
+                "t0": t0, "t1": (t1 if t1 is not None else t0).detach().view(1).clone(),
+                "logits": logits.detach().contiguous(), "loss": ce.detach().view(1),
+                "grad_emb": emb.grad, "grad_kernel": kernel.grad,
+            }, os.path.join(out, f"head_{loss}{suffix}.safetensors"))
 
 
 def sgd_fixture(out):

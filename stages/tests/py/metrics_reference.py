@@ -12,11 +12,18 @@ Writes .npy files into OUT_DIR:
   accuracies + 10 fold thresholds, by a plain NumPy re-implementation of insightface's
   verification.py (calculate_roc / calculate_val).
 - np_sum{k}.npy / np_sum{k}_out.npy: np.sum of arrays of awkward lengths (pairwise summation).
+- vemb{k}_views.npy (<f4, [V, 2P, D]) / _issame.npy: raw network outputs of both views of P pairs;
+  vemb{k}_xnorm.npy, _dist.npy: insightface verification.py's test() on them (views copied into
+  f64 arrays and summed, _xnorm = mean raw norm over both views, sklearn normalize, squared L2).
+- ijb{k}_feats.npy (<f4) / _tids / _mids / _p1 / _p2 / _labels: image features of an IJB-style
+  release, with pairs whose scores are closer than f32 can tell apart; ijb{k}_score.npy:
+  eval_ijbc.py's image2template_feature + verification (f64), ijb{k}_tar.npy: TAR@FAR on them.
 """
 import os
 import sys
 
 import numpy as np
+import sklearn.preprocessing
 from scipy import interpolate
 from sklearn.metrics import auc, roc_curve
 from sklearn.model_selection import KFold
@@ -136,6 +143,75 @@ def ver_cases(rng):
     return cases
 
 
+def verification_test_embeddings(views):
+    """insightface verification.py test(): the f32 network outputs go into np.zeros (f64) arrays."""
+    embeddings_list = []
+    for v in views:
+        e = np.zeros((v.shape[0], v.shape[1]))
+        e[:, :] = v
+        embeddings_list.append(e)
+    _xnorm = 0.0
+    _xnorm_cnt = 0
+    for embed in embeddings_list:
+        for i in range(embed.shape[0]):
+            _xnorm += np.linalg.norm(embed[i])
+            _xnorm_cnt += 1
+    _xnorm /= _xnorm_cnt
+    embeddings = embeddings_list[0].copy()
+    for e in embeddings_list[1:]:
+        embeddings = embeddings + e
+    embeddings = sklearn.preprocessing.normalize(embeddings)
+    diff = np.subtract(embeddings[0::2], embeddings[1::2])
+    return _xnorm, np.sum(np.square(diff), 1)
+
+
+def vemb_cases(rng):
+    cases = []
+    for views, pairs, dim in [(2, 400, 64), (1, 300, 512), (2, 37, 7)]:
+        issame = np.arange(pairs) % 2 == 0
+        base = rng.normal(size=(pairs, dim)).astype(np.float32)
+        x = np.empty((views, 2 * pairs, dim), dtype=np.float32)
+        for v in range(views):
+            noise = rng.normal(size=(2 * pairs, dim)).astype(np.float32)
+            a = base[np.arange(2 * pairs) // 2]
+            b = rng.normal(size=(2 * pairs, dim)).astype(np.float32)
+            same = np.repeat(issame, 2)[:, None]
+            x[v] = (np.where(same, a, b) * 3 + noise) * rng.uniform(5, 30)
+        cases.append((x, issame))
+    return cases
+
+
+def ijb_cases(rng):
+    """Random 3-d features plus templates 1 (1,0,0), 2 (x,y,0) and 3 (x,y,1e-4): the pairs (1,2)
+    genuine and (1,3) impostor score 0.72570168419 and 0.72570168056, one f32 value."""
+    import importlib.util
+
+    bench = os.path.join(os.path.dirname(__file__), "..", "..", "benches", "ijbc_reference.py")
+    spec = importlib.util.spec_from_file_location("ijbc_reference", bench)
+    ijb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ijb)
+    x, y = np.float32(0.7257017), np.float32(0.6880095)
+    n, dim = 3000, 3
+    feats = rng.normal(size=(n, dim)).astype(np.float32)
+    feats[:3] = np.array([[1, 0, 0], [x, y, 0], [x, y, 1e-4]], dtype=np.float32)
+    tids = np.concatenate([[1, 2, 3], rng.integers(4, 600, size=n - 3)]).astype(np.int64)
+    mids = np.concatenate([[1, 2, 3], rng.integers(4, 1500, size=n - 3)]).astype(np.int64)
+    m = 200_000
+    p1 = np.concatenate([[1, 1], rng.integers(4, 600, size=m)]).astype(np.int64)
+    p2 = np.concatenate([[2, 3], rng.integers(4, 600, size=m)]).astype(np.int64)
+    p1[2:] = np.where(np.isin(p1[2:], tids), p1[2:], 4 + (p1[2:] % 7))
+    p2[2:] = np.where(np.isin(p2[2:], tids), p2[2:], 5 + (p2[2:] % 7))
+    present = np.isin(p1, tids) & np.isin(p2, tids)
+    p1, p2 = p1[present], p2[present]
+    labels = np.zeros(len(p1), dtype=np.uint8)
+    labels[0] = 1
+    labels[2:] = rng.random(len(p1) - 2) < 0.001
+    tf, ut = ijb.image2template_feature(feats, tids, mids)
+    score = ijb.verification(tf, ut, p1, p2)
+    fpr, tpr, _ = roc_curve(labels, score)
+    return [(feats, tids, mids, p1, p2, labels, score, tar_at_far(fpr, tpr))]
+
+
 def main():
     out = sys.argv[1]
     rng = np.random.default_rng(20250611)
@@ -156,6 +232,15 @@ def main():
         a = rng.normal(size=n) * 10.0 ** rng.integers(-5, 5, size=n)
         save(out, f"np_sum{k}", a)
         save(out, f"np_sum{k}_out", np.array([np.sum(a)]))
+    for k, (views, issame) in enumerate(vemb_cases(rng)):
+        xnorm, dist = verification_test_embeddings(views)
+        save(out, f"vemb{k}_views", views)
+        save(out, f"vemb{k}_issame", issame.astype(np.uint8))
+        save(out, f"vemb{k}_xnorm", np.array([xnorm]))
+        save(out, f"vemb{k}_dist", dist)
+    for k, case in enumerate(ijb_cases(rng)):
+        for name, arr in zip(["feats", "tids", "mids", "p1", "p2", "labels", "score", "tar"], case):
+            save(out, f"ijb{k}_{name}", arr)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ eval_simprobs_clean.py (DiffProb walk with the 1 %-of-t retry), coreset_dynunc.p
 std of the per-epoch probability history, the window ending at the final epoch dropped),
 coreset_rand.py (the last k positions of each identity), clean_trainset.py (flag = argmax != label,
 prob_clean = -1 where flagged) and label_mapping.py. Deviations, all decided in diffprob.md:
-- the DiffProb retry loop is a do-while (identical to the reference's `while len(final) < min`
-  for min_per_id >= 2), with R9: tau <= 0 and still too few -> keep all;
+- the DiffProb retry loop is the reference's `final = [top]; while len(final) < min` (so
+  min_per_id <= 1 keeps only each identity's top sample), with R9: tau <= 0 and still too few ->
+  keep all (the reference loops forever there);
 - R4 target-ratio bisection, which the reference does not have, written plainly;
 - kept lists are written from Python ints (numpy 2 would print `np.int64(5)`).
 
@@ -71,18 +72,18 @@ def diffprob_walk(ordered, v, t, min_per_id):
     if len(ordered) <= min_per_id:
         return list(ordered)
     threshold_decrease = 0
-    while True:
+    final = [ordered[-1]]
+    while len(final) < min_per_id:
         min_kept = v[ordered[-1]]
         final = [ordered[-1]]
         for sample in range(len(ordered) - 2, -1, -1):
             if (min_kept - v[ordered[sample]]) > (1 + threshold_decrease) * t:
                 final.append(ordered[sample])
                 min_kept = v[ordered[sample]]
-        if len(final) >= min_per_id:
-            return final
-        if (1 + threshold_decrease) * t <= 0:
+        if len(final) < min_per_id and (1 + threshold_decrease) * t <= 0:
             return list(ordered)
         threshold_decrease -= 0.01
+    return final
 
 
 def diffprob(lists, v, t, min_per_id):
