@@ -51,6 +51,11 @@ impl History {
         }
     }
 
+    /// `history/<pipeline>.jsonl` (for readers that follow the file themselves).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// One `write` of one line with O_APPEND: records never interleave.
     pub fn append(&self, r: &RunRecord) -> Result<()> {
         let mut line = serde_json::to_vec(r).expect("record serializes");

@@ -11,6 +11,7 @@
 //! runs/<fp-key>.<ms>/       one attempt: invocation.json, log, progress.jsonl, out/
 //! work/<fp-key>/            survives interruption (checkpoints); removed after a commit
 //! history/<pipeline>.jsonl  started / ok / failed / cached records, for status, logs, show, gc
+//! history/runs/<pipeline>.jsonl  one start and one end line per `run` (who, where, counts)
 //! tmp/                      staging for atomic renames
 //! ```
 //! Invariants: an object's file name is the blake3 of its bytes; a manifest only names objects
@@ -23,17 +24,19 @@ mod history;
 mod index;
 mod lock;
 mod manifest;
+mod runs;
 mod store;
 mod verify;
 
 use std::path::{Path, PathBuf};
 
 pub use gc::{gc, GcReport};
-pub use hash::{hash_file, HASH_CHUNK_HINT};
+pub use hash::{hash_bytes, hash_file, HASH_CHUNK_HINT};
 pub use history::{History, RunRecord, RunStatus};
 pub use index::{Index, StatEntry};
-pub use lock::CacheLock;
+pub use lock::{hostname, CacheLock};
 pub use manifest::{Manifest, ObjKind, OutputEntry, MANIFEST_VERSION};
+pub use runs::{RunEnd, RunEvent, RunLog, RunStart};
 pub use store::{Store, TreeEntry, TreeObject};
 pub use verify::{rebuild_index, verify, VerifyReport};
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cache::{Cache, CacheError, CacheLock};
+use crate::cache::{Cache, CacheError, CacheLock, RunEnd, RunEvent, RunLog, RunStart};
 use crate::cli::Global;
 use crate::exec::{
     self, ExecError, GpuChoice, LocalBackend, MessageFormat, RunOptions, RunSummary, View,
@@ -62,33 +62,28 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
         stage_bin: exec::find_stage_bin(),
     };
     let mut view = View::new(args.message_format, g.quiet);
-    let summary = if args.executor.as_deref().or(p.executor.kind.as_deref()) == Some("slurm") {
-        let so = exec::slurm::SlurmOptions {
-            poll: std::time::Duration::from_secs_f64(args.slurm_poll.max(0.05)),
-            submit_rate: args.slurm_submit_rate,
-            max_jobs: args.max_jobs,
-        };
-        let backend = exec::slurm::SlurmBackend::new(&p, &cache.root, &so)
-            .map_err(|e| CliError::environment(format!("error: {e}")))?;
-        let (q, gpus, jobs) = exec::slurm::scheduling_view(&p, args.max_jobs);
-        exec::run(
-            &q,
-            &cache,
-            RunOptions { gpus, jobs, ..opts },
-            Box::new(backend),
-            &mut view,
-        )
-        .map_err(exec_error)?
-    } else {
-        exec::run(
-            &p,
-            &cache,
-            opts,
-            Box::new(LocalBackend::default()),
-            &mut view,
-        )
-        .map_err(exec_error)?
+    let slurm = args.executor.as_deref().or(p.executor.kind.as_deref()) == Some("slurm");
+    // Who ran what, where, for the dashboard's list of runs; best effort like the view.
+    let runs = RunLog::new(&cache.root, &p.name);
+    let start = RunStart::now(if slurm { "slurm" } else { "local" });
+    if let Err(e) = runs.append(&RunEvent::Start(start.clone())) {
+        tracing::warn!("{e}");
+    }
+    let summary = execute(&args, &p, &cache, opts, slurm, &mut view);
+    let end = RunEnd {
+        run: start.run,
+        at: crate::cache::now_unix(),
+        ran: summary.as_ref().map_or(0, |s| s.ran),
+        cached: summary.as_ref().map_or(0, |s| s.cached),
+        failed: summary.as_ref().map_or(0, |s| s.failed.len()),
+        skipped: summary.as_ref().map_or(0, |s| s.skipped),
+        interrupted: summary.as_ref().is_ok_and(|s| s.interrupted),
+        error: summary.as_ref().err().map(|e| e.message.clone()),
     };
+    if let Err(e) = runs.append(&RunEvent::End(end)) {
+        tracing::warn!("{e}");
+    }
+    let summary = summary?;
     let (text, json) = render_summary(&summary);
     view.summary(&text, json);
     Ok(if summary.interrupted {
@@ -97,6 +92,36 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
         crate::exit::STAGE_FAILED
     } else {
         crate::exit::OK
+    })
+}
+
+fn execute(
+    args: &Args,
+    p: &Pipeline,
+    cache: &Cache,
+    opts: RunOptions,
+    slurm: bool,
+    view: &mut View,
+) -> CliResult<RunSummary> {
+    Ok(if slurm {
+        let so = exec::slurm::SlurmOptions {
+            poll: std::time::Duration::from_secs_f64(args.slurm_poll.max(0.05)),
+            submit_rate: args.slurm_submit_rate,
+            max_jobs: args.max_jobs,
+        };
+        let backend = exec::slurm::SlurmBackend::new(p, &cache.root, &so)
+            .map_err(|e| CliError::environment(format!("error: {e}")))?;
+        let (q, gpus, jobs) = exec::slurm::scheduling_view(p, args.max_jobs);
+        exec::run(
+            &q,
+            cache,
+            RunOptions { gpus, jobs, ..opts },
+            Box::new(backend),
+            view,
+        )
+        .map_err(exec_error)?
+    } else {
+        exec::run(p, cache, opts, Box::new(LocalBackend::default()), view).map_err(exec_error)?
     })
 }
 
