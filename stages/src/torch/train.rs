@@ -518,6 +518,9 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
             state.epochs_done,
             inv.work_dir.display()
         ));
+        for e in 0..state.epochs_done as usize {
+            inv.progress().report(epoch_event(&state, e, epochs));
+        }
     }
     let verifier = match inv.opt_input("pairs") {
         Some(pairs) => Some(EpochVerifier::open(pairs, h as usize, w as usize)?),
@@ -589,6 +592,8 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
             )
         });
         ckpts.save(&t, &state, row)?;
+        inv.progress()
+            .report(epoch_event(&state, epoch as usize, epochs));
     }
     write_outputs(
         inv,
@@ -621,6 +626,18 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
         metrics["verification_per_epoch"] = json!(state.verification);
     }
     Ok(metrics)
+}
+
+/// The progress event of finished (checkpointed) epoch `e` (0-based): the values `metrics.json`
+/// will hold, so a live curve (the dashboard's) and the final one agree point for point. A
+/// resumed training repeats the events of the epochs it restored.
+fn epoch_event(state: &State, e: usize, epochs: u32) -> serde_json::Value {
+    json!({
+        "event": "epoch", "epoch": e + 1, "epochs": epochs,
+        "loss": state.epoch_loss.get(e), "lr": state.epoch_lr.get(e),
+        "images_per_s": state.epoch_images_per_s.get(e),
+        "verification": state.verification.get(e),
+    })
 }
 
 /// The `.bin` packs of the `pairs` input, decoded once at the training image size; after each
