@@ -19,9 +19,12 @@ build:
 	$(DEPS) && $(CARGO) build --release -p orchestrator --bins
 	$(DEPS) && $(CARGO) build --release -p orchestrator-stages --features torch --bins
 
+# Tests with a prerequisite outside cargo are `#[ignore = "requires ..."]` for a plain `cargo test`;
+# here they run (--include-ignored), after scripts/browser.sh installed chromium for the dashboard's.
 test: build
+	bash scripts/browser.sh
 	$(DEPS) && $(CARGO) test --release -p orchestrator-stages --features torch
-	$(DEPS) && $(CARGO) test --release -p orchestrator
+	$(DEPS) && $(CARGO) test --release -p orchestrator -- --include-ignored
 
 lint:
 	$(CARGO) fmt --all -- --check

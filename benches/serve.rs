@@ -5,15 +5,14 @@
 //! none. Target: first load < 300 ms, idle CPU ~0.
 //!
 //! The sweep runs once (shrunk like the integration tests) into a cache kept under
-//! `target/tmp/serve-bench/`, so later runs of the bench find it cached.
+//! `target/tmp/serve-bench/` (or `$ORCHESTRATOR_BENCH_SWEEP_CACHE`), so later runs of the bench
+//! find it cached.
 //! Run: `cargo bench -p orchestrator --bench serve` (needs chromium + chromedriver and the
 //! stage worker from `make build`).
 
 #[path = "../tests/integration/browser.rs"]
-#[allow(dead_code)]
 mod browser;
 #[path = "../tests/integration/support.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::path::PathBuf;
@@ -71,7 +70,10 @@ fn main() {
         return;
     }
     let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve-bench");
-    let cache = work.join("cache");
+    // A cache the shrunk sweep already ran into may be given, to skip running it here.
+    let cache = std::env::var_os("ORCHESTRATOR_BENCH_SWEEP_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| work.join("cache"));
     std::fs::create_dir_all(&cache).unwrap();
     let cache_s = cache.to_str().unwrap();
     let t0 = Instant::now();

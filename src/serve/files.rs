@@ -48,12 +48,6 @@ impl Stamp {
                 .map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino())),
         )
     }
-    pub fn exists(&self) -> bool {
-        self.0.is_some()
-    }
-    pub fn len(&self) -> u64 {
-        self.0.map_or(0, |s| s.0)
-    }
     /// Modification time, unix seconds.
     pub fn mtime(&self) -> Option<i64> {
         self.0.map(|s| s.1)
@@ -284,7 +278,6 @@ mod tests {
     #[test]
     fn jsonl_tail_reads_only_new_complete_lines() {
         let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("h.jsonl");
         let root = t.path().canonicalize().unwrap();
         let p = root.join("h.jsonl");
         let mut tail: JsonlTail<serde_json::Value> = JsonlTail::new(root, p.clone());

@@ -21,13 +21,23 @@ function niceTicks(lo, hi, n = 5) {
   return { lo: Math.min(lo, ticks[0]), hi: Math.max(hi, ticks[ticks.length - 1]), ticks };
 }
 
+function intTicks(lo, hi) {
+  lo = Math.floor(lo);
+  hi = Math.max(Math.ceil(hi), lo + 1);
+  const step = Math.max(1, Math.ceil((hi - lo) / 8));
+  const ticks = [];
+  for (let t = lo; t <= hi; t += step) ticks.push(t);
+  return { lo, hi, ticks };
+}
+
 function fmtTick(v) {
   const a = Math.abs(v);
   if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(0);
   return String(+v.toPrecision(4));
 }
 
-export function lineChart({ title, xLabel, yLabel, series, logX = false, width = 460, height = 220, id }) {
+// `xRange: [lo, hi]` fixes the x axis (epochs 1..N); `intX` puts ticks on integers only.
+export function lineChart({ title, xLabel, yLabel, series, logX = false, width = 460, height = 220, id, xRange, intX = false }) {
   const m = { l: 56, r: 12, t: 26, b: 40 };
   const W = width - m.l - m.r, H = height - m.t - m.b;
   const pts = series.flatMap((s) => s.points).filter(([x, y]) => isFinite(x) && isFinite(y) && (!logX || x > 0));
@@ -45,7 +55,9 @@ export function lineChart({ title, xLabel, yLabel, series, logX = false, width =
     xt = { lo, hi: Math.max(hi, lo + 1), ticks: [] };
     for (let k = xt.lo; k <= xt.hi; k++) xt.ticks.push(k);
   } else {
-    xt = niceTicks(Math.min(...xs), Math.max(...xs), 6);
+    const lo = xRange ? Math.min(xRange[0], ...xs) : Math.min(...xs);
+    const hi = xRange ? Math.max(xRange[1], ...xs) : Math.max(...xs);
+    xt = intX ? intTicks(lo, hi) : niceTicks(lo, hi, 6);
   }
   const yt = niceTicks(Math.min(...ys), Math.max(...ys), 4);
   const X = (v) => m.l + ((v - xt.lo) / (xt.hi - xt.lo || 1)) * W;

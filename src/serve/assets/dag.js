@@ -144,9 +144,9 @@ export function renderDag(container, instances, onSelect) {
   const picks = el('g', { class: 'picks' });
   svg.append(picks);
   clear(container).append(svg);
-  // A wide graph is shrunk to the window's width (down to 55 %), then scrolls.
+  // A wide graph is shrunk to the window's width (down to 70 %), then scrolls.
   const fit = () => {
-    const k = Math.min(1, Math.max(0.55, (container.clientWidth - 2) / L.width));
+    const k = Math.min(1, Math.max(0.7, (container.clientWidth - 2) / L.width));
     svg.setAttribute('width', Math.round(L.width * k));
     svg.setAttribute('height', Math.round(L.height * k));
   };

@@ -139,13 +139,14 @@ function drawCurves() {
   const total = P.detail.curve.epochs;
   const train = P.detail.kind === 'train';
   const lr = xy((p) => p.lr);
+  const ex = { xRange: [1, Math.max(total || 1, pts.length)], intX: true };
   const parts = [
     el('p', { class: 'muted', id: 'epochs-done' }, `${pts.length}${total ? ' of ' + total : ''} epochs finished`),
-    lineChart({ title: 'loss per epoch', xLabel: 'epoch', yLabel: 'loss', series: [{ label: 'loss', points: xy((p) => p.loss), color: '#0072B2' }], width: 470, height: 190, id: 'chart-loss' }),
+    lineChart({ title: 'loss per epoch', xLabel: 'epoch', yLabel: 'loss', series: [{ label: 'loss', points: xy((p) => p.loss), color: '#0072B2' }], width: 470, height: 190, id: 'chart-loss', ...ex }),
   ];
-  if (acc.length) parts.push(lineChart({ title: 'verification accuracy per epoch', xLabel: 'epoch', yLabel: 'accuracy %', series: acc, width: 470, height: 190, id: 'chart-accuracy' }));
+  if (acc.length) parts.push(lineChart({ title: 'verification accuracy per epoch', xLabel: 'epoch', yLabel: 'accuracy %', series: acc, width: 470, height: 190, id: 'chart-accuracy', ...ex }));
   else if (train) parts.push(el('p', { class: 'muted' }, 'no accuracy curve: this training has no `pairs` input to verify on'));
-  if (lr.length || train) parts.push(lineChart({ title: 'learning rate per epoch', xLabel: 'epoch', yLabel: 'lr', series: [{ label: 'lr', points: lr, color: '#009E73' }], width: 470, height: 170, id: 'chart-lr' }));
+  if (lr.length || train) parts.push(lineChart({ title: 'learning rate per epoch', xLabel: 'epoch', yLabel: 'lr', series: [{ label: 'lr', points: lr, color: '#009E73' }], width: 470, height: 170, id: 'chart-lr', ...ex }));
   clear(box).append(...parts);
 }
 
