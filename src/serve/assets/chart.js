@@ -38,7 +38,8 @@ function fmtTick(v) {
 
 // `xRange: [lo, hi]` fixes the x axis (epochs 1..N); `intX` puts ticks on integers only.
 export function lineChart({ title, xLabel, yLabel, series, logX = false, width = 460, height = 220, id, xRange, intX = false }) {
-  const m = { l: 56, r: 12, t: 26, b: 40 };
+  const legend = series.filter((s) => s.label && s.points.length).length > 1;
+  const m = { l: 56, r: legend ? 150 : 12, t: 26, b: 40 };
   const W = width - m.l - m.r, H = height - m.t - m.b;
   const pts = series.flatMap((s) => s.points).filter(([x, y]) => isFinite(x) && isFinite(y) && (!logX || x > 0));
   const svg = el('svg', { class: 'chart', width, height, viewBox: `0 0 ${width} ${height}`, id, 'data-points': pts.length, role: 'img', 'aria-label': title });
@@ -82,16 +83,17 @@ export function lineChart({ title, xLabel, yLabel, series, logX = false, width =
     const p = s.points.filter(([x, y]) => isFinite(x) && isFinite(y) && (!logX || x > 0));
     if (!p.length) continue;
     const d = p.map(([x, y]) => `${X(logX ? Math.log10(x) : x).toFixed(1)},${Y(y).toFixed(1)}`).join(' ');
-    svg.append(el('polyline', { points: d, fill: 'none', stroke: color, 'stroke-width': 2 }));
+    svg.append(el('polyline', { points: d, fill: 'none', stroke: color, 'stroke-width': 2, 'stroke-dasharray': s.dash || null }));
     if (p.length <= 60) {
       for (const [x, y] of p) {
         svg.append(el('circle', { class: 'pt', cx: X(logX ? Math.log10(x) : x), cy: Y(y), r: 3, fill: color, 'data-x': x, 'data-y': y },
           el('title', {}, `${s.label ? s.label + ': ' : ''}${fmtTick(x)}, ${+y.toPrecision(6)}`)));
       }
     }
-    if (series.length > 1 && s.label) {
-      svg.append(el('rect', { x: m.l + W - 118, y: ly - 7, width: 10, height: 10, fill: color, rx: 2 }));
-      svg.append(el('text', { x: m.l + W - 104, y: ly + 2, class: 'legend' }, s.label));
+    if (legend && s.label) {
+      const lx = width - m.r + 12;
+      svg.append(el('line', { x1: lx, x2: lx + 16, y1: ly - 2, y2: ly - 2, stroke: color, 'stroke-width': 2.5, 'stroke-dasharray': s.dash || null }));
+      svg.append(el('text', { x: lx + 21, y: ly + 2, class: 'legend' }, s.label.length > 20 ? s.label.slice(0, 19) + '…' : s.label));
       ly += 14;
     }
   }

@@ -1,8 +1,8 @@
 // The sweep table (`orchestrator report`'s table, computed by the server with the report code)
 // with filters per axis, sorting by any column and links from each value to the instance it
 // comes from; below it the report's plots. And the runs of the pipeline.
-import { api, el, clear, fmtTime, fmtDur, pill } from './util.js';
-import { lineChart } from './chart.js';
+import { api, el, clear, fmtTime, fmtDur } from './util.js';
+import { lineChart, colorOf } from './chart.js';
 
 const V = { sort: null, desc: false, filters: {} };
 
@@ -80,10 +80,20 @@ function drawPlots(box, r) {
   }
   for (const c of cols) {
     const series = byMethod(c.key);
-    if (series.some((s) => s.points.length)) box.append(lineChart({ title: `${c.title} vs kept ratio`, xLabel: 'kept %', yLabel: `${c.title} %`, series, width: 420, height: 260 }));
+    if (series.some((s) => s.points.length)) box.append(lineChart({ title: `${c.title} vs kept ratio`, xLabel: 'kept %', yLabel: `${c.title} %`, series, width: 480, height: 300 }));
   }
-  const rocs = r.table.map((t, k) => ({ label: t.label, points: t.roc || [], role: r.rows[k].role })).filter((s) => s.points.length);
-  if (rocs.length) box.append(lineChart({ title: 'IJB-C 1:1 ROC per cell', xLabel: 'FAR', yLabel: 'TAR', series: rocs.map((s) => ({ label: s.label, points: s.points })), logX: true, width: 420, height: 260 }));
+  // ROC per cell: the method's colour (as in the other plots), one dash pattern per other value.
+  const dashes = ['', '7 3', '2 3', '10 3 2 3'];
+  const others = r.axes.slice(1);
+  const valueIndex = new Map();
+  const rocs = r.table.map((t, k) => {
+    const row = r.rows[k];
+    const method = row.role === 'baseline' ? 'full data' : (methodAxis ? row.cell[methodAxis] : r.pipeline);
+    const rest = others.map((a) => row.cell[a]).join(' ');
+    if (!valueIndex.has(rest)) valueIndex.set(rest, valueIndex.size);
+    return { label: t.label, points: t.roc || [], color: colorOf(method), dash: row.role === 'baseline' ? null : dashes[valueIndex.get(rest) % dashes.length] || null };
+  }).filter((s) => s.points.length);
+  if (rocs.length) box.append(lineChart({ title: 'IJB-C 1:1 ROC per cell', xLabel: 'FAR', yLabel: 'TAR', series: rocs, logX: true, width: 520, height: 300 }));
 }
 
 function cleaning(r) {
@@ -124,19 +134,24 @@ export async function renderRuns(box, pipeline, onSelect) {
   clear(box).append(el('h2', {}, `Runs of ${pipeline}`), el('p', { class: 'muted' }, 'Click a run for what each stage instance did in it.'), table);
 }
 
+// What each instance did in a run: its last record in the run (ran, cache hit, failed, or
+// started and never finished), with the error and the log tail of a failure.
 function records(run, pipeline, onSelect) {
   const box = el('div', {});
   if (run.summary?.error) box.append(el('div', { class: 'errbox' }, run.summary.error));
+  const last = new Map();
+  for (const rec of run.records) last.set(rec.instance, rec);
+  const what = { ok: ['cached', 'ran'], cached: ['cached', 'cache hit'], failed: ['failed', 'failed'] };
   const t = el('table', { class: 'hist' });
-  for (const rec of run.records) {
-    const row = el('tr', {},
-      el('td', {}, pill(rec.status === 'ok' ? 'cached' : rec.status === 'started' ? 'running' : rec.status)),
+  for (const rec of [...last.values()].sort((a, b) => a.at - b.at)) {
+    const [st, label] = what[rec.status] || (run.outcome === 'running' ? ['running', 'running'] : ['interrupted', 'interrupted']);
+    t.append(el('tr', {},
+      el('td', {}, el('span', { class: `pill st-${st}` }, label)),
       el('td', {}, el('a', { href: '#', onclick: (e) => { e.preventDefault(); onSelect(rec.instance); } }, rec.instance)),
-      el('td', {}, rec.status), el('td', {}, fmtTime(rec.at)), el('td', {}, rec.duration_s ? fmtDur(rec.duration_s) : ''), el('td', {}, rec.device || ''));
-    t.append(row);
+      el('td', {}, fmtTime(rec.at)), el('td', {}, rec.duration_s ? fmtDur(rec.duration_s) : ''), el('td', {}, rec.device || '')));
     if (rec.status === 'failed') {
       const tail = el('pre', { class: 'log small' }, 'loading the log tail…');
-      t.append(el('tr', {}, el('td', {}), el('td', { colspan: 5 }, el('div', { class: 'errbox' }, rec.message || 'failed'), tail)));
+      t.append(el('tr', {}, el('td', {}), el('td', { colspan: 4 }, el('div', { class: 'errbox' }, rec.message || 'failed'), tail)));
       if (rec.run) {
         api(`/api/pipelines/${encodeURIComponent(pipeline)}/instances/${encodeURIComponent(rec.instance)}/log?tail=4096&run=${encodeURIComponent(rec.run)}`)
           .then((p) => { tail.textContent = p.text || '(empty log)'; })
