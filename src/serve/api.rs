@@ -92,10 +92,20 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such page").hint("the API is under /api/pipelines")
 }
 
-async fn index() -> Response {
+/// The page, with the served pipelines' names in an attribute so that its first data request
+/// need not wait for `/api/pipelines`.
+async fn index(State(shared): State<Arc<Shared>>) -> Response {
+    let names: Vec<&str> = shared.pipelines.iter().map(|p| p.name.as_str()).collect();
+    let json = serde_json::to_string(&names).unwrap_or_else(|_| "[]".into());
+    let attr = json
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&#39;");
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        assets::INDEX,
+        assets::INDEX.replace("{{PIPELINES}}", &attr),
     )
         .into_response()
 }

@@ -12,6 +12,11 @@ pub const INDEX: &str = include_str!("assets/index.html");
 
 const ASSETS: &[Asset] = &[
     Asset {
+        name: "boot.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_str!("assets/boot.js"),
+    },
+    Asset {
         name: "app.js",
         mime: "text/javascript; charset=utf-8",
         body: include_str!("assets/app.js"),

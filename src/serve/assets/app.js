@@ -1,11 +1,12 @@
 // The dashboard page: pipelines as tabs; views Graph / Sweep / Runs; the instance panel on the
 // right. One fetch of the instance list, then server-sent events keep it current (no polling).
 // Address: #p=PIPELINE&v=graph|sweep|runs&i=INSTANCE, so any view can be linked to.
-import { api, el, clear, STATES, STATE_LABEL } from './util.js';
+import { api, parse, el, clear, STATES, STATE_LABEL } from './util.js';
 import { renderDag } from './dag.js';
 import * as panel from './panel.js';
 import { renderSweep, renderRuns } from './sweep.js';
 
+performance.mark('scripts-loaded');
 const S = { pipelines: [], name: null, view: 'graph', data: null, dag: null, es: null, version: null };
 const $ = (id) => document.getElementById(id);
 
@@ -29,9 +30,15 @@ function banner(text, kind = 'error') {
   if (text) b.append(el('div', { class: kind }, text));
 }
 
+const instancesUrl = (name) => `/api/pipelines/${encodeURIComponent(name)}/instances`;
+
 async function boot() {
+  // boot.js asked for both lists before these modules loaded.
+  const early = window.__early || {};
+  if (early.res) S.early = { name: early.name, data: early.res.then(parse) };
+  S.early?.data.catch(() => {});
   try {
-    S.pipelines = (await api('/api/pipelines')).pipelines;
+    S.pipelines = (await (early.list ? early.list.then(parse) : api('/api/pipelines'))).pipelines;
   } catch (e) {
     banner(`${e.message}${e.hint ? ' — ' + e.hint : ''}`);
     return;
@@ -88,11 +95,14 @@ async function loadPipeline(name) {
 async function fetchInstances() {
   let d;
   try {
-    d = await api(`/api/pipelines/${encodeURIComponent(S.name)}/instances`);
+    const early = S.early && S.early.name === S.name ? S.early.data : null;
+    S.early = null;
+    d = await (early || api(instancesUrl(S.name)));
   } catch (e) {
     banner(`${e.message}${e.hint ? ' — ' + e.hint : ''}`);
     return;
   }
+  performance.mark('data-fetched');
   S.data = d;
   S.version = d.version;
   S.byId = new Map(d.instances.map((i) => [i.id, i]));

@@ -153,7 +153,7 @@ export function renderDag(container, instances, onSelect) {
   fit();
   currentFit = fit;
   const api = {
-    update(inst) {
+    update(inst, initial = false) {
       const n = nodes.get(inst.id);
       if (!n) return;
       n.inst = inst;
@@ -165,7 +165,7 @@ export function renderDag(container, instances, onSelect) {
       if (n.stage.items.length === 1 && !n.stage.compact) n.g.querySelector('.chip-label').textContent = STATE_LABEL[inst.state];
       const bar = n.g.querySelector('.bar');
       if (bar) bar.setAttribute('width', inst.state === 'running' && n.fraction != null ? Math.max(0, (L.pos.get(inst.id).w - 2) * n.fraction) : 0);
-      api.counts(n.stage);
+      if (!initial) api.counts(n.stage);
     },
     progress(id, text, fraction) {
       const n = nodes.get(id);
@@ -174,14 +174,14 @@ export function renderDag(container, instances, onSelect) {
       if (fraction != null) n.fraction = fraction;
       api.update(n.inst);
     },
-    counts(s) {
+    counts(s, measure = true) {
       const by = {};
       for (const i of s.items) { const st = nodes.get(i.id)?.inst.state || i.state; by[st] = (by[st] || 0) + 1; }
       const n = s.items.length;
       const full = Object.entries(by).map(([k, v]) => `${v} ${STATE_LABEL[k]}`).join(', ');
       s.countNode.textContent = n === 1 ? s.kind : `${by.cached || 0}/${n} cached`;
       s.titleNode.textContent = `${s.name} (${s.kind}): ${n} instance${n === 1 ? '' : 's'}${n > 1 ? ', ' + full : ''}`;
-      fitHeader(s);
+      if (measure) fitHeaders([s]);
     },
     // Running chips show their elapsed time (or their share of epochs done): tick once a second.
     tick() {
@@ -216,8 +216,10 @@ export function renderDag(container, instances, onSelect) {
     nodes,
     fit,
   };
-  for (const n of nodes.values()) api.update(n.inst);
-  for (const s of L.stages) api.counts(s);
+  for (const n of nodes.values()) api.update(n.inst, true);
+  // Header texts are measured once, all together, after every chip is drawn (one layout).
+  for (const s of L.stages) api.counts(s, false);
+  fitHeaders(L.stages);
   return api;
 }
 
@@ -230,12 +232,12 @@ function metaText(n) {
   return inst.duration_s != null ? fmtDur(inst.duration_s) : '';
 }
 
-// Hide the header's right-hand text when the stage name leaves no room for it (long names).
-function fitHeader(s) {
-  if (!s.nameNode.isConnected) return;
-  s.countNode.style.display = '';
-  const room = s.w - 3 * PAD - s.nameNode.getComputedTextLength();
-  if (s.countNode.getComputedTextLength() > room) s.countNode.style.display = 'none';
+// Hide a header's right-hand text where the stage name leaves no room for it (long names).
+// Measures every header first, then writes, so the browser lays out once.
+function fitHeaders(stages) {
+  const live = stages.filter((s) => s.nameNode.isConnected);
+  const fits = live.map((s) => s.countNode.getComputedTextLength() <= s.w - 3 * PAD - s.nameNode.getComputedTextLength());
+  live.forEach((s, k) => { s.countNode.style.visibility = fits[k] ? '' : 'hidden'; });
 }
 
 function clip(s, n) { return s.length > n ? s.slice(0, n - 1) + '…' : s; }

@@ -10,7 +10,11 @@ export class ApiError extends Error {
 }
 
 export async function api(path) {
-  const res = await fetch(path, { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+  return parse(await fetch(path, { credentials: 'same-origin', headers: { Accept: 'application/json' } }));
+}
+
+// A fetch response as JSON, or an ApiError with the server's message and hint.
+export async function parse(res) {
   let body = null;
   try { body = await res.json(); } catch (_) { /* not JSON */ }
   if (!res.ok) throw new ApiError(res.status, body);
