@@ -203,7 +203,9 @@ pub fn summary(s: &Snapshot, i: usize) -> Value {
             Some(m.device.clone()),
             Some(m.finished_at),
         ),
-        (None, Some(r)) if r.status != RunStatus::Started => (
+        // A failure's own figures; a stale or waiting instance shows none (its last result's
+        // duration is not this fingerprint's).
+        (None, Some(r)) if st.state == St::Failed => (
             Some(secs(r.duration_ms)),
             Some(r.device.clone()),
             Some(r.at),

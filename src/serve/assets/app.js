@@ -70,6 +70,7 @@ async function apply() {
   }
   document.body.classList.toggle('with-panel', !!r.i);
   S.dag?.fit();
+  if (r.i) S.dag?.reveal(r.i);
 }
 
 function showView(v) {

@@ -211,7 +211,17 @@ export function renderDag(container, instances, onSelect) {
           picks.append(el('path', { class: 'edge picked', d: curve(p.x + p.w, p.y + p.h / 2, q.x, q.y + q.h / 2) }));
         }
       }
-      n.g.scrollIntoView?.({ block: 'nearest', inline: 'nearest' });
+      api.reveal(id);
+    },
+    // Scroll the graph so that instance `id` is in view (after the panel narrowed it, say).
+    reveal(id) {
+      const p = L.pos.get(id);
+      if (!p) return;
+      const k = svg.getBoundingClientRect().width / L.width;
+      const box = container;
+      const x = p.x * k, y = p.y * k, w = p.w * k, h = p.h * k;
+      if (x < box.scrollLeft || x + w > box.scrollLeft + box.clientWidth) box.scrollLeft = Math.max(0, x + w / 2 - box.clientWidth / 2);
+      if (y < box.scrollTop || y + h > box.scrollTop + box.clientHeight) box.scrollTop = Math.max(0, y + h / 2 - box.clientHeight / 2);
     },
     nodes,
     fit,

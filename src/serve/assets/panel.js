@@ -175,6 +175,7 @@ function appendLog(text, size) {
   const pre = document.getElementById('log');
   if (!pre) return;
   const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+  if (pre.dataset.placeholder) { pre.textContent = ''; delete pre.dataset.placeholder; }
   pre.append(document.createTextNode(text));
   // Keep the panel light: at most ~512 KB of log in the page (the full log is a link away).
   if (pre.textContent.length > 512 * 1024) pre.textContent = pre.textContent.slice(-384 * 1024);
@@ -220,7 +221,9 @@ async function startLog(panel, d) {
 function attachLog() {
   const pre = document.getElementById('log');
   if (!pre || !P.detail?.log) return;
-  pre.textContent = logBuffer;
+  pre.textContent = logBuffer || (P.detail.state === 'running' ? '(nothing printed yet)' : '(the stage printed nothing)');
+  if (logBuffer) delete pre.dataset.placeholder;
+  else pre.dataset.placeholder = '1';
   pre.scrollTop = pre.scrollHeight;
   const s = document.getElementById('log-size');
   if (s && logSize != null) s.textContent = fmtBytes(logSize);
