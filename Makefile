@@ -8,7 +8,7 @@ DEPS  := source scripts/deps.sh
 CARGO ?= cargo
 PIPELINE ?= pipelines/diffprob_50.yaml
 
-.PHONY: main build test test-engine test-stages lint bench clean-cache
+.PHONY: main build test test-quick lint bench
 
 main: build
 	./target/release/orchestrator run $(PIPELINE)
@@ -19,12 +19,14 @@ build:
 	$(DEPS) && $(CARGO) build --release -p orchestrator --bins
 	$(DEPS) && $(CARGO) build --release -p orchestrator-stages --features torch --bins
 
-# Tests with a prerequisite outside cargo are `#[ignore = "requires ..."]` for a plain `cargo test`;
-# here they run (--include-ignored), after scripts/browser.sh installed chromium for the dashboard's.
+# The whole suite, SLURM included (scripts/test.sh starts the local cluster when none answers);
+# it fails on any failed or ignored test and ends with the totals.
 test: build
-	bash scripts/browser.sh
-	$(DEPS) && $(CARGO) test --release -p orchestrator-stages --features torch
-	$(DEPS) && $(CARGO) test --release -p orchestrator -- --include-ignored
+	scripts/test.sh
+
+# For development: everything but the SLURM cluster tests.
+test-quick: build
+	scripts/test.sh --no-slurm
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -17,3 +17,12 @@ pub mod fingerprint;
 pub mod pipeline;
 pub mod report;
 pub mod serve;
+
+// The engine never links libtorch (ARCHITECTURE.md, invariant 1). Cargo unifies features across a
+// build, so `cargo build --workspace --features orchestrator-stages/torch` (or `--all-features`)
+// would quietly compile the stages crate with tch into this binary: refuse it here. The built
+// binary's dynamic dependencies are checked too (tests/integration/exec.rs).
+const _: () = assert!(
+    !orchestrator_stages::WITH_TORCH,
+    "the engine must not link libtorch: build it without the `torch` feature of orchestrator-stages (`make build` builds the engine and the worker with two cargo invocations)"
+);

@@ -15,8 +15,14 @@ pub mod formats;
 pub mod invocation;
 pub mod kinds;
 pub mod prune;
+#[doc(hidden)]
+pub mod testing;
 #[cfg(feature = "torch")]
 pub mod torch;
+
+/// Whether this build of the crate links libtorch (the `torch` feature). The engine refuses to
+/// compile against such a build, so that it never loads libtorch.
+pub const WITH_TORCH: bool = cfg!(feature = "torch");
 
 pub use invocation::Invocation;
 pub use kinds::{lookup, KindSpec};

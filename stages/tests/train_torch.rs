@@ -154,7 +154,9 @@ fn training_learns_and_eval_trainset_scores_every_sample() {
         .expect("per-epoch verification");
     assert_eq!(ver.len(), 4);
     let acc = ver[3]["pairs"]["accuracy"].as_f64().unwrap();
-    assert!((0.5..=1.0).contains(&acc), "{m}");
+    // Floors, not windows (weights differ between CPUs): chance on these 40 pairs is 50 % (std 8
+    // points); the 6 identities here are easy, so a training that learned reaches far above 80 %.
+    assert!(acc >= 0.8, "pair accuracy {acc} is near chance: {m}");
     let losses: Vec<f64> = serde_json::from_value(m["loss_per_epoch"].clone()).unwrap();
     assert_eq!(losses.len(), 4);
     assert!(
@@ -198,6 +200,7 @@ fn training_learns_and_eval_trainset_scores_every_sample() {
             &[("probs", "probs"), ("predictions", "pred_label.npy")],
         );
         let m = run(&inv).expect("eval-trainset succeeds");
+        // Chance is 1/6.
         assert!(m["train_accuracy"].as_f64().unwrap() > 0.5, "{m}");
         let p = npy::read(&edir.join("out/probs/prob.npy"))
             .unwrap()

@@ -13,39 +13,6 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// Where a test may find a program: `$VAR`, else the first `names` on PATH.
-fn find_program(var: &str, names: &[&str]) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(var) {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH")?;
-    names.iter().find_map(|n| {
-        std::env::split_paths(&path)
-            .map(|d| d.join(n))
-            .find(|p| p.is_file())
-    })
-}
-
-pub const REQUIRES_CHROMIUM: &str = "requires chromium and chromedriver";
-
-/// The browser and its driver, or a loud failure saying how to get them.
-#[track_caller]
-pub fn require_chromium() -> (PathBuf, PathBuf) {
-    let chromium = find_program(
-        "CHROMIUM",
-        &["chromium", "chromium-browser", "google-chrome"],
-    );
-    let driver = find_program("CHROMEDRIVER", &["chromedriver"]);
-    match (chromium, driver) {
-        (Some(c), Some(d)) => (c, d),
-        (c, d) => panic!(
-            "{REQUIRES_CHROMIUM}: missing {}{}\nget them with `apt-get install -y chromium chromium-driver` (as root; `make test` runs scripts/browser.sh, which does it), or point CHROMIUM / CHROMEDRIVER at them",
-            if c.is_none() { "chromium " } else { "" },
-            if d.is_none() { "chromedriver" } else { "" },
-        ),
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -83,7 +50,7 @@ impl Browser {
     /// Start chromedriver and a headless Chromium with a fresh profile (the flags the machine
     /// needs: no sandbox as root, no GPU, no network features). Screenshots go to `shots`.
     pub fn start(shots: &Path) -> Browser {
-        let (chromium, chromedriver) = require_chromium();
+        let (chromium, chromedriver) = crate::support::require_chromium();
         let port = free_port();
         let driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))

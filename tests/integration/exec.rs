@@ -247,10 +247,11 @@ fn read_only_cache_dir_is_a_clear_error() {
     p.run(&["run", "p.yaml"]).success();
     let cache = p.path("cache");
     let ro = ReadOnly::make(&cache);
-    if !ro.effective {
-        eprintln!("notice: cannot make a folder read-only here (root without chattr); skipping the read-only cache check");
-        return;
-    }
+    assert!(
+        ro.effective,
+        "cannot make {} read-only here: as root, file modes do not stop writes and `chattr -R +i` failed (install e2fsprogs, put TMPDIR on a filesystem with the immutable attribute, or run the tests as a normal user)",
+        cache.display()
+    );
     p.file(
         "p.yaml",
         &chain("cat ${inputs.x} > ${outputs.out}; echo x >> ${outputs.out}"),
@@ -489,4 +490,42 @@ fn gc_and_rebuild_index_keep_the_latest_results() {
     p.run(&["run", "p.yaml"])
         .success()
         .stderr_has("ran 0, cached 4");
+}
+
+/// The engine binary must start without libtorch (a login node without CUDA runs `plan`): none of
+/// its dynamic dependencies may be libtorch or one of its parts.
+#[test]
+fn the_engine_binary_does_not_link_libtorch() {
+    let out = std::process::Command::new("readelf")
+        .args(["--dynamic", "--wide"])
+        .arg(crate::support::bin())
+        .output()
+        .expect("run readelf (binutils, which the Rust linker needs anyway)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let needed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    assert!(
+        needed.iter().any(|n| n.starts_with("libc.so")),
+        "readelf output not understood: {text}"
+    );
+    let torch: Vec<&&str> = needed
+        .iter()
+        .filter(|n| {
+            ["torch", "c10", "cuda", "gomp"]
+                .iter()
+                .any(|t| n.contains(t))
+        })
+        .collect();
+    assert!(
+        torch.is_empty(),
+        "the engine links {torch:?} (all: {needed:?})"
+    );
 }

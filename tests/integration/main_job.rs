@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-use crate::support::bin;
+use crate::support::{bin, require_worker};
 
 /// Small enough for a 2-core CI machine; `epochs` > the sweep's DynUnc window (5).
 const SMALL: &[&str] = &[
@@ -27,15 +27,6 @@ const SMALL: &[&str] = &[
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn require_worker() {
-    let worker = bin().with_file_name("orchestrator-stage");
-    assert!(
-        worker.exists(),
-        "{} is missing: build it with `make build` (the README's `make test` does)",
-        worker.display()
-    );
 }
 
 fn orchestrator(cache: &Path, args: &[&str]) -> Command {
@@ -143,13 +134,12 @@ fn report_values(cache: &Path, pipeline: &str) -> BTreeMap<String, Value> {
 }
 
 #[test]
+#[ignore = "requires the stage worker (`make build`); `make test` builds it"]
 fn main_job_runs_end_to_end_and_reruns_as_a_noop() {
     require_worker();
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let out = orchestrator(&cache, &run_args("pipelines/diffprob_50.yaml"))
-        .output()
-        .unwrap();
+    let out = orchestrator(&cache, &run_args(PIPELINE)).output().unwrap();
     assert!(
         out.status.success(),
         "main job failed:\n{}\n{}",
@@ -159,9 +149,7 @@ fn main_job_runs_end_to_end_and_reruns_as_a_noop() {
     let ev = events(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(ids_with(&ev, "finished").len(), 12, "every stage runs once");
 
-    let again = orchestrator(&cache, &run_args("pipelines/diffprob_50.yaml"))
-        .output()
-        .unwrap();
+    let again = orchestrator(&cache, &run_args(PIPELINE)).output().unwrap();
     assert!(again.status.success());
     let ev = events(&String::from_utf8_lossy(&again.stdout));
     assert!(
@@ -170,26 +158,171 @@ fn main_job_runs_end_to_end_and_reruns_as_a_noop() {
     );
     assert_eq!(ids_with(&ev, "cached").len(), 12);
 
-    let rows = report_values(&cache, "pipelines/diffprob_50.yaml");
+    let rows = report_values(&cache, PIPELINE);
     assert_eq!(rows.len(), 2, "baseline + the 50 % cell: {rows:?}");
     for (row, v) in &rows {
+        // Trained weights differ between CPUs, so no window around one machine's figures: only
+        // floors that a model which learned anything clears by far, and that chance does not.
         let acc = v["verify.pairs"]
             .as_f64()
             .unwrap_or_else(|| panic!("{row}: no accuracy in {v}"));
-        assert!((50.0..=100.0).contains(&acc), "{row}: accuracy {acc}");
+        assert!(
+            acc >= PAIRS_FLOOR,
+            "{row}: pair accuracy {acc} % is near chance"
+        );
         assert!(
             v["ijbc.1e-04"].as_f64().is_some(),
             "{row}: no IJB-C TAR in {v}"
         );
     }
-    let kept = rows.iter().find(|(k, _)| k.contains("cell")).unwrap().1["kept_percent"]
-        .as_f64()
+    // The IJB-C-style ROC as a whole (a TAR at one FAR rests on a handful of genuine pairs here).
+    for stage in ["ijbc", "ijbc_full"] {
+        let m: Value = serde_json::from_slice(
+            &std::fs::read(output_path(&cache, PIPELINE, stage, "metrics.json")).unwrap(),
+        )
         .unwrap();
-    // At this size the floor of 5 samples per identity keeps a little more than asked.
-    assert!((50.0..60.0).contains(&kept), "kept {kept} %");
+        let auc = m["auc"].as_f64().unwrap();
+        assert!(
+            auc >= AUC_FLOOR,
+            "{stage}: ROC AUC {auc} is near chance (0.5)"
+        );
+    }
+    check_prune_rule(&cache, PIPELINE);
+}
+
+const PIPELINE: &str = "pipelines/diffprob_50.yaml";
+
+/// Floors far above chance and far below what a training that learned anything reaches at the
+/// `SMALL` size: 10-fold accuracy on the 1,200 pairs (chance 50 %, std 1.4 points, so 60 % is
+/// seven std above it) and the ROC AUC of the IJB-C-style 1:1 (chance 0.5).
+const PAIRS_FLOOR: f64 = 60.0;
+const AUC_FLOOR: f64 = 0.75;
+
+/// The path `orchestrator show` prints for one output of a stage.
+fn output_path(cache: &Path, pipeline: &str, stage: &str, output: &str) -> PathBuf {
+    let mut args = vec!["show", pipeline, stage, output];
+    args.extend_from_slice(SMALL);
+    let out = Command::new(bin())
+        .current_dir(repo())
+        .args(&args)
+        .args(["--cache-dir", cache.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "show {stage} {output}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The prune stage's kept list is exactly the DiffProb rule (spec §2.6, re-implemented plainly
+/// below) at the threshold it reports, over the unflagged samples; it keeps the target count
+/// `ceil(ratio * N)`, and more only where the stage says why (the floor of `min_per_id` per
+/// identity, or a step of the count over the target, which the rule confirms). This holds for
+/// whatever probabilities this machine's training produced.
+fn check_prune_rule(cache: &Path, pipeline: &str) {
+    use orchestrator_stages::formats::npy;
+    let metrics: Value = serde_json::from_slice(
+        &std::fs::read(output_path(cache, pipeline, "prune", "metrics.json")).unwrap(),
+    )
+    .unwrap();
+    let scores = npy::read(&output_path(cache, pipeline, "score", "scores").join("score.npy"))
+        .unwrap()
+        .to_f64()
+        .unwrap();
+    let labels = npy::read(&output_path(cache, pipeline, "data", "train").join("labels.npy"))
+        .unwrap()
+        .to_i64()
+        .unwrap();
+    let flags = npy::read(&output_path(cache, pipeline, "clean", "flags"))
+        .unwrap()
+        .to_u8()
+        .unwrap();
+    let kept: Vec<usize> = npy::read(&output_path(cache, pipeline, "prune", "kept_npy"))
+        .unwrap()
+        .to_i64()
+        .unwrap()
+        .into_iter()
+        .map(|k| k as usize)
+        .collect();
+    let n = labels.len();
+    let min = metrics["min_per_id"].as_u64().unwrap() as usize;
+    let t = metrics["threshold"].as_f64().unwrap();
+    let target = metrics["target"].as_u64().unwrap() as usize;
+    assert_eq!(target, (0.5 * n as f64).ceil() as usize, "{metrics}");
+    assert_eq!(metrics["kept"].as_u64().unwrap() as usize, kept.len());
+    assert_eq!(
+        kept,
+        diffprob_rule(&labels, &flags, &scores, t, min),
+        "the rule at t = {t}"
+    );
+    let warnings = metrics["warnings"].to_string();
+    assert!(kept.len() >= target, "{metrics}");
+    if kept.len() > target {
+        if t == 1.0 {
+            assert!(warnings.contains("target below the floor"), "{metrics}");
+        } else {
+            let step = &metrics["search_step"];
+            let (t2, k2) = (
+                step["value"].as_f64().unwrap(),
+                step["kept"].as_u64().unwrap(),
+            );
+            assert!(t2 > t && (k2 as usize) < target, "{metrics}");
+            assert_eq!(
+                diffprob_rule(&labels, &flags, &scores, t2, min).len(),
+                k2 as usize
+            );
+            assert!(warnings.contains("not reachable exactly"), "{metrics}");
+        }
+    }
+}
+
+/// DiffProb, spec §2.6, as plainly as it can be written (the stage's own implementation is
+/// optimised and tested against an oracle and the reference scripts; this one keeps the end-to-end
+/// test independent of it).
+fn diffprob_rule(labels: &[i64], flags: &[u8], p: &[f64], t: f64, min: usize) -> Vec<usize> {
+    let mut by_id: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (i, &l) in labels.iter().enumerate() {
+        if flags[i] == 0 {
+            by_id.entry(l).or_default().push(i);
+        }
+    }
+    let mut kept = Vec::new();
+    for (_, mut s) in by_id {
+        s.sort_by(|&a, &b| p[a].total_cmp(&p[b]).then(a.cmp(&b)));
+        if s.len() <= min {
+            kept.extend(s);
+            continue;
+        }
+        let mut d = 0.0f64;
+        loop {
+            let tau = (1.0 + d) * t;
+            let mut k = vec![s[s.len() - 1]];
+            let mut anchor = p[s[s.len() - 1]];
+            for &x in s[..s.len() - 1].iter().rev() {
+                if anchor - p[x] > tau {
+                    k.push(x);
+                    anchor = p[x];
+                }
+            }
+            if k.len() >= min {
+                kept.extend(k);
+                break;
+            }
+            if tau <= 0.0 {
+                kept.extend(s);
+                break;
+            }
+            d -= 0.01;
+        }
+    }
+    kept.sort_unstable();
+    kept
 }
 
 #[test]
+#[ignore = "requires the stage worker (`make build`); `make test` builds it"]
 fn sweep_interrupted_by_ctrl_c_and_kill_9_resumes_to_the_same_report() {
     require_worker();
     let dir = tempfile::tempdir().unwrap();

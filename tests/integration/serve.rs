@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::browser::{enc, require_chromium, shots_dir, wait_for, Browser, Server};
-use crate::support::{bin, Project};
+use crate::browser::{enc, shots_dir, wait_for, Browser, Server};
+use crate::support::{bin, require_chromium, require_worker, Project};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -61,15 +61,6 @@ const LIVE: &str = r#"
       baseline: [train_original]
 "#;
 
-fn require_worker() {
-    let worker = bin().with_file_name("orchestrator-stage");
-    assert!(
-        worker.exists(),
-        "{} is missing: build it with `make build` (the README's `make test` does)",
-        worker.display()
-    );
-}
-
 fn node_state(b: &Browser, id: &str) -> Option<String> {
     b.js(&format!(
         "const n = document.querySelector('#dag .node[data-id=\"' + CSS.escape({}) + '\"]'); return n ? n.dataset.state : null;",
@@ -109,7 +100,7 @@ fn touch(p: &Path) {
 }
 
 #[test]
-#[ignore = "requires chromium and chromedriver (apt-get install -y chromium chromium-driver; `make test` installs them)"]
+#[ignore = "requires chromium + chromedriver and the stage worker (`make test` installs and builds them)"]
 fn dashboard_follows_a_live_run_in_a_browser() {
     require_worker();
     require_chromium();
@@ -542,7 +533,7 @@ fn serve_is_read_only_keeps_to_the_cache_and_wants_its_token() {
 }
 
 #[test]
-#[ignore = "requires chromium and chromedriver (apt-get install -y chromium chromium-driver; `make test` installs them)"]
+#[ignore = "requires chromium + chromedriver (apt-get install -y chromium chromium-driver; `make test` installs them)"]
 fn dashboard_shows_a_thousand_instances() {
     require_chromium();
     let proj = Project::new();

@@ -1,21 +1,14 @@
 //! `--executor slurm` against a real slurmctld/slurmd (`/work/shared/slurm/local-cluster.sh`,
-//! 4 fake GPUs). Gated on `ORCHESTRATOR_SLURM_TESTS=1`; without it each test prints a notice and
-//! returns. Every test puts a logging `sbatch` wrapper first on PATH, so it knows exactly which
+//! 4 fake GPUs). Each cluster test is `#[ignore]`d with the reason, so a plain `cargo test` lists
+//! it as ignored; `make test` runs them with `--include-ignored` against a cluster (it starts the
+//! local one when none answers), and there a missing cluster is a failure. Every test puts a logging `sbatch` wrapper first on PATH, so it knows exactly which
 //! jobs it submitted (and how many times `sbatch` ran).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{bin, Project};
-
-fn enabled(test: &str) -> bool {
-    let on = std::env::var("ORCHESTRATOR_SLURM_TESTS").is_ok_and(|v| v == "1");
-    if !on {
-        eprintln!("notice: skipping {test}: set ORCHESTRATOR_SLURM_TESTS=1 with a SLURM cluster up (see /work/shared/slurm/local-cluster.sh)");
-    }
-    on
-}
+use crate::support::Project;
 
 fn real(tool: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -182,10 +175,9 @@ fn files_named(dir: &Path, name: &str, acc: &mut Vec<PathBuf>) {
 }
 
 #[test]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_gpu_stages_get_distinct_devices_and_at_most_four_at_once() {
-    if !enabled("slurm_gpu_stages_get_distinct_devices_and_at_most_four_at_once") {
-        return;
-    }
+    crate::support::require_slurm();
     let c = Cluster::new(
         r#"
         name: gpus
@@ -243,10 +235,9 @@ fn slurm_gpu_stages_get_distinct_devices_and_at_most_four_at_once() {
 }
 
 #[test]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_failed_job_fails_its_stage_naming_job_and_log() {
-    if !enabled("slurm_failed_job_fails_its_stage_naming_job_and_log") {
-        return;
-    }
+    crate::support::require_slurm();
     let c = Cluster::new(
         r#"
         name: fails
@@ -278,10 +269,9 @@ fn slurm_failed_job_fails_its_stage_naming_job_and_log() {
 }
 
 #[test]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_rejected_submission_shows_sbatchs_message_and_resources() {
-    if !enabled("slurm_rejected_submission_shows_sbatchs_message_and_resources") {
-        return;
-    }
+    crate::support::require_slurm();
     let c = Cluster::new(
         r#"
         name: huge
@@ -302,10 +292,9 @@ fn slurm_rejected_submission_shows_sbatchs_message_and_resources() {
 }
 
 #[test]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_ctrl_c_cancels_every_job_of_the_run() {
-    if !enabled("slurm_ctrl_c_cancels_every_job_of_the_run") {
-        return;
-    }
+    crate::support::require_slurm();
     let c = Cluster::new(
         r#"
         name: cancel
@@ -340,10 +329,9 @@ fn slurm_ctrl_c_cancels_every_job_of_the_run() {
 }
 
 #[test]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_restart_after_kill_9_reattaches_without_resubmitting() {
-    if !enabled("slurm_restart_after_kill_9_reattaches_without_resubmitting") {
-        return;
-    }
+    crate::support::require_slurm();
     let c = Cluster::new(
         r#"
         name: reattach
@@ -393,10 +381,9 @@ fn slurm_restart_after_kill_9_reattaches_without_resubmitting() {
 }
 
 #[test]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_requeued_job_runs_again_and_resumes_from_its_work_dir() {
-    if !enabled("slurm_requeued_job_runs_again_and_resumes_from_its_work_dir") {
-        return;
-    }
+    crate::support::require_slurm();
     let c = Cluster::new(
         r#"
         name: requeue
@@ -445,15 +432,10 @@ fn slurm_requeued_job_runs_again_and_resumes_from_its_work_dir() {
 }
 
 #[test]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_builtin_stages_run_through_the_worker() {
-    if !enabled("slurm_builtin_stages_run_through_the_worker") {
-        return;
-    }
-    let worker = bin().with_file_name("orchestrator-stage");
-    if !worker.is_file() {
-        eprintln!("notice: skipping slurm_builtin_stages_run_through_the_worker: {} is missing (run `make build`)", worker.display());
-        return;
-    }
+    crate::support::require_slurm();
+    crate::support::require_worker();
     let c = Cluster::new(
         r#"
         name: small
@@ -478,10 +460,9 @@ fn slurm_builtin_stages_run_through_the_worker() {
 }
 
 #[test]
+#[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_shared_cache_check_refuses_tmp_on_a_multi_node_partition() {
-    if !enabled("slurm_shared_cache_check_refuses_tmp_on_a_multi_node_partition") {
-        return;
-    }
+    crate::support::require_slurm();
     let c = Cluster::new(
         r#"
         name: shared

@@ -10,6 +10,86 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_orchestrator"))
 }
 
+// Prerequisites outside cargo. A test that needs one is `#[ignore = "requires ..."]` (a plain
+// `cargo test` lists it as ignored, with the reason) and calls `require_*` first: under
+// `make test` (`--include-ignored`) a missing prerequisite is a failure that says how to get it.
+
+/// The `orchestrator-stage` worker that `make build` puts beside the engine binary.
+pub fn require_worker() -> PathBuf {
+    let worker = bin().with_file_name("orchestrator-stage");
+    assert!(
+        worker.is_file(),
+        "this test needs the stage worker, but {} is missing: build it with `make build` (the README's `make test` does)",
+        worker.display()
+    );
+    worker
+}
+
+/// A SLURM cluster that answers: `sbatch` on PATH and `sinfo` reaching a slurmctld.
+pub fn require_slurm() {
+    let on_path = |tool: &str| {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .any(|d| d.join(tool).is_file())
+    };
+    let how = "start one with `eval \"$(SLURM_LOCAL_CPUS=8 bash ../shared/slurm/local-cluster.sh start)\"` (`make test` does that when no cluster answers), or point SLURM_CONF at your cluster";
+    assert!(
+        on_path("sbatch") && on_path("sinfo"),
+        "this test needs a SLURM cluster, but `sbatch`/`sinfo` are not on PATH: {how}"
+    );
+    let out = Command::new("timeout")
+        .args(["20", "sinfo", "-h", "-o", "%P %a"])
+        .output()
+        .expect("run sinfo");
+    assert!(
+        out.status.success() && !out.stdout.is_empty(),
+        "this test needs a SLURM cluster, but `sinfo` does not reach a controller ({}): {how}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// Root (mounts, `chattr`): CI and the README's set-up run as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root (it mounts a small tmpfs or sets file attributes): run `make test` as root, as CI does"
+    );
+}
+
+/// Where a test finds a program: `$VAR`, else the first of `names` on PATH.
+fn find_program(var: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(var) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    names.iter().find_map(|n| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(n))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Chromium and chromedriver, for the dashboard's browser tests: (browser, driver).
+pub fn require_chromium() -> (PathBuf, PathBuf) {
+    let chromium = find_program(
+        "CHROMIUM",
+        &["chromium", "chromium-browser", "google-chrome"],
+    );
+    let driver = find_program("CHROMEDRIVER", &["chromedriver"]);
+    match (chromium, driver) {
+        (Some(c), Some(d)) => (c, d),
+        (c, d) => panic!(
+            "this test needs chromium and chromedriver, but {} missing: `apt-get install -y chromium chromium-driver` as root (`make test` runs scripts/browser.sh, which does it), or point CHROMIUM / CHROMEDRIVER at them",
+            match (c, d) {
+                (None, None) => "both are",
+                (None, _) => "chromium is",
+                _ => "chromedriver is",
+            }
+        ),
+    }
+}
+
 /// A temp folder that plays a user's project; the cache lives in `<root>/cache`.
 pub struct Project {
     pub dir: tempfile::TempDir,

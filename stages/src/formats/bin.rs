@@ -177,11 +177,9 @@ mod tests {
 
     /// Variants B (protocols 2-5 from Python 3) and C (numpy arrays, protocols 2-5), written by Python.
     #[test]
+    #[ignore = "requires ORCHESTRATOR_PYTHON: the venv of scripts/deps.sh; `make test` sets it"]
     fn python_written_variants() {
-        let Some(py) = std::env::var_os("ORCHESTRATOR_PYTHON") else {
-            eprintln!("ORCHESTRATOR_PYTHON unset: skipping the Python-written .bin variants");
-            return;
-        };
+        let py = crate::testing::require_python();
         let d = tempfile::tempdir().unwrap();
         let script = r#"
 import pickle, sys, numpy as np

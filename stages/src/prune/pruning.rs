@@ -202,6 +202,17 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
                 s.kept
             ));
         }
+        if let Some(step) = s.step {
+            warnings.push(format!(
+                "target not reachable exactly: the kept count steps from {} ({key} = {}) to {} ({key} = {}); kept {}",
+                s.kept,
+                s.value,
+                step.kept,
+                step.value,
+                s.kept,
+                key = if rule == Rule::DiffProb { "threshold" } else { "fraction" },
+            ));
+        }
     }
     let ratio = if n == 0 {
         0.0
@@ -243,6 +254,9 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
         m["target_ratio"] = json!(p.target_ratio);
         m["target"] = json!(t);
         m["search_evaluations"] = json!(s.evaluations);
+        if let Some(step) = s.step {
+            m["search_step"] = json!({ "value": step.value, "kept": step.kept });
+        }
     }
     for w in &warnings {
         inv.progress().message(&format!("warning: {w}"));

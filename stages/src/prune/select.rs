@@ -163,8 +163,10 @@ impl Ranked {
                 kept: k1,
                 evaluations: 2,
                 below_floor: true,
+                step: None,
             });
         }
+        let mut k_hi = k1;
         let mut lo_count: Vec<usize> = at_lo.iter().map(|w| w.kept).collect();
         let mut hi_walk: Vec<WalkCount> = at_hi;
         let mut frozen = 0usize;
@@ -190,6 +192,7 @@ impl Ranked {
                     kept: k,
                     evaluations,
                     below_floor: false,
+                    step: None,
                 });
             }
             if k > target {
@@ -201,6 +204,7 @@ impl Ranked {
                     .for_each(|(&c, w)| lo_count[c as usize] = w.kept);
             } else {
                 hi = mid;
+                k_hi = k;
                 active
                     .iter()
                     .zip(&at_mid)
@@ -212,6 +216,10 @@ impl Ranked {
             kept: k_lo,
             evaluations,
             below_floor: false,
+            step: Some(Step {
+                value: hi,
+                kept: k_hi,
+            }),
         })
     }
 
@@ -247,6 +255,16 @@ pub struct Search {
     pub evaluations: usize,
     /// The target is below what the method can go down to (t = 1, or the per-identity floor).
     pub below_floor: bool,
+    /// When no value reaches the target exactly: the other end of the final bracket, whose
+    /// count lies on the other side of the target (K steps over it between the two values).
+    pub step: Option<Step>,
+}
+
+/// One end of a bisection bracket: a threshold or fraction and its kept count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    pub value: f64,
+    pub kept: usize,
 }
 
 /// The target is above the most the method can keep.
@@ -419,9 +437,10 @@ pub fn search_fraction(
             kept: k0,
             evaluations: 2,
             below_floor: true,
+            step: None,
         });
     }
-    let (mut lo, mut hi, mut k_hi) = (0.0f64, 1.0f64, k1);
+    let (mut lo, mut hi, mut k_hi, mut k_lo) = (0.0f64, 1.0f64, k1, k0);
     let mut evaluations = 2;
     for _ in 0..64 {
         let mid = (lo + hi) / 2.0;
@@ -433,10 +452,12 @@ pub fn search_fraction(
                 kept: k,
                 evaluations,
                 below_floor: false,
+                step: None,
             });
         }
         if k < target {
             lo = mid;
+            k_lo = k;
         } else {
             hi = mid;
             k_hi = k;
@@ -447,6 +468,10 @@ pub fn search_fraction(
         kept: k_hi,
         evaluations,
         below_floor: false,
+        step: Some(Step {
+            value: lo,
+            kept: k_lo,
+        }),
     })
 }
 
@@ -700,7 +725,16 @@ mod tests {
             let (ids, r) = ranked(&labels, &vals, &flags);
             let target = ((r_target * labels.len() as f64).ceil() as usize).max(1);
             match r.search_threshold(target, min) {
-                Ok(s) => prop_assert!(s.kept >= target && r.count(s.value, min).kept == s.kept),
+                Ok(s) => {
+                    prop_assert!(s.kept >= target && r.count(s.value, min).kept == s.kept);
+                    // More than the target only at the floor, or where K steps over it.
+                    match s.step {
+                        None => prop_assert!(s.kept == target || s.below_floor),
+                        Some(st) => prop_assert!(
+                            st.value > s.value && st.kept < target && r.count(st.value, min).kept == st.kept
+                        ),
+                    }
+                }
                 Err(u) => prop_assert!(u.max_kept < target && u.max_kept == r.count(0.0, min).kept && ids.total() >= u.max_kept),
             }
         }
@@ -725,6 +759,12 @@ mod tests {
                 Ok(s) => {
                     prop_assert_eq!(count_fraction(&sizes, s.value, min), s.kept);
                     prop_assert_eq!(Some(s.kept), best);
+                    match s.step {
+                        None => prop_assert!(s.kept == target || s.below_floor),
+                        Some(st) => prop_assert!(
+                            st.value < s.value && st.kept < target && count_fraction(&sizes, st.value, min) == st.kept
+                        ),
+                    }
                 }
                 Err(u) => prop_assert!(u.max_kept < target && best.is_none()),
             }

@@ -1,6 +1,6 @@
 //! Golden tests: the tch networks, heads and optimiser against fixtures that PyTorch 2.11 computes
 //! with `stages/tests/py/golden.py` (run through `$ORCHESTRATOR_PYTHON` into a temp dir once per
-//! test process). Skipped, with a printed notice, when `ORCHESTRATOR_PYTHON` is unset.
+//! test process). They need `ORCHESTRATOR_PYTHON` (ignored without it; `make test` runs them).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,13 +17,10 @@ use crate::kinds::train::{Loss, Network, TrainParams};
 
 const TOL: f64 = 1e-5;
 
-fn fixtures() -> Option<&'static Path> {
-    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let Some(py) = std::env::var_os("ORCHESTRATOR_PYTHON") else {
-            eprintln!("notice: ORCHESTRATOR_PYTHON is unset; skipping the PyTorch golden tests");
-            return None;
-        };
+        let py = crate::testing::require_python();
         // One folder per test process; earlier processes' folders (~180 MB with iResNet-50) are
         // removed once they are an hour old, so that concurrent runs never share files.
         let tmp = std::env::temp_dir();
@@ -53,9 +50,8 @@ fn fixtures() -> Option<&'static Path> {
             .status()
             .expect("run golden.py");
         assert!(st.success(), "golden.py failed: {st}");
-        Some(dir)
+        dir
     })
-    .as_deref()
 }
 
 fn read(path: &Path) -> HashMap<String, Tensor> {
@@ -90,7 +86,7 @@ fn arch(network: Network, h: i64, emb: i64) -> Arch {
 }
 
 fn check_net(name: &str, a: Arch) {
-    let Some(dir) = fixtures() else { return };
+    let dir = fixtures();
     let vs = VarStore::new(Device::Cpu);
     let net = Backbone::new(&vs.root(), &a).expect("arch");
     load_vars(&vs, &dir.join(format!("{name}.safetensors")), "backbone")
@@ -118,6 +114,7 @@ fn check_net(name: &str, a: Arch) {
 }
 
 #[test]
+#[ignore = "requires ORCHESTRATOR_PYTHON: the venv of scripts/deps.sh (torch 2.11); `make test` sets it"]
 fn golden_iresnet_tiny_forward() {
     check_net(
         "tiny",
@@ -129,11 +126,13 @@ fn golden_iresnet_tiny_forward() {
 }
 
 #[test]
+#[ignore = "requires ORCHESTRATOR_PYTHON: the venv of scripts/deps.sh (torch 2.11); `make test` sets it"]
 fn golden_mobilefacenet_forward() {
     check_net("mfn", arch(Network::Mobilefacenet, 112, 512));
 }
 
 #[test]
+#[ignore = "requires ORCHESTRATOR_PYTHON: the venv of scripts/deps.sh (torch 2.11); `make test` sets it"]
 fn golden_iresnet50_from_pytorch_safetensors() {
     check_net("r50", arch(Network::Iresnet50, 112, 512));
 }
@@ -143,8 +142,9 @@ fn loss_of(name: &str) -> Loss {
 }
 
 #[test]
+#[ignore = "requires ORCHESTRATOR_PYTHON: the venv of scripts/deps.sh (torch 2.11); `make test` sets it"]
 fn golden_heads_logits_loss_and_grads() {
-    let Some(dir) = fixtures() else { return };
+    let dir = fixtures();
     for name in [
         "cosface",
         "arcface",
@@ -189,8 +189,9 @@ fn golden_heads_logits_loss_and_grads() {
 }
 
 #[test]
+#[ignore = "requires ORCHESTRATOR_PYTHON: the venv of scripts/deps.sh (torch 2.11); `make test` sets it"]
 fn golden_two_sgd_steps_with_clipping() {
-    let Some(dir) = fixtures() else { return };
+    let dir = fixtures();
     let f = read(&dir.join("sgd.safetensors"));
     let p = TrainParams {
         clip_grad_norm: 1.0,
