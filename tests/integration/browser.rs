@@ -169,13 +169,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Start `orchestrator serve ARGS --port 0` in `dir`; returns once it printed its URL.
+    /// Start `orchestrator serve ARGS --port 0` in `dir` (polling every 200 ms unless ARGS say
+    /// otherwise); returns once it printed its URL.
     pub fn start(dir: &Path, args: &[&str]) -> Server {
+        let poll: &[&str] = if args.contains(&"--poll-ms") {
+            &[]
+        } else {
+            &["--poll-ms", "200"]
+        };
         let mut child = Command::new(crate::support::bin())
             .current_dir(dir)
             .arg("serve")
             .args(args)
-            .args(["--port", "0", "--poll-ms", "200"])
+            .args(["--port", "0"])
+            .args(poll)
             .env_remove("ORCHESTRATOR_CACHE")
             .env_remove("ORCHESTRATOR_SERVE_TOKEN")
             .stdout(Stdio::piped())
