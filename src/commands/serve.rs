@@ -92,6 +92,9 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
             CliError::environment(format!("error: cannot read /dev/urandom for a token: {e}"))
         })?),
     };
+    if token.is_none() && args.bind.is_loopback() {
+        eprintln!("warning: without a token, every user of this machine can read the dashboard");
+    }
     if !args.bind.is_loopback() {
         eprintln!(
             "warning: listening on {} makes the dashboard reachable from other machines{}; prefer the default 127.0.0.1 and an SSH tunnel",
