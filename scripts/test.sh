@@ -5,7 +5,8 @@
 #   3. the integration tests (the real binaries on real pipelines);
 #   4. the SLURM integration tests, against a real cluster: the one `sinfo` reaches, or else the
 #      local single-node cluster of ../shared/slurm/local-cluster.sh, started here and stopped after.
-# Tests whose prerequisites live outside cargo (the Python venv, the worker, SLURM, root) are
+# Tests whose prerequisites live outside cargo (the Python venv, the worker, SLURM, root,
+# chromium for the dashboard's browser tests, which scripts/browser.sh installs) are
 # `#[ignore]`d for a plain `cargo test`; here they run (`--include-ignored`), so a missing
 # prerequisite fails loudly. The run fails when any test fails or any test was left out, and
 # ends with the totals.
@@ -41,6 +42,12 @@ step() { # step NAME CARGO-ARGS...
 }
 
 slurm_answers() { command -v sinfo >/dev/null 2>&1 && timeout 20 sinfo -h >/dev/null 2>&1; }
+
+# The dashboard's browser tests drive Debian's chromium + chromedriver: installed here when
+# missing (as root; otherwise this says which command to run and the run fails).
+if ! bash scripts/browser.sh; then
+  FAILED_STEPS+=("chromium")
+fi
 
 step "stages" test --release -p orchestrator-stages --features torch -- --include-ignored
 step "engine unit tests" test --release -p orchestrator --lib --bins -- --include-ignored

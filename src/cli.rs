@@ -40,6 +40,8 @@ pub enum Command {
     Show(commands::show::Args),
     /// The comparison table over the matrix cells, with plots.
     Report(commands::report::Args),
+    /// A live web dashboard of the pipelines' runs (read-only; works while `run` runs).
+    Serve(commands::serve::Args),
     /// Remove what no pipeline's latest runs reach.
     Gc(commands::gc::Args),
     /// Cache maintenance: verify, repair, rebuild the index.
@@ -72,6 +74,7 @@ fn dispatch(cli: Cli) -> CliResult<u8> {
         Command::Logs(a) => commands::logs::run(a, g),
         Command::Show(a) => commands::show::run(a, g),
         Command::Report(a) => commands::report::run(a, g),
+        Command::Serve(a) => commands::serve::run(a, g),
         Command::Gc(a) => commands::gc::run(a, g),
         Command::Cache(c) => commands::cache::run(c, g),
     }

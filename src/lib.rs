@@ -3,7 +3,8 @@
 //! Boundaries (see ARCHITECTURE.md): [`pipeline`] (YAML -> validated, expanded model; pure),
 //! [`dag`] (graph views), [`fingerprint`] (cache keys), [`cache`] (content-addressed store + sled
 //! index), [`exec`] (one scheduler loop, resource slots, local / SLURM / fake backends),
-//! [`report`] (metrics pivoted over the matrix), [`cli`] + [`commands`] (thin). Never links
+//! [`report`] (metrics pivoted over the matrix), [`serve`] (the read-only web dashboard, on top
+//! of the others), [`cli`] + [`commands`] (thin). Never links
 //! libtorch: built-in stages run in the separate `orchestrator-stage` worker process.
 
 pub mod cache;
@@ -15,6 +16,7 @@ pub mod exit;
 pub mod fingerprint;
 pub mod pipeline;
 pub mod report;
+pub mod serve;
 
 // The engine never links libtorch (ARCHITECTURE.md, invariant 1). Cargo unifies features across a
 // build, so `cargo build --workspace --features orchestrator-stages/torch` (or `--all-features`)

@@ -8,6 +8,7 @@
 //! each with its difference to the matching baseline. The best value per group (the cells that
 //! share every axis but the first, e.g. one kept ratio) is marked.
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -43,6 +44,8 @@ pub struct Row {
     pub best: Vec<String>,
     /// Index of the matching baseline row.
     pub baseline: Option<usize>,
+    /// Column key -> the stage instance whose metrics gave that value (for links to it).
+    pub sources: BTreeMap<String, String>,
     /// ROC curve files (roc.csv) of the row's ijbc stage, for the overlay plot.
     #[serde(skip)]
     pub roc_csv: Option<PathBuf>,
@@ -83,12 +86,14 @@ fn roles(p: &Pipeline) -> (Vec<String>, Vec<String>) {
     (cells, base)
 }
 
-/// Current metrics of an instance: `Some((metrics, manifest duration s, output views))` when its
-/// current fingerprint is committed.
-struct Current {
-    metrics: serde_json::Value,
-    duration_s: f64,
-    roc_csv: Option<PathBuf>,
+/// What a report reads of one instance's current result (the committed outputs of its current
+/// fingerprint): its metrics, its run time, and where its ROC curve file is (ijbc stages).
+pub struct Current {
+    pub metrics: serde_json::Value,
+    pub duration_s: f64,
+    /// Where it ran (the manifest's device: `cpu`, `cuda:0,1`, `gpu:2@node`): GPU-hours.
+    pub device: String,
+    pub roc_csv: Option<PathBuf>,
 }
 
 fn current(cache: &Cache, key: &str) -> Result<Option<Current>> {
@@ -117,6 +122,7 @@ fn current(cache: &Cache, key: &str) -> Result<Option<Current>> {
     Ok(Some(Current {
         metrics,
         duration_s: m.duration_ms as f64 / 1000.0,
+        device: m.device.clone(),
         roc_csv,
     }))
 }
@@ -126,14 +132,14 @@ fn is_sub(small: &BTreeMap<String, String>, big: &BTreeMap<String, String>) -> b
 }
 
 /// Add the columns one instance's metrics contribute.
-fn absorb(kind: &str, cur: &Current, row: &mut Row, columns: &mut Vec<Column>) {
+fn absorb(kind: &str, id: &str, cur: &Current, row: &mut Row, columns: &mut Vec<Column>) {
     let has_ids = row.values.contains_key("identities");
     if kind == "ijbc" {
         if let Some(p) = &cur.roc_csv {
             row.roc_csv = Some(p.clone());
         }
     }
-    let values = &mut row.values;
+    let (values, sources) = (&mut row.values, &mut row.sources);
     let mut put = |key: String, title: String, score: bool, v: Option<f64>| {
         if let Some(v) = v.filter(|v| v.is_finite()) {
             if !columns.iter().any(|c| c.key == key) {
@@ -143,6 +149,7 @@ fn absorb(kind: &str, cur: &Current, row: &mut Row, columns: &mut Vec<Column>) {
                     score,
                 });
             }
+            sources.insert(key.clone(), id.to_string());
             values.insert(key, v);
         }
     };
@@ -220,23 +227,41 @@ fn absorb(kind: &str, cur: &Current, row: &mut Row, columns: &mut Vec<Column>) {
     }
 }
 
-/// Build the report of `p` from the cache (read-only).
+/// Build the report of `p` from the cache (read-only): the current fingerprints as `plan`
+/// computes them, their manifests through the index.
 pub fn build(p: &Pipeline, cache: &Cache) -> Result<Report> {
     // Keeps the typed error: a missing input is the user's to fix, not the environment's.
     let entries = plan(p, cache)?;
-    let key_of: BTreeMap<&str, Option<&String>> = entries
+    let keys: Vec<Option<&String>> = entries
         .iter()
-        .map(|e| {
-            (
-                e.instance.as_str(),
-                if e.state == PlanState::Cached {
-                    e.key.as_ref()
-                } else {
-                    None
-                },
-            )
+        .map(|e| match e.state {
+            PlanState::Cached => e.key.as_ref(),
+            _ => None,
         })
         .collect();
+    build_from(p, &|i| match keys[i] {
+        Some(key) => current(cache, key),
+        None => Ok(None),
+    })
+}
+
+/// Build the report of `p` from `current(i)`: the current result of instance `i` (index into
+/// `p.instances`), `None` when it has none. `orchestrator serve` passes results it read from the
+/// cache's plain files while a run holds the index.
+pub fn build_from(
+    p: &Pipeline,
+    current: &dyn Fn(usize) -> Result<Option<Current>>,
+) -> Result<Report> {
+    // Each instance's result is read once, however many rows and columns use it.
+    let memo: Vec<OnceCell<Option<Current>>> =
+        (0..p.instances.len()).map(|_| OnceCell::new()).collect();
+    let current = |i: usize| -> Result<Option<&Current>> {
+        if memo[i].get().is_none() {
+            let v = current(i)?;
+            let _ = memo[i].set(v);
+        }
+        Ok(memo[i].get().and_then(Option::as_ref))
+    };
     let (cell_stages, base_stages) = roles(p);
     let kind_of = |inst: &Instance| inst.action.kind_name().to_string();
     let mut columns: Vec<Column> = Vec::new();
@@ -254,18 +279,16 @@ pub fn build(p: &Pipeline, cache: &Cache) -> Result<Report> {
             missing: vec![],
             best: vec![],
             baseline: None,
+            sources: BTreeMap::new(),
             roc_csv: None,
         };
         for stage in stages {
-            let Some((_, inst)) = p.instances_of(stage).find(|(_, i)| is_sub(&i.cell, &cell))
+            let Some((i, inst)) = p.instances_of(stage).find(|(_, i)| is_sub(&i.cell, &cell))
             else {
                 continue;
             };
-            match key_of.get(inst.id.as_str()).copied().flatten() {
-                Some(key) => match current(cache, key)? {
-                    Some(cur) => absorb(&kind_of(inst), &cur, &mut row, columns),
-                    None => row.missing.push(inst.id.clone()),
-                },
+            match current(i)? {
+                Some(cur) => absorb(&kind_of(inst), &inst.id, cur, &mut row, columns),
                 None => row.missing.push(inst.id.clone()),
             }
         }
@@ -319,33 +342,31 @@ pub fn build(p: &Pipeline, cache: &Cache) -> Result<Report> {
         "gpu_hours" => 6,
         _ => 5,
     };
-    gpu_hours(p, cache, &key_of, &mut rows, n_base, &mut columns)?;
+    gpu_hours(p, &current, &mut rows, n_base, &mut columns)?;
     columns.sort_by_key(|c| rank(c));
     mark_best(p, &columns, &mut rows[n_base..]);
 
     let mut cleaning = Vec::new();
-    for inst in p
+    for (i, inst) in p
         .instances
         .iter()
-        .filter(|i| i.action.kind_name() == "clean")
+        .enumerate()
+        .filter(|(_, i)| i.action.kind_name() == "clean")
     {
-        if let Some(key) = key_of.get(inst.id.as_str()).copied().flatten() {
-            if let Some(cur) = current(cache, key)? {
-                let mut m = BTreeMap::new();
-                m.insert("stage".into(), serde_json::json!(inst.id));
-                for k in ["flagged", "identities_without_clean_sample"] {
-                    if let Some(v) = cur.metrics.get(k) {
-                        m.insert(k.into(), v.clone());
-                    }
-                }
-                if let Some(n) = cur.metrics.get("noise").and_then(|n| n.as_object()) {
-                    for (k, v) in n {
-                        m.insert(k.clone(), v.clone());
-                    }
-                }
-                cleaning.push(m);
+        let Some(cur) = current(i)? else { continue };
+        let mut m = BTreeMap::new();
+        m.insert("stage".into(), serde_json::json!(inst.id));
+        for k in ["flagged", "identities_without_clean_sample"] {
+            if let Some(v) = cur.metrics.get(k) {
+                m.insert(k.into(), v.clone());
             }
         }
+        if let Some(n) = cur.metrics.get("noise").and_then(|n| n.as_object()) {
+            for (k, v) in n {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        cleaning.push(m);
     }
     Ok(Report {
         pipeline: p.name.clone(),
@@ -361,27 +382,23 @@ pub fn build(p: &Pipeline, cache: &Cache) -> Result<Report> {
 /// split evenly between them: an instance of no matrix cell for the baseline rows (or every row
 /// without a baseline), one shared by several cells for those cells. The column sums to the
 /// pipeline's total and is shown only when some stage ran on a GPU.
-fn gpu_hours(
+fn gpu_hours<'c>(
     p: &Pipeline,
-    cache: &Cache,
-    key_of: &BTreeMap<&str, Option<&String>>,
+    current: &dyn Fn(usize) -> Result<Option<&'c Current>>,
     rows: &mut [Row],
     n_base: usize,
     columns: &mut Vec<Column>,
 ) -> Result<()> {
     let mut any = false;
-    for inst in &p.instances {
-        let Some(key) = key_of.get(inst.id.as_str()).copied().flatten() else {
+    for (i, inst) in p.instances.iter().enumerate() {
+        let Some(cur) = current(i)? else {
             continue;
         };
-        let Some(m) = cache.manifest(key)? else {
-            continue;
-        };
-        let gpus = crate::exec::gpus_of_device(&m.device);
+        let gpus = crate::exec::gpus_of_device(&cur.device);
         if gpus == 0 {
             continue;
         }
-        let hours = gpus as f64 * m.duration_ms as f64 / 3.6e6;
+        let hours = gpus as f64 * cur.duration_s / 3600.0;
         let targets: Vec<usize> = if inst.cell.is_empty() && n_base > 0 {
             (0..n_base).collect()
         } else {
@@ -448,7 +465,9 @@ impl Report {
         }
     }
 
-    fn cell_text(&self, r: &Row, c: &Column) -> String {
+    /// The text of row `r` in column `c` as every format shows it (`—` when missing), without
+    /// the best-of-group mark.
+    pub fn cell_text(&self, r: &Row, c: &Column) -> String {
         let Some(&v) = r.values.get(&c.key) else {
             return "—".into();
         };
@@ -463,13 +482,36 @@ impl Report {
                 s = format!("{s} ({:+.2})", v - b);
             }
         }
-        if r.best.contains(&c.key) {
-            s = format!("**{s}**");
-        }
         s
     }
 
-    fn head(&self) -> Vec<String> {
+    fn markdown_cell(&self, r: &Row, c: &Column) -> String {
+        let s = self.cell_text(r, c);
+        if r.best.contains(&c.key) {
+            format!("**{s}**")
+        } else {
+            s
+        }
+    }
+
+    /// A row's name in plot legends: its axis values, `full data` for a baseline.
+    pub fn row_label(&self, r: &Row) -> String {
+        if r.role == "baseline" {
+            "full data".into()
+        } else if self.axes.is_empty() {
+            self.pipeline.clone()
+        } else {
+            self.axes
+                .iter()
+                .filter_map(|a| r.cell.get(a))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    }
+
+    /// The header of the table: the axes (or `run`), then the column titles.
+    pub fn head(&self) -> Vec<String> {
         let axes: Vec<String> = if self.axes.is_empty() {
             vec!["run".into()]
         } else {
@@ -480,7 +522,8 @@ impl Report {
             .collect()
     }
 
-    fn axis_values(&self, r: &Row) -> Vec<String> {
+    /// The row's label cells under [`Report::head`]'s axis columns (`full data` for a baseline).
+    pub fn axis_values(&self, r: &Row) -> Vec<String> {
         if self.axes.is_empty() {
             return vec![if r.role == "baseline" {
                 "full data".into()
@@ -500,7 +543,7 @@ impl Report {
         );
         for r in &self.rows {
             let mut cols = self.axis_values(r);
-            cols.extend(self.columns.iter().map(|c| self.cell_text(r, c)));
+            cols.extend(self.columns.iter().map(|c| self.markdown_cell(r, c)));
             out.push_str(&format!("| {} |\n", cols.join(" | ")));
         }
         let missing: Vec<&String> = self.rows.iter().flat_map(|r| &r.missing).collect();
@@ -652,32 +695,10 @@ impl Report {
             let Ok(text) = std::fs::read_to_string(path) else {
                 continue;
             };
-            let points: Vec<(f64, f64)> = text
-                .lines()
-                .skip(1)
-                .filter_map(|l| {
-                    let mut it = l.split(',');
-                    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-                })
-                .filter(|(f, _): &(f64, f64)| *f >= 1e-6)
-                .collect();
-            let label = if self.axes.is_empty() || r.role == "baseline" {
-                if r.role == "baseline" {
-                    "full data".into()
-                } else {
-                    self.pipeline.clone()
-                }
-            } else {
-                self.axes
-                    .iter()
-                    .filter_map(|a| r.cell.get(a))
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
+            let label = self.row_label(r);
             rocs.push(Series {
                 label,
-                points: thin(points),
+                points: roc_points(&text),
             });
         }
         if !rocs.is_empty() {
@@ -718,6 +739,21 @@ impl Report {
         }
         Ok(out)
     }
+}
+
+/// The points of an ijbc stage's `roc.csv` (`far,tar` rows after a header) from FAR 1e-6 on,
+/// thinned for plotting.
+pub fn roc_points(csv: &str) -> Vec<(f64, f64)> {
+    let points: Vec<(f64, f64)> = csv
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut it = l.split(',');
+            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        })
+        .filter(|(f, _): &(f64, f64)| *f >= 1e-6)
+        .collect();
+    thin(points)
 }
 
 /// Keep at most ~400 points of a curve (every k-th, plus the last).

@@ -96,6 +96,11 @@ impl History {
         Some(self.root.join("runs").join(d.file_name()?))
     }
 
+    /// `history/<pipeline>.jsonl` (for readers that follow the file themselves).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// One `write` of one line with O_APPEND: records never interleave. A run dir is stored
     /// relative to the cache root.
     pub fn append(&self, r: &RunRecord) -> Result<()> {

@@ -11,6 +11,7 @@
 //! runs/<fp-key>.<ms>/       one attempt: invocation.json, log, progress.jsonl, out/
 //! work/<fp-key>/            survives interruption (checkpoints); removed after a commit
 //! history/<pipeline>.jsonl  started / ok / failed / cached records, for status, logs, show, gc
+//! history/runs/<pipeline>.jsonl  one start and one end line per `run` (who, where, counts)
 //! names/<pipeline>          the pipeline file that owns the name (one file per name)
 //! tmp/                      staging for atomic renames
 //! ```
@@ -26,18 +27,20 @@ mod index;
 mod inputs;
 mod lock;
 mod manifest;
+mod runs;
 mod store;
 mod verify;
 
 use std::path::{Path, PathBuf};
 
 pub use gc::{gc, GcReport};
-pub use hash::{hash_file, HASH_CHUNK_HINT};
+pub use hash::{hash_bytes, hash_file, HASH_CHUNK_HINT};
 pub use history::{History, JobAccounting, RunRecord, RunStatus};
 pub use index::{Index, StatEntry};
 pub use inputs::{Guard, Guards};
-pub use lock::CacheLock;
+pub use lock::{hostname, CacheLock};
 pub use manifest::{Manifest, ObjKind, OutputEntry, MANIFEST_VERSION};
+pub use runs::{RunEnd, RunEvent, RunLog, RunStart};
 pub use store::{decode_path, encode_name, Store, TreeEntry, TreeObject};
 pub use verify::{rebuild_index, verify, VerifyReport};
 

@@ -10,6 +10,7 @@ pub mod plan;
 pub mod report;
 pub mod run;
 pub mod schema;
+pub mod serve;
 pub mod show;
 pub mod status;
 pub mod validate;

@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use super::{cache_root, load, open_locked, Global};
+use crate::cache::{Cache, RunEnd, RunEvent, RunLog, RunStart};
 use crate::exec::{self, GpuChoice, LocalBackend, MessageFormat, RunOptions, RunSummary, View};
 use crate::exit::{CliError, CliResult};
+use crate::pipeline::Pipeline;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -63,31 +65,32 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
         workers: exec::Workers::find(),
     };
     let mut view = View::new(args.format, g.quiet);
-    let summary = if args.executor.as_deref().or(p.executor.kind.as_deref()) == Some("slurm") {
-        let so = exec::slurm::SlurmOptions {
-            poll: std::time::Duration::from_secs_f64(args.slurm_poll.max(0.05)),
-            submit_rate: args.slurm_submit_rate,
-            max_jobs: args.max_jobs,
-            max_queued: args.slurm_max_queued,
-        };
-        let backend = exec::slurm::SlurmBackend::new(&p, &cache, &so)?;
-        let (q, gpus, jobs) = exec::slurm::scheduling_view(&p, args.slurm_max_queued);
-        exec::run(
-            &q,
-            &cache,
-            RunOptions { gpus, jobs, ..opts },
-            Box::new(backend),
-            &mut view,
-        )?
-    } else {
-        exec::run(
-            &p,
-            &cache,
-            opts,
-            Box::new(LocalBackend::default()),
-            &mut view,
-        )?
+    let slurm = args.executor.as_deref().or(p.executor.kind.as_deref()) == Some("slurm");
+    // Who ran what, where, for the dashboard's list of runs; best effort like the view.
+    let runs = RunLog::new(&cache.root, &p.name);
+    let start = RunStart::now(if slurm { "slurm" } else { "local" });
+    if let Err(e) = runs.append(&RunEvent::Start(start.clone())) {
+        tracing::warn!("{e}");
+    }
+    let summary = execute(&args, &p, &cache, opts, slurm, &mut view);
+    let error = match &summary {
+        Err(e) => Some(e.message.clone()),
+        Ok(s) => s.fatal.as_ref().map(|e| format!("error: {e}")),
     };
+    let end = RunEnd {
+        run: start.run,
+        at: crate::cache::now_unix(),
+        ran: summary.as_ref().map_or(0, |s| s.ran),
+        cached: summary.as_ref().map_or(0, |s| s.cached),
+        failed: summary.as_ref().map_or(0, |s| s.failed.len()),
+        skipped: summary.as_ref().map_or(0, |s| s.skipped),
+        interrupted: summary.as_ref().is_ok_and(|s| s.interrupted),
+        error,
+    };
+    if let Err(e) = runs.append(&RunEvent::End(end)) {
+        tracing::warn!("{e}");
+    }
+    let summary = summary?;
     let (text, json) = render_summary(&summary);
     view.summary(&text, json);
     if let Some(e) = summary.fatal {
@@ -99,6 +102,35 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
         crate::exit::STAGE_FAILED
     } else {
         crate::exit::OK
+    })
+}
+
+fn execute(
+    args: &Args,
+    p: &Pipeline,
+    cache: &Cache,
+    opts: RunOptions,
+    slurm: bool,
+    view: &mut View,
+) -> CliResult<RunSummary> {
+    Ok(if slurm {
+        let so = exec::slurm::SlurmOptions {
+            poll: std::time::Duration::from_secs_f64(args.slurm_poll.max(0.05)),
+            submit_rate: args.slurm_submit_rate,
+            max_jobs: args.max_jobs,
+            max_queued: args.slurm_max_queued,
+        };
+        let backend = exec::slurm::SlurmBackend::new(p, cache, &so)?;
+        let (q, gpus, jobs) = exec::slurm::scheduling_view(p, args.slurm_max_queued);
+        exec::run(
+            &q,
+            cache,
+            RunOptions { gpus, jobs, ..opts },
+            Box::new(backend),
+            view,
+        )?
+    } else {
+        exec::run(p, cache, opts, Box::new(LocalBackend::default()), view)?
     })
 }
 

@@ -332,7 +332,8 @@ pub fn render_progress(line: &str) -> Option<String> {
         }
     }
     for (k, x) in obj {
-        if !used.contains(k.as_str()) {
+        // `event` names the kind of line (e.g. an epoch's summary); nulls say nothing.
+        if !used.contains(k.as_str()) && k != "event" && !x.is_null() {
             let x = match x.as_f64() {
                 Some(f) if x.is_f64() => format!("{f:.4}"),
                 _ => x.to_string(),
@@ -358,6 +359,13 @@ mod tests {
             "loading"
         );
         assert!(render_progress("not json").is_none());
+        assert_eq!(
+            render_progress(
+                r#"{"event":"epoch","epoch":2,"epochs":6,"loss":4.5,"verification":null}"#
+            )
+            .unwrap(),
+            "epoch 2/6  loss 4.5000"
+        );
     }
 
     #[test]

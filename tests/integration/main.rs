@@ -1,10 +1,12 @@
 //! The one integration-test binary: runs the real `orchestrator` binary on real pipelines in
 //! temp dirs. Modules by area; `support` holds the fluent helper.
 
+mod browser;
 mod cli;
 mod exec;
 mod main_job;
 mod pipelines;
+mod serve;
 mod slurm;
 mod stages;
 mod support;

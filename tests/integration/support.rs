@@ -57,6 +57,39 @@ pub fn require_root() {
     );
 }
 
+/// Where a test finds a program: `$VAR`, else the first of `names` on PATH.
+fn find_program(var: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(var) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    names.iter().find_map(|n| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(n))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Chromium and chromedriver, for the dashboard's browser tests: (browser, driver).
+pub fn require_chromium() -> (PathBuf, PathBuf) {
+    let chromium = find_program(
+        "CHROMIUM",
+        &["chromium", "chromium-browser", "google-chrome"],
+    );
+    let driver = find_program("CHROMEDRIVER", &["chromedriver"]);
+    match (chromium, driver) {
+        (Some(c), Some(d)) => (c, d),
+        (c, d) => panic!(
+            "this test needs chromium and chromedriver, but {} missing: `apt-get install -y chromium chromium-driver` as root (`make test` runs scripts/browser.sh, which does it), or point CHROMIUM / CHROMEDRIVER at them",
+            match (c, d) {
+                (None, None) => "both are",
+                (None, _) => "chromium is",
+                _ => "chromedriver is",
+            }
+        ),
+    }
+}
+
 /// A temp folder that plays a user's project; the cache lives in `<root>/cache`.
 pub struct Project {
     pub dir: tempfile::TempDir,

@@ -90,6 +90,9 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
     }
     let mut job = Job::new(inv, &p, device)?;
     let resumed_from = job.resume()?;
+    for e in 0..job.state.epochs_done.min(p.epochs) as usize {
+        inv.progress().report(epoch_event(&job.state, e, p.epochs));
+    }
     let verifier = match inv.opt_input("pairs") {
         Some(pairs) => {
             let (h, w) = job.ds.image_size();
@@ -108,9 +111,23 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
             job.state.verification.push(r);
         }
         job.checkpoint(epoch)?;
+        inv.progress()
+            .report(epoch_event(&job.state, epoch as usize, p.epochs));
     }
     write_outputs(&job)?;
     Ok(job.metrics(resumed_from))
+}
+
+/// The progress event of finished (checkpointed) epoch `e` (0-based): the values `metrics.json`
+/// will hold, so a live curve (the dashboard's) and the final one agree point for point. A
+/// resumed training repeats the events of the epochs it restored.
+fn epoch_event(state: &State, e: usize, epochs: u32) -> serde_json::Value {
+    json!({
+        "event": "epoch", "epoch": e + 1, "epochs": epochs,
+        "loss": state.epoch_loss.get(e), "lr": state.epoch_lr.get(e),
+        "images_per_s": state.epoch_images_per_s.get(e),
+        "verification": state.verification.get(e),
+    })
 }
 
 impl<'a> Job<'a> {
