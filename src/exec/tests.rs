@@ -471,11 +471,12 @@ fn the_longest_remaining_chain_starts_first() {
     let p = pipeline(
         t.path(),
         vec![
-            shell("y", "", &[], &["out"], 0),
-            shell("x1", "", &[], &["out"], 0),
-            shell("x2", "", &[("i", up(1, "out"))], &["out"], 0),
-            shell("x3", "", &[("i", up(2, "out"))], &["out"], 0),
-            shell("z", "", &[], &["out"], 0),
+            // Distinct commands: instances with one fingerprint run once per run.
+            shell("y", ": y", &[], &["out"], 0),
+            shell("x1", ": x1", &[], &["out"], 0),
+            shell("x2", ": x2", &[("i", up(1, "out"))], &["out"], 0),
+            shell("x3", ": x3", &[("i", up(2, "out"))], &["out"], 0),
+            shell("z", ": z", &[], &["out"], 0),
         ],
     );
     let dag = crate::dag::Dag::new(&p);

@@ -359,14 +359,26 @@ fn sweep_interrupted_by_ctrl_c_and_kill_9_resumes_to_the_same_report() {
         );
         done.extend(ids_with(run, "finished"));
     }
+    // Every instance ended done: ran once, or was a cache hit of a twin with the same
+    // fingerprint (one fingerprint runs once per run), or of an earlier run's result.
+    let mut accounted = done.clone();
+    for run in [&first, &second, &third] {
+        accounted.extend(ids_with(run, "cached"));
+    }
     assert_eq!(
-        done.len(),
+        accounted.len(),
         69,
-        "every instance of the sweep finished exactly once"
+        "every instance of the sweep ended done"
     );
 
-    // Same report as an uninterrupted sweep.
+    // Same report as an uninterrupted sweep, which ran exactly as many stages.
     let straight = orchestrator(&b, &run_args(sweep)).output().unwrap();
     assert!(straight.status.success());
+    let straight_events = events(&String::from_utf8_lossy(&straight.stdout));
+    assert_eq!(
+        ids_with(&straight_events, "finished").len(),
+        done.len(),
+        "the interrupted sweep ran as many stages as an uninterrupted one, each once"
+    );
     assert_eq!(report_values(&a, sweep), report_values(&b, sweep));
 }

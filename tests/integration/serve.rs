@@ -105,7 +105,14 @@ fn dashboard_follows_a_live_run_in_a_browser() {
     require_worker();
     require_chromium();
     let proj = Project::new();
-    proj.file("p.yaml", LIVE);
+    // Stages run in their own run dir: the gates the test opens are named by absolute path.
+    let root = proj.root().display().to_string();
+    proj.file(
+        "p.yaml",
+        &LIVE
+            .replace("-e gate ]", &format!("-e '{root}/gate' ]"))
+            .replace("-e epoch$e ]", &format!("-e '{root}/epoch'$e ]")),
+    );
     let shots = shots_dir("live_run");
     let mut run = proj
         .cmd(&["run", "p.yaml", "--gpus", "none", "-j", "4"])
