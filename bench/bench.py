@@ -12,6 +12,10 @@ Workloads (identical shell commands for every tool; every stage first appends it
   W1  a chain of 50 trivial stages (s0 reads a small external seed file)
   W2  1 root + 200 matrix stages (one per value of `i`) + 1 gather over all of them
   W3  4 independent stages, each with its own 1 GiB external input (random bytes)
+  W4  W2 with 25x the cells (5,000 by default): does the cost grow like the work? (Its gather
+      depends on every cell without reading them: 5,000 paths exceed one shell argument.)
+  W5  W1 with 1,000 stages (a long chain)
+  (DVC and Snakemake run W4/W5 only with --peers-large.)
 Scenarios:
   cold     fresh workspace and empty cache (one fresh workspace per repetition)
   noop     nothing changed since the last run
@@ -129,21 +133,23 @@ class Workload:
         raise ValueError(scenario)
 
 
-def make_w1(data: Path, n: int = 50) -> Workload:
+def make_w1(data: Path, n: int = 50, key: str = "w1") -> Workload:
     stages = [Stage("s0", "echo {id} >> {log}; cat {in:seed} > {out}; echo 0 >> {out}", {"seed": ("ext", str(data / "seed.txt"))})]
     for k in range(1, n):
         tail = "; echo g={g} >> {out}" if k == n - 1 else ""
         stages.append(Stage(f"s{k}", f"echo {{id}} >> {{log}}; cat {{in:x}} > {{out}}; echo {k} >> {{out}}{tail}", {"x": ("stage", f"s{k - 1}")}, params=("g",) if tail else ()))
-    return Workload("w1", f"W1: chain of {n} trivial stages", stages, 0, [str(data / "seed.txt")], f"s{n - 1}")
+    return Workload(key, f"{key.upper()}: chain of {n} trivial stages", stages, 0, [str(data / "seed.txt")], f"s{n - 1}")
 
 
-def make_w2(data: Path, cells: int = 200) -> Workload:
+def make_w2(data: Path, cells: int = 200, key: str = "w2") -> Workload:
     stages = [
         Stage("root", "echo {id} >> {log}; cat {in:seed} > {out}; echo root >> {out}", {"seed": ("ext", str(data / "seed.txt"))}),
         Stage("cell", "echo {id} >> {log}; cksum {in:x} > {out}; echo {i} {p} >> {out}", {"x": ("stage", "root")}, matrix=True, params=("p",)),
-        Stage("gather", "echo {id} >> {log}; cat {in:a} > {out}; echo g={g} >> {out}", {"a": ("gather", "cell")}, params=("g",)),
+        # Past ~1,000 cells the paths no longer fit in one shell argument (the kernel's 128 KiB
+        # per argument), so W4's gather depends on every cell but does not read them.
+        Stage("gather", "echo {id} >> {log}; " + ("cat {in:a} > {out}" if cells <= 1000 else f"echo {cells} cells > {{out}}") + "; echo g={g} >> {out}", {"a": ("gather", "cell")}, params=("g",)),
     ]
-    return Workload("w2", f"W2: 1 root + {cells} matrix stages + 1 gather", stages, cells, [str(data / "seed.txt")], "gather")
+    return Workload(key, f"{key.upper()}: 1 root + {cells} matrix stages + 1 gather", stages, cells, [str(data / "seed.txt")], "gather")
 
 
 def make_w3(data: Path, n: int = 4) -> Workload:
@@ -556,12 +562,17 @@ class Harness:
         (self.data / "seed.txt").write_text("seed\n")
         wls = [w.strip() for w in self.a.workloads.split(",") if w.strip()]
         for w in wls:
-            if w not in ("w1", "w2", "w3"):
-                raise BenchError(f"--workloads: unknown workload {w!r}; choose from w1, w2, w3")
+            if w not in ("w1", "w2", "w3", "w4", "w5"):
+                raise BenchError(f"--workloads: unknown workload {w!r}; choose from w1, w2, w3, w4, w5")
         if "w1" in wls:
             self.workloads.append(make_w1(self.data))
         if "w2" in wls:
             self.workloads.append(make_w2(self.data, self.a.cells))
+        if "w4" in wls:
+            # 25 x W2 (5,000 cells by default): cost should grow like the work.
+            self.workloads.append(make_w2(self.data, 25 * self.a.cells, "w4"))
+        if "w5" in wls:
+            self.workloads.append(make_w1(self.data, 100 if self.a.quick else 1000, "w5"))
         if "w3" in wls:
             size = int(self.a.w3_gib * GIB)
             need = 4 * size + 2 * GIB
@@ -889,6 +900,15 @@ class Harness:
         if any(w.key == "w2" for w in self.workloads):
             ratio_row("W2 cold >= 10x faster than Snakemake", "w2", "cold", "snakemake", 10)
             ratio_row("W2 cold >= 200x faster than DVC", "w2", "cold", "dvc", 200)
+        if any(w.key == "w4" for w in self.workloads) and any(w.key == "w2" for w in self.workloads):
+            # 25x the cells: cold should cost at most 25x (linear); a no-op at most 10x (issue #14).
+            for s, most in (("noop", 10), ("cold", 25)):
+                a, b = o("w2", s), o("w4", s)
+                label = f"W4 {s} <= {most}x W2 {s} (25x the cells)"
+                if a is None or b is None:
+                    out.append((label, "not measured", "n/a"))
+                else:
+                    out.append((label, f"{b / a:.1f}x", "met" if b / a <= most else "MISSED"))
         for wl in self.workloads:
             v = o(wl.key, "noop")
             out.append((f"{wl.key.upper()} no-op <= 50 ms", "not measured" if v is None else f"{v * 1000:.1f} ms", "n/a" if v is None else ("met" if v <= 0.05 else "MISSED")))
@@ -934,6 +954,8 @@ class Harness:
             "## Machine",
             "",
             f"- {m['cpu']}, {m['nproc']} cores, {m['ram_gib']:.1f} GiB RAM, {m['kernel']}",
+            f"- CPU vector extensions: {m['simd']} (blake3 and the hashing figures depend on them)",
+            f"- orchestrator binary from commit {git_rev()} (`+dirty`: the working tree had uncommitted changes)",
             f"- temp dir filesystem: {m.get('fs', '?')}",
             f"- load average (1/5/15 min) at the start: {self.load[0]}, at the end: {self.load[-1]} (the machine is shared: other work running at the same time slows every tool alike, and widens the spread)",
             "",
@@ -1039,6 +1061,11 @@ class Harness:
                 self.make_data()
                 for wl in self.workloads:
                     for tool in self.tools:
+                        if wl.key in ("w4", "w5") and tool.name != "orchestrator" and not self.a.peers_large:
+                            note = f"{tool.name} not run on {wl.key.upper()} (its W1/W2 cost scaled up would take most of an hour; --peers-large runs it)"
+                            if note not in self.notes:
+                                self.notes.append(note)
+                            continue
                         self.say(f"{tool.name}: {wl.title}")
                         self.bench(tool, wl)
                 self.b3sum_baseline()
@@ -1095,8 +1122,17 @@ def machine() -> dict:
                 ram = int(line.split()[1]) / (1 << 20)
     except OSError:
         pass
+    flags = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    simd = ", ".join(f for f in ("sse4_2", "avx", "avx2", "avx512f", "avx512bw", "sha_ni") if f in flags) or "none of sse4_2/avx/avx2/avx512"
     fs = subprocess.run(["df", "-T", tempfile.gettempdir()], capture_output=True, text=True).stdout.splitlines()
-    return {"cpu": cpu, "nproc": os.cpu_count(), "ram_gib": ram, "kernel": f"{platform.system()} {platform.release()}", "fs": fs[-1].split()[1] if len(fs) > 1 else "?"}
+    return {"cpu": cpu, "nproc": os.cpu_count(), "ram_gib": ram, "kernel": f"{platform.system()} {platform.release()}", "fs": fs[-1].split()[1] if len(fs) > 1 else "?", "simd": simd}
 
 
 def parse_args(argv):
@@ -1104,7 +1140,8 @@ def parse_args(argv):
     ap.add_argument("--all", action="store_true", help="everything: install the peers first when missing, every workload, --profile (when perf is there), every cargo bench")
     ap.add_argument("--install-peers", action="store_true", help=f"install {' '.join(PEER_PINS)} into bench/.venv from PyPI")
     ap.add_argument("--tools", default="orchestrator,dvc,snakemake", help="comma list (default: all three)")
-    ap.add_argument("--workloads", default="w1,w2,w3", help="comma list (default: w1,w2,w3)")
+    ap.add_argument("--workloads", default="w1,w2,w3,w4,w5", help="comma list (default: w1,w2,w3,w4,w5; W4 = W2 with 5,000 cells, W5 = W1 with 1,000 stages)")
+    ap.add_argument("--peers-large", action="store_true", help="also run DVC and Snakemake on W4 and W5 (long)")
     ap.add_argument("--reps", type=int, default=5, help="repetitions per scenario (default 5)")
     ap.add_argument("--dvc-w2-cold-reps", type=int, default=1, help="repetitions of DVC's W2 cold run, which takes minutes (default 1)")
     ap.add_argument("--cells", type=int, default=200, help="W2 matrix size (default 200)")

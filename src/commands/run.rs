@@ -60,7 +60,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
                 .map(|n| n.get() as u32)
                 .unwrap_or(1)
         }),
-        gpus: exec::gpu_ids(&args.gpus),
+        gpus: args.gpus.clone(),
         fail_fast: args.fail_fast,
         workers: exec::Workers::find(),
     };
@@ -125,7 +125,11 @@ fn execute(
         exec::run(
             &q,
             cache,
-            RunOptions { gpus, jobs, ..opts },
+            RunOptions {
+                gpus: GpuChoice::Ids(gpus),
+                jobs,
+                ..opts
+            },
             Box::new(backend),
             view,
         )?

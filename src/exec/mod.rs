@@ -67,8 +67,9 @@ pub struct MissingHelp {
 pub struct RunOptions {
     /// CPU job slots.
     pub jobs: u32,
-    /// Concrete GPU ids this run may hand out (empty: no GPUs).
-    pub gpus: Vec<u32>,
+    /// The GPUs this run may hand out. `Discover` asks `nvidia-smi` only once a stage that
+    /// asks for GPUs has to run (a no-op run or a CPU-only pipeline never looks), once per run.
+    pub gpus: GpuChoice,
     pub fail_fast: bool,
     /// The stage workers found.
     pub workers: Workers,
@@ -190,7 +191,7 @@ impl Workers {
     }
 }
 
-/// Resolve `--gpus` to concrete ids.
+/// Resolve `--gpus` to concrete ids (`Discover` runs `nvidia-smi`).
 pub fn gpu_ids(choice: &GpuChoice) -> Vec<u32> {
     match choice {
         GpuChoice::Discover => resources::discover_gpus(),

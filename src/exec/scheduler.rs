@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use super::backend::{Backend, BackendEvent, ExitStatus, JobAccounting};
 use super::job::{self, CommitArgs, Prepared};
 use super::plan::{hash_externals, input_digests, lookup, Verdict};
-use super::resources::{Grant, Resources};
+use super::resources::{GpuChoice, Grant, Resources};
 use super::view::{ProgressTail, View, ViewEvent};
 use super::{ExecError, Failure, RunOptions, RunSummary};
 use crate::cache::{Cache, Manifest, RunRecord, RunStatus};
@@ -112,16 +112,11 @@ impl<'a> Scheduler<'a> {
         view: &'a mut View,
     ) -> Result<Self, ExecError> {
         let n = p.instances.len();
-        let resources = Resources::new(opts.gpus.clone(), opts.jobs);
-        for inst in &p.instances {
-            if let Some(why) = resources.impossible(&inst.resources) {
-                return Err(ExecError::Unsatisfiable {
-                    stage: inst.id.clone(),
-                    location: inst.location.clone(),
-                    why,
-                });
-            }
-        }
+        let ids = match &opts.gpus {
+            GpuChoice::Ids(ids) => ids.clone(),
+            GpuChoice::None | GpuChoice::Discover => Vec::new(),
+        };
+        let resources = Resources::new(ids, opts.jobs);
         let external = hash_externals(p, cache)?;
         let (commit_tx, commit_rx) = mpsc::unbounded_channel();
         Ok(Scheduler {
@@ -155,6 +150,8 @@ impl<'a> Scheduler<'a> {
     pub async fn run(mut self) -> Result<RunSummary, ExecError> {
         let started = Instant::now();
         self.settle((0..self.nodes.len()).collect())?;
+        self.find_gpus();
+        self.check_requests()?;
         self.check_worker()?;
         self.compute_priorities();
         let (tx, mut rx) = mpsc::unbounded_channel::<BackendEvent>();
@@ -365,6 +362,34 @@ impl<'a> Scheduler<'a> {
             instance: self.p.instances[i].id.clone(),
             because: format!("upstream `{up}` failed or was skipped"),
         });
+    }
+
+    /// `--gpus auto`: ask `nvidia-smi` once, and only when a stage that asks for GPUs has to run
+    /// (nothing has started yet, so the slots are simply rebuilt).
+    fn find_gpus(&mut self) {
+        if self.opts.gpus != GpuChoice::Discover {
+            return;
+        }
+        let needed = self.p.instances.iter().zip(&self.nodes).any(|(inst, n)| {
+            inst.resources.gpus > 0 && matches!(n, Node::Ready { .. } | Node::Waiting)
+        });
+        if needed {
+            self.resources = Resources::new(super::resources::discover_gpus(), self.opts.jobs);
+        }
+    }
+
+    /// A stage asking for more GPUs than this run has is an error before anything starts.
+    fn check_requests(&self) -> Result<(), ExecError> {
+        for inst in &self.p.instances {
+            if let Some(why) = self.resources.impossible(&inst.resources) {
+                return Err(ExecError::Unsatisfiable {
+                    stage: inst.id.clone(),
+                    location: inst.location.clone(),
+                    why,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn check_worker(&self) -> Result<(), ExecError> {

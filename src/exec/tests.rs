@@ -63,7 +63,7 @@ fn pipeline(dir: &Path, instances: Vec<Instance>) -> Pipeline {
 fn opts(gpus: Vec<u32>) -> RunOptions {
     RunOptions {
         jobs: 4,
-        gpus,
+        gpus: GpuChoice::Ids(gpus),
         fail_fast: false,
         workers: Default::default(),
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::Project;
+use crate::support::{Project, Run};
 
 /// a -> b -> c, d independent; `b` takes its command from the caller.
 fn chain(b_cmd: &str) -> String {
@@ -619,4 +619,87 @@ fn the_engine_binary_does_not_link_libtorch() {
         torch.is_empty(),
         "the engine links {torch:?} (all: {needed:?})"
     );
+}
+
+/// `--gpus auto` (the default) asks `nvidia-smi` only when a stage that asks for GPUs has to run,
+/// once per run: a CPU-only pipeline and a fully cached one never look.
+#[test]
+fn gpus_are_discovered_only_when_a_gpu_stage_has_to_run() {
+    let p = Project::new();
+    let marker = p.path("nvidia-smi-calls");
+    p.file(
+        "bin/nvidia-smi",
+        &format!(
+            "#!/bin/sh\necho called >> '{}'\necho '0, 81920 MiB'\necho '1, 81920 MiB'\n",
+            marker.display()
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        p.path("bin/nvidia-smi"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        p.path("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    p.file(
+        "cpu.yaml",
+        r#"
+        name: cpu
+        stages:
+          a:
+            run: "echo a > ${outputs.out}"
+            outputs: [out]
+        "#,
+    );
+    p.file(
+        "gpu.yaml",
+        r#"
+        name: gpu
+        stages:
+          g:
+            run: "echo \"[$CUDA_VISIBLE_DEVICES]\" > ${outputs.out}"
+            outputs: [out]
+            resources: { gpus: 1 }
+        "#,
+    );
+    p.file(
+        "big.yaml",
+        r#"
+        name: big
+        stages:
+          g:
+            run: "echo no > ${outputs.out}"
+            outputs: [out]
+            resources: { gpus: 3 }
+        "#,
+    );
+    let run = |file: &str| {
+        let out = p
+            .cmd(&["run", file])
+            .env("PATH", &path)
+            .output()
+            .expect("spawn orchestrator");
+        Run { out }
+    };
+    let calls = || {
+        std::fs::read_to_string(&marker)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    run("cpu.yaml").success();
+    assert_eq!(calls(), 0, "a CPU-only pipeline looked for GPUs");
+    run("gpu.yaml").success();
+    assert_eq!(calls(), 1, "one look per run that needs GPUs");
+    let got = std::fs::read_to_string(p.path("results/gpu/g/out")).unwrap();
+    assert!(got == "[0]\n" || got == "[1]\n", "{got:?}");
+    run("gpu.yaml").success().stderr_has("ran 0, cached 1");
+    assert_eq!(calls(), 1, "a cached run looked for GPUs");
+    run("big.yaml")
+        .exit(2)
+        .stderr_has("asks for 3 GPUs but this run has 2");
+    assert_eq!(calls(), 2);
 }
