@@ -23,6 +23,7 @@ mod paths;
 pub mod raw;
 pub mod schema;
 mod sections;
+mod select;
 mod stage;
 mod templates;
 pub mod yaml;
@@ -34,6 +35,7 @@ pub use diagnostics::{Diagnostic, Diagnostics};
 pub use loader::normalize;
 pub use model::*;
 pub use raw::{MAX_CPUS, MAX_GPUS, MAX_MEM_GB, MAX_RETRY, MAX_TIME_MIN};
+pub use select::TargetError;
 
 use de::{Checked, MapEntry};
 use interp::{Ns, Template};

@@ -1,0 +1,145 @@
+//! Sweeps as researchers run them: part of a pipeline (targets, `--force`), the matrix from
+//! the command line (`--matrix`), gathers over matrix cells.
+
+use std::collections::BTreeSet;
+
+use crate::support::Project;
+
+/// base -> prune (method x ratio) -> retrain; `base` takes its command from the caller.
+fn sweep(base_cmd: &str) -> String {
+    format!(
+        r#"
+        name: sw
+        matrix:
+          method: [a, b]
+          ratio: [0.25, 0.5]
+        stages:
+          base:
+            run: "{base_cmd}"
+            outputs: [out]
+          prune:
+            run: "echo ${{matrix.method}} ${{matrix.ratio}} $(cat ${{inputs.x}}) > ${{outputs.out}}"
+            inputs: {{ x: base.out }}
+            outputs: [out]
+          retrain:
+            run: "cat ${{inputs.x}} > ${{outputs.out}}"
+            inputs: {{ x: prune.out }}
+            outputs: [out]
+        "#
+    )
+}
+
+fn started(stdout: &str) -> BTreeSet<String> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "started")
+        .filter_map(|v| v["instance"].as_str().map(String::from))
+        .collect()
+}
+
+fn set(xs: &[&str]) -> BTreeSet<String> {
+    xs.iter().map(|s| s.to_string()).collect()
+}
+
+fn run_json(p: &Project, args: &[&str]) -> BTreeSet<String> {
+    let mut all = vec!["run", "p.yaml", "--message-format", "json"];
+    all.extend_from_slice(args);
+    let r = p.run(&all);
+    r.success();
+    started(&r.stdout())
+}
+
+#[test]
+fn targets_run_only_what_they_need_and_force_reruns_them() {
+    let p = Project::new();
+    p.file("p.yaml", &sweep("echo base > ${outputs.out}"));
+    // A filter: both methods at ratio 0.5, and their upstream; nothing else.
+    p.run(&["plan", "p.yaml", "retrain[ratio=0.5]"])
+        .success()
+        .stdout_has("5 instances: 0 cached, 1 will run, 4 wait on upstream");
+    assert_eq!(
+        run_json(&p, &["retrain[ratio=0.5]"]),
+        set(&[
+            "base",
+            "prune[method=a,ratio=0.5]",
+            "prune[method=b,ratio=0.5]",
+            "retrain[method=a,ratio=0.5]",
+            "retrain[method=b,ratio=0.5]",
+        ])
+    );
+    assert!(p
+        .path("results/sw/retrain[method=a,ratio=0.5]/out")
+        .is_file());
+    assert!(!p.path("results/sw/retrain[method=a,ratio=0.25]").exists());
+    // An instance id (the dot in 0.25 is part of it).
+    assert_eq!(
+        run_json(&p, &["prune[method=a,ratio=0.25]"]),
+        set(&["prune[method=a,ratio=0.25]"])
+    );
+    // A stage name: all its instances; what ran already is cached.
+    assert_eq!(
+        run_json(&p, &["prune"]),
+        set(&["prune[method=b,ratio=0.25]"])
+    );
+    assert_eq!(
+        run_json(&p, &[]),
+        set(&[
+            "retrain[method=a,ratio=0.25]",
+            "retrain[method=b,ratio=0.25]"
+        ])
+    );
+
+    // --force reruns the instance; the same bytes out keep its dependents cached.
+    p.run(&["plan", "p.yaml", "--force", "base"])
+        .success()
+        .stdout_has("will run  base")
+        .stdout_has("forced (--force)")
+        .stdout_has("9 instances: 0 cached, 1 will run, 8 wait on upstream");
+    assert_eq!(run_json(&p, &["--force", "base"]), set(&["base"]));
+    assert_eq!(
+        run_json(&p, &["--force", "retrain[method=b]"]),
+        set(&[
+            "retrain[method=b,ratio=0.25]",
+            "retrain[method=b,ratio=0.5]"
+        ])
+    );
+    // With targets, --force names part of what they need.
+    assert_eq!(
+        run_json(
+            &p,
+            &[
+                "retrain[method=a,ratio=0.5]",
+                "--force",
+                "prune[method=a,ratio=0.5]"
+            ]
+        ),
+        set(&["prune[method=a,ratio=0.5]"])
+    );
+    // An output that changes when forced: its dependents follow.
+    p.file("p.yaml", &sweep("date +%s%N > ${outputs.out}"));
+    assert_eq!(run_json(&p, &["prune[ratio=0.5]"]).len(), 3);
+    let ran = run_json(&p, &["prune[ratio=0.5]", "--force", "base"]);
+    assert_eq!(
+        ran,
+        set(&[
+            "base",
+            "prune[method=a,ratio=0.5]",
+            "prune[method=b,ratio=0.5]"
+        ])
+    );
+
+    // Targets that name nothing: a clear error, exit 2, nothing run.
+    p.run(&["run", "p.yaml", "retrian"])
+        .exit(2)
+        .stderr_has("error: pipeline `sw` has no stage `retrian`\nhint: did you mean `retrain`?");
+    p.run(&["plan", "p.yaml", "retrain[ratoi=0.5]"])
+        .exit(2)
+        .stderr_has("no matrix axis `ratoi`\nhint: did you mean `ratio`?");
+    p.run(&["run", "p.yaml", "retrain[ratio=0.7]"])
+        .exit(2)
+        .stderr_has("matrix axis `ratio` has no value `0.7`");
+    p.run(&["run", "p.yaml", "--force", "prun"])
+        .exit(2)
+        .stderr_has("did you mean `prune`?");
+}
