@@ -39,6 +39,10 @@ pub struct Global {
     /// Override a pipeline param: `--set ratio=0.25` (repeatable; YAML values).
     #[arg(long = "set", global = true, value_name = "NAME=VALUE")]
     pub set: Vec<String>,
+    /// Replace the values of a matrix axis: `--matrix ratio=0.1,0.3` (or `ratio=[0.1,0.3]`;
+    /// repeatable; YAML values).
+    #[arg(long = "matrix", global = true, value_name = "AXIS=VALUES")]
+    pub matrix: Vec<String>,
     /// Most stage instances (and matrix cells) a pipeline may expand to; more is an error
     /// found before they are built.
     #[arg(long, global = true, env = "ORCHESTRATOR_MAX_INSTANCES", default_value_t = DEFAULT_MAX_INSTANCES)]
@@ -74,6 +78,7 @@ impl Global {
     pub fn load_options(&self) -> LoadOptions {
         LoadOptions {
             overrides: self.set.clone(),
+            matrix: self.matrix.clone(),
             max_instances: self.max_instances,
             walk_inputs: true,
         }

@@ -54,6 +54,8 @@ pub struct LoadOptions {
     /// `--set NAME=VALUE` overrides of the pipeline's `params` (values are YAML scalars or flow
     /// collections; relative paths resolve against the current directory).
     pub overrides: Vec<String>,
+    /// `--matrix AXIS=V1,V2` replacements of the values of matrix axes.
+    pub matrix: Vec<String>,
     /// More stage instances (or matrix cells) than this is an error, found before they are built.
     pub max_instances: usize,
     /// Look for symlink loops inside external input folders (lists them whole), not only at
@@ -65,6 +67,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             overrides: Vec::new(),
+            matrix: Vec::new(),
             max_instances: DEFAULT_MAX_INSTANCES,
             walk_inputs: true,
         }
@@ -99,6 +102,10 @@ impl Loader {
         if !opts.overrides.is_empty() {
             self.apply_overrides(&mut root, &opts.overrides)?;
         }
+        if !opts.matrix.is_empty() {
+            self.apply_matrix_overrides(&mut root, &opts.matrix)?;
+        }
+        self.params_into_axes(&mut root);
         let mut de_errors = Vec::new();
         let raw: Option<RawPipeline> = de::from_node(&root, "", &mut de_errors);
         self.de_errors(de_errors);

@@ -143,3 +143,79 @@ fn targets_run_only_what_they_need_and_force_reruns_them() {
         .exit(2)
         .stderr_has("did you mean `prune`?");
 }
+
+#[test]
+fn matrix_from_the_command_line_and_from_a_param() {
+    let p = Project::new();
+    p.file("p.yaml", &sweep("echo base > ${outputs.out}"));
+    // Both spellings replace the axis's values, on every command that loads the pipeline.
+    for spelling in ["ratio=0.1,0.3", "ratio=[0.1, 0.3]"] {
+        p.run(&["plan", "p.yaml", "--matrix", spelling])
+            .success()
+            .stdout_has("prune[method=a,ratio=0.1]")
+            .stdout_has("retrain[method=b,ratio=0.3]")
+            .stdout_has("9 instances: 0 cached, 1 will run, 8 wait on upstream");
+    }
+    assert_eq!(
+        run_json(&p, &["--matrix", "ratio=0.1", "--matrix", "method=b"]),
+        set(&[
+            "base",
+            "prune[method=b,ratio=0.1]",
+            "retrain[method=b,ratio=0.1]"
+        ])
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.path("results/sw/retrain[method=b,ratio=0.1]/out")).unwrap(),
+        "b 0.1 base\n"
+    );
+    p.run(&[
+        "status",
+        "p.yaml",
+        "--matrix",
+        "ratio=0.1",
+        "--matrix",
+        "method=b",
+    ])
+    .success()
+    .stdout_has("retrain[method=b,ratio=0.1]");
+    p.run(&["plan", "p.yaml", "--matrix", "ratoi=0.1"])
+        .exit(2)
+        .stderr_has("`--matrix ratoi`: the pipeline has no matrix axis `ratoi`")
+        .stderr_has("hint: did you mean `ratio`?");
+    // `--set` of an axis would silently drop the axis: an error that points at --matrix.
+    p.run(&["run", "p.yaml", "--set", "ratio=0.3"])
+        .exit(2)
+        .stderr_has("`--set ratio`: `ratio` is a matrix axis, not a param")
+        .stderr_has("hint: replace the axis's values with `--matrix ratio=0.3`");
+
+    // An axis fed by a param, which `--set` and `--matrix` both change.
+    p.file(
+        "q.yaml",
+        r#"
+        name: q
+        params:
+          ratios: [0.25, 0.5]
+          tag: r${matrix.ratio}
+        matrix:
+          ratio: ${params.ratios}
+        stages:
+          a:
+            run: "echo ${params.tag} > ${outputs.out}"
+            outputs: [out]
+        "#,
+    );
+    p.run(&["plan", "q.yaml"])
+        .success()
+        .stdout_has("a[ratio=0.25]")
+        .stdout_has("a[ratio=0.5]")
+        .stdout_has("2 instances");
+    let r = p.run(&["run", "q.yaml", "--set", "ratios=[0.1, 0.2, 0.3]"]);
+    r.success().stderr_has("ran 3, cached 0");
+    assert_eq!(
+        std::fs::read_to_string(p.path("results/q/a[ratio=0.2]/out")).unwrap(),
+        "r0.2\n"
+    );
+    p.run(&["plan", "q.yaml", "--matrix", "ratio=0.7"])
+        .success()
+        .stdout_has("1 instances");
+}
