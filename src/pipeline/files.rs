@@ -284,7 +284,7 @@ impl Loader {
                 .filter(|a| a.key != "include" && a.key != "exclude")
                 .find(|a| a.key == n.key);
             match found {
-                Some(a) => a.value = n.value,
+                Some(a) => a.value = by_name(&a.value, n.value),
                 None => {
                     let hint = suggest(&n.key, &names, "its axes are");
                     self.err(
@@ -369,6 +369,39 @@ impl Loader {
             }
             a.value = p.value.clone();
         }
+    }
+}
+
+/// `--matrix` values for an axis: a scalar that names one of the axis's map values (by its
+/// `name` key, as instance ids do: `--matrix method=rand`) stands for that map; anything else
+/// is taken as written.
+fn by_name(old: &Node, new: Node) -> Node {
+    let (Value::Seq(olds), Value::Seq(news)) = (&old.value, &new.value) else {
+        return new;
+    };
+    let named = |n: &Node| -> Option<String> {
+        let name = n.as_map()?.iter().find(|e| e.key == "name")?;
+        Some(super::matrix::render_id_value(&name.value.to_json()))
+    };
+    let items = news
+        .iter()
+        .map(|v| {
+            let wanted = match &v.value {
+                Value::Map(_) | Value::Seq(_) | Value::Null => None,
+                _ => Some(super::matrix::render_id_value(&v.to_json())),
+            };
+            wanted
+                .and_then(|w| {
+                    olds.iter()
+                        .find(|o| named(o).as_deref() == Some(w.as_str()))
+                })
+                .cloned()
+                .unwrap_or_else(|| v.clone())
+        })
+        .collect();
+    Node {
+        value: Value::Seq(items),
+        loc: new.loc,
     }
 }
 

@@ -219,3 +219,43 @@ fn matrix_from_the_command_line_and_from_a_param() {
         .success()
         .stdout_has("1 instances");
 }
+
+/// An axis of maps: `--matrix method=NAME` picks the map values by their `name`.
+#[test]
+fn matrix_values_of_a_map_axis_are_picked_by_name() {
+    let p = Project::new();
+    p.file(
+        "p.yaml",
+        r#"
+        name: maps
+        matrix:
+          method:
+            - { name: rand, flag: "-r" }
+            - { name: diffprob, flag: "-d" }
+            - { name: dynunc, flag: "-u" }
+          ratio: [0.25, 0.5]
+        stages:
+          s:
+            run: "echo ${matrix.method.flag} ${matrix.ratio} > ${outputs.out}"
+            outputs: [out]
+        "#,
+    );
+    p.run(&[
+        "run",
+        "p.yaml",
+        "--matrix",
+        "method=diffprob,rand",
+        "--matrix",
+        "ratio=0.5",
+    ])
+    .success()
+    .stderr_has("ran 2, cached 0");
+    assert_eq!(
+        std::fs::read_to_string(p.path("results/maps/s[method=diffprob,ratio=0.5]/out")).unwrap(),
+        "-d 0.5\n"
+    );
+    assert!(p
+        .path("results/maps/s[method=rand,ratio=0.5]/out")
+        .is_file());
+    assert!(!p.path("results/maps/s[method=dynunc,ratio=0.5]").exists());
+}
