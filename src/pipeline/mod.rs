@@ -131,7 +131,8 @@ impl Loader {
         if !self.errors.is_empty() {
             return None;
         }
-        let full_axes = Self::full_axes(&defs, &evaluated.edges, &order);
+        let full_axes = Self::full_axes(&defs, &evaluated, &order);
+        self.check_pinned(&defs, &evaluated, &full_axes, &cells)?;
         let count = self.check_instance_count(&defs, &full_axes, &cells, opts.max_instances)?;
         let instances = self.instances(&defs, evaluated, &order, &full_axes, &cells, count)?;
         Some(Pipeline {

@@ -259,3 +259,50 @@ fn matrix_values_of_a_map_axis_are_picked_by_name() {
         .is_file());
     assert!(!p.path("results/maps/s[method=dynunc,ratio=0.5]").exists());
 }
+
+/// `stage[axis=value,...].output` names one instance (the dot in 0.5 is part of the value);
+/// the reading stage does not take that stage's axes, and a value may come from its own cell.
+#[test]
+fn a_reference_can_name_one_instance_of_a_matrix_stage() {
+    let p = Project::new();
+    p.file(
+        "p.yaml",
+        r#"
+        name: pin
+        matrix:
+          method: [rand, diffprob]
+          ratio: [0.25, 0.5]
+        stages:
+          prune:
+            run: "echo ${matrix.method} ${matrix.ratio} > ${outputs.kept}"
+            outputs: [kept]
+          one:
+            run: "cat ${inputs.k} > ${outputs.out}"
+            inputs: { k: "prune[method=rand,ratio=0.5].kept" }
+            outputs: [out]
+          per_ratio:
+            run: "cat ${inputs.k} > ${outputs.out}"
+            inputs:
+              k: prune[method=diffprob,ratio=${matrix.ratio}].kept
+            outputs: [out]
+        "#,
+    );
+    p.run(&["plan", "p.yaml"])
+        .success()
+        .stdout_has("waits     one ")
+        .stdout_has("per_ratio[ratio=0.25]")
+        .stdout_has("7 instances");
+    assert_eq!(
+        run_json(&p, &["one"]),
+        set(&["prune[method=rand,ratio=0.5]", "one"])
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.path("results/pin/one/out")).unwrap(),
+        "rand 0.5\n"
+    );
+    p.run(&["run", "p.yaml"]).success();
+    assert_eq!(
+        std::fs::read_to_string(p.path("results/pin/per_ratio[ratio=0.25]/out")).unwrap(),
+        "diffprob 0.25\n"
+    );
+}
