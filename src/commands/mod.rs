@@ -15,6 +15,7 @@ pub mod show;
 pub mod status;
 pub mod validate;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::cache::{Cache, CacheLock, NameOwner};
@@ -38,6 +39,10 @@ pub struct Global {
     /// Override a pipeline param: `--set ratio=0.25` (repeatable; YAML values).
     #[arg(long = "set", global = true, value_name = "NAME=VALUE")]
     pub set: Vec<String>,
+    /// Replace the values of a matrix axis: `--matrix ratio=0.1,0.3` (or `ratio=[0.1,0.3]`;
+    /// repeatable; YAML values).
+    #[arg(long = "matrix", global = true, value_name = "AXIS=VALUES")]
+    pub matrix: Vec<String>,
     /// Most stage instances (and matrix cells) a pipeline may expand to; more is an error
     /// found before they are built.
     #[arg(long, global = true, env = "ORCHESTRATOR_MAX_INSTANCES", default_value_t = DEFAULT_MAX_INSTANCES)]
@@ -73,6 +78,7 @@ impl Global {
     pub fn load_options(&self) -> LoadOptions {
         LoadOptions {
             overrides: self.set.clone(),
+            matrix: self.matrix.clone(),
             max_instances: self.max_instances,
             walk_inputs: true,
         }
@@ -209,4 +215,38 @@ pub fn find_instance<'a>(p: &'a Pipeline, name: &'a str) -> CliResult<&'a Instan
                 .join("\n")
         ))),
     }
+}
+
+/// The part of a pipeline `run` and `plan` work on: targets and `--force`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Selection {
+    /// Run only these and what they need: a stage name (all its instances), an instance id
+    /// (`'prune[method=rand,ratio=0.5]'`), or a filter (`'retrain[ratio=0.5]'`). Default: all.
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Run these targets again even when cached (same forms as TARGET); their dependents then
+    /// rerun only if the outputs changed.
+    #[arg(long, value_name = "TARGET", num_args = 1..)]
+    pub force: Vec<String>,
+}
+
+/// The pipeline cut down to `sel`'s targets and their upstream (all of it without targets),
+/// and the instances (indices into the returned pipeline) to run even when cached. A target
+/// that names nothing is an error with a did-you-mean, exit 2.
+pub fn select(p: Pipeline, sel: &Selection) -> CliResult<(Pipeline, BTreeSet<usize>)> {
+    let bad = |e: crate::pipeline::TargetError| CliError::bad_input(e.to_string());
+    let force = p.select(&sel.force).map_err(bad)?;
+    if sel.targets.is_empty() {
+        return Ok((p, force));
+    }
+    let mut keep = p.select(&sel.targets).map_err(bad)?;
+    keep.extend(force.iter().copied());
+    let (q, old) = p.restrict(&keep);
+    let force = old
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| force.contains(o))
+        .map(|(new, _)| new)
+        .collect();
+    Ok((q, force))
 }

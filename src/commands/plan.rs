@@ -4,13 +4,15 @@
 use std::path::PathBuf;
 
 use super::{Global, TextOrJson};
-use crate::exec::plan::{plan, PlanState};
+use crate::exec::plan::{plan_forced, PlanState};
 use crate::exit::CliResult;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The pipeline file.
     pub pipeline: PathBuf,
+    #[command(flatten)]
+    pub select: super::Selection,
     /// Also list the fingerprint fields that changed since the instance's last run.
     #[arg(long)]
     pub explain: bool,
@@ -20,12 +22,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
-    let p = super::load(&args.pipeline, g)?;
+    let (p, force) = super::select(super::load(&args.pipeline, g)?, &args.select)?;
     let root = super::cache_root(g, &args.pipeline);
     super::check_name(&root, &p, &args.pipeline)?;
     // With the lock when free; during a run, from the committed manifests.
     let (cache, _lock) = super::open_shared(&root)?;
-    let entries = plan(&p, &cache)?;
+    let entries = plan_forced(&p, &cache, &force)?;
     cache.index.flush()?;
     if args.format == TextOrJson::Json {
         let v = serde_json::json!({ "pipeline": p.name, "instances": entries });

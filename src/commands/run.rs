@@ -13,6 +13,8 @@ use crate::pipeline::Pipeline;
 pub struct Args {
     /// The pipeline file.
     pub pipeline: PathBuf,
+    #[command(flatten)]
+    pub select: super::Selection,
     /// CPU job slots (default: number of cores).
     #[arg(short, long)]
     pub jobs: Option<u32>,
@@ -50,7 +52,7 @@ fn parse_gpus(s: &str) -> Result<GpuChoice, String> {
 }
 
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
-    let p = load(&args.pipeline, g)?;
+    let (p, force) = super::select(load(&args.pipeline, g)?, &args.select)?;
     let root = cache_root(g, &args.pipeline);
     let (cache, _lock) = open_locked(&root)?;
     super::claim_name(&cache.root, &p, &args.pipeline)?;
@@ -63,6 +65,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
         gpus: args.gpus.clone(),
         fail_fast: args.fail_fast,
         workers: exec::Workers::find(),
+        force,
     };
     let mut view = View::new(args.format, g.quiet);
     let slurm = args.executor.as_deref().or(p.executor.kind.as_deref()) == Some("slurm");

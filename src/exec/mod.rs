@@ -73,6 +73,9 @@ pub struct RunOptions {
     pub fail_fast: bool,
     /// The stage workers found.
     pub workers: Workers,
+    /// Instances (indices into `Pipeline::instances`) that run even when cached (`--force`);
+    /// their dependents follow the usual rules (a byte-identical output keeps them cached).
+    pub force: std::collections::BTreeSet<usize>,
 }
 
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 //! from upstream manifests ([`input_digests`]), the cache verdict with its reasons
 //! ([`lookup`]), and the whole-pipeline dry run behind `orchestrator plan` ([`plan`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use rayon::prelude::*;
@@ -17,6 +17,8 @@ use crate::pipeline::{Input, Instance, Pipeline};
 pub const ABSENT: &str = "absent";
 /// Placeholder digest for an upstream output that is not known yet (plan only).
 pub const PENDING: &str = "(pending)";
+/// Why an instance named by `--force` runs.
+pub const FORCED: &str = "forced (--force)";
 /// Why an instance that never ran runs.
 const NO_PREVIOUS_RUN: &str = "no previous run";
 
@@ -264,6 +266,16 @@ pub struct PlanEntry {
 /// What `run` would do now, without running anything or changing the cache. An instance whose
 /// external input is missing is planned as [`PlanState::NeedsInput`] (its dependents wait on it).
 pub fn plan(p: &Pipeline, cache: &Cache) -> Result<Vec<PlanEntry>, ExecError> {
+    plan_forced(p, cache, &BTreeSet::new())
+}
+
+/// [`plan`] with the instances of `force` (indices) run even when cached, as `run --force`
+/// does: their dependents wait on them.
+pub fn plan_forced(
+    p: &Pipeline,
+    cache: &Cache,
+    force: &BTreeSet<usize>,
+) -> Result<Vec<PlanEntry>, ExecError> {
     let ext = external_digests(p, cache)?;
     let mut needs: Vec<Vec<String>> = vec![Vec::new(); p.instances.len()];
     for m in &ext.missing {
@@ -293,7 +305,7 @@ pub fn plan(p: &Pipeline, cache: &Cache) -> Result<Vec<PlanEntry>, ExecError> {
             continue;
         }
         let entry = match input_digests(inst, &ext.digests[i], &done) {
-            Some(d) => planned(p, cache, inst, d, &mut done[i])?,
+            Some(d) => planned(p, cache, inst, d, force.contains(&i), &mut done[i])?,
             None => waiting(p, cache, inst, &ext.digests[i], &done)?,
         };
         out.push(entry);
@@ -307,11 +319,20 @@ fn planned(
     cache: &Cache,
     inst: &Instance,
     digests: BTreeMap<String, String>,
+    forced: bool,
     done: &mut Option<Manifest>,
 ) -> Result<PlanEntry, ExecError> {
     let fp = Fingerprint::of(inst, digests);
     let key = fp.key();
-    let (state, reasons, changed) = match lookup(cache, &p.name, inst, &fp, &key, false)? {
+    let verdict = if forced {
+        Verdict::Run {
+            reasons: vec![FORCED.into()],
+            changed: vec![],
+        }
+    } else {
+        lookup(cache, &p.name, inst, &fp, &key, false)?
+    };
+    let (state, reasons, changed) = match verdict {
         Verdict::Cached(m) => {
             *done = Some(*m);
             (PlanState::Cached, vec![], vec![])

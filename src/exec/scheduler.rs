@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use super::backend::{Backend, BackendEvent, ExitStatus, JobAccounting};
 use super::job::{self, CommitArgs, Prepared};
-use super::plan::{hash_externals, input_digests, lookup, Verdict};
+use super::plan::{hash_externals, input_digests, lookup, Verdict, FORCED};
 use super::resources::{GpuChoice, Grant, Resources};
 use super::view::{ProgressTail, View, ViewEvent};
 use super::{ExecError, Failure, RunOptions, RunSummary};
@@ -280,7 +280,15 @@ impl<'a> Scheduler<'a> {
                 input_digests(inst, &self.external[i], &self.done).expect("all upstreams are done");
             let fp = Fingerprint::of(inst, digests);
             let key = fp.key();
-            match lookup(self.cache, &self.p.name, inst, &fp, &key, true)? {
+            let verdict = if self.opts.force.contains(&i) {
+                Verdict::Run {
+                    reasons: vec![FORCED.into()],
+                    changed: vec![],
+                }
+            } else {
+                lookup(self.cache, &self.p.name, inst, &fp, &key, true)?
+            };
+            match verdict {
                 Verdict::Cached(m) => {
                     self.remember_last(i, &fp, &key, &m)?;
                     self.cache.link_results(&self.p.name, &inst.id, &m);

@@ -66,6 +66,7 @@ fn opts(gpus: Vec<u32>) -> RunOptions {
         gpus: GpuChoice::Ids(gpus),
         fail_fast: false,
         workers: Default::default(),
+        force: Default::default(),
     }
 }
 

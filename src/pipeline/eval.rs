@@ -29,7 +29,19 @@ pub(super) struct StageEval {
 }
 
 pub(super) enum InRef {
-    Upstream { stage: usize, output: String },
+    Upstream {
+        stage: usize,
+        output: String,
+    },
+    /// `stage[axis=value,...].output`: the one instance of `stage` in the cells with those
+    /// values (axis index, value index); the reading stage does not take `stage`'s axes.
+    Pinned {
+        stage: usize,
+        output: String,
+        values: Vec<(usize, u32)>,
+        loc: Loc,
+        key: String,
+    },
     External(PathBuf),
 }
 
@@ -147,15 +159,39 @@ impl Loader {
             }
             return Some(InRef::External(path));
         }
-        let Some((stage, output)) = s.split_once('.') else {
-            self.err_note(
-                loc,
-                format!("input `{}`: `{s}` is neither `stage.output` nor a path", kv.key),
-                &key,
-                Some(format!("a file or folder outside the pipeline starts with `./`, `../` or `/` (e.g. `./{s}`)")),
-                note(),
-            );
-            return None;
+        let mut pinned = None;
+        let (stage, output) = match s.split_once('[') {
+            // `stage[axis=value,...].output` (the dots of values such as 0.5 are inside `[...]`).
+            Some((stage, rest)) if !stage.contains('.') => {
+                let Some((filter, output)) = rest
+                    .split_once(']')
+                    .and_then(|(f, o)| o.strip_prefix('.').map(|o| (f, o)))
+                else {
+                    self.err_note(
+                        loc,
+                        format!("input `{}`: `{s}` is not `stage[axis=value,...].output`", kv.key),
+                        &key,
+                        Some("name one instance of a matrix stage, e.g. `\"prune[method=rand,ratio=0.5].kept\"`".into()),
+                        note(),
+                    );
+                    return None;
+                };
+                pinned = Some(self.pin_values(kv, filter, ctx, &key, &s)?);
+                (stage, output)
+            }
+            _ => match s.split_once('.') {
+                Some(so) => so,
+                None => {
+                    self.err_note(
+                        loc,
+                        format!("input `{}`: `{s}` is neither `stage.output` nor a path", kv.key),
+                        &key,
+                        Some(format!("a file or folder outside the pipeline starts with `./`, `../` or `/` (e.g. `./{s}`)")),
+                        note(),
+                    );
+                    return None;
+                }
+            },
         };
         let Some(&ui) = ctx.stage_index.get(stage) else {
             let names: Vec<&str> = defs.iter().map(|x| x.name.as_str()).collect();
@@ -184,10 +220,78 @@ impl Loader {
             return None;
         }
         edges.entry(ui).or_insert(loc);
-        Some(InRef::Upstream {
-            stage: ui,
-            output: output.to_string(),
+        Some(match pinned {
+            Some(values) => InRef::Pinned {
+                stage: ui,
+                output: output.to_string(),
+                values,
+                loc,
+                key,
+            },
+            None => InRef::Upstream {
+                stage: ui,
+                output: output.to_string(),
+            },
         })
+    }
+
+    /// The `axis=value,...` of a pinned reference, as (axis, value) indices; every axis and
+    /// value must exist.
+    fn pin_values(
+        &mut self,
+        kv: &MapEntry<Node>,
+        filter: &str,
+        ctx: &Ctx,
+        key: &str,
+        whole: &str,
+    ) -> Option<Vec<(usize, u32)>> {
+        let loc = kv.value.loc;
+        let cells = ctx.cells;
+        let mut out = Vec::new();
+        for part in filter.split(',').map(str::trim) {
+            let Some((axis, value)) = part.split_once('=') else {
+                self.err_note(
+                    loc,
+                    format!(
+                        "input `{}`: `{part}` in `{whole}` is not `axis=value`",
+                        kv.key
+                    ),
+                    key,
+                    Some("e.g. `\"prune[method=rand,ratio=0.5].kept\"`".into()),
+                    ctx.note(),
+                );
+                return None;
+            };
+            let (axis, value) = (axis.trim(), value.trim());
+            let Some(a) = cells.axes.iter().position(|x| x == axis) else {
+                self.err_note(
+                    loc,
+                    format!(
+                        "input `{}`: `{whole}` names an unknown matrix axis `{axis}`",
+                        kv.key
+                    ),
+                    key,
+                    suggest(axis, &cells.axes, "the axes are"),
+                    ctx.note(),
+                );
+                return None;
+            };
+            let Some(v) = cells.rendered[a].iter().position(|x| x == value) else {
+                self.err_note(
+                    loc,
+                    format!(
+                        "input `{}`: matrix axis `{axis}` has no value `{value}`",
+                        kv.key
+                    ),
+                    key,
+                    suggest(value, &cells.rendered[a], "its values are"),
+                    ctx.note(),
+                );
+                return None;
+            };
+            out.push((a, v as u32));
+        }
+        Some(out)
     }
 
     fn eval_retry(&mut self, d: &StageDef, ctx: &Ctx) -> u32 {

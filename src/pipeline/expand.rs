@@ -107,23 +107,77 @@ impl Loader {
     }
 
     /// Axes each stage depends on: its own plus its upstream stages' (stages in `order`).
-    pub(super) fn full_axes(
-        defs: &[StageDef],
-        edges: &[BTreeMap<usize, Loc>],
-        order: &[usize],
-    ) -> Vec<Vec<usize>> {
+    pub(super) fn full_axes(defs: &[StageDef], ev: &Evaluated, order: &[usize]) -> Vec<Vec<usize>> {
         let mut full: Vec<BTreeSet<usize>> = defs.iter().map(|d| d.direct_axes.clone()).collect();
         for &si in order {
             let mut acc = full[si].clone();
-            for up in edges[si].keys() {
-                acc.extend(full[*up].iter().copied());
+            // A pinned reference (`stage[axis=value].output`) names one instance: its axes
+            // stay with it.
+            for e in ev.evals[si].values() {
+                for (_, r) in &e.inputs {
+                    if let InRef::Upstream { stage, .. } = r {
+                        acc.extend(full[*stage].iter().copied());
+                    }
+                }
             }
             full[si] = acc;
         }
         full.into_iter().map(|s| s.into_iter().collect()).collect()
     }
 
-    /// How many instances the stages make; refused beyond `limit` before they are built.
+    /// Every pinned reference names exactly one instance: it gives a value for each axis that
+    /// stage depends on, and some cell has those values.
+    pub(super) fn check_pinned(
+        &mut self,
+        defs: &[StageDef],
+        ev: &Evaluated,
+        full_axes: &[Vec<usize>],
+        cells: &Cells,
+    ) -> Option<()> {
+        let before = self.errors.len();
+        for evals in &ev.evals {
+            for e in evals.values() {
+                for (name, r) in &e.inputs {
+                    let InRef::Pinned {
+                        stage,
+                        values,
+                        loc,
+                        key,
+                        ..
+                    } = r
+                    else {
+                        continue;
+                    };
+                    let missing: Vec<String> = full_axes[*stage]
+                        .iter()
+                        .filter(|a| !values.iter().any(|(x, _)| x == *a))
+                        .map(|a| format!("`{}`", cells.axes[*a]))
+                        .collect();
+                    if !missing.is_empty() {
+                        self.err(
+                            Some(*loc),
+                            format!(
+                                "input `{name}` names stage `{}` without a value for {}: that is more than one instance",
+                                defs[*stage].name,
+                                missing.join(", ")
+                            ),
+                            key,
+                            Some("give every axis the stage depends on, e.g. `\"prune[method=rand,ratio=0.5].kept\"`".into()),
+                        );
+                    } else if pinned_cell(cells, values).is_none() {
+                        self.err(
+                            Some(*loc),
+                            format!("input `{name}`: no matrix cell has those values (`exclude` removes it?)"),
+                            key,
+                            None,
+                        );
+                    }
+                }
+            }
+        }
+        (self.errors.len() == before).then_some(())
+    }
+
     pub(super) fn check_instance_count(
         &mut self,
         defs: &[StageDef],
@@ -196,6 +250,16 @@ impl Loader {
                             instance: *index[*stage].get(&projections[*stage].key(cell))?,
                             output: output.clone(),
                         },
+                        InRef::Pinned {
+                            stage,
+                            output,
+                            values,
+                            ..
+                        } => Input::Upstream {
+                            instance: *index[*stage]
+                                .get(&projections[*stage].key(pinned_cell(cells, values)?))?,
+                            output: output.clone(),
+                        },
                     };
                     inputs.insert(name.clone(), input);
                 }
@@ -232,4 +296,12 @@ impl Loader {
         }
         Some(instances)
     }
+}
+
+/// The first cell with the pinned values.
+fn pinned_cell<'c>(cells: &'c Cells, values: &[(usize, u32)]) -> Option<&'c [u32]> {
+    cells
+        .index
+        .iter()
+        .find(|c| values.iter().all(|(a, v)| c[*a] == *v))
 }

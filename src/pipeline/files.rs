@@ -6,8 +6,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::diagnostics::suggest;
+use super::interp::{Ns, Template};
 use super::loader::{io_reason, normalize, valid_ident, Loader};
 use super::raw::RawPipeline;
+use super::templates::contains_template;
 use super::yaml::{self, Entry, Loc, Node, SourceFile, Value};
 
 impl Loader {
@@ -144,6 +146,15 @@ impl Loader {
         let (Value::Map(new), Value::Map(entries)) = (set.value, &mut root.value) else {
             return None;
         };
+        // A param that shadows an axis would silently remove the axis from every stage that
+        // reads the param: `--matrix` is the way to change an axis.
+        let axes = axis_names(entries);
+        if !entries.iter().any(|e| e.key == "params") {
+            if let Some(n) = new.iter().find(|n| axes.contains(&n.key)) {
+                self.set_of_axis(n);
+                return None;
+            }
+        }
         let Some(params) = entries.iter_mut().find(|e| e.key == "params") else {
             self.err(
                 None,
@@ -158,6 +169,11 @@ impl Loader {
         };
         let mut ok = true;
         for n in new {
+            if axes.contains(&n.key) {
+                self.set_of_axis(&n);
+                ok = false;
+                continue;
+            }
             match params.iter_mut().find(|p| p.key == n.key) {
                 Some(p) => p.value = n.value,
                 None => {
@@ -174,6 +190,231 @@ impl Loader {
             }
         }
         ok.then_some(())
+    }
+}
+
+impl Loader {
+    /// `--set AXIS=...`: an axis is changed with `--matrix`.
+    fn set_of_axis(&mut self, n: &Entry) {
+        self.err(
+            Some(n.key_loc),
+            format!(
+                "`--set {}`: `{}` is a matrix axis, not a param",
+                n.key, n.key
+            ),
+            "params",
+            Some(format!(
+                "replace the axis's values with `--matrix {}={}` (several: `--matrix {}=V1,V2`)",
+                n.key,
+                super::loader::scalar_text(&n.value),
+                n.key
+            )),
+        );
+    }
+
+    /// `--matrix AXIS=V1,V2` (or `AXIS=[V1,V2]`): replace the values of an axis of the
+    /// pipeline's `matrix`. The values are parsed as a YAML document of their own (shown as
+    /// `--matrix` in messages), so errors point at them.
+    pub(super) fn apply_matrix_overrides(
+        &mut self,
+        root: &mut Node,
+        overrides: &[String],
+    ) -> Option<()> {
+        let mut text = String::new();
+        for o in overrides {
+            match o.split_once('=') {
+                Some((k, v)) if valid_ident(k.trim()) => {
+                    let v = v.trim();
+                    if v.starts_with('[') {
+                        text.push_str(&format!("{}: {v}\n", k.trim()));
+                    } else {
+                        text.push_str(&format!("{}: [{v}]\n", k.trim()));
+                    }
+                }
+                _ => {
+                    self.err(
+                        None,
+                        format!("bad `--matrix {o}`"),
+                        "",
+                        Some("write `--matrix AXIS=V1,V2` with a matrix axis of the pipeline, e.g. `--matrix ratio=0.1,0.3`".into()),
+                    );
+                    return None;
+                }
+            }
+        }
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let file = self.sources.files.len() as u32;
+        self.sources.files.push(SourceFile::new(
+            "--matrix".into(),
+            cwd.join("--matrix"),
+            text,
+        ));
+        let given = match yaml::parse(file, &self.sources) {
+            Ok(n) => n,
+            Err(errs) => {
+                self.errors.extend(errs);
+                return None;
+            }
+        };
+        let (Value::Map(new), Value::Map(entries)) = (given.value, &mut root.value) else {
+            return None;
+        };
+        let Some(Value::Map(matrix)) = entries
+            .iter_mut()
+            .find(|e| e.key == "matrix")
+            .map(|e| &mut e.value.value)
+        else {
+            self.err(
+                None,
+                "`--matrix` replaces the values of a matrix axis, but the pipeline has no `matrix`",
+                "matrix",
+                Some("add a `matrix:` section, or leave `--matrix` out".into()),
+            );
+            return None;
+        };
+        let names: Vec<String> = matrix
+            .iter()
+            .filter(|a| a.key != "include" && a.key != "exclude")
+            .map(|a| a.key.clone())
+            .collect();
+        let mut ok = true;
+        for n in new {
+            let found = matrix
+                .iter_mut()
+                .filter(|a| a.key != "include" && a.key != "exclude")
+                .find(|a| a.key == n.key);
+            match found {
+                Some(a) => a.value = by_name(&a.value, n.value),
+                None => {
+                    let hint = suggest(&n.key, &names, "its axes are");
+                    self.err(
+                        Some(n.key_loc),
+                        format!(
+                            "`--matrix {}`: the pipeline has no matrix axis `{}`",
+                            n.key, n.key
+                        ),
+                        "matrix",
+                        hint,
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(())
+    }
+
+    /// Matrix axes whose value is `${params.NAME}` take the values of that param, which must
+    /// be a literal list (after `--set`).
+    pub(super) fn params_into_axes(&mut self, root: &mut Node) {
+        let Value::Map(entries) = &mut root.value else {
+            return;
+        };
+        let params: Vec<Entry> = match entries.iter().find(|e| e.key == "params") {
+            Some(Entry {
+                value:
+                    Node {
+                        value: Value::Map(p),
+                        ..
+                    },
+                ..
+            }) => p.clone(),
+            _ => Vec::new(),
+        };
+        let Some(Value::Map(matrix)) = entries
+            .iter_mut()
+            .find(|e| e.key == "matrix")
+            .map(|e| &mut e.value.value)
+        else {
+            return;
+        };
+        for a in matrix
+            .iter_mut()
+            .filter(|a| a.key != "include" && a.key != "exclude")
+        {
+            let Value::Str(s) = &a.value.value else {
+                continue;
+            };
+            let Ok(t) = Template::parse(s) else { continue };
+            let Some(r) = t.whole_ref().filter(|r| r.ns == Ns::Params) else {
+                continue;
+            };
+            let key = format!("matrix.{}", a.key);
+            let name = r.path[0].clone();
+            let Some(p) = params.iter().find(|p| p.key == name) else {
+                let names: Vec<&str> = params.iter().map(|p| p.key.as_str()).collect();
+                self.err(
+                    Some(a.value.loc),
+                    format!(
+                        "matrix axis `{}` takes its values from an unknown param `{name}`",
+                        a.key
+                    ),
+                    &key,
+                    suggest(&name, &names, "the params are"),
+                );
+                continue;
+            };
+            let literal_list = matches!(&p.value.value, Value::Seq(items) if items.iter().all(|i| !contains_template(i)));
+            if r.path.len() > 1 || !literal_list {
+                self.err(
+                    Some(a.value.loc),
+                    format!(
+                        "matrix axis `{}` takes its values from param `{name}`, which is {}, not a literal list",
+                        a.key,
+                        if matches!(&p.value.value, Value::Seq(_)) { "a list that uses `${...}`" } else { p.value.type_name() }
+                    ),
+                    &key,
+                    Some(format!("write the values in the param, e.g. `{name}: [0.25, 0.5]`")),
+                );
+                continue;
+            }
+            a.value = p.value.clone();
+        }
+    }
+}
+
+/// `--matrix` values for an axis: a scalar that names one of the axis's map values (by its
+/// `name` key, as instance ids do: `--matrix method=rand`) stands for that map; anything else
+/// is taken as written.
+fn by_name(old: &Node, new: Node) -> Node {
+    let (Value::Seq(olds), Value::Seq(news)) = (&old.value, &new.value) else {
+        return new;
+    };
+    let named = |n: &Node| -> Option<String> {
+        let name = n.as_map()?.iter().find(|e| e.key == "name")?;
+        Some(super::matrix::render_id_value(&name.value.to_json()))
+    };
+    let items = news
+        .iter()
+        .map(|v| {
+            let wanted = match &v.value {
+                Value::Map(_) | Value::Seq(_) | Value::Null => None,
+                _ => Some(super::matrix::render_id_value(&v.to_json())),
+            };
+            wanted
+                .and_then(|w| {
+                    olds.iter()
+                        .find(|o| named(o).as_deref() == Some(w.as_str()))
+                })
+                .cloned()
+                .unwrap_or_else(|| v.clone())
+        })
+        .collect();
+    Node {
+        value: Value::Seq(items),
+        loc: new.loc,
+    }
+}
+
+/// The axis names of a `matrix:` map (not `include` / `exclude`).
+fn axis_names(entries: &[Entry]) -> Vec<String> {
+    let matrix = entries.iter().find(|e| e.key == "matrix");
+    match matrix.map(|e| &e.value.value) {
+        Some(Value::Map(m)) => m
+            .iter()
+            .filter(|a| a.key != "include" && a.key != "exclude")
+            .map(|a| a.key.clone())
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -23,6 +23,7 @@ mod paths;
 pub mod raw;
 pub mod schema;
 mod sections;
+mod select;
 mod stage;
 mod templates;
 pub mod yaml;
@@ -34,6 +35,7 @@ pub use diagnostics::{Diagnostic, Diagnostics};
 pub use loader::normalize;
 pub use model::*;
 pub use raw::{MAX_CPUS, MAX_GPUS, MAX_MEM_GB, MAX_RETRY, MAX_TIME_MIN};
+pub use select::TargetError;
 
 use de::{Checked, MapEntry};
 use interp::{Ns, Template};
@@ -52,6 +54,8 @@ pub struct LoadOptions {
     /// `--set NAME=VALUE` overrides of the pipeline's `params` (values are YAML scalars or flow
     /// collections; relative paths resolve against the current directory).
     pub overrides: Vec<String>,
+    /// `--matrix AXIS=V1,V2` replacements of the values of matrix axes.
+    pub matrix: Vec<String>,
     /// More stage instances (or matrix cells) than this is an error, found before they are built.
     pub max_instances: usize,
     /// Look for symlink loops inside external input folders (lists them whole), not only at
@@ -63,6 +67,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             overrides: Vec::new(),
+            matrix: Vec::new(),
             max_instances: DEFAULT_MAX_INSTANCES,
             walk_inputs: true,
         }
@@ -97,6 +102,10 @@ impl Loader {
         if !opts.overrides.is_empty() {
             self.apply_overrides(&mut root, &opts.overrides)?;
         }
+        if !opts.matrix.is_empty() {
+            self.apply_matrix_overrides(&mut root, &opts.matrix)?;
+        }
+        self.params_into_axes(&mut root);
         let mut de_errors = Vec::new();
         let raw: Option<RawPipeline> = de::from_node(&root, "", &mut de_errors);
         self.de_errors(de_errors);
@@ -122,7 +131,8 @@ impl Loader {
         if !self.errors.is_empty() {
             return None;
         }
-        let full_axes = Self::full_axes(&defs, &evaluated.edges, &order);
+        let full_axes = Self::full_axes(&defs, &evaluated, &order);
+        self.check_pinned(&defs, &evaluated, &full_axes, &cells)?;
         let count = self.check_instance_count(&defs, &full_axes, &cells, opts.max_instances)?;
         let instances = self.instances(&defs, evaluated, &order, &full_axes, &cells, count)?;
         Some(Pipeline {

@@ -343,7 +343,9 @@ exists. Unlike GitHub Actions, an include entry is a whole cell: it must give a 
 else. A stage depends on the axes it references (directly or through `params`) and on its upstream stages' axes, \
 and has one instance per distinct combination of those values, with the id `stage[axis=value,...]` (a map value \
 is named by its `name` key if it has one, else by its values joined with `+`; two values of an axis may not get \
-the same name); a stage that depends on no axis has one instance, shared by every cell.";
+the same name); a stage that depends on no axis has one instance, shared by every cell. An axis may take its values \
+from a param whose value is a literal list (`ratio: ${params.ratios}`); `--matrix AXIS=V1,V2` replaces an axis's \
+values from the command line.";
 
 pub const INTERP_DOC: &str = "`${params.NAME}` or `${matrix.AXIS}` (`.KEY` reaches into a map). A value that is \
 exactly one reference keeps the referenced value's type; inside a longer string the value is rendered. \
@@ -371,7 +373,10 @@ fn matrix_schema(_: &mut SchemaGenerator) -> Schema {
             "exclude": {"type": "array", "items": {"type": "object", "minProperties": 1}, "description": "Cells to remove: an entry matches every cell that has all of its values."}
         },
         "propertyNames": {"pattern": NAME_PATTERN},
-        "additionalProperties": {"type": "array", "minItems": 1}
+        "additionalProperties": {"anyOf": [
+            {"type": "array", "minItems": 1},
+            {"type": "string", "pattern": "^\\$\\{params\\.[A-Za-z0-9_-]+\\}$", "description": "A param whose value is a literal list of the axis's values."}
+        ]}
     }))
 }
 

@@ -256,6 +256,8 @@ impl Loader {
                     )),
                 );
             }
+            // `${params.NAME}` that did not resolve to a list: reported by `params_into_axes`.
+            Value::Str(s) if is_param_ref(s) => mx.broken.push(name.to_string()),
             _ => {
                 mx.broken.push(name.to_string());
                 self.err(
@@ -592,4 +594,12 @@ fn render_node_id(n: &Node) -> String {
         },
         _ => render_id_value(&n.to_json()),
     }
+}
+
+/// Whether `s` is exactly one `${params...}` reference.
+fn is_param_ref(s: &str) -> bool {
+    interp::Template::parse(s)
+        .ok()
+        .and_then(|t| t.whole_ref().map(|r| r.ns == interp::Ns::Params))
+        .unwrap_or(false)
 }

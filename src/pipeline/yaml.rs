@@ -274,7 +274,19 @@ pub fn parse(file: u32, sources: &Sources) -> Result<Node, Vec<Diagnostic>> {
             len: 1,
         };
         let mut errs = b.errors;
-        errs.push(Diagnostic::new(format!("invalid YAML: {}", e.info())).at(sources.span(loc)));
+        let line = src
+            .text
+            .lines()
+            .nth(m.line().saturating_sub(1))
+            .unwrap_or("");
+        let hint = unquoted_bracket(line, m.col()).map(|r| {
+            format!("inside `{{ ... }}` a reference with `[` must be quoted: write `\"{r}\"` (or use block style: one `key: value` per line)")
+        });
+        errs.push(
+            Diagnostic::new(format!("invalid YAML: {}", e.info()))
+                .at(sources.span(loc))
+                .hint_opt(hint),
+        );
         return Err(errs);
     }
     if !b.errors.is_empty() {
@@ -286,6 +298,26 @@ pub fn parse(file: u32, sources: &Sources) -> Result<Node, Vec<Diagnostic>> {
         col: 1,
         len: 1,
     })))
+}
+
+/// The reference (`prune.kept[*]`, `prune[method=rand].kept`) written unquoted in flow style
+/// whose `[` at char `col` (0-based) of `line` stopped the YAML parser, if that is what it is.
+fn unquoted_bracket(line: &str, col: usize) -> Option<String> {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.get(col) != Some(&'[') {
+        return None;
+    }
+    let word = |c: &char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    let start = chars[..col]
+        .iter()
+        .rposition(|c| !word(c))
+        .map_or(0, |p| p + 1);
+    if start == col {
+        return None;
+    }
+    let close = col + chars[col..].iter().position(|c| *c == ']')?;
+    let end = close + 1 + chars[close + 1..].iter().take_while(|c| word(c)).count();
+    Some(chars[start..end].iter().collect())
 }
 
 enum Frame {

@@ -10,4 +10,5 @@ mod serve;
 mod slurm;
 mod stages;
 mod support;
+mod sweeps;
 mod trust;
