@@ -21,9 +21,11 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::json;
 
-use crate::formats::ijb::{self, IjbRelease};
 use crate::formats::{bin, recordio};
 use crate::kinds::data::SyntheticFacesParams;
+
+mod ijbc;
+pub use ijbc::IjbcCounts;
 
 /// ArcFace 112×112 five-point template (formats.md §3.2).
 pub const TEMPLATE: [[f32; 2]; 5] = [
@@ -742,47 +744,53 @@ pub fn generate(p: &SyntheticFacesParams, out: &Outputs) -> Result<serde_json::V
     std::fs::write(out.noise, serde_json::to_vec(&noise)?)
         .with_context(|| format!("cannot write {}", out.noise.display()))?;
 
-    // Verification pairs: 10 folds, each half genuine then half impostor.
+    // Verification pairs: 10 folds, each half genuine then half impostor, drawn from a pool of
+    // `verification_pool` images per held-out identity (a genuine pair is two different images).
     let v0 = ids;
     let nv = p.verification_identities as u64;
+    let pool = p.verification_pool as u64;
     let per_fold = (p.pairs / 10) as usize;
-    let mut specs: Vec<(u64, u64, bool)> = Vec::with_capacity(p.pairs as usize);
+    // (identity, pool index) of both images of each pair, and whether it is genuine.
+    type PoolImage = (u64, u64);
+    let mut specs: Vec<(PoolImage, PoolImage, bool)> = Vec::with_capacity(p.pairs as usize);
     let mut r = rng_of(&[p.seed, 6]);
     for fold in 0..10 {
         // With an odd fold size, even folds get the extra genuine pair, so that exactly half are.
         let genuine_in_fold = (per_fold + (fold + 1) % 2) / 2;
         for k in 0..per_fold {
             let genuine = k < genuine_in_fold;
-            let a = v0 + r.gen_range(0..nv);
-            let b = if genuine {
-                a
+            let a = r.gen_range(0..nv);
+            let i = r.gen_range(0..pool);
+            let (b, j) = if genuine {
+                (a, (i + r.gen_range(1..pool)) % pool)
             } else {
-                v0 + (a - v0 + r.gen_range(1..nv)) % nv
+                ((a + r.gen_range(1..nv)) % nv, r.gen_range(0..pool))
             };
-            specs.push((a, b, genuine));
+            specs.push(((a, i), (b, j), genuine));
         }
     }
-    let pair_imgs = specs
-        .par_iter()
-        .enumerate()
-        .flat_map_iter(|(k, &(a, b, _))| {
-            [(a, 2 * k as u64), (b, 2 * k as u64 + 1)]
-                .into_iter()
-                .map(|(id, j)| {
-                    aligned_jpeg(
-                        &identities[id as usize],
-                        seed_of(&[p.seed, 7, j]),
-                        None,
-                        size,
-                    )
-                })
+    let pool_imgs = (0..nv * pool)
+        .into_par_iter()
+        .map(|k| {
+            let (v, j) = (k / pool, k % pool);
+            aligned_jpeg(
+                &identities[(v0 + v) as usize],
+                seed_of(&[p.seed, 10, v, j]),
+                None,
+                size,
+            )
         })
         .collect::<Result<Vec<_>>>()?;
+    let pair_imgs: Vec<Vec<u8>> = specs
+        .iter()
+        .flat_map(|&(x, y, _)| [x, y])
+        .map(|(v, j)| pool_imgs[(v * pool + j) as usize].clone())
+        .collect();
     let issame: Vec<bool> = specs.iter().map(|s| s.2).collect();
     bin::write_pairs(out.pairs, &pair_imgs, &issame)?;
 
     // IJB-C-style release.
-    let ijbc = generate_ijbc(p, &identities, out.ijbc)?;
+    let ijbc = ijbc::generate_ijbc(p, &identities, out.ijbc)?;
 
     Ok(json!({
         "images": plan.len(),
@@ -795,131 +803,21 @@ pub fn generate(p: &SyntheticFacesParams, out: &Outputs) -> Result<serde_json::V
         "image_size": size,
         "classes": meta.c,
         "pairs": p.pairs,
-        "ijbc_images": ijbc.0,
-        "ijbc_templates": ijbc.1,
-        "ijbc_pairs": ijbc.2,
+        "verification_images": pool_imgs.len(),
+        "ijbc_images": ijbc.images,
+        "ijbc_rows": ijbc.rows,
+        "ijbc_templates": ijbc.templates,
+        "ijbc_pairs": ijbc.pairs,
+        "ijbc_genuine_pairs": ijbc.genuine,
+        "ijbc_impostor_pairs": ijbc.pairs - ijbc.genuine,
         "seconds": started.elapsed().as_secs_f64(),
     }))
-}
-
-/// Write `ijbc/` (meta/ijbc_*.txt + loose_crop/). Returns (images, templates, pairs).
-fn generate_ijbc(
-    p: &SyntheticFacesParams,
-    identities: &[Identity],
-    root: &Path,
-) -> Result<(usize, usize, usize)> {
-    let s0 = p.identities as u64 + p.verification_identities as u64;
-    let mut r = rng_of(&[p.seed, 8]);
-    // (subject, template id, media id, shot seed, frame seed)
-    let mut rows: Vec<(u64, u64, u64, u64, Option<u64>)> = Vec::new();
-    let mut template_subject: Vec<(u64, u64)> = Vec::new();
-    let (mut tid, mut mid) = (0u64, 0u64);
-    for s in 0..p.ijbc_subjects as u64 {
-        for _ in 0..r.gen_range(2..=4) {
-            tid += r.gen_range(1..40);
-            template_subject.push((tid, s));
-            for _ in 0..r.gen_range(1..=3) {
-                mid += r.gen_range(1..500);
-                let shot = r.gen();
-                // A video media has several frames of the same shot.
-                let frames = if r.gen_bool(0.35) {
-                    r.gen_range(2..=3)
-                } else {
-                    1
-                };
-                for f in 0..frames {
-                    rows.push((
-                        s0 + s,
-                        tid,
-                        mid,
-                        shot,
-                        if frames > 1 {
-                            Some(seed_of(&[shot, f as u64]))
-                        } else {
-                            None
-                        },
-                    ));
-                }
-            }
-        }
-    }
-    let size = p.size as f32;
-    let crops = rows
-        .par_iter()
-        .enumerate()
-        .map(|(i, &(id, _, _, shot, frame))| {
-            let ident = &identities[id as usize];
-            let mut nz = Nuisance::new(&mut ChaCha8Rng::seed_from_u64(shot));
-            if let Some(f) = frame {
-                nz = nz.near_duplicate(&mut ChaCha8Rng::seed_from_u64(f));
-            }
-            let mut cr = rng_of(&[shot, 9, frame.unwrap_or(0)]);
-            let cw = (size * cr.gen_range(1.4..2.0)).round();
-            let ch = (cw * cr.gen_range(1.0..1.3)).round();
-            let k = size / 112.0 * cr.gen_range(0.8..1.15);
-            let theta = 0.17 * normal(&mut cr);
-            let centre = [
-                cw * 0.5 + cw * cr.gen_range(-0.08..0.08),
-                ch * 0.5 + ch * cr.gen_range(-0.08..0.08),
-            ];
-            let (a, b) = (k * theta.cos(), k * theta.sin());
-            let face_c = [56.0 + nz.yaw, 62.0];
-            let loose = Sim {
-                a,
-                b,
-                tx: centre[0] - (a * face_c[0] - b * face_c[1]),
-                ty: centre[1] - (b * face_c[0] + a * face_c[1]),
-            };
-            let rgb = render(ident, &nz, &loose, cw as usize, ch as usize);
-            let jpeg = encode_jpeg(&rgb, cw as usize, ch as usize, nz.quality)?;
-            let mut lm = ident.landmarks(nz.yaw);
-            for q in &mut lm {
-                let t = loose.apply(*q);
-                *q = [
-                    t[0] + 0.4 * k * normal(&mut cr),
-                    t[1] + 0.4 * k * normal(&mut cr),
-                ];
-            }
-            let name = format!("{}.jpg", i + 1);
-            Ok((name, jpeg, lm, nz.faceness()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut release = IjbRelease {
-        images: vec![],
-        templates: vec![],
-        media: vec![],
-        landmarks: vec![],
-        scores: vec![],
-        pairs: vec![],
-    };
-    ijb::write_release(root, "IJBC", &release)?;
-    for ((name, jpeg, lm, score), row) in crops.into_iter().zip(&rows) {
-        std::fs::write(ijb::image_path(root, &name), &jpeg)
-            .with_context(|| format!("cannot write {name} in {}", root.display()))?;
-        release.images.push(name);
-        release.templates.push(row.1);
-        release.media.push(row.2);
-        release.landmarks.push(lm);
-        release.scores.push(score);
-    }
-    for i in 0..template_subject.len() {
-        for j in i + 1..template_subject.len() {
-            let (t1, s1) = template_subject[i];
-            let (t2, s2) = template_subject[j];
-            release.pairs.push((t1, t2, s1 == s2));
-        }
-    }
-    ijb::write_release(root, "IJBC", &release)?;
-    Ok((
-        release.images.len(),
-        template_subject.len(),
-        release.pairs.len(),
-    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::ijb;
 
     fn small() -> SyntheticFacesParams {
         SyntheticFacesParams {
@@ -930,8 +828,11 @@ mod tests {
             label_noise: 0.1,
             duplicates: 0.2,
             verification_identities: 5,
+            verification_pool: 3,
             pairs: 30,
             ijbc_subjects: 3,
+            ijbc_templates_per_subject: 4,
+            ijbc_media_per_subject: 3,
         }
     }
 
@@ -998,9 +899,44 @@ mod tests {
             15,
             "exactly half genuine with odd fold sizes"
         );
+        // Pairs come from a pool of 3 images per verification identity: at most 15 distinct
+        // images, and the two images of a genuine pair are different images.
+        let distinct: std::collections::HashSet<&Vec<u8>> = imgs.iter().collect();
+        assert!(distinct.len() <= 15, "{} distinct images", distinct.len());
+        assert_eq!(m["verification_images"], 15);
+        for (k, &s) in same.iter().enumerate() {
+            if s {
+                assert_ne!(imgs[2 * k], imgs[2 * k + 1], "genuine pair {k}");
+            }
+        }
+        // IJB-C: 3 subjects × 4 templates, every pair listed.
         let rel = ijb::read_release(&a.path().join("ijbc"), "IJBC", true).unwrap();
-        assert!(rel.images.len() >= 6);
-        assert!(rel.pairs.iter().any(|p| p.2) && rel.pairs.iter().any(|p| !p.2));
+        let templates: std::collections::BTreeSet<u64> = rel.templates.iter().copied().collect();
+        assert_eq!(templates.len(), 12);
+        assert_eq!(rel.pairs.len(), 12 * 11 / 2);
+        assert_eq!(rel.pairs.iter().filter(|p| p.2).count(), 3 * (4 * 3 / 2));
+        assert_eq!(m["ijbc_templates"], 12);
+        assert_eq!(m["ijbc_pairs"], 66);
+        assert_eq!(m["ijbc_genuine_pairs"], 18);
+        assert_eq!(m["ijbc_impostor_pairs"], 48);
+        assert_eq!(m["ijbc_rows"].as_u64().unwrap() as usize, rel.images.len());
+        // Each loose crop is one file, listed with the same landmarks and score on every row.
+        let mut files: std::collections::HashMap<&str, ([[f32; 2]; 5], f32)> = Default::default();
+        for i in 0..rel.images.len() {
+            let e = files
+                .entry(rel.images[i].as_str())
+                .or_insert((rel.landmarks[i], rel.scores[i]));
+            assert_eq!(*e, (rel.landmarks[i], rel.scores[i]), "row {i}");
+        }
+        let on_disk = std::fs::read_dir(a.path().join("ijbc/loose_crop"))
+            .unwrap()
+            .count();
+        assert_eq!(files.len(), on_disk);
+        assert_eq!(m["ijbc_images"].as_u64().unwrap() as usize, on_disk);
+        assert!(
+            on_disk <= 3 * 3 * 3,
+            "at most 3 frames of 3 media per subject"
+        );
         let noise: serde_json::Value =
             serde_json::from_slice(&std::fs::read(a.path().join("noise.json")).unwrap()).unwrap();
         let truth = noise["true_identity"].as_array().unwrap();

@@ -28,10 +28,18 @@ pub struct SyntheticFacesParams {
     pub duplicates: f64,
     /// Held-out identities used for the verification pairs.
     pub verification_identities: u32,
+    /// Images rendered per verification identity; the pairs draw from this pool, so images repeat
+    /// across pairs (a genuine pair is two different images of the pool).
+    pub verification_pool: u32,
     /// Verification pairs (half genuine, half impostor; a multiple of 10 for the 10 folds).
     pub pairs: u32,
     /// Held-out identities (subjects) of the IJB-C-style benchmark.
     pub ijbc_subjects: u32,
+    /// Templates per IJB-C-style subject; every pair of templates is listed, so the pairs grow
+    /// quadratically (genuine: subjects·C(templates, 2)).
+    pub ijbc_templates_per_subject: u32,
+    /// Media (stills or 2-3-frame videos) per IJB-C-style subject; each template picks 1-3 of them.
+    pub ijbc_media_per_subject: u32,
 }
 
 impl Default for SyntheticFacesParams {
@@ -44,8 +52,11 @@ impl Default for SyntheticFacesParams {
             label_noise: 0.02,
             duplicates: 0.2,
             verification_identities: 100,
-            pairs: 1200,
-            ijbc_subjects: 60,
+            verification_pool: 20,
+            pairs: 6000,
+            ijbc_subjects: 150,
+            ijbc_templates_per_subject: 10,
+            ijbc_media_per_subject: 10,
         }
     }
 }
@@ -89,8 +100,53 @@ impl Params for SyntheticFacesParams {
                 "must be at least 2",
             ));
         }
+        if self.verification_pool < 2 {
+            errs.push(
+                ParamError::new(
+                    "verification_pool",
+                    format!(
+                        "must be at least 2 (a genuine pair needs two images), got {}",
+                        self.verification_pool
+                    ),
+                )
+                .with_hint("the default is 20 images per verification identity"),
+            );
+        }
         if self.ijbc_subjects < 2 {
             errs.push(ParamError::new("ijbc_subjects", "must be at least 2"));
+        }
+        if self.ijbc_templates_per_subject < 2 {
+            errs.push(
+                ParamError::new(
+                    "ijbc_templates_per_subject",
+                    format!(
+                        "must be at least 2 (genuine pairs are two templates of one subject), got {}",
+                        self.ijbc_templates_per_subject
+                    ),
+                )
+                .with_hint("the default is 10"),
+            );
+        }
+        if self.ijbc_media_per_subject < 1 {
+            errs.push(ParamError::new(
+                "ijbc_media_per_subject",
+                "must be at least 1",
+            ));
+        }
+        // All template pairs are listed: keep the pair file within reason (~80 MB of text).
+        let templates = self.ijbc_subjects as u64 * self.ijbc_templates_per_subject as u64;
+        if templates > 5_000 {
+            errs.push(
+                ParamError::new(
+                    "ijbc_templates_per_subject",
+                    format!(
+                        "ijbc_subjects × ijbc_templates_per_subject = {templates} templates, more than 5000 \
+                         (every pair is listed: {} pairs)",
+                        templates * (templates - 1) / 2
+                    ),
+                )
+                .with_hint("lower ijbc_subjects or ijbc_templates_per_subject"),
+            );
         }
         if errs.is_empty() {
             Ok(())
@@ -100,10 +156,13 @@ impl Params for SyntheticFacesParams {
     }
 }
 
+/// Version 2: pairs drawn from a pool of images per verification identity (6,000 by default)
+/// and IJB-C-style templates built from a pool of media per subject (1,500 templates, every pair
+/// listed: ≥ 10^6 impostor pairs), so the benchmark can tell 1 point of accuracy apart.
 pub static SYNTHETIC_FACES: super::KindSpec = kind_spec!(SyntheticFacesParams,
     name: "synthetic-faces",
     worker: Lite,
-    version: 1,
+    version: 2,
     summary: "seeded stand-in for CASIA-WebFace + LFW-style pairs + IJB-C-style 1:1, in the real formats",
     inputs: &[],
     outputs: &[
@@ -207,3 +266,55 @@ pub static IMAGE_FOLDER: super::KindSpec = kind_spec!(ImageFolderParams,
     outputs: &[Port::output("train", "train/", "insightface RecordIO folder + dataset files")],
     default_gpus: 0,
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(p: SyntheticFacesParams) -> Vec<String> {
+        p.validate()
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| format!("{e:?}"))
+            .collect()
+    }
+
+    #[test]
+    fn evaluation_set_sizes_are_validated() {
+        assert!(SyntheticFacesParams::default().validate().is_ok());
+        let d = SyntheticFacesParams::default;
+        let e = errors(SyntheticFacesParams {
+            verification_pool: 1,
+            ..d()
+        });
+        assert!(e.len() == 1 && e[0].contains("verification_pool"), "{e:?}");
+        let e = errors(SyntheticFacesParams {
+            ijbc_templates_per_subject: 1,
+            ..d()
+        });
+        assert!(
+            e.len() == 1 && e[0].contains("ijbc_templates_per_subject"),
+            "{e:?}"
+        );
+        let e = errors(SyntheticFacesParams {
+            ijbc_media_per_subject: 0,
+            ..d()
+        });
+        assert!(
+            e.len() == 1 && e[0].contains("ijbc_media_per_subject"),
+            "{e:?}"
+        );
+        // 501 × 10 templates: 12.5 million pairs would be listed.
+        let e = errors(SyntheticFacesParams {
+            ijbc_subjects: 501,
+            ..d()
+        });
+        assert!(e.len() == 1 && e[0].contains("5010 templates"), "{e:?}");
+        assert!(errors(SyntheticFacesParams {
+            ijbc_subjects: 500,
+            ..d()
+        })
+        .is_empty());
+    }
+}

@@ -35,10 +35,12 @@ impl Params for VerifyParams {
     }
 }
 
+/// Version 3: each distinct image of a pack (by its JPEG bytes) is embedded once and reused for
+/// every pair that repeats it; the results report `distinct_images`.
 pub static VERIFY: super::KindSpec = kind_spec!(VerifyParams,
     name: "verify",
     worker: Torch,
-    version: 2,
+    version: 3,
     summary: "10-fold verification accuracy on insightface .bin pair sets (LFW, CFP-FP, AgeDB-30, ...)",
     inputs: &[
         Port::input("model", true, "`model` of a train stage"),
@@ -94,10 +96,14 @@ impl Params for IjbcParams {
     }
 }
 
+/// Version 3: each distinct (loose crop, landmarks) is embedded once and reused for every row that
+/// repeats it (`distinct_images`); the results mark the FARs the pair list cannot measure:
+/// `far_floor` = 1/impostor pairs, and `tar_at_far_measurable` (and `measurable` in
+/// `roc_points_picked`) false for a target below it, where the TAR reported is TAR at FAR 0.
 pub static IJBC: super::KindSpec = kind_spec!(IjbcParams,
     name: "ijbc",
     worker: Torch,
-    version: 2,
+    version: 3,
     summary: "IJB-C / IJB-B 1:1 verification: TAR@FAR 1e-6..1e-1, AUC, ROC plot",
     inputs: &[
         Port::input("model", true, "`model` of a train stage"),
@@ -106,7 +112,7 @@ pub static IJBC: super::KindSpec = kind_spec!(IjbcParams,
     outputs: &[
         Port::output("scores", "score.npy", "cosine score of every template pair (<f8, as eval_ijbc.py)"),
         Port::output("roc", "roc/", "roc.svg, roc.png, roc.csv"),
-        Port::output("results", "ijbc.json", "TAR@FAR table and AUC"),
+        Port::output("results", "ijbc.json", "TAR@FAR table, AUC, far_floor and per-target measurable flags"),
     ],
     default_gpus: 1,
 );

@@ -168,6 +168,58 @@ pub fn read_pack(path: &Path, h: usize, w: usize) -> Result<(Vec<u8>, Vec<bool>)
     Ok((decoded.concat(), issame))
 }
 
+/// Each distinct encoded image of `jpegs` (equal bytes) once, in first-seen order, and for every
+/// entry the index of its distinct image.
+fn distinct_by<K: std::hash::Hash + Eq>(keys: impl Iterator<Item = K>) -> (Vec<usize>, Vec<usize>) {
+    let mut seen: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
+    let mut first = Vec::new();
+    let rows = keys
+        .enumerate()
+        .map(|(i, k)| {
+            *seen.entry(k).or_insert_with(|| {
+                first.push(i);
+                first.len() - 1
+            })
+        })
+        .collect();
+    (first, rows)
+}
+
+/// `view` (one row of `dim` values per distinct item) expanded to one row per entry of `rows`.
+fn expand_rows(view: &[f32], rows: &[usize], dim: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len() * dim);
+    for &u in rows {
+        out.extend_from_slice(&view[u * dim..(u + 1) * dim]);
+    }
+    out
+}
+
+/// The per-image views ([`embed_views`]) of every image of a `.bin` pack, each distinct encoded
+/// image (by its bytes) decoded and embedded once: the same values as embedding every image,
+/// since the forward pass of an image does not depend on the rest of its batch (eval mode).
+/// Returns the views (one row per image of the pack), `issame`, and the number of distinct images.
+#[allow(clippy::too_many_arguments)]
+pub fn pack_views(
+    net: &Backbone,
+    device: Device,
+    path: &Path,
+    h: usize,
+    w: usize,
+    dim: usize,
+    flip: bool,
+    batch: usize,
+) -> Result<(Vec<Vec<f32>>, Vec<bool>, usize)> {
+    let (jpegs, issame) = bin::read_pairs(path)?;
+    let (first, rows) = distinct_by(jpegs.iter().map(|j| j.as_slice()));
+    let decoded: Vec<Vec<u8>> = first
+        .par_iter()
+        .map(|&i| decode_rgb_sized(&jpegs[i], w, h, &|| format!("{} image {i}", path.display())))
+        .collect::<Result<_>>()?;
+    let views = embed_views(net, device, &decoded.concat(), h, w, flip, batch)?;
+    let views = views.iter().map(|v| expand_rows(v, &rows, dim)).collect();
+    Ok((views, issame, first.len()))
+}
+
 /// The `verify` stage.
 pub fn run_verify(inv: &Invocation) -> Result<Value> {
     let p: VerifyParams = inv.params()?;
@@ -181,9 +233,9 @@ pub fn run_verify(inv: &Invocation) -> Result<Value> {
     let mut accs: BTreeMap<String, f64> = BTreeMap::new();
     for (name, path) in &sets {
         let t0 = Instant::now();
-        let (images, issame) = read_pack(path, h, w)?;
-        let views = embed_views(&net, device, &images, h, w, p.flip, p.batch_size as usize)?;
         let dim = info.embedding_size as usize;
+        let (views, issame, distinct) =
+            pack_views(&net, device, path, h, w, dim, p.flip, p.batch_size as usize)?;
         let views: Vec<&[f32]> = views.iter().map(|v| v.as_slice()).collect();
         let (emb, xnorm) = test_embeddings(&views, dim);
         let dist = pair_distances(&emb, dim);
@@ -201,6 +253,7 @@ pub fn run_verify(inv: &Invocation) -> Result<Value> {
                 "tar_at_far_1e-03_std": r.val_std,
                 "far": r.far,
                 "pairs": r.pairs,
+                "distinct_images": distinct,
                 "xnorm": xnorm,
                 "fold_accuracies": r.fold_accuracies,
                 "fold_thresholds": r.fold_thresholds,
@@ -225,19 +278,19 @@ pub fn run_verify(inv: &Invocation) -> Result<Value> {
     Ok(metrics)
 }
 
-/// Decode and align the loose crops `range` of the release into interleaved `h × w × 3` RGB.
+/// Decode and align the loose crops of release rows `rows` into interleaved `h × w × 3` RGB.
 fn aligned_images(
     root: &Path,
     rel: &ijb::IjbRelease,
     target: &str,
-    range: std::ops::Range<usize>,
+    rows: &[usize],
     h: usize,
     w: usize,
 ) -> Result<Vec<u8>> {
     let meta = ijb::meta_paths(root, target)?;
-    let rows: Vec<Vec<u8>> = range
-        .into_par_iter()
-        .map(|i| -> Result<Vec<u8>> {
+    let rows: Vec<Vec<u8>> = rows
+        .par_iter()
+        .map(|&i| -> Result<Vec<u8>> {
             let bytes = ijb::read_image(root, rel, i, target)?;
             let mut data = Vec::new();
             let (ih, iw) = decode_rgb(&bytes, &mut data, &|| {
@@ -257,6 +310,49 @@ fn aligned_images(
         })
         .collect::<Result<_>>()?;
     Ok(rows.concat())
+}
+
+/// The features of every row of the release (`f(img) [+ f(flip)]`, before normalisation and the
+/// detector score), each distinct (image file, landmarks) decoded, aligned and embedded once: the
+/// same values as embedding every row (the reference does), since the aligned input is the same
+/// and an image's forward pass does not depend on its batch (eval mode). Returns the features
+/// (`rows × dim`) and the number of distinct images; `progress(done, total)` after each chunk.
+fn release_features(
+    net: &Backbone,
+    device: Device,
+    root: &Path,
+    rel: &ijb::IjbRelease,
+    p: &IjbcParams,
+    (h, w, dim): (usize, usize, usize),
+    progress: &dyn Fn(usize, usize),
+) -> Result<(Vec<f32>, usize)> {
+    let (first, rows) = distinct_by(
+        rel.images
+            .iter()
+            .zip(&rel.landmarks)
+            .map(|(name, lm)| (name.as_str(), lm.map(|[x, y]| [x.to_bits(), y.to_bits()]))),
+    );
+    let mut feats: Vec<f32> = Vec::with_capacity(first.len() * dim);
+    for chunk in first.chunks(DECODE_CHUNK) {
+        let images = aligned_images(root, rel, &p.target, chunk, h, w)?;
+        feats.extend(embed(
+            net,
+            device,
+            &images,
+            h,
+            w,
+            p.use_flip_test,
+            p.batch_size as usize,
+        )?);
+        progress(feats.len() / dim, first.len());
+    }
+    Ok((expand_rows(&feats, &rows, dim), first.len()))
+}
+
+/// Whether FAR `target` can be measured with `impostors` impostor pairs: at least one false
+/// accept is allowed (`target ≥ 1/impostors`). Below that floor the picked point is TAR at FAR 0.
+pub fn far_measurable(target: f64, impostors: u64) -> bool {
+    impostors > 0 && target * impostors as f64 >= 1.0
 }
 
 /// The `ijbc` stage.
@@ -281,21 +377,17 @@ pub fn run_ijbc(inv: &Invocation) -> Result<Value> {
     }
     let progress = inv.progress();
     let t0 = Instant::now();
-    let mut feats: Vec<f32> = Vec::with_capacity(n * dim);
-    for start in (0..n).step_by(DECODE_CHUNK) {
-        let end = (start + DECODE_CHUNK).min(n);
-        let images = aligned_images(root, &rel, &p.target, start..end, h, w)?;
-        feats.extend(embed(
-            &net,
-            device,
-            &images,
-            h,
-            w,
-            p.use_flip_test,
-            p.batch_size as usize,
-        )?);
-        progress.report(json!({"step": end, "steps": n, "images_per_s": end as f64 / t0.elapsed().as_secs_f64().max(1e-9)}));
-    }
+    let (mut feats, distinct) = release_features(
+        &net,
+        device,
+        root,
+        &rel,
+        &p,
+        (h, w, dim),
+        &|done, total| {
+            progress.report(json!({"step": done, "steps": total, "images_per_s": done as f64 / t0.elapsed().as_secs_f64().max(1e-9)}));
+        },
+    )?;
     let embed_s = t0.elapsed().as_secs_f64();
     if !p.use_norm_score {
         normalize_rows(&mut feats, dim);
@@ -340,15 +432,25 @@ pub fn run_ijbc(inv: &Invocation) -> Result<Value> {
         .zip(&picks)
         .map(|(k, t)| (k.to_string(), json!((t.tar * 1e4).round() / 100.0)))
         .collect();
+    // With N impostor pairs the smallest non-zero FAR is 1/N: a target below it is TAR at FAR 0.
+    let far_floor = 1.0 / curve.negatives.max(1) as f64;
+    let measurable: serde_json::Map<String, Value> = FAR_KEYS
+        .iter()
+        .zip(IJB_FAR_TARGETS)
+        .map(|(k, x)| (k.to_string(), json!(far_measurable(x, curve.negatives))))
+        .collect();
     let points: Vec<Value> = FAR_KEYS
         .iter()
         .zip(&picks)
-        .map(|(k, t)| json!({"target": k, "tar": t.tar, "far": t.far, "threshold": t.threshold}))
+        .zip(IJB_FAR_TARGETS)
+        .map(|((k, t), x)| json!({"target": k, "tar": t.tar, "far": t.far, "threshold": t.threshold, "measurable": far_measurable(x, curve.negatives)}))
         .collect();
     let metrics = json!({
         "target": p.target,
         "tar_at_far": Value::Object(frac),
         "tar_at_far_percent": Value::Object(pct),
+        "far_floor": far_floor,
+        "tar_at_far_measurable": Value::Object(measurable),
         "roc_points_picked": points,
         "auc": area,
         "pairs": labels.len(),
@@ -356,6 +458,7 @@ pub fn run_ijbc(inv: &Invocation) -> Result<Value> {
         "impostor_pairs": curve.negatives,
         "templates": templates.len(),
         "images": n,
+        "distinct_images": distinct,
         "input_size": [h, w],
         "flags": {"use_flip_test": p.use_flip_test, "use_norm_score": p.use_norm_score, "use_detector_score": p.use_detector_score},
         "seconds": {"embed": embed_s, "pool_score_metrics": score_s},
@@ -566,10 +669,9 @@ mod tests {
         assert!((0.0..=1.0).contains(&acc), "{m}");
         assert_eq!(m["sets"]["lfw"]["pairs"], 40);
         assert!(m["avg"].is_null(), "avg needs all five paper sets");
-        let written: Value =
-            serde_json::from_slice(&std::fs::read(d.path().join("out/verify.json")).unwrap())
-                .unwrap();
-        assert_eq!(written, m);
+        // Compared as bytes: serde_json's default parser may round the last digit of a float.
+        let written = std::fs::read(d.path().join("out/verify.json")).unwrap();
+        assert_eq!(written, serde_json::to_vec_pretty(&m).unwrap());
 
         // A folder input with a set that is not there names the available ones.
         let folder = d.path().join("packs");
@@ -649,6 +751,20 @@ mod tests {
         assert_eq!(m["pairs"], 15);
         assert_eq!(m["templates"], 6);
         assert_eq!(m["genuine_pairs"], 3);
+        assert_eq!(m["distinct_images"], 18, "no row repeats a file here");
+        // 12 impostor pairs: FAR 1e-1 is measurable (≥ 1/12), the smaller targets are TAR at FAR 0.
+        assert_eq!(m["impostor_pairs"], 12);
+        assert_eq!(m["far_floor"].as_f64().unwrap(), 1.0 / 12.0);
+        for (k, want) in FAR_KEYS
+            .iter()
+            .zip([false, false, false, false, false, true])
+        {
+            assert_eq!(m["tar_at_far_measurable"][k], want, "{k}");
+        }
+        for pt in m["roc_points_picked"].as_array().unwrap() {
+            let k = pt["target"].as_str().unwrap();
+            assert_eq!(pt["measurable"], m["tar_at_far_measurable"][k], "{k}");
+        }
         for k in FAR_KEYS {
             let t = m["tar_at_far"][k].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&t));
@@ -715,5 +831,79 @@ mod tests {
             e.contains("ijbc_face_tid_mid.txt:5") && e.contains("missing"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn far_is_measurable_from_one_impostor_in_the_target() {
+        assert!(far_measurable(1e-6, 1_000_000));
+        assert!(!far_measurable(1e-6, 999_999));
+        assert!(far_measurable(1e-4, 10_000));
+        assert!(!far_measurable(1e-4, 9_999));
+        assert!(!far_measurable(1e-1, 0));
+    }
+
+    #[test]
+    fn verify_embeds_each_distinct_image_once_with_the_same_result() {
+        let d = tempfile::tempdir().unwrap();
+        let (net, info) = load_backbone(&model_dir(d.path()), Device::Cpu).unwrap();
+        let (h, w, dim) = (
+            info.input_h as usize,
+            info.input_w as usize,
+            info.embedding_size as usize,
+        );
+        // 12 pairs drawn from a pool of 6 images: every image repeats.
+        let pool: Vec<Vec<u8>> = (0..6).map(|k| face(k % 3, k, 40, 40)).collect();
+        let (mut imgs, mut same) = (Vec::new(), Vec::new());
+        for k in 0..12usize {
+            imgs.push(pool[k % 6].clone());
+            imgs.push(pool[(k * 5 + 1) % 6].clone());
+            same.push(k % 2 == 0);
+        }
+        let pack = d.path().join("lfw.bin");
+        bin::write_pairs(&pack, &imgs, &same).unwrap();
+        // Batch 1: each forward is one image, so per-row and deduplicated runs are bit-equal.
+        let (views, issame, distinct) =
+            pack_views(&net, Device::Cpu, &pack, h, w, dim, true, 1).unwrap();
+        assert_eq!((distinct, issame), (6, same));
+        let (rgb, _) = read_pack(&pack, h, w).unwrap();
+        let per_row = embed_views(&net, Device::Cpu, &rgb, h, w, true, 1).unwrap();
+        assert_eq!(views, per_row);
+    }
+
+    #[test]
+    fn ijbc_embeds_each_distinct_crop_once_with_the_same_result() {
+        let d = tempfile::tempdir().unwrap();
+        let model = model_dir(d.path());
+        let (net, info) = load_backbone(&model, Device::Cpu).unwrap();
+        let dims = (
+            info.input_h as usize,
+            info.input_w as usize,
+            info.embedding_size as usize,
+        );
+        let root = d.path().join("ijbc");
+        let mut rel = release(&root);
+        // Template 99 re-lists the files of rows 0 and 3 (same names and landmarks).
+        for i in [0, 3] {
+            rel.images.push(rel.images[i].clone());
+            rel.templates.push(99);
+            rel.media.push(rel.media[i]);
+            rel.landmarks.push(rel.landmarks[i]);
+            rel.scores.push(rel.scores[i]);
+        }
+        rel.pairs.push((1, 99, true));
+        rel.pairs.push((11, 99, false));
+        ijb::write_release(&root, "IJBC", &rel).unwrap();
+        let rel = ijb::read_release(&root, "IJBC", true).unwrap();
+        let p = IjbcParams {
+            batch_size: 1,
+            ..Default::default()
+        };
+        let (feats, distinct) =
+            release_features(&net, Device::Cpu, &root, &rel, &p, dims, &|_, _| {}).unwrap();
+        assert_eq!((distinct, rel.images.len()), (18, 20));
+        let all: Vec<usize> = (0..rel.images.len()).collect();
+        let rgb = aligned_images(&root, &rel, "IJBC", &all, dims.0, dims.1).unwrap();
+        let per_row = embed(&net, Device::Cpu, &rgb, dims.0, dims.1, true, 1).unwrap();
+        assert_eq!(feats, per_row);
     }
 }
