@@ -50,6 +50,13 @@ pub struct Row {
     /// row: its first repeat's).
     #[serde(skip)]
     pub roc_csv: Option<PathBuf>,
+    /// The ijbc stage's ROC AUC (of the curve in `roc_csv`), for the ROC legends.
+    #[serde(skip)]
+    pub roc_auc: Option<f64>,
+    /// 1 / the ijbc stage's impostor pairs: the smallest FAR above 0 it can measure; TAR at a
+    /// FAR below it is TAR at FAR 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub far_floor: Option<f64>,
     /// Aggregated rows (`report.aggregate`): column key -> sample standard deviation (n - 1)
     /// over the repeats that have a value; absent where fewer than two have one.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -149,6 +156,10 @@ fn absorb(inst: &Instance, cur: &Current, row: &mut Row, columns: &mut Vec<Colum
     if kind == "ijbc" {
         if let Some(p) = &cur.roc_csv {
             row.roc_csv = Some(p.clone());
+            row.roc_auc = cur.metrics.get("auc").and_then(|a| a.as_f64());
+        }
+        if let Some(n) = cur.metrics.get("impostor_pairs").and_then(|n| n.as_f64()) {
+            row.far_floor = (n > 0.0).then(|| 1.0 / n);
         }
     }
     let (values, sources) = (&mut row.values, &mut row.sources);
@@ -331,6 +342,8 @@ pub fn build_from(
             baseline: None,
             sources: BTreeMap::new(),
             roc_csv: None,
+            roc_auc: None,
+            far_floor: None,
             std: BTreeMap::new(),
             n: BTreeMap::new(),
         };
@@ -557,6 +570,8 @@ fn aggregate_rows(rows: Vec<Row>, aggregate: &[String]) -> Vec<Row> {
                 baseline: None,
                 sources: BTreeMap::new(),
                 roc_csv: members.iter().find_map(|m| m.roc_csv.clone()),
+                roc_auc: members.iter().find_map(|m| m.roc_auc),
+                far_floor: members.iter().find_map(|m| m.far_floor),
                 std: BTreeMap::new(),
                 n: BTreeMap::new(),
             };
@@ -618,6 +633,9 @@ impl Report {
         if let Some(&n) = r.n.get(&c.key).filter(|&&n| n < self.repeats(r)) {
             s = format!("{s} (n={n})");
         }
+        if self.below_far_floor(r, c) {
+            s.push_str(" †");
+        }
         if c.score {
             if let Some(b) = r.baseline.and_then(|b| self.rows[b].values.get(&c.key)) {
                 s = format!("{s} ({:+.2})", v - b);
@@ -649,6 +667,15 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(" ")
         }
+    }
+
+    /// An IJB-C TAR column whose FAR is below 1 / the row's impostor pairs (TAR at FAR 0 there).
+    fn below_far_floor(&self, r: &Row, c: &Column) -> bool {
+        let far = c
+            .key
+            .strip_prefix("ijbc.")
+            .and_then(|f| f.parse::<f64>().ok());
+        matches!((far, r.far_floor), (Some(f), Some(floor)) if f < floor)
     }
 
     /// How many repeats an aggregated row averages (the most any column has; 0 before any has a
@@ -725,6 +752,23 @@ impl Report {
                 "\nAccuracies and TAR in %: mean ± sample std (n − 1) over {} (n = repeats with a result); (±x) = difference of the means to the full-data baseline; **bold** = best of its group, ahead of the runner-up by more than their combined std.\n",
                 self.aggregate.join(", ")
             ));
+        }
+        if let Some(floor) = self
+            .rows
+            .iter()
+            .filter_map(|r| r.far_floor)
+            .reduce(f64::max)
+        {
+            if self
+                .rows
+                .iter()
+                .any(|r| self.columns.iter().any(|c| self.below_far_floor(r, c)))
+            {
+                out.push_str(&format!(
+                    "† that FAR is below 1 / {:.0} impostor pairs, the smallest non-zero FAR the set can measure: the TAR shown is TAR at FAR 0.\n",
+                    1.0 / floor
+                ));
+            }
         }
         if self.columns.iter().any(|c| c.key.ends_with(".fold_std")) {
             out.push_str(
@@ -931,31 +975,86 @@ impl Report {
             out.push(dir.join(format!("{stem}.svg")));
             out.push(dir.join(format!("{stem}.png")));
         }
-        let mut rocs = Vec::new();
-        for r in &self.rows {
-            let Some(path) = &r.roc_csv else { continue };
-            let Ok(text) = std::fs::read_to_string(path) else {
+        // ROC overlays: one plot per group (the cells that share every axis but the method, e.g.
+        // one kept ratio) with the baseline, or one for everything without groups.
+        let mut groups: Vec<(String, Vec<&Row>)> = Vec::new();
+        for r in self.rows.iter().filter(|r| r.roc_csv.is_some()) {
+            if r.role == "baseline" {
                 continue;
-            };
-            let label = self.row_label(r);
-            rocs.push(Series {
-                label,
-                points: roc_points(&text),
-                color: Some(self.color_of(r)),
-                ..Series::default()
-            });
+            }
+            let g: Vec<String> = self
+                .axes
+                .iter()
+                .skip(1)
+                .filter_map(|a| r.cell.get(a).map(|v| format!("{a}={v}")))
+                .collect();
+            let g = g.join(",");
+            match groups.iter_mut().find(|(k, _)| *k == g) {
+                Some((_, rs)) => rs.push(r),
+                None => groups.push((g, vec![r])),
+            }
         }
-        if !rocs.is_empty() {
-            write_lines(
-                dir,
-                "roc",
-                "IJB-C 1:1 ROC per cell",
-                ("FAR", "TAR"),
-                Scale::Log,
-                &rocs,
-            )?;
-            out.push(dir.join("roc.svg"));
-            out.push(dir.join("roc.png"));
+        let base: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.role == "baseline" && r.roc_csv.is_some())
+            .collect();
+        if groups.is_empty() && !base.is_empty() {
+            groups.push((String::new(), vec![]));
+        }
+        for (g, rows) in &groups {
+            let mut rocs = Vec::new();
+            for r in base.iter().chain(rows) {
+                let Some(text) = r
+                    .roc_csv
+                    .as_ref()
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                else {
+                    continue;
+                };
+                let mut label = self.row_label(r);
+                if let Some(a) = r.roc_auc {
+                    label = format!("{label} (AUC {:.2}%)", a * 100.0);
+                }
+                // The plotted FAR range ends at 1e-1.
+                let mut points = roc_points(&text);
+                points.retain(|&(far, _)| far <= 1e-1);
+                rocs.push(Series {
+                    label,
+                    points,
+                    color: Some(self.color_of(r)),
+                    ..Series::default()
+                });
+            }
+            if rocs.is_empty() {
+                continue;
+            }
+            let stem = if g.is_empty() {
+                "roc".to_string()
+            } else {
+                format!("roc_{}", g.replace(['=', ',', '.', '+'], "_"))
+            };
+            let mut title = "IJB-C 1:1 ROC".to_string();
+            if !g.is_empty() {
+                title.push_str(&format!(" ({g})"));
+            }
+            if rows.len() > 1 && !self.aggregate.is_empty() {
+                title.push_str(&format!(", first {}", self.aggregate.join(",")));
+            }
+            let floor = base
+                .iter()
+                .chain(rows)
+                .filter_map(|r| r.far_floor)
+                .reduce(f64::max);
+            let x_label = match floor {
+                Some(f) if f > 1e-6 => {
+                    format!("FAR (below {f:.1e} = 1/impostor pairs: TAR at FAR 0)")
+                }
+                _ => "FAR".to_string(),
+            };
+            write_lines(dir, &stem, &title, (&x_label, "TAR"), Scale::Far, &rocs)?;
+            out.push(dir.join(format!("{stem}.svg")));
+            out.push(dir.join(format!("{stem}.png")));
         }
         let pr: Vec<Series> = self
             .cleaning
@@ -1039,6 +1138,8 @@ mod tests {
             baseline: None,
             sources: BTreeMap::new(),
             roc_csv: None,
+            roc_auc: None,
+            far_floor: None,
             std: std
                 .map(|s| [("acc".to_string(), s)].into())
                 .unwrap_or_default(),

@@ -233,6 +233,8 @@ pub const OKABE_ITO: [(u8, u8, u8); 7] = [
 pub enum Scale {
     Linear,
     Log,
+    /// An ROC's FAR axis: log, fixed to 1e-6..1e-1, labelled at the powers of ten.
+    Far,
 }
 
 /// A line plot with markers (a series of one point is still visible) as `<stem>.svg` and
@@ -286,6 +288,7 @@ fn draw_lines<DB: DrawingBackend>(
     );
     for (x, y) in pts
         .filter(|(x, y)| x.is_finite() && y.is_finite() && (x_scale == Scale::Linear || *x > 0.0))
+        .filter(|(x, _)| x_scale != Scale::Far || (1e-6..=1e-1).contains(x))
     {
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
     }
@@ -325,7 +328,20 @@ fn draw_lines<DB: DrawingBackend>(
                 .configure_mesh()
                 .x_desc(x_label)
                 .y_desc(y_label)
-                .label_style((FAMILY, 14))
+                .label_style((FAMILY, 16))
+                .axis_desc_style((FAMILY, 18))
+                .x_label_formatter(&|x: &f64| match x_scale {
+                    // 10^k only; the minor ticks stay unlabelled.
+                    Scale::Far => {
+                        let k = x.log10().round();
+                        if (x.log10() - k).abs() < 1e-9 {
+                            format!("1e{k}")
+                        } else {
+                            String::new()
+                        }
+                    }
+                    _ => format!("{}", (x * 1e4).round() / 1e4),
+                })
                 .draw()
                 .map_err(|e| err(&e))?;
             for (i, s) in series.iter().enumerate() {
@@ -361,8 +377,13 @@ fn draw_lines<DB: DrawingBackend>(
             }
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .label_font((FAMILY, 14))
+                .position(if x_scale == Scale::Far {
+                    // ROC curves rise to the right: the empty corner is the upper left.
+                    SeriesLabelPosition::UpperLeft
+                } else {
+                    SeriesLabelPosition::LowerRight
+                })
+                .label_font((FAMILY, 16))
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .draw()
@@ -378,6 +399,9 @@ fn draw_lines<DB: DrawingBackend>(
         }
         Scale::Log => finish!(builder
             .build_cartesian_2d((x0..x1.max(x0 * 10.0)).log_scale(), y0..y1)
+            .map_err(|e| err(&e))?),
+        Scale::Far => finish!(builder
+            .build_cartesian_2d((1e-6..1e-1f64).log_scale(), y0..y1)
             .map_err(|e| err(&e))?),
     }
     root.present().map_err(|e| err(&e))?;
