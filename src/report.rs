@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::cache::{Cache, ObjKind};
 use crate::exec::plan::{plan, PlanState};
 use crate::pipeline::{Action, Instance, Pipeline};
-use orchestrator_stages::eval::plot::{write_lines, Scale, Series};
+use orchestrator_stages::eval::plot::{write_lines, Scale, Series, OKABE_ITO};
 
 /// The verification sets of the paper, in its column order; their mean is "Avg".
 const PAPER_SETS: [&str; 5] = ["lfw", "cfp_fp", "agedb_30", "calfw", "cplfw"];
@@ -46,15 +46,33 @@ pub struct Row {
     pub baseline: Option<usize>,
     /// Column key -> the stage instance whose metrics gave that value (for links to it).
     pub sources: BTreeMap<String, String>,
-    /// ROC curve files (roc.csv) of the row's ijbc stage, for the overlay plot.
+    /// ROC curve files (roc.csv) of the row's ijbc stage, for the overlay plot (of an aggregated
+    /// row: its first repeat's).
     #[serde(skip)]
     pub roc_csv: Option<PathBuf>,
+    /// The ijbc stage's ROC AUC (of the curve in `roc_csv`), for the ROC legends.
+    #[serde(skip)]
+    pub roc_auc: Option<f64>,
+    /// 1 / the ijbc stage's impostor pairs: the smallest FAR above 0 it can measure; TAR at a
+    /// FAR below it is TAR at FAR 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub far_floor: Option<f64>,
+    /// Aggregated rows (`report.aggregate`): column key -> sample standard deviation (n - 1)
+    /// over the repeats that have a value; absent where fewer than two have one.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub std: BTreeMap<String, f64>,
+    /// Aggregated rows: column key -> how many repeats have a value (the mean is over those).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub n: BTreeMap<String, usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub pipeline: String,
+    /// The matrix axes that name a row (the aggregated ones left out).
     pub axes: Vec<String>,
+    /// The matrix axes averaged over (`report.aggregate`, e.g. `seed`); empty: one row per cell.
+    pub aggregate: Vec<String>,
     pub columns: Vec<Column>,
     pub rows: Vec<Row>,
     /// Cleaning quality against the injected noise (synthetic data): per clean instance.
@@ -132,11 +150,16 @@ fn is_sub(small: &BTreeMap<String, String>, big: &BTreeMap<String, String>) -> b
 }
 
 /// Add the columns one instance's metrics contribute.
-fn absorb(kind: &str, id: &str, cur: &Current, row: &mut Row, columns: &mut Vec<Column>) {
+fn absorb(inst: &Instance, cur: &Current, row: &mut Row, columns: &mut Vec<Column>) {
+    let (kind, id) = (inst.action.kind_name(), inst.id.as_str());
     let has_ids = row.values.contains_key("identities");
     if kind == "ijbc" {
         if let Some(p) = &cur.roc_csv {
             row.roc_csv = Some(p.clone());
+            row.roc_auc = cur.metrics.get("auc").and_then(|a| a.as_f64());
+        }
+        if let Some(n) = cur.metrics.get("impostor_pairs").and_then(|n| n.as_f64()) {
+            row.far_floor = (n > 0.0).then(|| 1.0 / n);
         }
     }
     let (values, sources) = (&mut row.values, &mut row.sources);
@@ -197,11 +220,15 @@ fn absorb(kind: &str, id: &str, cur: &Current, row: &mut Row, columns: &mut Vec<
                 });
                 for name in names {
                     let acc = sets[name].get("accuracy").and_then(f).map(|a| a * 100.0);
+                    let title = name.to_uppercase().replace('_', "-");
+                    put(format!("verify.{name}"), title.clone(), true, acc);
+                    // The spread over the 10 folds of that one model (np.std, ddof 0).
+                    let folds = sets[name].get("std").and_then(f).map(|s| s * 100.0);
                     put(
-                        format!("verify.{name}"),
-                        name.to_uppercase().replace('_', "-"),
-                        true,
-                        acc,
+                        format!("verify.{name}.fold_std"),
+                        format!("{title} fold σ"),
+                        false,
+                        folds,
                     );
                 }
             }
@@ -221,6 +248,41 @@ fn absorb(kind: &str, id: &str, cur: &Current, row: &mut Row, columns: &mut Vec<
                     true,
                     tar.and_then(|x| x.get(k)).and_then(f),
                 );
+            }
+        }
+        "run" => {
+            // A shell stage's metrics.json: every number, nested keys joined with `.`.
+            let mut flat = Vec::new();
+            flatten_numbers("", m, &mut flat);
+            for (k, v) in flat {
+                put(
+                    format!("{}.{k}", inst.stage),
+                    format!("{} {k}", inst.stage),
+                    false,
+                    Some(v),
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every number below `v` with its dotted path (objects only; arrays are not columns).
+fn flatten_numbers(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, f64)>) {
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(x) = n.as_f64() {
+                out.push((prefix.to_string(), x));
+            }
+        }
+        serde_json::Value::Object(o) => {
+            for (k, x) in o {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_numbers(&key, x, out);
             }
         }
         _ => {}
@@ -263,7 +325,6 @@ pub fn build_from(
         Ok(memo[i].get().and_then(Option::as_ref))
     };
     let (cell_stages, base_stages) = roles(p);
-    let kind_of = |inst: &Instance| inst.action.kind_name().to_string();
     let mut columns: Vec<Column> = Vec::new();
     let mut rows: Vec<Row> = Vec::new();
 
@@ -281,6 +342,10 @@ pub fn build_from(
             baseline: None,
             sources: BTreeMap::new(),
             roc_csv: None,
+            roc_auc: None,
+            far_floor: None,
+            std: BTreeMap::new(),
+            n: BTreeMap::new(),
         };
         for stage in stages {
             let Some((i, inst)) = p.instances_of(stage).find(|(_, i)| is_sub(&i.cell, &cell))
@@ -288,7 +353,7 @@ pub fn build_from(
                 continue;
             };
             match current(i)? {
-                Some(cur) => absorb(&kind_of(inst), &inst.id, cur, &mut row, columns),
+                Some(cur) => absorb(inst, cur, &mut row, columns),
                 None => row.missing.push(inst.id.clone()),
             }
         }
@@ -319,7 +384,7 @@ pub fn build_from(
             },
         );
     }
-    let n_base = rows.len();
+    let mut n_base = rows.len();
     let cells: Vec<BTreeMap<String, String>> = if p.cells.is_empty() {
         vec![BTreeMap::new()]
     } else {
@@ -344,7 +409,29 @@ pub fn build_from(
     };
     gpu_hours(p, &current, &mut rows, n_base, &mut columns)?;
     columns.sort_by_key(|c| rank(c));
-    mark_best(p, &columns, &mut rows[n_base..]);
+    let aggregate: Vec<String> = p
+        .matrix_axes
+        .iter()
+        .filter(|a| p.report.aggregate.contains(a))
+        .cloned()
+        .collect();
+    let axes: Vec<String> = p
+        .matrix_axes
+        .iter()
+        .filter(|a| !aggregate.contains(a))
+        .cloned()
+        .collect();
+    if !aggregate.is_empty() {
+        let base = aggregate_rows(rows.drain(..n_base).collect(), &aggregate);
+        let cells = aggregate_rows(std::mem::take(&mut rows), &aggregate);
+        n_base = base.len();
+        rows = base;
+        for mut r in cells {
+            r.baseline = rows[..n_base].iter().position(|b| is_sub(&b.cell, &r.cell));
+            rows.push(r);
+        }
+    }
+    mark_best(&axes, &columns, &mut rows[n_base..]);
 
     let mut cleaning = Vec::new();
     for (i, inst) in p
@@ -370,7 +457,8 @@ pub fn build_from(
     }
     Ok(Report {
         pipeline: p.name.clone(),
-        axes: p.matrix_axes.clone(),
+        axes,
+        aggregate,
         columns,
         rows,
         cleaning,
@@ -422,38 +510,98 @@ fn gpu_hours<'c>(
     Ok(())
 }
 
-/// Mark the best score per group: cells that share every axis but the first.
-fn mark_best(p: &Pipeline, columns: &[Column], rows: &mut [Row]) {
+/// Mark the best score per group (the rows that share every axis but the first): only where the
+/// best is ahead of the runner-up by more than their combined standard deviation
+/// (sqrt(std_best² + std_second²); 0 for rows that are not aggregated, so a tie marks nothing).
+fn mark_best(axes: &[String], columns: &[Column], rows: &mut [Row]) {
     let group = |r: &Row| -> Vec<String> {
-        p.matrix_axes
-            .iter()
+        axes.iter()
             .skip(1)
             .map(|a| r.cell.get(a).cloned().unwrap_or_default())
             .collect()
     };
     let groups: Vec<Vec<String>> = rows.iter().map(group).collect();
     for c in columns.iter().filter(|c| c.score) {
-        let mut best: BTreeMap<&Vec<String>, f64> = BTreeMap::new();
-        for (r, g) in rows.iter().zip(&groups) {
-            if let Some(&v) = r.values.get(&c.key) {
-                let e = best.entry(g).or_insert(f64::NEG_INFINITY);
-                *e = e.max(v);
+        let mut by_group: BTreeMap<&Vec<String>, Vec<usize>> = BTreeMap::new();
+        for (i, (r, g)) in rows.iter().zip(&groups).enumerate() {
+            if r.values.contains_key(&c.key) {
+                by_group.entry(g).or_default().push(i);
             }
         }
-        let winners: Vec<bool> = rows
-            .iter()
-            .zip(&groups)
-            .map(|(r, g)| {
-                let n_in_group = groups.iter().filter(|x| *x == g).count();
-                n_in_group > 1 && r.values.get(&c.key).is_some_and(|v| Some(v) == best.get(g))
-            })
-            .collect();
-        for (r, w) in rows.iter_mut().zip(winners) {
-            if w {
-                r.best.push(c.key.clone());
+        let mut winners = Vec::new();
+        for members in by_group.values() {
+            let mut m = members.clone();
+            m.sort_by(|&a, &b| rows[b].values[&c.key].total_cmp(&rows[a].values[&c.key]));
+            let [first, second, ..] = m[..] else { continue };
+            let sd = |i: usize| rows[i].std.get(&c.key).copied().unwrap_or(0.0);
+            let gap = rows[first].values[&c.key] - rows[second].values[&c.key];
+            if gap > (sd(first).powi(2) + sd(second).powi(2)).sqrt() {
+                winners.push(first);
             }
+        }
+        for w in winners {
+            rows[w].best.push(c.key.clone());
         }
     }
+}
+
+/// One row per distinct cell without the `aggregate` axes (in order of first appearance): each
+/// column's mean over the repeats that have a value, its sample standard deviation and n.
+/// GPU-hours are summed (the cost of all repeats); missing instances are listed together.
+fn aggregate_rows(rows: Vec<Row>, aggregate: &[String]) -> Vec<Row> {
+    let mut groups: Vec<(BTreeMap<String, String>, Vec<Row>)> = Vec::new();
+    for r in rows {
+        let mut cell = r.cell.clone();
+        cell.retain(|k, _| !aggregate.contains(k));
+        match groups.iter_mut().find(|(c, _)| *c == cell) {
+            Some((_, members)) => members.push(r),
+            None => groups.push((cell, vec![r])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(cell, members)| {
+            let mut out = Row {
+                role: members[0].role.clone(),
+                cell,
+                values: BTreeMap::new(),
+                missing: members.iter().flat_map(|m| m.missing.clone()).collect(),
+                best: vec![],
+                baseline: None,
+                sources: BTreeMap::new(),
+                roc_csv: members.iter().find_map(|m| m.roc_csv.clone()),
+                roc_auc: members.iter().find_map(|m| m.roc_auc),
+                far_floor: members.iter().find_map(|m| m.far_floor),
+                std: BTreeMap::new(),
+                n: BTreeMap::new(),
+            };
+            let keys: std::collections::BTreeSet<&String> =
+                members.iter().flat_map(|m| m.values.keys()).collect();
+            for key in keys {
+                let xs: Vec<f64> = members
+                    .iter()
+                    .filter_map(|m| m.values.get(key).copied())
+                    .collect();
+                let n = xs.len();
+                let sum: f64 = xs.iter().sum();
+                if key == "gpu_hours" {
+                    out.values.insert(key.clone(), sum);
+                    continue;
+                }
+                let mean = sum / n as f64;
+                out.values.insert(key.clone(), mean);
+                out.n.insert(key.clone(), n);
+                if n >= 2 {
+                    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+                    out.std.insert(key.clone(), var.sqrt());
+                }
+                if let Some(src) = members.iter().find_map(|m| m.sources.get(key)) {
+                    out.sources.insert(key.clone(), src.clone());
+                }
+            }
+            out
+        })
+        .collect()
 }
 
 impl Report {
@@ -471,12 +619,23 @@ impl Report {
         let Some(&v) = r.values.get(&c.key) else {
             return "—".into();
         };
-        let mut s = match c.key.as_str() {
-            "identities" => format!("{v:.0}"),
-            "train_minutes" => format!("{v:.1}"),
+        let fmt = |v: f64| match c.key.as_str() {
+            "identities" if r.std.is_empty() => format!("{v:.0}"),
+            "identities" | "train_minutes" => format!("{v:.1}"),
             "gpu_hours" => format!("{v:.3}"),
             _ => format!("{v:.2}"),
         };
+        let mut s = fmt(v);
+        if let Some(&sd) = r.std.get(&c.key) {
+            s = format!("{s} ± {}", fmt(sd));
+        }
+        // Fewer repeats in this column than in the row (some have no result yet).
+        if let Some(&n) = r.n.get(&c.key).filter(|&&n| n < self.repeats(r)) {
+            s = format!("{s} (n={n})");
+        }
+        if self.below_far_floor(r, c) {
+            s.push_str(" †");
+        }
         if c.score {
             if let Some(b) = r.baseline.and_then(|b| self.rows[b].values.get(&c.key)) {
                 s = format!("{s} ({:+.2})", v - b);
@@ -510,28 +669,53 @@ impl Report {
         }
     }
 
-    /// The header of the table: the axes (or `run`), then the column titles.
+    /// An IJB-C TAR column whose FAR is below 1 / the row's impostor pairs (TAR at FAR 0 there).
+    fn below_far_floor(&self, r: &Row, c: &Column) -> bool {
+        let far = c
+            .key
+            .strip_prefix("ijbc.")
+            .and_then(|f| f.parse::<f64>().ok());
+        matches!((far, r.far_floor), (Some(f), Some(floor)) if f < floor)
+    }
+
+    /// How many repeats an aggregated row averages (the most any column has; 0 before any has a
+    /// result); 1 when not aggregating.
+    pub fn repeats(&self, r: &Row) -> usize {
+        let none = if self.aggregate.is_empty() { 1 } else { 0 };
+        r.n.values().copied().max().unwrap_or(none)
+    }
+
+    /// The header of the table: the axes (or `run`), `n` when aggregating, then the column titles.
     pub fn head(&self) -> Vec<String> {
-        let axes: Vec<String> = if self.axes.is_empty() {
+        let mut axes: Vec<String> = if self.axes.is_empty() {
             vec!["run".into()]
         } else {
             self.axes.clone()
         };
+        if !self.aggregate.is_empty() {
+            axes.push("n".into());
+        }
         axes.into_iter()
             .chain(self.columns.iter().map(|c| c.title.clone()))
             .collect()
     }
 
-    /// The row's label cells under [`Report::head`]'s axis columns (`full data` for a baseline).
+    /// The row's label cells under [`Report::head`]'s axis columns (`full data` for a baseline),
+    /// and its number of repeats when aggregating.
     pub fn axis_values(&self, r: &Row) -> Vec<String> {
-        if self.axes.is_empty() {
-            return vec![if r.role == "baseline" {
+        let mut out: Vec<String> = if self.axes.is_empty() {
+            vec![if r.role == "baseline" {
                 "full data".into()
             } else {
                 self.pipeline.clone()
-            }];
+            }]
+        } else {
+            self.axes.iter().map(|a| self.label(r, a)).collect()
+        };
+        if !self.aggregate.is_empty() {
+            out.push(self.repeats(r).to_string());
         }
-        self.axes.iter().map(|a| self.label(r, a)).collect()
+        out
     }
 
     pub fn markdown(&self) -> String {
@@ -561,7 +745,36 @@ impl Report {
                     + if missing.len() > 6 { ", …" } else { "" }
             ));
         }
-        out.push_str("\nAccuracies and TAR in %; (±x) = difference to the full-data baseline; **bold** = best of its group.\n");
+        if self.aggregate.is_empty() {
+            out.push_str("\nAccuracies and TAR in %; (±x) = difference to the full-data baseline; **bold** = best of its group (ahead of the runner-up).\n");
+        } else {
+            out.push_str(&format!(
+                "\nAccuracies and TAR in %: mean ± sample std (n − 1) over {} (n = repeats with a result); (±x) = difference of the means to the full-data baseline; **bold** = best of its group, ahead of the runner-up by more than their combined std.\n",
+                self.aggregate.join(", ")
+            ));
+        }
+        if let Some(floor) = self
+            .rows
+            .iter()
+            .filter_map(|r| r.far_floor)
+            .reduce(f64::max)
+        {
+            if self
+                .rows
+                .iter()
+                .any(|r| self.columns.iter().any(|c| self.below_far_floor(r, c)))
+            {
+                out.push_str(&format!(
+                    "† that FAR is below 1 / {:.0} impostor pairs, the smallest non-zero FAR the set can measure: the TAR shown is TAR at FAR 0.\n",
+                    1.0 / floor
+                ));
+            }
+        }
+        if self.columns.iter().any(|c| c.key.ends_with(".fold_std")) {
+            out.push_str(
+                "fold σ = the verification accuracy's std over its 10 folds (one model).\n",
+            );
+        }
         if !self.cleaning.is_empty() {
             out.push_str("\nCleaning against the injected label noise:\n\n| stage | flagged | mislabeled | precision | recall |\n|---|---|---|---|---|\n");
             for c in &self.cleaning {
@@ -589,19 +802,50 @@ impl Report {
         out
     }
 
+    /// Numbers stay numbers: a baseline's axis cells are empty (its `role` says what it is), an
+    /// aggregated column is followed by its `std` column, and `n` follows the axes.
     pub fn csv(&self) -> String {
-        let mut head = self.head();
+        let agg = !self.aggregate.is_empty();
+        let mut head: Vec<String> = if self.axes.is_empty() {
+            vec!["run".into()]
+        } else {
+            self.axes.clone()
+        };
+        if agg {
+            head.push("n".into());
+        }
+        for c in &self.columns {
+            head.push(c.title.clone());
+            if agg {
+                head.push(format!("{} std", c.title));
+            }
+        }
         head.push("role".into());
         head.push("missing".into());
         let mut out = head.join(",") + "\n";
+        let num = |v: Option<&f64>| v.map(|v| v.to_string()).unwrap_or_default();
         for r in &self.rows {
-            let mut cols = self.axis_values(r);
-            cols.extend(self.columns.iter().map(|c| {
-                r.values
-                    .get(&c.key)
-                    .map(|v| v.to_string())
-                    .unwrap_or_default()
-            }));
+            let mut cols: Vec<String> = if self.axes.is_empty() {
+                vec![if r.role == "baseline" {
+                    String::new()
+                } else {
+                    self.pipeline.clone()
+                }]
+            } else {
+                self.axes
+                    .iter()
+                    .map(|a| r.cell.get(a).cloned().unwrap_or_default())
+                    .collect()
+            };
+            if agg {
+                cols.push(self.repeats(r).to_string());
+            }
+            for c in &self.columns {
+                cols.push(num(r.values.get(&c.key)));
+                if agg {
+                    cols.push(num(r.std.get(&c.key)));
+                }
+            }
             cols.push(r.role.clone());
             cols.push(r.missing.join(" "));
             out.push_str(
@@ -634,11 +878,34 @@ impl Report {
         Ok(written)
     }
 
+    /// One fixed colour per method (the first axis's values in matrix order), the same in every
+    /// plot; black for the full-data baseline.
+    fn color_of(&self, r: &Row) -> (u8, u8, u8) {
+        if r.role == "baseline" {
+            return (0, 0, 0);
+        }
+        let Some(axis) = self.axes.first() else {
+            return OKABE_ITO[0];
+        };
+        let mut seen: Vec<&String> = Vec::new();
+        for x in self.rows.iter().filter_map(|x| x.cell.get(axis)) {
+            if !seen.contains(&x) {
+                seen.push(x);
+            }
+        }
+        let i = r
+            .cell
+            .get(axis)
+            .and_then(|v| seen.iter().position(|s| *s == v))
+            .unwrap_or(0);
+        OKABE_ITO[i % OKABE_ITO.len()]
+    }
+
     fn plots(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         let mut out = Vec::new();
         let method_axis = self.axes.first().cloned();
         let by_method = |key: &str| -> Vec<Series> {
-            let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+            let mut series: Vec<Series> = Vec::new();
             for r in &self.rows {
                 let (Some(&x), Some(&y)) = (r.values.get("kept_percent"), r.values.get(key)) else {
                     continue;
@@ -648,15 +915,34 @@ impl Report {
                     (Some(a), _) => r.cell.get(a).cloned().unwrap_or_default(),
                     (None, _) => self.pipeline.clone(),
                 };
-                series.entry(name).or_default().push((x, y));
+                let i = match series.iter().position(|s| s.label == name) {
+                    Some(i) => i,
+                    None => {
+                        series.push(Series {
+                            label: name,
+                            color: Some(self.color_of(r)),
+                            ..Series::default()
+                        });
+                        series.len() - 1
+                    }
+                };
+                series[i].points.push((x, y));
+                series[i].y_err.push(r.std.get(key).copied().unwrap_or(0.0));
+            }
+            for s in &mut series {
+                let mut both: Vec<((f64, f64), f64)> = s
+                    .points
+                    .iter()
+                    .copied()
+                    .zip(s.y_err.iter().copied())
+                    .collect();
+                both.sort_by(|a, b| a.0 .0.total_cmp(&b.0 .0));
+                (s.points, s.y_err) = both.into_iter().unzip();
+                if s.y_err.iter().all(|&e| e == 0.0) {
+                    s.y_err.clear();
+                }
             }
             series
-                .into_iter()
-                .map(|(label, mut points)| {
-                    points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    Series { label, points }
-                })
-                .collect()
         };
         let mut metric_cols: Vec<&Column> = self
             .columns
@@ -689,29 +975,86 @@ impl Report {
             out.push(dir.join(format!("{stem}.svg")));
             out.push(dir.join(format!("{stem}.png")));
         }
-        let mut rocs = Vec::new();
-        for r in &self.rows {
-            let Some(path) = &r.roc_csv else { continue };
-            let Ok(text) = std::fs::read_to_string(path) else {
+        // ROC overlays: one plot per group (the cells that share every axis but the method, e.g.
+        // one kept ratio) with the baseline, or one for everything without groups.
+        let mut groups: Vec<(String, Vec<&Row>)> = Vec::new();
+        for r in self.rows.iter().filter(|r| r.roc_csv.is_some()) {
+            if r.role == "baseline" {
                 continue;
-            };
-            let label = self.row_label(r);
-            rocs.push(Series {
-                label,
-                points: roc_points(&text),
-            });
+            }
+            let g: Vec<String> = self
+                .axes
+                .iter()
+                .skip(1)
+                .filter_map(|a| r.cell.get(a).map(|v| format!("{a}={v}")))
+                .collect();
+            let g = g.join(",");
+            match groups.iter_mut().find(|(k, _)| *k == g) {
+                Some((_, rs)) => rs.push(r),
+                None => groups.push((g, vec![r])),
+            }
         }
-        if !rocs.is_empty() {
-            write_lines(
-                dir,
-                "roc",
-                "IJB-C 1:1 ROC per cell",
-                ("FAR", "TAR"),
-                Scale::Log,
-                &rocs,
-            )?;
-            out.push(dir.join("roc.svg"));
-            out.push(dir.join("roc.png"));
+        let base: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.role == "baseline" && r.roc_csv.is_some())
+            .collect();
+        if groups.is_empty() && !base.is_empty() {
+            groups.push((String::new(), vec![]));
+        }
+        for (g, rows) in &groups {
+            let mut rocs = Vec::new();
+            for r in base.iter().chain(rows) {
+                let Some(text) = r
+                    .roc_csv
+                    .as_ref()
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                else {
+                    continue;
+                };
+                let mut label = self.row_label(r);
+                if let Some(a) = r.roc_auc {
+                    label = format!("{label} (AUC {:.2}%)", a * 100.0);
+                }
+                // The plotted FAR range ends at 1e-1.
+                let mut points = roc_points(&text);
+                points.retain(|&(far, _)| far <= 1e-1);
+                rocs.push(Series {
+                    label,
+                    points,
+                    color: Some(self.color_of(r)),
+                    ..Series::default()
+                });
+            }
+            if rocs.is_empty() {
+                continue;
+            }
+            let stem = if g.is_empty() {
+                "roc".to_string()
+            } else {
+                format!("roc_{}", g.replace(['=', ',', '.', '+'], "_"))
+            };
+            let mut title = "IJB-C 1:1 ROC".to_string();
+            if !g.is_empty() {
+                title.push_str(&format!(" ({g})"));
+            }
+            if rows.len() > 1 && !self.aggregate.is_empty() {
+                title.push_str(&format!(", first {}", self.aggregate.join(",")));
+            }
+            let floor = base
+                .iter()
+                .chain(rows)
+                .filter_map(|r| r.far_floor)
+                .reduce(f64::max);
+            let x_label = match floor {
+                Some(f) if f > 1e-6 => {
+                    format!("FAR (below {f:.1e} = 1/impostor pairs: TAR at FAR 0)")
+                }
+                _ => "FAR".to_string(),
+            };
+            write_lines(dir, &stem, &title, (&x_label, "TAR"), Scale::Far, &rocs)?;
+            out.push(dir.join(format!("{stem}.svg")));
+            out.push(dir.join(format!("{stem}.png")));
         }
         let pr: Vec<Series> = self
             .cleaning
@@ -722,6 +1065,7 @@ impl Report {
                 Some(Series {
                     label: c.get("stage")?.as_str()?.to_string(),
                     points: vec![(r * 100.0, p * 100.0)],
+                    ..Series::default()
                 })
             })
             .collect();
@@ -774,5 +1118,81 @@ fn csv_field(s: &str) -> String {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(method: &str, ratio: &str, v: f64, std: Option<f64>) -> Row {
+        Row {
+            role: "cell".into(),
+            cell: [("method", method), ("ratio", ratio)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            values: [("acc".to_string(), v)].into(),
+            missing: vec![],
+            best: vec![],
+            baseline: None,
+            sources: BTreeMap::new(),
+            roc_csv: None,
+            roc_auc: None,
+            far_floor: None,
+            std: std
+                .map(|s| [("acc".to_string(), s)].into())
+                .unwrap_or_default(),
+            n: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn best_of_its_group_needs_a_lead_beyond_the_combined_std() {
+        let axes = vec!["method".to_string(), "ratio".to_string()];
+        let cols = [Column {
+            key: "acc".into(),
+            title: "Acc".into(),
+            score: true,
+        }];
+        let mut rows = vec![
+            // ratio 0.5: a leads b by 5, combined std sqrt(3² + 4²) = 5: not beyond it.
+            row("a", "0.5", 90.0, Some(3.0)),
+            row("b", "0.5", 85.0, Some(4.0)),
+            // ratio 0.25: a leads by 5.01 > 5: marked.
+            row("a", "0.25", 90.01, Some(3.0)),
+            row("b", "0.25", 85.0, Some(4.0)),
+            row("c", "0.25", 10.0, Some(0.0)),
+            // ratio 0.1: not aggregated, a tie marks nothing; 0.9: alone in its group.
+            row("a", "0.1", 80.0, None),
+            row("b", "0.1", 80.0, None),
+            row("a", "0.9", 80.0, None),
+        ];
+        mark_best(&axes, &cols, &mut rows);
+        let marked: Vec<bool> = rows.iter().map(|r| !r.best.is_empty()).collect();
+        assert_eq!(
+            marked,
+            [false, false, true, false, false, false, false, false]
+        );
+    }
+
+    #[test]
+    fn aggregate_rows_average_each_column_over_the_repeats() {
+        let mut rows = Vec::new();
+        for (seed, v) in [("1", 1.0), ("2", 2.0), ("3", 6.0)] {
+            let mut r = row("a", "0.5", v, None);
+            r.cell.insert("seed".into(), seed.into());
+            r.values.insert("gpu_hours".into(), 0.5);
+            rows.push(r);
+        }
+        rows[2].values.remove("acc");
+        let out = aggregate_rows(rows, &["seed".to_string()]);
+        assert_eq!(out.len(), 1);
+        let r = &out[0];
+        assert!(!r.cell.contains_key("seed"));
+        assert_eq!((r.values["acc"], r.n["acc"]), (1.5, 2));
+        assert_eq!(r.std["acc"], 0.5f64.sqrt());
+        // GPU-hours add up: the cost of all repeats.
+        assert_eq!(r.values["gpu_hours"], 1.5);
     }
 }

@@ -1,4 +1,5 @@
-//! `orchestrator logs`: print the latest log of a stage instance (also while it runs).
+//! `orchestrator logs`: print the latest log of a stage instance (also while it runs); a built-in
+//! stage's progress events (its training log: epochs, loss, lr, throughput) rendered readably.
 
 use std::path::PathBuf;
 
@@ -49,6 +50,23 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
         ))
     })?;
     use std::io::Write;
-    let _ = std::io::stdout().write_all(&bytes);
+    let mut out = std::io::stdout().lock();
+    for line in String::from_utf8_lossy(&bytes).lines() {
+        let _ = writeln!(out, "{}", readable(line));
+    }
     Ok(0)
+}
+
+/// A built-in stage's worker logs each progress event as `[progress] {JSON}` (its training log:
+/// epochs, loss, lr, throughput): shown as the live view shows it, `[progress] epoch 2/8  loss
+/// 5.1000  lr 0.1000 ...`. Every other line as it is.
+fn readable(line: &str) -> std::borrow::Cow<'_, str> {
+    match line
+        .strip_prefix("[progress] ")
+        .filter(|j| j.starts_with('{'))
+        .and_then(crate::exec::view::render_progress)
+    {
+        Some(text) => format!("[progress] {text}").into(),
+        None => line.into(),
+    }
 }

@@ -120,7 +120,7 @@ impl Loader {
         let executor = self.read_executor(raw.executor.as_ref());
         let stages = self.stage_entries(&raw, &root);
         let names: Vec<String> = stages.iter().map(|e| e.key.clone()).collect();
-        let report = self.read_report(raw.report.as_ref(), &names);
+        let report = self.read_report(raw.report.as_ref(), &names, &cells.axes);
 
         let defs: Vec<StageDef> = stages
             .iter()

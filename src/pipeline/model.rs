@@ -230,4 +230,6 @@ pub struct ReportConfig {
     pub stages: Vec<String>,
     /// Stages that hold the full-data baseline (not matrix-dependent), for the "vs baseline" columns.
     pub baseline: Vec<String>,
+    /// Matrix axes averaged over (repeats, e.g. `seed`): mean ± std and n per remaining cell.
+    pub aggregate: Vec<String>,
 }

@@ -175,6 +175,11 @@ pub struct RawReport {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub baseline: Option<Node>,
+    /// Matrix axes averaged in the report (repeats such as `seed`): each row is the mean ± std
+    /// over that axis's values, with n.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub aggregate: Option<Node>,
 }
 
 /// A stage: a built-in kind (`uses:` with its params under `with:`) or a shell command

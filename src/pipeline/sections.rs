@@ -506,14 +506,22 @@ impl Loader {
         &mut self,
         raw: Option<&Checked<RawReport>>,
         stages: &[String],
+        axes: &[String],
     ) -> ReportConfig {
         let mut cfg = ReportConfig::default();
         let Some(Checked::Valid(r)) = raw else {
             return cfg;
         };
-        for (name, list, target) in [
-            ("stages", &r.stages, &mut cfg.stages),
-            ("baseline", &r.baseline, &mut cfg.baseline),
+        for (name, list, target, known, what) in [
+            ("stages", &r.stages, &mut cfg.stages, stages, "stage"),
+            ("baseline", &r.baseline, &mut cfg.baseline, stages, "stage"),
+            (
+                "aggregate",
+                &r.aggregate,
+                &mut cfg.aggregate,
+                axes,
+                "matrix axis",
+            ),
         ] {
             let Some(list) = list else { continue };
             let key = format!("report.{name}");
@@ -524,14 +532,21 @@ impl Loader {
             };
             for (i, it) in items.iter().enumerate() {
                 match it.as_str() {
-                    Some(s) if stages.iter().any(|n| n == s) => target.push(s.to_string()),
+                    Some(s) if known.iter().any(|n| n == s) => target.push(s.to_string()),
                     _ => {
                         let got = scalar_text(it);
+                        let hint = match (name, known.is_empty()) {
+                            ("aggregate", true) => Some(
+                                "the pipeline has no matrix; repeats are an axis, e.g. `matrix: { seed: [1, 2, 3] }`".into(),
+                            ),
+                            ("aggregate", false) => suggest(&got, known, "the matrix axes are"),
+                            _ => suggest(&got, known, "the stages are"),
+                        };
                         self.err(
                             Some(it.loc),
-                            format!("`{key}` names an unknown stage `{got}`"),
+                            format!("`{key}` names an unknown {what} `{got}`"),
                             &format!("{key}[{i}]"),
-                            suggest(&got, stages, "the stages are"),
+                            hint,
                         );
                     }
                 }

@@ -6,6 +6,7 @@ mod cli;
 mod exec;
 mod main_job;
 mod pipelines;
+mod repeats;
 mod serve;
 mod slurm;
 mod stages;

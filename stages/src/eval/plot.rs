@@ -206,17 +206,35 @@ mod tests {
 }
 
 /// One named series of a line plot.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Series {
     pub label: String,
     pub points: Vec<(f64, f64)>,
+    /// Error bar half-heights, one per point (empty: no error bars), e.g. a std over repeats.
+    pub y_err: Vec<f64>,
+    /// A fixed colour (so a method keeps its colour across plots); `None`: by position.
+    pub color: Option<(u8, u8, u8)>,
 }
+
+/// Okabe & Ito's colour-blind-safe palette (Color Universal Design), black left out for the
+/// baseline: colour `i` of a plot's series.
+pub const OKABE_ITO: [(u8, u8, u8); 7] = [
+    (230, 159, 0),
+    (86, 180, 233),
+    (0, 158, 115),
+    (213, 94, 0),
+    (0, 114, 178),
+    (204, 121, 167),
+    (240, 228, 66),
+];
 
 /// Axis scale of [`write_lines`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scale {
     Linear,
     Log,
+    /// An ROC's FAR axis: log, fixed to 1e-6..1e-1, labelled at the powers of ten.
+    Far,
 }
 
 /// A line plot with markers (a series of one point is still visible) as `<stem>.svg` and
@@ -270,8 +288,17 @@ fn draw_lines<DB: DrawingBackend>(
     );
     for (x, y) in pts
         .filter(|(x, y)| x.is_finite() && y.is_finite() && (x_scale == Scale::Linear || *x > 0.0))
+        .filter(|(x, _)| x_scale != Scale::Far || (1e-6..=1e-1).contains(x))
     {
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    // The error bars fit too.
+    for s in series {
+        for (&(_, y), &e) in s.points.iter().zip(&s.y_err) {
+            if y.is_finite() && e.is_finite() {
+                (y0, y1) = (y0.min(y - e), y1.max(y + e));
+            }
+        }
     }
     if !x0.is_finite() {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
@@ -290,7 +317,10 @@ fn draw_lines<DB: DrawingBackend>(
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(64);
-    let palette = |i: usize| Palette99::pick(i).to_rgba();
+    let palette = |i: usize| {
+        let (r, g, b) = series[i].color.unwrap_or(OKABE_ITO[i % OKABE_ITO.len()]);
+        RGBColor(r, g, b).to_rgba()
+    };
     macro_rules! finish {
         ($chart:expr) => {{
             let mut chart = $chart;
@@ -298,7 +328,20 @@ fn draw_lines<DB: DrawingBackend>(
                 .configure_mesh()
                 .x_desc(x_label)
                 .y_desc(y_label)
-                .label_style((FAMILY, 14))
+                .label_style((FAMILY, 16))
+                .axis_desc_style((FAMILY, 18))
+                .x_label_formatter(&|x: &f64| match x_scale {
+                    // 10^k only; the minor ticks stay unlabelled.
+                    Scale::Far => {
+                        let k = x.log10().round();
+                        if (x.log10() - k).abs() < 1e-9 {
+                            format!("1e{k}")
+                        } else {
+                            String::new()
+                        }
+                    }
+                    _ => format!("{}", (x * 1e4).round() / 1e4),
+                })
                 .draw()
                 .map_err(|e| err(&e))?;
             for (i, s) in series.iter().enumerate() {
@@ -316,11 +359,31 @@ fn draw_lines<DB: DrawingBackend>(
                         .draw_series(s.points.iter().map(|&p| Circle::new(p, 4, c.filled())))
                         .map_err(|e| err(&e))?;
                 }
+                // Error bars: a vertical line from y - e to y + e with 10-pixel caps.
+                for (&(x, y), &e) in s.points.iter().zip(&s.y_err) {
+                    chart
+                        .draw_series(std::iter::once(PathElement::new(
+                            vec![(x, y - e), (x, y + e)],
+                            c.stroke_width(2),
+                        )))
+                        .map_err(|e| err(&e))?;
+                    chart
+                        .draw_series([y - e, y + e].into_iter().map(|yc| {
+                            EmptyElement::at((x, yc))
+                                + PathElement::new(vec![(-5, 0), (5, 0)], c.stroke_width(2))
+                        }))
+                        .map_err(|e| err(&e))?;
+                }
             }
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .label_font((FAMILY, 14))
+                .position(if x_scale == Scale::Far {
+                    // ROC curves rise to the right: the empty corner is the upper left.
+                    SeriesLabelPosition::UpperLeft
+                } else {
+                    SeriesLabelPosition::LowerRight
+                })
+                .label_font((FAMILY, 16))
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .draw()
@@ -336,6 +399,9 @@ fn draw_lines<DB: DrawingBackend>(
         }
         Scale::Log => finish!(builder
             .build_cartesian_2d((x0..x1.max(x0 * 10.0)).log_scale(), y0..y1)
+            .map_err(|e| err(&e))?),
+        Scale::Far => finish!(builder
+            .build_cartesian_2d((1e-6..1e-1f64).log_scale(), y0..y1)
             .map_err(|e| err(&e))?),
     }
     root.present().map_err(|e| err(&e))?;
