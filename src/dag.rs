@@ -32,8 +32,8 @@ impl Dag {
         }
         for (i, inst) in p.instances.iter().enumerate() {
             for (name, input) in &inst.inputs {
-                if let Input::Upstream { instance, .. } = input {
-                    graph.add_edge(NodeIndex::new(*instance), NodeIndex::new(i), name.clone());
+                for instance in input.upstreams() {
+                    graph.add_edge(NodeIndex::new(instance), NodeIndex::new(i), name.clone());
                 }
             }
         }
@@ -199,11 +199,15 @@ fn upstream_edges(p: &Pipeline, i: usize) -> Vec<(usize, &str, &str)> {
     p.instances[i]
         .inputs
         .iter()
-        .filter_map(|(name, input)| match input {
+        .flat_map(|(name, input)| match input {
             Input::Upstream { instance, output } => {
-                Some((*instance, name.as_str(), output.as_str()))
+                vec![(*instance, name.as_str(), output.as_str())]
             }
-            Input::External { .. } => None,
+            Input::Gather { output, from } => from
+                .iter()
+                .map(|g| (g.instance, name.as_str(), output.as_str()))
+                .collect(),
+            Input::External { .. } => vec![],
         })
         .collect()
 }

@@ -65,7 +65,8 @@ impl Fingerprint {
                     crate::pipeline::Input::External { path } => {
                         Some((name.clone(), path.to_string_lossy().into_owned()))
                     }
-                    crate::pipeline::Input::Upstream { .. } => None,
+                    crate::pipeline::Input::Upstream { .. }
+                    | crate::pipeline::Input::Gather { .. } => None,
                 })
                 .collect(),
             Action::Shell { .. } => BTreeMap::new(),
@@ -164,6 +165,14 @@ pub fn static_fingerprints(p: &crate::pipeline::Pipeline) -> Vec<Fingerprint> {
                         format!("static:{}/{output}", keys[*instance])
                     }
                     crate::pipeline::Input::External { path } => format!("path:{}", path.display()),
+                    crate::pipeline::Input::Gather { output, from } => {
+                        let ups: Vec<String> = from
+                            .iter()
+                            .map(|g| format!("{}={}", g.entry, keys[g.instance]))
+                            .collect();
+                        let h = crate::cache::hash_bytes(ups.join(";").as_bytes());
+                        format!("static-gather:{output}:{h}")
+                    }
                 };
                 (name.clone(), d)
             })

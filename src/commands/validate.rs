@@ -65,6 +65,10 @@ pub fn to_json(p: &Pipeline) -> serde_json::Value {
                             json!({"upstream": p.instances[*instance].id, "output": output})
                         }
                         Input::External { path } => json!({"path": path}),
+                        Input::Gather { output, from } => json!({
+                            "gather": from.iter().map(|g| &p.instances[g.instance].id).collect::<Vec<_>>(),
+                            "output": output,
+                        }),
                     };
                     (k.clone(), v)
                 })

@@ -61,7 +61,7 @@ pub fn external_digests(p: &Pipeline, cache: &Cache) -> Result<Externals, ExecEr
         .flat_map(|inst| inst.inputs.values())
         .filter_map(|input| match input {
             Input::External { path } => Some(path),
-            Input::Upstream { .. } => None,
+            Input::Upstream { .. } | Input::Gather { .. } => None,
         })
         .collect();
     paths.sort();
@@ -142,6 +142,9 @@ pub fn input_digests(
                     .get(output)
                     .map(|o| o.digest.clone())
                     .unwrap_or_else(|| ABSENT.to_string())
+            }
+            Input::Gather { output, from } => {
+                super::gather::digest(&super::gather::listing(output, from, done)?)
             }
         };
         out.insert(name.clone(), d);
@@ -361,6 +364,22 @@ fn waiting(
     let mut digests = external.clone();
     let mut waits_on = Vec::new();
     for (name, input) in &inst.inputs {
+        if let Input::Gather { output, from } = input {
+            let d = match super::gather::listing(output, from, done) {
+                Some(items) => super::gather::digest(&items),
+                None => {
+                    for g in from.iter().filter(|g| done[g.instance].is_none()) {
+                        let up = p.instances[g.instance].id.clone();
+                        if !waits_on.contains(&up) {
+                            waits_on.push(up);
+                        }
+                    }
+                    PENDING.into()
+                }
+            };
+            digests.insert(name.clone(), d);
+            continue;
+        }
         let Input::Upstream { instance, output } = input else {
             continue;
         };
@@ -425,8 +444,8 @@ pub fn current_keys(
     for i in (0..n).rev() {
         if needed[i] {
             for input in p.instances[i].inputs.values() {
-                if let Input::Upstream { instance, .. } = input {
-                    needed[*instance] = true;
+                for u in input.upstreams() {
+                    needed[u] = true;
                 }
             }
         }

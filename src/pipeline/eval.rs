@@ -42,6 +42,16 @@ pub(super) enum InRef {
         loc: Loc,
         key: String,
     },
+    /// `stage.output[*]` / `stage.output[axis=value,...]`: that output of every instance of
+    /// `stage` in the matching cells (no values: all); the reading stage does not take
+    /// `stage`'s axes.
+    Gather {
+        stage: usize,
+        output: String,
+        values: Vec<(usize, u32)>,
+        loc: Loc,
+        key: String,
+    },
     External(PathBuf),
 }
 
@@ -159,6 +169,24 @@ impl Loader {
             }
             return Some(InRef::External(path));
         }
+        // `stage.output[*]` or `stage.output[axis=value,...]`: a gather.
+        let mut gather = None;
+        let gathered = s
+            .strip_suffix(']')
+            .and_then(|x| x.split_once('['))
+            .filter(|(head, _)| head.contains('.'))
+            .map(|(head, filter)| (head.to_string(), filter.trim().to_string()));
+        let s = match gathered {
+            Some((head, filter)) => {
+                gather = Some(if filter == "*" {
+                    Vec::new()
+                } else {
+                    self.pin_values(kv, &filter, ctx, &key, &s)?
+                });
+                head
+            }
+            None => s,
+        };
         let mut pinned = None;
         let (stage, output) = match s.split_once('[') {
             // `stage[axis=value,...].output` (the dots of values such as 0.5 are inside `[...]`).
@@ -212,6 +240,8 @@ impl Loader {
             let outs: Vec<&str> = up.outputs.iter().map(|o| o.name.as_str()).collect();
             let hint = if outs.is_empty() {
                 Some(format!("stage `{stage}` declares no outputs"))
+            } else if output.contains('[') {
+                Some(format!("a gather is `{stage}.OUTPUT[*]` or `{stage}.OUTPUT[axis=value,...]` (the outputs of `{stage}` are: {})", outs.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", ")))
             } else {
                 suggest(output, &outs, &format!("the outputs of `{stage}` are"))
             };
@@ -219,7 +249,29 @@ impl Loader {
             self.err_note(loc, message, &key, hint, note());
             return None;
         }
+        if gather.is_some() && d.kind.is_some() {
+            self.err_note(
+                loc,
+                format!(
+                    "input `{}`: a gather (`{stage}.{output}[...]`) is a folder of many results; a built-in kind cannot read it",
+                    kv.key
+                ),
+                &key,
+                Some("read the gathered folder in a `run:` stage".into()),
+                note(),
+            );
+            return None;
+        }
         edges.entry(ui).or_insert(loc);
+        if let Some(values) = gather {
+            return Some(InRef::Gather {
+                stage: ui,
+                output: output.to_string(),
+                values,
+                loc,
+                key,
+            });
+        }
         Some(match pinned {
             Some(values) => InRef::Pinned {
                 stage: ui,

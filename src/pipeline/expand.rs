@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use super::eval::{Ctx, InRef, StageEval};
 use super::loader::Loader;
-use super::model::{Input, Instance};
+use super::model::{Gathered, Input, Instance};
 use super::sections::{group_digits, Cells};
 use super::stage::StageDef;
 use super::yaml::{Loc, Node};
@@ -138,6 +138,17 @@ impl Loader {
         for evals in &ev.evals {
             for e in evals.values() {
                 for (name, r) in &e.inputs {
+                    if let InRef::Gather {
+                        stage,
+                        values,
+                        loc,
+                        key,
+                        ..
+                    } = r
+                    {
+                        self.check_gather(defs, name, *stage, values, (loc, key), full_axes, cells);
+                        continue;
+                    }
                     let InRef::Pinned {
                         stage,
                         values,
@@ -176,6 +187,50 @@ impl Loader {
             }
         }
         (self.errors.len() == before).then_some(())
+    }
+
+    /// A gather's filter names axes of the gathered stage, and some cell matches it.
+    #[allow(clippy::too_many_arguments)]
+    fn check_gather(
+        &mut self,
+        defs: &[StageDef],
+        name: &str,
+        stage: usize,
+        values: &[(usize, u32)],
+        (loc, key): (&Loc, &String),
+        full_axes: &[Vec<usize>],
+        cells: &Cells,
+    ) {
+        let stage_name = &defs[stage].name;
+        if let Some((a, _)) = values.iter().find(|(a, _)| !full_axes[stage].contains(a)) {
+            let axes: Vec<String> = full_axes[stage]
+                .iter()
+                .map(|a| format!("`{}`", cells.axes[*a]))
+                .collect();
+            let hint = if axes.is_empty() {
+                format!("stage `{stage_name}` has one instance: read it as `{stage_name}.OUTPUT`")
+            } else {
+                format!("its axes are {}", axes.join(", "))
+            };
+            self.err(
+                Some(*loc),
+                format!(
+                    "input `{name}` filters stage `{stage_name}` on axis `{}`, which that stage does not depend on",
+                    cells.axes[*a]
+                ),
+                key,
+                Some(hint),
+            );
+        } else if pinned_cell(cells, values).is_none() {
+            self.err(
+                Some(*loc),
+                format!(
+                    "input `{name}`: no matrix cell has those values (`exclude` removes them?)"
+                ),
+                key,
+                None,
+            );
+        }
     }
 
     pub(super) fn check_instance_count(
@@ -260,6 +315,21 @@ impl Loader {
                                 .get(&projections[*stage].key(pinned_cell(cells, values)?))?,
                             output: output.clone(),
                         },
+                        InRef::Gather {
+                            stage,
+                            output,
+                            values,
+                            ..
+                        } => Input::Gather {
+                            output: output.clone(),
+                            from: gathered(
+                                &instances,
+                                &index[*stage],
+                                &projections[*stage],
+                                cells,
+                                values,
+                            )?,
+                        },
                     };
                     inputs.insert(name.clone(), input);
                 }
@@ -299,6 +369,42 @@ impl Loader {
 }
 
 /// The first cell with the pinned values.
+/// The instances of a stage (`index`: projection key -> instance) in the cells matching
+/// `values`, in matrix order, each once, with their entry names.
+fn gathered(
+    instances: &[Instance],
+    index: &HashMap<u128, usize>,
+    proj: &super::sections::Projection,
+    cells: &Cells,
+    values: &[(usize, u32)],
+) -> Option<Vec<Gathered>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for cell in cells.index.iter() {
+        if !values.iter().all(|(a, v)| cell[*a] == *v) {
+            continue;
+        }
+        let i = *index.get(&proj.key(cell))?;
+        if !seen.insert(i) {
+            continue;
+        }
+        let inst = &instances[i];
+        // The id's axis values, in axis order (`prune[method=rand,ratio=0.5]`).
+        let entry = inst
+            .id
+            .strip_prefix(inst.stage.as_str())
+            .and_then(|r| r.strip_prefix('['))
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(&inst.stage);
+        out.push(Gathered {
+            instance: i,
+            entry: crate::cache::sanitize(entry),
+            cell: inst.cell.clone(),
+        });
+    }
+    Some(out)
+}
+
 fn pinned_cell<'c>(cells: &'c Cells, values: &[(usize, u32)]) -> Option<&'c [u32]> {
     cells
         .index

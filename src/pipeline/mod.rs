@@ -317,8 +317,10 @@ stages:
         // Topological order: every upstream index is smaller.
         for (i, inst) in p.instances.iter().enumerate() {
             for input in inst.inputs.values() {
+                for instance in input.upstreams() {
+                    assert!(instance < i);
+                }
                 if let Input::Upstream { instance, output } = input {
-                    assert!(*instance < i);
                     assert!(p.instances[*instance]
                         .outputs
                         .iter()

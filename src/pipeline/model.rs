@@ -177,6 +177,32 @@ pub enum Input {
     Upstream { instance: usize, output: String },
     /// A file or folder outside the store, hashed by content (absolute path).
     External { path: PathBuf },
+    /// `stage.output[*]` or `stage.output[axis=value,...]`: that output of every matching
+    /// instance (in matrix order), given to the stage as one folder with an entry per instance
+    /// and an `index.json` (made at launch, see `exec::gather`).
+    Gather { output: String, from: Vec<Gathered> },
+}
+
+/// One instance a gather reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gathered {
+    /// Index into `Pipeline::instances`.
+    pub instance: usize,
+    /// Its entry's name in the gathered folder (its axis values, `method=rand,ratio=0.5`).
+    pub entry: String,
+    /// Its axis values (axis -> value name), as `index.json` lists them.
+    pub cell: BTreeMap<String, String>,
+}
+
+impl Input {
+    /// The instances this input reads (none for an external path).
+    pub fn upstreams(&self) -> Vec<usize> {
+        match self {
+            Input::Upstream { instance, .. } => vec![*instance],
+            Input::External { .. } => Vec::new(),
+            Input::Gather { from, .. } => from.iter().map(|g| g.instance).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -356,9 +356,11 @@ pub const INTERP_DOC: &str = "`${params.NAME}` or `${matrix.AXIS}` (`.KEY` reach
 exactly one reference keeps the referenced value's type; inside a longer string the value is rendered. \
 `$${` is a literal `${`.";
 
-pub const INPUT_DOC: &str = "`stage.output` (an output of another stage), or a path starting with `./`, `../` or `/` \
-(a file or folder outside the pipeline, relative to the file that writes it, hashed by content; its existence is \
-checked when the stage runs). May interpolate `${params.x}` / `${matrix.x}`; a value that comes out null or empty \
+pub const INPUT_DOC: &str = "`stage.output` (an output of another stage), `stage[axis=value,...].output` (that \
+output of one instance of a matrix stage), `stage.output[*]` or `stage.output[axis=value,...]` (a gather, `run:` \
+stages only: one folder with that output of every matching instance and an `index.json`), or a path starting with \
+`./`, `../` or `/` (a file or folder outside the pipeline, relative to the file that writes it, hashed by content; \
+its existence is checked when the stage runs). May interpolate `${params.x}` / `${matrix.x}`; a value that comes out null or empty \
 means \"no such input\" (only for optional ports).";
 
 fn schema(v: serde_json::Value) -> Schema {

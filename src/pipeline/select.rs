@@ -155,8 +155,8 @@ impl Pipeline {
                 continue;
             }
             for input in self.instances[i].inputs.values() {
-                if let Input::Upstream { instance, .. } = input {
-                    wanted[*instance] = true;
+                for u in input.upstreams() {
+                    wanted[u] = true;
                 }
             }
         }
@@ -172,8 +172,14 @@ impl Pipeline {
         for &o in &old {
             let mut inst = self.instances[o].clone();
             for input in inst.inputs.values_mut() {
-                if let Input::Upstream { instance, .. } = input {
-                    *instance = new_of[*instance];
+                match input {
+                    Input::Upstream { instance, .. } => *instance = new_of[*instance],
+                    Input::Gather { from, .. } => {
+                        for g in from {
+                            g.instance = new_of[g.instance];
+                        }
+                    }
+                    Input::External { .. } => {}
                 }
             }
             q.instances.push(inst);

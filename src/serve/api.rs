@@ -230,8 +230,8 @@ pub fn summary(s: &Snapshot, i: usize) -> Value {
 fn upstream_ids(s: &Snapshot, i: usize) -> Vec<&str> {
     let mut deps: Vec<&str> = Vec::new();
     for input in s.pipeline.instances[i].inputs.values() {
-        if let Input::Upstream { instance, .. } = input {
-            let id = s.pipeline.instances[*instance].id.as_str();
+        for instance in input.upstreams() {
+            let id = s.pipeline.instances[instance].id.as_str();
             if !deps.contains(&id) {
                 deps.push(id);
             }
@@ -394,6 +394,13 @@ fn inputs(s: &Snapshot, i: usize) -> Vec<Value> {
                         .filter(|m| m.is_file())
                         .map(|m| m.len());
                     json!({"name": name, "path": path, "digest": digest, "size": size})
+                }
+                Input::Gather { output, from } => {
+                    let ids: Vec<&str> = from
+                        .iter()
+                        .map(|g| s.pipeline.instances[g.instance].id.as_str())
+                        .collect();
+                    json!({"name": name, "gather": ids, "output": output, "digest": digest})
                 }
             }
         })

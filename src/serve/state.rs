@@ -529,12 +529,13 @@ fn upstreams(p: &Pipeline, i: usize) -> impl Iterator<Item = usize> + '_ {
     p.instances[i]
         .inputs
         .values()
-        .filter_map(move |input| match input {
-            Input::Upstream { instance, .. } if !seen.contains(instance) => {
+        .flat_map(Input::upstreams)
+        .filter(move |instance| {
+            let new = !seen.contains(instance);
+            if new {
                 seen.push(*instance);
-                Some(*instance)
             }
-            _ => None,
+            new
         })
 }
 

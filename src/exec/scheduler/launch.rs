@@ -117,6 +117,25 @@ impl Scheduler<'_> {
                 Input::External { path } => {
                     out.insert(name.clone(), path.clone());
                 }
+                Input::Gather { output, from } => {
+                    let items = super::super::gather::listing(output, from, &self.done)
+                        .ok_or_else(|| {
+                            format!("input `{name}`: a gathered instance has no outputs")
+                        })?;
+                    let stage = from
+                        .first()
+                        .map(|g| self.p.instances[g.instance].stage.as_str())
+                        .unwrap_or_default();
+                    let v = super::super::gather::materialize(
+                        &self.cache.store,
+                        name,
+                        stage,
+                        output,
+                        &items,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    out.insert(name.clone(), v);
+                }
                 Input::Upstream { instance, output } => {
                     let m = self.done[*instance].as_ref().ok_or_else(|| {
                         format!(
