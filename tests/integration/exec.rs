@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::{Project, Run};
+use crate::support::{wait_for_file, Project, Run};
 
 /// a -> b -> c, d independent; `b` takes its command from the caller.
 fn chain(b_cmd: &str) -> String {
@@ -225,7 +225,7 @@ fn second_run_on_the_same_cache_is_refused() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(&flag, Duration::from_secs(20));
+    wait_for_file(&flag, Duration::from_secs(20));
     let r = p.run(&["run", "p.yaml"]);
     let _ = first.kill();
     let _ = first.wait();
@@ -319,18 +319,6 @@ impl Drop for ReadOnly<'_> {
             .arg(self.dir)
             .args(["-type", "d", "-exec", "chmod", "u+w", "{}", "+"])
             .status();
-    }
-}
-
-fn wait_for(path: &Path, limit: Duration) {
-    let t = Instant::now();
-    while !path.exists() {
-        assert!(
-            t.elapsed() < limit,
-            "timed out waiting for {}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

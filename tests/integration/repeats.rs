@@ -1,13 +1,12 @@
 //! Sweeps as researchers run them (issue #19): repeats averaged by `report.aggregate` (mean, std,
 //! n checked against each cell's own metrics.json), and results while a sweep still runs.
 
-use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::Project;
+use crate::support::{wait_for_file, Project};
 
 /// method × size × seed; each cell's `acc` is size · (base + k · seed), a known number. The
 /// cell `method=b,size=2,seed=3` waits for `release` in the project (when `gate`) or fails.
@@ -127,18 +126,6 @@ fn report_aggregate_names_a_matrix_axis() {
         .stderr_has("hint: did you mean `seed`?");
 }
 
-fn wait_for(path: &Path, limit: Duration) {
-    let t = Instant::now();
-    while !path.exists() {
-        assert!(
-            t.elapsed() < limit,
-            "timed out waiting for {}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn report_and_results_work_while_the_sweep_runs() {
     let p = Project::new();
@@ -153,7 +140,7 @@ fn report_and_results_work_while_the_sweep_runs() {
         .unwrap();
     // Every other cell commits while one still runs: its results/ link is there already.
     for (method, size, seed) in [("a", 1, 1), ("b", 2, 1), ("b", 2, 2), ("b", 1, 3)] {
-        wait_for(
+        wait_for_file(
             &p.path(&format!(
                 "results/rep/score[method={method},size={size},seed={seed}]/metrics.json"
             )),

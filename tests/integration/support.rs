@@ -212,3 +212,16 @@ pub fn dedent(s: &str) -> String {
         .join("\n")
         + "\n"
 }
+
+/// Wait until `path` exists (a flag a stage writes), failing the test after `limit`.
+pub fn wait_for_file(path: &Path, limit: std::time::Duration) {
+    let t = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            t.elapsed() < limit,
+            "timed out waiting for {}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{require_root, require_worker, Project, Run};
+use crate::support::{require_root, require_worker, wait_for_file, Project, Run};
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
@@ -33,18 +33,6 @@ fn events(r: &Run, kind: &str) -> BTreeSet<String> {
 
 fn set(xs: &[&str]) -> BTreeSet<String> {
     xs.iter().map(|s| s.to_string()).collect()
-}
-
-fn wait_for(path: &Path, limit: Duration) {
-    let t = Instant::now();
-    while !path.exists() {
-        assert!(
-            t.elapsed() < limit,
-            "timed out waiting for {}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
@@ -698,7 +686,7 @@ fn read_only_commands_work_during_a_run() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(&flag, Duration::from_secs(30));
+    wait_for_file(&flag, Duration::from_secs(30));
     let results = [
         p.run(&["plan", "p.yaml"]),
         p.run(&["report", "p.yaml"]),
@@ -944,10 +932,10 @@ fn external_input_changed_during_the_stage_is_not_committed() {
         .spawn()
         .unwrap();
     // The stage reads B; A is back before it ends.
-    wait_for(&flags[0], Duration::from_secs(30));
+    wait_for_file(&flags[0], Duration::from_secs(30));
     std::fs::write(p.path("cfg.txt"), "B\n").unwrap();
     std::fs::write(&flags[1], "").unwrap();
-    wait_for(&flags[2], Duration::from_secs(30));
+    wait_for_file(&flags[2], Duration::from_secs(30));
     std::fs::write(p.path("cfg.txt"), "A\n").unwrap();
     std::fs::write(&flags[3], "").unwrap();
     let out = run.wait_with_output().unwrap();
