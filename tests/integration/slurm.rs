@@ -352,11 +352,12 @@ fn slurm_kill_9_at_three_instants_never_runs_finished_work_again() {
 #[test]
 #[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_ctrl_c_during_submission_stops_at_once_and_cancels_what_was_submitted() {
-    // 30 stages with different names: 30 `sbatch` calls at 5 per second take 6 s.
+    // 30 stages with different names (and commands: one fingerprint would run once): 30
+    // `sbatch` calls at 5 per second take 6 s.
     let mut yaml = String::from("name: sigint\nstages:\n");
     for i in 1..=30 {
         yaml.push_str(&format!(
-            "  s{i}: {{ run: \"sleep 120; echo > ${{outputs.out}}\", outputs: [out] }}\n"
+            "  s{i}: {{ run: \"sleep 120; echo {i} > ${{outputs.out}}\", outputs: [out] }}\n"
         ));
     }
     let c = Cluster::new(&yaml);
@@ -729,9 +730,11 @@ fn slurm_builtin_stages_run_through_the_worker() {
     let c = Cluster::new(
         r#"
         name: small
-        matrix: { r: [0.5, 0.25] }
+        matrix: { r: [0.75, 0.5] }
         stages:
-          data:    { uses: synthetic-faces, with: { identities: 8, images_per_identity: 3 } }
+          # Enough images per identity that both ratios prune above the 5-per-identity floor:
+          # two different kept lists, so no instance is a twin of another.
+          data:    { uses: synthetic-faces, with: { identities: 8, images_per_identity: 24 } }
           score:   { uses: score, inputs: { train: data.train }, with: { method: rand } }
           prune:   { uses: prune, inputs: { scores: score.scores, labels: data.train }, with: { target_ratio: "${matrix.r}" } }
           relabel: { uses: relabel, inputs: { kept: prune.kept, labels: data.train } }
@@ -739,7 +742,7 @@ fn slurm_builtin_stages_run_through_the_worker() {
     );
     c.run(&[]).success().stderr_has("ran 6");
     assert_eq!(c.tasks(), 6);
-    for r in ["0.5", "0.25"] {
+    for r in ["0.75", "0.5"] {
         let map = c.p.path(&format!("results/small/relabel[r={r}]/map"));
         assert!(std::fs::metadata(&map).is_ok(), "{} missing", map.display());
     }

@@ -150,17 +150,13 @@ impl Actor {
         let Some(first) = self.queue.front() else {
             return;
         };
-        let kin = (
-            first.stage.clone(),
-            first.spec.cwd.clone(),
-            first.resources.clone(),
-        );
+        // Each task's `job.sh` changes into its own run dir, so the attempts of one stage with
+        // the same sizing options share an array whatever their working directories.
+        let kin = (first.stage.clone(), first.resources.clone());
         let mut group = Vec::new();
         let mut rest = VecDeque::new();
         for t in self.queue.drain(..) {
-            if group.len() < self.max_array
-                && (&t.stage, &t.spec.cwd, &t.resources) == (&kin.0, &kin.1, &kin.2)
-            {
+            if group.len() < self.max_array && (&t.stage, &t.resources) == (&kin.0, &kin.1) {
                 group.push(t);
             } else {
                 rest.push_back(t);
