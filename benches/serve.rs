@@ -19,16 +19,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const SMALL: &[&str] = &[
-    "--set",
-    "identities=24",
-    "--set",
-    "images_per_identity=10",
-    "--set",
-    "epochs=6",
-    "--set",
-    "batch_size=32",
-];
+use support::SMALL;
 
 fn cpu_ticks(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

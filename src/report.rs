@@ -31,7 +31,7 @@ pub struct Column {
     pub score: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Row {
     /// `baseline` or `cell`.
     pub role: String,
@@ -336,16 +336,7 @@ pub fn build_from(
         let mut row = Row {
             role: role.into(),
             cell: cell.clone(),
-            values: BTreeMap::new(),
-            missing: vec![],
-            best: vec![],
-            baseline: None,
-            sources: BTreeMap::new(),
-            roc_csv: None,
-            roc_auc: None,
-            far_floor: None,
-            std: BTreeMap::new(),
-            n: BTreeMap::new(),
+            ..Row::default()
         };
         for stage in stages {
             let Some((i, inst)) = p.instances_of(stage).find(|(_, i)| is_sub(&i.cell, &cell))
@@ -564,16 +555,11 @@ fn aggregate_rows(rows: Vec<Row>, aggregate: &[String]) -> Vec<Row> {
             let mut out = Row {
                 role: members[0].role.clone(),
                 cell,
-                values: BTreeMap::new(),
                 missing: members.iter().flat_map(|m| m.missing.clone()).collect(),
-                best: vec![],
-                baseline: None,
-                sources: BTreeMap::new(),
                 roc_csv: members.iter().find_map(|m| m.roc_csv.clone()),
                 roc_auc: members.iter().find_map(|m| m.roc_auc),
                 far_floor: members.iter().find_map(|m| m.far_floor),
-                std: BTreeMap::new(),
-                n: BTreeMap::new(),
+                ..Row::default()
             };
             let keys: std::collections::BTreeSet<&String> =
                 members.iter().flat_map(|m| m.values.keys()).collect();

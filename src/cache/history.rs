@@ -92,8 +92,7 @@ impl History {
     /// Where the run dir of `r` is in this cache now, wherever the cache was when `r` was
     /// written.
     pub fn run_dir(&self, r: &RunRecord) -> Option<PathBuf> {
-        let d = r.run_dir.as_ref()?;
-        Some(self.root.join("runs").join(d.file_name()?))
+        run_dir_in(&self.root, r)
     }
 
     /// `history/<pipeline>.jsonl` (for readers that follow the file themselves).
@@ -174,4 +173,11 @@ impl History {
         }
         Ok(out)
     }
+}
+
+/// The run dir of record `r` inside the cache at `root` (records keep `runs/<name>`, or an
+/// absolute path from before caches were relocatable: only its name counts).
+pub fn run_dir_in(root: &Path, r: &RunRecord) -> Option<PathBuf> {
+    let d = r.run_dir.as_ref()?;
+    Some(root.join("runs").join(d.file_name()?))
 }

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 pub use gc::{gc, GcReport};
 pub use hash::{hash_bytes, hash_file, HASH_CHUNK_HINT};
-pub use history::{History, JobAccounting, RunRecord, RunStatus};
+pub use history::{run_dir_in, History, JobAccounting, RunRecord, RunStatus};
 pub use index::{Index, StatEntry};
 pub use inputs::{Guard, Guards};
 pub use lock::{hostname, CacheLock};

@@ -195,15 +195,6 @@ impl Workers {
     }
 }
 
-/// Resolve `--gpus` to concrete ids (`Discover` runs `nvidia-smi`).
-pub fn gpu_ids(choice: &GpuChoice) -> Vec<u32> {
-    match choice {
-        GpuChoice::Discover => resources::discover_gpus(),
-        GpuChoice::None => Vec::new(),
-        GpuChoice::Ids(v) => v.clone(),
-    }
-}
-
 /// Run `p` with `backend` on a single-threaded runtime (the loop and the process spawns stay on
 /// this thread, which `PR_SET_PDEATHSIG` relies on; commits hash on the blocking pool).
 pub fn run(

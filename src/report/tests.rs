@@ -10,17 +10,10 @@ fn row(method: &str, ratio: &str, v: f64, std: Option<f64>) -> Row {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         values: [("acc".to_string(), v)].into(),
-        missing: vec![],
-        best: vec![],
-        baseline: None,
-        sources: BTreeMap::new(),
-        roc_csv: None,
-        roc_auc: None,
-        far_floor: None,
         std: std
             .map(|s| [("acc".to_string(), s)].into())
             .unwrap_or_default(),
-        n: BTreeMap::new(),
+        ..Row::default()
     }
 }
 

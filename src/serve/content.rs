@@ -53,9 +53,8 @@ fn open_log(s: &Snapshot, i: usize, run: Option<&str>) -> ApiResult<std::fs::Fil
             .records
             .iter()
             .filter(|r| &r.instance == id)
-            .filter_map(|r| r.run_dir.as_deref().and_then(FsPath::file_name))
-            .find(|n| *n == name)
-            .map(|n| s.root.join("runs").join(n)),
+            .filter_map(|r| crate::cache::run_dir_in(&s.root, r))
+            .find(|d| d.file_name().is_some_and(|n| n == name)),
     };
     let Some(dir) = dir else {
         return Err(

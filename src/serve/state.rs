@@ -116,8 +116,7 @@ impl Snapshot {
             .iter()
             .rev()
             .filter(|r| r.instance == self.pipeline.instances[i].id)
-            .find_map(|r| r.run_dir.as_deref().and_then(Path::file_name))
-            .map(|name| self.root.join("runs").join(name))
+            .find_map(|r| crate::cache::run_dir_in(&self.root, r))
     }
 
     pub fn counts(&self) -> BTreeMap<State, usize> {

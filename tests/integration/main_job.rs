@@ -11,19 +11,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{json, Value};
 
-use crate::support::{bin, require_worker};
-
-/// Small enough for a 2-core CI machine; `epochs` > the sweep's DynUnc window (5).
-const SMALL: &[&str] = &[
-    "--set",
-    "identities=24",
-    "--set",
-    "images_per_identity=10",
-    "--set",
-    "epochs=6",
-    "--set",
-    "batch_size=32",
-];
+use crate::support::{bin, require_worker, SMALL};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -225,3 +225,16 @@ pub fn wait_for_file(path: &Path, limit: std::time::Duration) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// The size the main job and the sweep run at in tests and the dashboard bench: small enough for a
+/// 2-core CI machine; `epochs` > the sweep's DynUnc window (5).
+pub const SMALL: &[&str] = &[
+    "--set",
+    "identities=24",
+    "--set",
+    "images_per_identity=10",
+    "--set",
+    "epochs=6",
+    "--set",
+    "batch_size=32",
+];
