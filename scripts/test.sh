@@ -16,8 +16,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-source scripts/deps.sh
-set -uo pipefail # deps.sh resets the shell options when it returns
+if ! source scripts/deps.sh; then
+  echo "error: the test prerequisites could not be set up (see above); no test was run" >&2
+  exit 1
+fi
 SLURM_SCRIPT=${SLURM_LOCAL_CLUSTER:-$ROOT/../shared/slurm/local-cluster.sh}
 NO_SLURM=0
 [ "${1:-}" = "--no-slurm" ] && NO_SLURM=1
