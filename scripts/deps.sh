@@ -11,9 +11,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.deps/venv"
 TORCH_VERSION=2.11.0
 PY_PACKAGES=("torch==$TORCH_VERSION" "numpy>=1.26" "scikit-learn>=1.3" "safetensors>=0.4" "pillow>=10" "opencv-python-headless>=4.8" "cmake>=3.16")
-# What the install takes at its peak (the wheels being unpacked beside the installed venv, ~5.2 GB
-# once done), and what a from-scratch release build of the workspace adds to target/ (~4 GB).
-NEED_GB=9
+# Free disk the set-up needs: the install peaks at 8.0 GB under .deps (wheels unpacked beside the
+# venv; 5.2 GB once done, measured with torch 2.11.0), and a from-scratch release build of the
+# workspace then puts ~4 GB into target/.
+NEED_GB=10
 
 # This file is sourced, often as `source scripts/deps.sh && cargo ...`, where `set -e` does not
 # apply: every step checks its own status and the file returns non-zero with a message instead.
@@ -43,11 +44,14 @@ deps_setup() {
       fi
       echo "setting up libtorch $TORCH_VERSION and the reference packages from PyPI into $VENV (once; about 5 GB)..." >&2
       python3 -m venv "$VENV" || deps_fail "python3 -m venv $VENV failed" "Python 3 with its venv module is needed" || return 1
-      # No pip cache: it would keep a second copy of the ~3 GB of wheels.
-      if ! "$VENV/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check "${PY_PACKAGES[@]}" >&2; then
+      # No pip cache: it would keep a second copy of the ~3 GB of wheels. The wheels are unpacked
+      # under .deps/tmp, on the disk whose free space was checked (not a possibly small /tmp).
+      mkdir -p "$ROOT/.deps/tmp" || deps_fail "cannot create $ROOT/.deps/tmp" || return 1
+      if ! TMPDIR="$ROOT/.deps/tmp" "$VENV/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check "${PY_PACKAGES[@]}" >&2; then
         deps_fail "pip could not install ${PY_PACKAGES[*]} into $VENV (its message is above)" \
           "fix what it names (network, disk space) and run the same command again: the install starts over" || return 1
       fi
+      rm -rf "$ROOT/.deps/tmp"
       venv_ready || deps_fail "$VENV was installed but \`import torch\` ($TORCH_VERSION) fails there" \
         "remove $ROOT/.deps and run the same command again" || return 1
     fi
