@@ -41,6 +41,9 @@ struct Frame {
 /// A subject's media pool: each media as (media id, index of its first frame, frame count).
 type Pool = Vec<(u64, usize, usize)>;
 
+/// A row of the release: (frame, template id, media id).
+type Row = (usize, u64, u64);
+
 /// One encoded loose crop: its file name, JPEG bytes, five landmarks and faceness score.
 type Crop = (String, Vec<u8>, [[f32; 2]; 5], f32);
 
@@ -133,15 +136,14 @@ fn media(p: &SyntheticFacesParams, r: &mut ChaCha8Rng) -> (Vec<Frame>, Vec<Pool>
 }
 
 /// The templates, each 1–3 media of its subject's pool: (template id, subject) per template,
-/// and the release's rows as (frame, template id, media id).
-#[allow(clippy::type_complexity)]
+/// and the release's rows.
 fn templates(
     p: &SyntheticFacesParams,
     pools: &[Pool],
     r: &mut ChaCha8Rng,
-) -> (Vec<(u64, u64)>, Vec<(usize, u64, u64)>) {
+) -> (Vec<(u64, u64)>, Vec<Row>) {
     let mut template_subject: Vec<(u64, u64)> = Vec::new();
-    let mut rows: Vec<(usize, u64, u64)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut tid = 0u64;
     for (s, pool) in pools.iter().enumerate() {
         for _ in 0..p.ijbc_templates_per_subject {
