@@ -34,10 +34,55 @@ pub struct Args {
 }
 
 pub fn run(args: Args, g: &Global) -> CliResult<u8> {
-    let files = if args.pipelines.is_empty() {
+    let sources = load_sources(&args.pipelines, g)?;
+    let token = token(args.token, args.no_token)?;
+    if token.is_none() && args.bind.is_loopback() {
+        eprintln!("warning: without a token, every user of this machine can read the dashboard");
+    }
+    if !args.bind.is_loopback() {
+        eprintln!(
+            "warning: listening on {} makes the dashboard reachable from other machines{}; prefer the default 127.0.0.1 and an SSH tunnel",
+            args.bind,
+            if token.is_some() { " (token required)" } else { " WITHOUT a token" }
+        );
+    }
+    let names: Vec<String> = sources.iter().map(|s| s.pipeline.name.clone()).collect();
+    let roots: Vec<String> = sources
+        .iter()
+        .map(|s| s.root.display().to_string())
+        .collect();
+    let config = Config {
+        sources,
+        bind: args.bind,
+        port: args.port,
+        token: token.clone(),
+        poll: Duration::from_millis(args.poll_ms),
+    };
+    let quiet = g.quiet;
+    crate::serve::serve(config, |addr| {
+        announce(addr, args.bind, token.as_deref(), &names, &roots, quiet)
+    })
+    .map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            "\nhint: another program uses this port; pick another with --port, or --port 0 for a free one"
+        } else {
+            ""
+        };
+        CliError::environment(format!(
+            "error: cannot serve on {}:{}: {e}{hint}",
+            args.bind, args.port
+        ))
+    })?;
+    Ok(crate::exit::OK)
+}
+
+/// The pipelines to serve with their cache roots: the named ones (each must load), or else
+/// those of `pipelines/*.yaml` that load. Two pipelines may not share a name.
+fn load_sources(named: &[PathBuf], g: &Global) -> CliResult<Vec<Source>> {
+    let files = if named.is_empty() {
         discover()?
     } else {
-        args.pipelines.iter().map(|p| (p.clone(), true)).collect()
+        named.iter().map(|p| (p.clone(), true)).collect()
     };
     let mut sources: Vec<Source> = Vec::new();
     for (file, named) in files {
@@ -80,7 +125,13 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
             "error: no pipeline to serve (no pipelines/*.yaml here loads)\nhint: name one: `orchestrator serve pipelines/sweep.yaml`",
         ));
     }
-    let token = match (args.token, args.no_token) {
+    Ok(sources)
+}
+
+/// The token to require: the one given (checked to fit in a URL query), none with
+/// `--no-token`, or else a random one.
+fn token(given: Option<String>, no_token: bool) -> CliResult<Option<String>> {
+    Ok(match (given, no_token) {
         (Some(t), _) if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b'&') => {
             return Err(CliError::bad_input(
                 "error: --token must be printable ASCII without spaces, `;` or `&`\nhint: e.g. --token \"$(openssl rand -hex 16)\"",
@@ -91,65 +142,40 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
         (None, false) => Some(crate::serve::random_token().map_err(|e| {
             CliError::environment(format!("error: cannot read /dev/urandom for a token: {e}"))
         })?),
+    })
+}
+
+/// Once listening: the URL on stdout (what scripts read) and, unless quiet, what is served and
+/// how to reach it through an SSH tunnel on stderr.
+fn announce(
+    addr: std::net::SocketAddr,
+    bind: IpAddr,
+    token: Option<&str>,
+    names: &[String],
+    roots: &[String],
+    quiet: bool,
+) {
+    let host = if bind.is_unspecified() || bind.is_loopback() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
     };
-    if token.is_none() && args.bind.is_loopback() {
-        eprintln!("warning: without a token, every user of this machine can read the dashboard");
-    }
-    if !args.bind.is_loopback() {
+    let query = token.map(|t| format!("?token={t}")).unwrap_or_default();
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "http://{host}:{}/{query}", addr.port());
+    let _ = out.flush();
+    if !quiet {
+        let mut roots = roots.to_vec();
+        roots.dedup();
         eprintln!(
-            "warning: listening on {} makes the dashboard reachable from other machines{}; prefer the default 127.0.0.1 and an SSH tunnel",
-            args.bind,
-            if token.is_some() { " (token required)" } else { " WITHOUT a token" }
+            "serving {} (cache {}); Ctrl-C to stop\nfrom another machine: ssh -N -L {port}:127.0.0.1:{port} {user}@{machine}   then open http://localhost:{port}/{query}",
+            names.join(", "),
+            roots.join(", "),
+            port = addr.port(),
+            user = std::env::var("USER").unwrap_or_else(|_| "you".into()),
+            machine = crate::cache::hostname(),
         );
     }
-    let names: Vec<String> = sources.iter().map(|s| s.pipeline.name.clone()).collect();
-    let roots: Vec<String> = sources
-        .iter()
-        .map(|s| s.root.display().to_string())
-        .collect();
-    let config = Config {
-        sources,
-        bind: args.bind,
-        port: args.port,
-        token: token.clone(),
-        poll: Duration::from_millis(args.poll_ms),
-    };
-    let quiet = g.quiet;
-    crate::serve::serve(config, |addr| {
-        let host = if args.bind.is_unspecified() || args.bind.is_loopback() {
-            "127.0.0.1".to_string()
-        } else {
-            addr.ip().to_string()
-        };
-        let query = token.as_ref().map(|t| format!("?token={t}")).unwrap_or_default();
-        let mut out = std::io::stdout();
-        let _ = writeln!(out, "http://{host}:{}/{query}", addr.port());
-        let _ = out.flush();
-        if !quiet {
-            let mut roots = roots.clone();
-            roots.dedup();
-            eprintln!(
-                "serving {} (cache {}); Ctrl-C to stop\nfrom another machine: ssh -N -L {port}:127.0.0.1:{port} {user}@{machine}   then open http://localhost:{port}/{query}",
-                names.join(", "),
-                roots.join(", "),
-                port = addr.port(),
-                user = std::env::var("USER").unwrap_or_else(|_| "you".into()),
-                machine = crate::cache::hostname(),
-            );
-        }
-    })
-    .map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
-            "\nhint: another program uses this port; pick another with --port, or --port 0 for a free one"
-        } else {
-            ""
-        };
-        CliError::environment(format!(
-            "error: cannot serve on {}:{}: {e}{hint}",
-            args.bind, args.port
-        ))
-    })?;
-    Ok(crate::exit::OK)
 }
 
 /// `pipelines/*.yaml` of the current folder, sorted (not named by the user: one that does not

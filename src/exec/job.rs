@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use orchestrator_stages::invocation::{Device, Invocation, INVOCATION_VERSION};
+use orchestrator_stages::KindSpec;
 
 use super::backend::{JobId, JobSpec};
 use super::resources::Grant;
 use crate::cache::{Cache, Manifest, ObjKind, OutputEntry, MANIFEST_VERSION};
 use crate::fingerprint::Fingerprint;
-use crate::pipeline::{Action, Instance};
+use crate::pipeline::{Action, Instance, Output};
 
 /// A prepared attempt: the spec for the backend plus what commit needs.
 #[derive(Debug, Clone)]
@@ -85,6 +86,37 @@ pub const THREAD_VARS: [&str; 3] = [
     "MKL_NUM_THREADS",
 ];
 
+/// Where one attempt reads and writes: its run dir, in it the outputs (`out/`) and the progress
+/// file, and the fingerprint's work dir (kept across attempts).
+struct Layout {
+    run_dir: PathBuf,
+    out_dir: PathBuf,
+    work_dir: PathBuf,
+    progress: PathBuf,
+}
+
+impl Layout {
+    fn new(cache: &Cache, key: &str, run_dir: PathBuf) -> Self {
+        Layout {
+            out_dir: run_dir.join("out"),
+            work_dir: cache.work_dir(key),
+            progress: run_dir.join("progress.jsonl"),
+            run_dir,
+        }
+    }
+
+    fn prepared(self, spec: JobSpec, device: String) -> Prepared {
+        Prepared {
+            spec,
+            run_dir: self.run_dir,
+            out_dir: self.out_dir,
+            work_dir: self.work_dir,
+            progress: self.progress,
+            device,
+        }
+    }
+}
+
 /// The attempt an earlier orchestrator process prepared in `run_dir` for fingerprint `key`, as
 /// the scheduler follows it when the backend adopts its job.
 pub fn adopted(
@@ -106,46 +138,86 @@ pub fn adopted(
         outputs: BTreeMap::new(),
         timeout: None,
     };
-    Prepared {
-        spec,
-        out_dir: run_dir.join("out"),
-        work_dir: cache.work_dir(key),
-        progress: run_dir.join("progress.jsonl"),
-        run_dir,
-        device: grant.device(),
-    }
+    Layout::new(cache, key, run_dir).prepared(spec, grant.device())
 }
 
 pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
     let run_dir = a.cache.new_run_dir(a.key).map_err(|e| e.to_string())?;
-    let out_dir = run_dir.join("out");
-    let work_dir = a.cache.work_dir(a.key);
-    let progress = run_dir.join("progress.jsonl");
-    let log = run_dir.join("log");
-    for d in [&out_dir, &work_dir] {
-        std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    let l = Layout::new(a.cache, a.key, run_dir);
+    for d in [&l.out_dir, &l.work_dir] {
+        create_dir(d)?;
     }
-    let mut outputs = BTreeMap::new();
+    let out_spec = make_outputs(&a.inst.outputs, &l.out_dir)?;
+    let outputs: BTreeMap<String, PathBuf> = out_spec
+        .iter()
+        .map(|(name, (p, _))| (name.clone(), p.clone()))
+        .collect();
+    guard_inputs(a.cache, &a.inst.id, &l.run_dir, &a.inputs, a.input_digests)?;
+    let mut env = attempt_env(&a, &l);
+    let argv = match &a.inst.action {
+        Action::Shell {
+            command,
+            env: stage_env,
+        } => {
+            env.extend(stage_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let cmd = substitute(command, &a.inputs, &outputs);
+            let _ = std::fs::write(l.run_dir.join("command.sh"), &cmd);
+            vec!["sh".to_string(), "-c".to_string(), cmd]
+        }
+        Action::Builtin { kind, params } => worker_argv(&a, kind, params, outputs, &l)?,
+    };
+    let spec = JobSpec {
+        job: a.job,
+        stage_id: a.inst.id.clone(),
+        argv,
+        env,
+        // Inputs and outputs are absolute paths; a stray relative write lands in the run dir,
+        // never in the user's project.
+        cwd: l.run_dir.clone(),
+        log: l.run_dir.join("log"),
+        run_dir: l.run_dir.clone(),
+        outputs: out_spec,
+        timeout: a
+            .inst
+            .resources
+            .time_min
+            .map(|m| std::time::Duration::from_secs(m as u64 * 60)),
+    };
+    Ok(l.prepared(spec, a.grant.device()))
+}
+
+fn create_dir(d: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))
+}
+
+/// The declared outputs' paths under `out_dir` by name, each with whether it is a folder. A
+/// declared folder exists when the stage starts (`cd ${outputs.d}` works); for a file, its
+/// parent does.
+fn make_outputs(
+    declared: &[Output],
+    out_dir: &Path,
+) -> Result<BTreeMap<String, (PathBuf, bool)>, String> {
     let mut out_spec = BTreeMap::new();
-    for o in &a.inst.outputs {
+    for o in declared {
         let p = out_dir.join(&o.rel_path);
-        // A declared folder exists when the stage starts (`cd ${outputs.d}` works); for a file,
-        // its parent does.
         let made = if o.is_dir {
             Some(p.as_path())
         } else {
             p.parent()
         };
         if let Some(d) = made {
-            std::fs::create_dir_all(d)
-                .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            create_dir(d)?;
         }
-        outputs.insert(o.name.clone(), p.clone());
         out_spec.insert(o.name.clone(), (p, o.is_dir));
     }
-    guard_inputs(a.cache, &a.inst.id, &run_dir, &a.inputs, a.input_digests)?;
-    let inputs = &a.inputs;
+    Ok(out_spec)
+}
+
+/// The environment every attempt gets: its devices, identity, directories and CPU-thread
+/// budget (a `run:` stage's own `env:` comes after, so it may override these).
+fn attempt_env(a: &PrepareArgs<'_>, l: &Layout) -> Vec<(String, String)> {
     let cuda = !a.grant.gpus.is_empty();
+    let path = |p: &Path| p.to_string_lossy().into_owned();
     let mut env = vec![
         (
             "CUDA_VISIBLE_DEVICES".to_string(),
@@ -156,88 +228,55 @@ pub fn prepare(a: PrepareArgs<'_>) -> Result<Prepared, String> {
             if cuda { "cuda" } else { "cpu" }.to_string(),
         ),
         ("ORCHESTRATOR_STAGE_ID".to_string(), a.inst.id.clone()),
-        (
-            "ORCHESTRATOR_RUN_DIR".to_string(),
-            run_dir.to_string_lossy().into_owned(),
-        ),
-        (
-            "ORCHESTRATOR_OUT_DIR".to_string(),
-            out_dir.to_string_lossy().into_owned(),
-        ),
-        (
-            "ORCHESTRATOR_WORK_DIR".to_string(),
-            work_dir.to_string_lossy().into_owned(),
-        ),
-        (
-            "ORCHESTRATOR_PROGRESS".to_string(),
-            progress.to_string_lossy().into_owned(),
-        ),
+        ("ORCHESTRATOR_RUN_DIR".to_string(), path(&l.run_dir)),
+        ("ORCHESTRATOR_OUT_DIR".to_string(), path(&l.out_dir)),
+        ("ORCHESTRATOR_WORK_DIR".to_string(), path(&l.work_dir)),
+        ("ORCHESTRATOR_PROGRESS".to_string(), path(&l.progress)),
     ];
     let threads = a.cpu_threads.max(1).to_string();
     env.extend(THREAD_VARS.iter().map(|v| (v.to_string(), threads.clone())));
-    let argv = match &a.inst.action {
-        Action::Shell {
-            command,
-            env: stage_env,
-        } => {
-            env.extend(stage_env.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let cmd = substitute(command, inputs, &outputs);
-            let _ = std::fs::write(run_dir.join("command.sh"), &cmd);
-            vec!["sh".to_string(), "-c".to_string(), cmd]
-        }
-        Action::Builtin { kind, params } => {
-            let inv = Invocation {
-                version: INVOCATION_VERSION,
-                kind: kind.name.to_string(),
-                stage_id: a.inst.id.clone(),
-                params: params.clone(),
-                inputs: inputs.clone(),
-                input_digests: a.input_digests.clone(),
-                outputs: outputs.clone(),
-                out_dir: out_dir.clone(),
-                work_dir: work_dir.clone(),
-                device: if cuda { Device::Cuda } else { Device::Cpu },
-                progress: progress.clone(),
-            };
-            let inv_path = run_dir.join("invocation.json");
-            let bytes = serde_json::to_vec_pretty(&inv).map_err(|e| e.to_string())?;
-            std::fs::write(&inv_path, bytes)
-                .map_err(|e| format!("cannot write {}: {e}", inv_path.display()))?;
-            let bin = a.workers.for_kind(kind).ok_or_else(|| {
-                format!("the stage worker `{}` was not found", kind.worker.binary())
-            })?;
-            vec![
-                bin.to_string_lossy().into_owned(),
-                "run".to_string(),
-                inv_path.to_string_lossy().into_owned(),
-            ]
-        }
-    };
-    let spec = JobSpec {
-        job: a.job,
+    env
+}
+
+/// A built-in kind's command line: its worker, run on the invocation written to
+/// `<run dir>/invocation.json`.
+fn worker_argv(
+    a: &PrepareArgs<'_>,
+    kind: &KindSpec,
+    params: &serde_json::Value,
+    outputs: BTreeMap<String, PathBuf>,
+    l: &Layout,
+) -> Result<Vec<String>, String> {
+    let inv = Invocation {
+        version: INVOCATION_VERSION,
+        kind: kind.name.to_string(),
         stage_id: a.inst.id.clone(),
-        argv,
-        env,
-        // Inputs and outputs are absolute paths; a stray relative write lands in the run dir,
-        // never in the user's project.
-        cwd: run_dir.clone(),
-        log,
-        run_dir: run_dir.clone(),
-        outputs: out_spec,
-        timeout: a
-            .inst
-            .resources
-            .time_min
-            .map(|m| std::time::Duration::from_secs(m as u64 * 60)),
+        params: params.clone(),
+        inputs: a.inputs.clone(),
+        input_digests: a.input_digests.clone(),
+        outputs,
+        out_dir: l.out_dir.clone(),
+        work_dir: l.work_dir.clone(),
+        device: if a.grant.gpus.is_empty() {
+            Device::Cpu
+        } else {
+            Device::Cuda
+        },
+        progress: l.progress.clone(),
     };
-    Ok(Prepared {
-        spec,
-        run_dir,
-        out_dir,
-        work_dir,
-        progress,
-        device: a.grant.device(),
-    })
+    let inv_path = l.run_dir.join("invocation.json");
+    let bytes = serde_json::to_vec_pretty(&inv).map_err(|e| e.to_string())?;
+    std::fs::write(&inv_path, bytes)
+        .map_err(|e| format!("cannot write {}: {e}", inv_path.display()))?;
+    let bin = a
+        .workers
+        .for_kind(kind)
+        .ok_or_else(|| format!("the stage worker `{}` was not found", kind.worker.binary()))?;
+    Ok(vec![
+        bin.to_string_lossy().into_owned(),
+        "run".to_string(),
+        inv_path.to_string_lossy().into_owned(),
+    ])
 }
 
 /// Check the inputs a stage is about to read and record what is checked again when it ends
@@ -348,60 +387,10 @@ pub fn commit(a: CommitArgs) -> Result<Manifest, String> {
     let mut entries = BTreeMap::new();
     for (name, rel, is_dir, required) in &a.outputs {
         let p = a.out_dir.join(rel);
-        let meta = std::fs::metadata(&p);
-        let what = if *is_dir { "folder" } else { "file" };
-        match meta {
-            Err(_) if std::fs::symlink_metadata(&p).is_ok() => {
-                // A dangling symlink: say so (under the symlink rule) rather than "missing".
-            }
-            Err(_) if !required => continue,
-            Err(_) => {
-                return Err(format!(
-                    "stage `{}` exited successfully but did not write its declared output `{name}` (expected a {what} at {})\nhint: the command must create ${{outputs.{name}}}",
-                    a.instance,
-                    p.display()
-                ))
-            }
-            Ok(m) if m.is_dir() != *is_dir => {
-                return Err(format!(
-                    "stage `{}`: output `{name}` at {} is a {}, but it is declared as a {what}",
-                    a.instance,
-                    p.display(),
-                    if m.is_dir() { "folder" } else { "file" }
-                ))
-            }
-            Ok(_) => {}
+        if !check_output(&a.instance, name, &p, *is_dir, *required)? {
+            continue;
         }
-        let shown = format!("output `{name}`");
-        let (digest, kind) = if *is_dir {
-            if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
-                // The folder itself is a link: only to a folder the stage owns.
-                let target = p
-                    .canonicalize()
-                    .map_err(|e| format!("stage `{}`: {shown}: {e}", a.instance))?;
-                if !roots.iter().any(|r| target.starts_with(r)) {
-                    return Err(format!(
-                        "stage `{}`: {shown} is a symlink to {}, outside the stage's run dir\nhint: copy what it points to into the output (`cp -rL`); to read that data, declare it as an input",
-                        a.instance,
-                        target.display()
-                    ));
-                }
-            }
-            (
-                a.cache
-                    .ingest_output_dir(&p, &shown, &roots)
-                    .map_err(stage)?
-                    .0,
-                ObjKind::Dir,
-            )
-        } else {
-            (
-                a.cache
-                    .ingest_output_file(&p, &shown, &roots)
-                    .map_err(stage)?,
-                ObjKind::File,
-            )
-        };
+        let (digest, kind) = ingest_output(&a, name, &p, *is_dir, &roots)?;
         entries.insert(
             name.clone(),
             OutputEntry {
@@ -438,6 +427,68 @@ pub fn commit(a: CommitArgs) -> Result<Manifest, String> {
     let _ = std::fs::remove_dir_all(&a.work_dir);
     let _ = std::fs::remove_dir_all(&a.out_dir);
     Ok(m)
+}
+
+/// Whether declared output `name` is there to commit at `p`: `false` for a missing optional
+/// output; an error for a missing required one or a file where a folder is declared (or the
+/// reverse). A dangling symlink counts as there (ingesting it says what is wrong).
+fn check_output(
+    instance: &str,
+    name: &str,
+    p: &Path,
+    is_dir: bool,
+    required: bool,
+) -> Result<bool, String> {
+    let what = if is_dir { "folder" } else { "file" };
+    match std::fs::metadata(p) {
+        Err(_) if std::fs::symlink_metadata(p).is_ok() => Ok(true),
+        Err(_) if !required => Ok(false),
+        Err(_) => Err(format!(
+            "stage `{instance}` exited successfully but did not write its declared output `{name}` (expected a {what} at {})\nhint: the command must create ${{outputs.{name}}}",
+            p.display()
+        )),
+        Ok(m) if m.is_dir() != is_dir => Err(format!(
+            "stage `{instance}`: output `{name}` at {} is a {}, but it is declared as a {what}",
+            p.display(),
+            if m.is_dir() { "folder" } else { "file" }
+        )),
+        Ok(_) => Ok(true),
+    }
+}
+
+/// Hash output `name` at `p` into the store: its digest and kind. A folder that is itself a
+/// symlink must point into one of `roots` (the stage's run dir and work dir).
+fn ingest_output(
+    a: &CommitArgs,
+    name: &str,
+    p: &Path,
+    is_dir: bool,
+    roots: &[PathBuf],
+) -> Result<(String, ObjKind), String> {
+    let stage = |e: crate::cache::CacheError| format!("stage `{}`: {e}", a.instance);
+    let shown = format!("output `{name}`");
+    if !is_dir {
+        let digest = a
+            .cache
+            .ingest_output_file(p, &shown, roots)
+            .map_err(stage)?;
+        return Ok((digest, ObjKind::File));
+    }
+    if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) {
+        // The folder itself is a link: only to a folder the stage owns.
+        let target = p
+            .canonicalize()
+            .map_err(|e| format!("stage `{}`: {shown}: {e}", a.instance))?;
+        if !roots.iter().any(|r| target.starts_with(r)) {
+            return Err(format!(
+                "stage `{}`: {shown} is a symlink to {}, outside the stage's run dir\nhint: copy what it points to into the output (`cp -rL`); to read that data, declare it as an input",
+                a.instance,
+                target.display()
+            ));
+        }
+    }
+    let (digest, _) = a.cache.ingest_output_dir(p, &shown, roots).map_err(stage)?;
+    Ok((digest, ObjKind::Dir))
 }
 
 #[cfg(test)]

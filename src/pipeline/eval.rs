@@ -55,6 +55,24 @@ pub(super) enum InRef {
     External(PathBuf),
 }
 
+/// An input's `stage.output` reference, split.
+struct Reference {
+    stage: String,
+    output: String,
+    which: Which,
+}
+
+/// Which instances of the upstream stage a reference reads, with the (axis, value) indices it
+/// names.
+enum Which {
+    /// `stage.output`: the instance in the same cell (the reading stage takes `stage`'s axes).
+    Same,
+    /// `stage[axis=value,...].output`.
+    Pinned(Vec<(usize, u32)>),
+    /// `stage.output[*]` (no values) or `stage.output[axis=value,...]`.
+    Gather(Vec<(usize, u32)>),
+}
+
 /// What `${...}` can see while evaluating one stage in one cell.
 pub(super) struct Ctx<'a> {
     pub params: &'a BTreeMap<String, &'a Node>,
@@ -131,46 +149,93 @@ impl Loader {
         edges: &mut BTreeMap<usize, Loc>,
     ) -> Option<InRef> {
         let key = format!("{}.inputs.{}", d.key(), kv.key);
-        let loc = kv.value.loc;
-        let note = || ctx.note();
-        let s = match self.interp(&kv.value, ctx, Mode::Value, &key)? {
-            J::Null => String::new(),
-            J::String(s) => s.trim().to_string(),
-            other => {
-                self.err_note(loc, format!("an input must be `stage.output` or a path, got {}", json_type(&other)), &key, Some("e.g. `data.train`, or `./data/faces` for a file or folder outside the pipeline".into()), note());
-                return None;
-            }
-        };
+        let s = self.input_text(kv, ctx, &key)?;
         if s.is_empty() {
-            let required = d
-                .kind
-                .is_none_or(|k| k.input(&kv.key).is_some_and(|p| p.required));
-            if required {
-                let hint = if d.kind.is_some() {
-                    "a required input needs a value in every cell"
-                } else {
-                    "inputs of a `run:` stage cannot be empty; remove the input or give it a value"
-                };
-                let message = format!("input `{}` is empty", kv.key);
-                self.err_note(loc, message, &key, Some(hint.into()), note());
-            }
+            self.check_empty_input(d, kv, ctx, &key);
             return None;
         }
         if s.starts_with("./") || s.starts_with("../") || s.starts_with('/') {
-            let base = self
-                .sources
-                .files
-                .get(loc.file as usize)
-                .and_then(|f| f.abs.parent().map(Path::to_path_buf))
-                .unwrap_or_default();
-            let path = normalize(&base.join(&s));
-            if !self.check_external(&path, &s, &kv.key, loc, &key) {
-                return None;
-            }
-            return Some(InRef::External(path));
+            return self.external_input(kv, &s, &key);
         }
+        let r = self.parse_reference(kv, s, ctx, &key)?;
+        let ui = self.resolve_reference(defs, d, kv, &r, ctx, &key)?;
+        let loc = kv.value.loc;
+        edges.entry(ui).or_insert(loc);
+        let output = r.output;
+        Some(match r.which {
+            Which::Gather(values) => InRef::Gather {
+                stage: ui,
+                output,
+                values,
+                loc,
+                key,
+            },
+            Which::Pinned(values) => InRef::Pinned {
+                stage: ui,
+                output,
+                values,
+                loc,
+                key,
+            },
+            Which::Same => InRef::Upstream { stage: ui, output },
+        })
+    }
+
+    /// An input's value in this cell as trimmed text (empty for null); anything but a string
+    /// is an error.
+    fn input_text(&mut self, kv: &MapEntry<Node>, ctx: &Ctx, key: &str) -> Option<String> {
+        match self.interp(&kv.value, ctx, Mode::Value, key)? {
+            J::Null => Some(String::new()),
+            J::String(s) => Some(s.trim().to_string()),
+            other => {
+                self.err_note(kv.value.loc, format!("an input must be `stage.output` or a path, got {}", json_type(&other)), key, Some("e.g. `data.train`, or `./data/faces` for a file or folder outside the pipeline".into()), ctx.note());
+                None
+            }
+        }
+    }
+
+    /// An empty input is an error unless the kind declares it optional.
+    fn check_empty_input(&mut self, d: &StageDef, kv: &MapEntry<Node>, ctx: &Ctx, key: &str) {
+        let required = d
+            .kind
+            .is_none_or(|k| k.input(&kv.key).is_some_and(|p| p.required));
+        if required {
+            let hint = if d.kind.is_some() {
+                "a required input needs a value in every cell"
+            } else {
+                "inputs of a `run:` stage cannot be empty; remove the input or give it a value"
+            };
+            let message = format!("input `{}` is empty", kv.key);
+            self.err_note(kv.value.loc, message, key, Some(hint.into()), ctx.note());
+        }
+    }
+
+    /// A path (`./`, `../`, `/`) outside the pipeline, relative to the file that names it;
+    /// it must exist.
+    fn external_input(&mut self, kv: &MapEntry<Node>, s: &str, key: &str) -> Option<InRef> {
+        let loc = kv.value.loc;
+        let base = self
+            .sources
+            .files
+            .get(loc.file as usize)
+            .and_then(|f| f.abs.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        let path = normalize(&base.join(s));
+        self.check_external(&path, s, &kv.key, loc, key)
+            .then_some(InRef::External(path))
+    }
+
+    /// Split a reference into stage, output and which instances it reads.
+    fn parse_reference(
+        &mut self,
+        kv: &MapEntry<Node>,
+        s: String,
+        ctx: &Ctx,
+        key: &str,
+    ) -> Option<Reference> {
+        let loc = kv.value.loc;
         // `stage.output[*]` or `stage.output[axis=value,...]`: a gather.
-        let mut gather = None;
+        let mut which = Which::Same;
         let gathered = s
             .strip_suffix(']')
             .and_then(|x| x.split_once('['))
@@ -178,16 +243,15 @@ impl Loader {
             .map(|(head, filter)| (head.to_string(), filter.trim().to_string()));
         let s = match gathered {
             Some((head, filter)) => {
-                gather = Some(if filter == "*" {
+                which = Which::Gather(if filter == "*" {
                     Vec::new()
                 } else {
-                    self.pin_values(kv, &filter, ctx, &key, &s)?
+                    self.pin_values(kv, &filter, ctx, key, &s)?
                 });
                 head
             }
             None => s,
         };
-        let mut pinned = None;
         let (stage, output) = match s.split_once('[') {
             // `stage[axis=value,...].output` (the dots of values such as 0.5 are inside `[...]`).
             Some((stage, rest)) if !stage.contains('.') => {
@@ -198,13 +262,13 @@ impl Loader {
                     self.err_note(
                         loc,
                         format!("input `{}`: `{s}` is not `stage[axis=value,...].output`", kv.key),
-                        &key,
+                        key,
                         Some("name one instance of a matrix stage, e.g. `\"prune[method=rand,ratio=0.5].kept\"`".into()),
-                        note(),
+                        ctx.note(),
                     );
                     return None;
                 };
-                pinned = Some(self.pin_values(kv, filter, ctx, &key, &s)?);
+                which = Which::Pinned(self.pin_values(kv, filter, ctx, key, &s)?);
                 (stage, output)
             }
             _ => match s.split_once('.') {
@@ -213,22 +277,42 @@ impl Loader {
                     self.err_note(
                         loc,
                         format!("input `{}`: `{s}` is neither `stage.output` nor a path", kv.key),
-                        &key,
+                        key,
                         Some(format!("a file or folder outside the pipeline starts with `./`, `../` or `/` (e.g. `./{s}`)")),
-                        note(),
+                        ctx.note(),
                     );
                     return None;
                 }
             },
         };
+        Some(Reference {
+            stage: stage.to_string(),
+            output: output.to_string(),
+            which,
+        })
+    }
+
+    /// The index of the stage a reference names, once the stage, its output and (for a gather)
+    /// the reading stage's kind are checked.
+    fn resolve_reference(
+        &mut self,
+        defs: &[StageDef],
+        d: &StageDef,
+        kv: &MapEntry<Node>,
+        r: &Reference,
+        ctx: &Ctx,
+        key: &str,
+    ) -> Option<usize> {
+        let loc = kv.value.loc;
+        let (stage, output) = (r.stage.as_str(), r.output.as_str());
         let Some(&ui) = ctx.stage_index.get(stage) else {
             let names: Vec<&str> = defs.iter().map(|x| x.name.as_str()).collect();
             self.err_note(
                 loc,
                 format!("input `{}` refers to an unknown stage `{stage}`", kv.key),
-                &key,
+                key,
                 suggest(stage, &names, "the stages are"),
-                note(),
+                ctx.note(),
             );
             return None;
         };
@@ -246,45 +330,23 @@ impl Loader {
                 suggest(output, &outs, &format!("the outputs of `{stage}` are"))
             };
             let message = format!("stage `{stage}` has no output `{output}`");
-            self.err_note(loc, message, &key, hint, note());
+            self.err_note(loc, message, key, hint, ctx.note());
             return None;
         }
-        if gather.is_some() && d.kind.is_some() {
+        if matches!(r.which, Which::Gather(_)) && d.kind.is_some() {
             self.err_note(
                 loc,
                 format!(
                     "input `{}`: a gather (`{stage}.{output}[...]`) is a folder of many results; a built-in kind cannot read it",
                     kv.key
                 ),
-                &key,
+                key,
                 Some("read the gathered folder in a `run:` stage".into()),
-                note(),
+                ctx.note(),
             );
             return None;
         }
-        edges.entry(ui).or_insert(loc);
-        if let Some(values) = gather {
-            return Some(InRef::Gather {
-                stage: ui,
-                output: output.to_string(),
-                values,
-                loc,
-                key,
-            });
-        }
-        Some(match pinned {
-            Some(values) => InRef::Pinned {
-                stage: ui,
-                output: output.to_string(),
-                values,
-                loc,
-                key,
-            },
-            None => InRef::Upstream {
-                stage: ui,
-                output: output.to_string(),
-            },
-        })
+        Some(ui)
     }
 
     /// The `axis=value,...` of a pinned reference, as (axis, value) indices; every axis and

@@ -8,7 +8,7 @@
 //! back in order.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -163,6 +163,83 @@ struct Shared {
     cv: Condvar,
 }
 
+/// The epoch's positions (the kept list or all, less the classes the label map drops, shuffled
+/// by (seed, epoch) when asked) and their labels after the map.
+fn epoch_order(
+    ds: &Dataset,
+    positions: Option<Vec<usize>>,
+    cfg: &LoaderConfig,
+) -> Result<(Vec<usize>, Vec<i64>)> {
+    let all = ds.labels();
+    let mut order = match positions {
+        Some(p) => {
+            if let Some(&bad) = p.iter().find(|&&q| q >= ds.len()) {
+                bail!(
+                    "loader: kept position {bad} is out of range: the dataset has {} images",
+                    ds.len()
+                );
+            }
+            p
+        }
+        None => (0..ds.len()).collect(),
+    };
+    let new_label = |pos: usize| -> Result<i64> {
+        let l = all[pos];
+        match &cfg.label_map {
+            None => Ok(l),
+            Some(m) => m.get(l as usize).copied().ok_or_else(|| {
+                anyhow!("loader: the label map has {} entries but position {pos} has class {l}\nhint: the label map must come from this dataset", m.len())
+            }),
+        }
+    };
+    // Positions whose class the map drops are left out.
+    let mut kept = Vec::with_capacity(order.len());
+    for &p in &order {
+        if new_label(p)? >= 0 {
+            kept.push(p);
+        }
+    }
+    order = kept;
+    if cfg.shuffle {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
+        rng.set_stream(cfg.epoch);
+        order.shuffle(&mut rng);
+    }
+    let labels = order
+        .iter()
+        .map(|&p| new_label(p))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((order, labels))
+}
+
+/// A worker thread: take the next batch number while the window (`depth` batches ahead of the
+/// consumer) allows, build it and send it; stop at the end of the epoch, on `stop`, or when
+/// the consumer is gone.
+fn work(plan: &Plan, shared: &Shared, tx: &Sender<(usize, Result<Batch>)>, depth: usize) {
+    let mut rgb = Vec::new();
+    loop {
+        let b = {
+            let Ok(mut win) = shared.window.lock() else {
+                return;
+            };
+            while !win.stop && win.next < plan.num_batches && win.next >= win.consumed + depth {
+                win = match shared.cv.wait(win) {
+                    Ok(w) => w,
+                    Err(_) => return,
+                };
+            }
+            if win.stop || win.next >= plan.num_batches {
+                return;
+            }
+            win.next += 1;
+            win.next - 1
+        };
+        if tx.send((b, plan.build_batch(b, &mut rgb))).is_err() {
+            return;
+        }
+    }
+}
+
 /// Iterator over the batches of one epoch, in a deterministic order.
 pub struct Loader {
     plan: Arc<Plan>,
@@ -175,49 +252,12 @@ pub struct Loader {
 }
 
 impl Loader {
-    pub fn new(ds: Arc<Dataset>, cfg: LoaderConfig) -> Result<Loader> {
+    pub fn new(ds: Arc<Dataset>, mut cfg: LoaderConfig) -> Result<Loader> {
         if cfg.batch_size == 0 {
             bail!("loader: batch_size must be at least 1");
         }
-        let all = ds.labels();
-        let mut order = match cfg.positions {
-            Some(p) => {
-                if let Some(&bad) = p.iter().find(|&&q| q >= ds.len()) {
-                    bail!(
-                        "loader: kept position {bad} is out of range: the dataset has {} images",
-                        ds.len()
-                    );
-                }
-                p
-            }
-            None => (0..ds.len()).collect(),
-        };
-        let new_label = |pos: usize| -> Result<i64> {
-            let l = all[pos];
-            match &cfg.label_map {
-                None => Ok(l),
-                Some(m) => m.get(l as usize).copied().ok_or_else(|| {
-                    anyhow!("loader: the label map has {} entries but position {pos} has class {l}\nhint: the label map must come from this dataset", m.len())
-                }),
-            }
-        };
-        // Positions whose class the map drops are left out.
-        let mut kept = Vec::with_capacity(order.len());
-        for &p in &order {
-            if new_label(p)? >= 0 {
-                kept.push(p);
-            }
-        }
-        order = kept;
-        if cfg.shuffle {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
-            rng.set_stream(cfg.epoch);
-            order.shuffle(&mut rng);
-        }
-        let labels = order
-            .iter()
-            .map(|&p| new_label(p))
-            .collect::<Result<Vec<_>>>()?;
+        let positions = cfg.positions.take();
+        let (order, labels) = epoch_order(&ds, positions, &cfg)?;
         let num_batches = if cfg.drop_last {
             order.len() / cfg.batch_size
         } else {
@@ -248,33 +288,7 @@ impl Loader {
             let depth = cfg.prefetch.max(1);
             for _ in 0..cfg.workers {
                 let (plan, shared, tx) = (plan.clone(), shared.clone(), tx.clone());
-                threads.push(std::thread::spawn(move || {
-                    let mut rgb = Vec::new();
-                    loop {
-                        let b = {
-                            let Ok(mut win) = shared.window.lock() else {
-                                return;
-                            };
-                            while !win.stop
-                                && win.next < plan.num_batches
-                                && win.next >= win.consumed + depth
-                            {
-                                win = match shared.cv.wait(win) {
-                                    Ok(w) => w,
-                                    Err(_) => return,
-                                };
-                            }
-                            if win.stop || win.next >= plan.num_batches {
-                                return;
-                            }
-                            win.next += 1;
-                            win.next - 1
-                        };
-                        if tx.send((b, plan.build_batch(b, &mut rgb))).is_err() {
-                            return;
-                        }
-                    }
-                }));
+                threads.push(std::thread::spawn(move || work(&plan, &shared, &tx, depth)));
             }
         }
         Ok(Loader {

@@ -95,6 +95,14 @@ fn num<T: std::str::FromStr>(path: &Path, no: usize, s: &str, what: &str) -> Res
         .map_err(|_| anyhow!("{}:{no}: {what} {s:?} is not a number", path.display()))
 }
 
+/// The non-blank lines of `text`, with their 1-based line numbers.
+fn numbered(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i + 1, l))
+}
+
 /// Read the release under `root` (the folder holding `meta/` and `loose_crop/`). With
 /// `check_images`, every listed loose crop must exist.
 pub fn read_release(root: &Path, target: &str, check_images: bool) -> Result<IjbRelease> {
@@ -107,87 +115,9 @@ pub fn read_release(root: &Path, target: &str, check_images: bool) -> Result<Ijb
         scores: vec![],
         pairs: vec![],
     };
-    for (i, line) in read_lines(&tid_mid)?
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let f = fields(&tid_mid, i + 1, line, 3, "image template_id media_id")?;
-        r.images.push(f[0].to_string());
-        r.templates.push(num(&tid_mid, i + 1, f[1], "template id")?);
-        r.media.push(num(&tid_mid, i + 1, f[2], "media id")?);
-    }
-    let mut row = 0usize;
-    for (i, line) in read_lines(&pts)?
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let f = fields(&pts, i + 1, line, 12, "image x1 y1 ... x5 y5 score")?;
-        match r.images.get(row) {
-            Some(name) if name == f[0] => {}
-            Some(name) => bail!(
-                "{}:{}: image {:?} but line {} of {} lists {name:?}\nhint: both files list the images in the same order",
-                pts.display(),
-                i + 1,
-                f[0],
-                row + 1,
-                tid_mid.display()
-            ),
-            None => bail!("{}:{}: more lines than the {} images of {}", pts.display(), i + 1, r.images.len(), tid_mid.display()),
-        }
-        let mut lm = [[0f32; 2]; 5];
-        for k in 0..10 {
-            lm[k / 2][k % 2] = num(&pts, i + 1, f[1 + k], "coordinate")?;
-        }
-        r.landmarks.push(lm);
-        r.scores.push(num(&pts, i + 1, f[11], "score")?);
-        row += 1;
-    }
-    if row != r.images.len() {
-        bail!(
-            "{}: {row} lines but {} lists {} images",
-            pts.display(),
-            tid_mid.display(),
-            r.images.len()
-        );
-    }
-    let known: HashSet<u64> = r.templates.iter().copied().collect();
-    for (i, line) in read_lines(&pairs_path)?
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let f = fields(
-            &pairs_path,
-            i + 1,
-            line,
-            3,
-            "template_id1 template_id2 label",
-        )?;
-        let t1: u64 = num(&pairs_path, i + 1, f[0], "template id")?;
-        let t2: u64 = num(&pairs_path, i + 1, f[1], "template id")?;
-        for t in [t1, t2] {
-            if !known.contains(&t) {
-                bail!(
-                    "{}:{}: template {t} is not in {}\nhint: the pair file belongs to another release",
-                    pairs_path.display(),
-                    i + 1,
-                    tid_mid.display()
-                );
-            }
-        }
-        let label = match f[2] {
-            "0" => false,
-            "1" => true,
-            other => bail!(
-                "{}:{}: label {other:?} must be 0 or 1",
-                pairs_path.display(),
-                i + 1
-            ),
-        };
-        r.pairs.push((t1, t2, label));
-    }
+    read_tid_mid(&mut r, &tid_mid)?;
+    read_landmarks(&mut r, &pts, &tid_mid)?;
+    read_pairs(&mut r, &pairs_path, &tid_mid)?;
     if check_images {
         for (i, name) in r.images.iter().enumerate() {
             if !image_path(root, name).is_file() {
@@ -201,6 +131,86 @@ pub fn read_release(root: &Path, target: &str, check_images: bool) -> Result<Ijb
         }
     }
     Ok(r)
+}
+
+/// The image list: each image with its template and media.
+fn read_tid_mid(r: &mut IjbRelease, tid_mid: &Path) -> Result<()> {
+    for (no, line) in numbered(&read_lines(tid_mid)?) {
+        let f = fields(tid_mid, no, line, 3, "image template_id media_id")?;
+        r.images.push(f[0].to_string());
+        r.templates.push(num(tid_mid, no, f[1], "template id")?);
+        r.media.push(num(tid_mid, no, f[2], "media id")?);
+    }
+    Ok(())
+}
+
+/// The landmarks and detector score of each image, one line per image of `tid_mid`, in its
+/// order.
+fn read_landmarks(r: &mut IjbRelease, pts: &Path, tid_mid: &Path) -> Result<()> {
+    let mut row = 0usize;
+    for (no, line) in numbered(&read_lines(pts)?) {
+        let f = fields(pts, no, line, 12, "image x1 y1 ... x5 y5 score")?;
+        match r.images.get(row) {
+            Some(name) if name == f[0] => {}
+            Some(name) => bail!(
+                "{}:{}: image {:?} but line {} of {} lists {name:?}\nhint: both files list the images in the same order",
+                pts.display(),
+                no,
+                f[0],
+                row + 1,
+                tid_mid.display()
+            ),
+            None => bail!("{}:{}: more lines than the {} images of {}", pts.display(), no, r.images.len(), tid_mid.display()),
+        }
+        let mut lm = [[0f32; 2]; 5];
+        for k in 0..10 {
+            lm[k / 2][k % 2] = num(pts, no, f[1 + k], "coordinate")?;
+        }
+        r.landmarks.push(lm);
+        r.scores.push(num(pts, no, f[11], "score")?);
+        row += 1;
+    }
+    if row != r.images.len() {
+        bail!(
+            "{}: {row} lines but {} lists {} images",
+            pts.display(),
+            tid_mid.display(),
+            r.images.len()
+        );
+    }
+    Ok(())
+}
+
+/// The template pairs with their labels (1: same subject); both templates must be in
+/// `tid_mid`.
+fn read_pairs(r: &mut IjbRelease, pairs_path: &Path, tid_mid: &Path) -> Result<()> {
+    let known: HashSet<u64> = r.templates.iter().copied().collect();
+    for (no, line) in numbered(&read_lines(pairs_path)?) {
+        let f = fields(pairs_path, no, line, 3, "template_id1 template_id2 label")?;
+        let t1: u64 = num(pairs_path, no, f[0], "template id")?;
+        let t2: u64 = num(pairs_path, no, f[1], "template id")?;
+        for t in [t1, t2] {
+            if !known.contains(&t) {
+                bail!(
+                    "{}:{}: template {t} is not in {}\nhint: the pair file belongs to another release",
+                    pairs_path.display(),
+                    no,
+                    tid_mid.display()
+                );
+            }
+        }
+        let label = match f[2] {
+            "0" => false,
+            "1" => true,
+            other => bail!(
+                "{}:{}: label {other:?} must be 0 or 1",
+                pairs_path.display(),
+                no
+            ),
+        };
+        r.pairs.push((t1, t2, label));
+    }
+    Ok(())
 }
 
 /// Write the three meta files (loose crops are written by the caller with [`image_path`]).

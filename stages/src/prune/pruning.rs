@@ -126,39 +126,7 @@ pub fn select(
 /// The `prune` stage.
 pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
     let p: PruneParams = inv.params()?;
-    let amount = match (p.threshold, p.fraction, p.target_ratio) {
-        (Some(t), None, None) => {
-            if !(t >= 0.0 && t.is_finite()) {
-                bail!(
-                    "stage `{}`: threshold must be a finite number >= 0, got {t}",
-                    inv.stage_id
-                );
-            }
-            Amount::Threshold(t)
-        }
-        (None, Some(f), None) => {
-            if !(f > 0.0 && f <= 1.0) {
-                bail!(
-                    "stage `{}`: fraction must be in (0, 1], got {f}",
-                    inv.stage_id
-                );
-            }
-            Amount::Fraction(f)
-        }
-        (None, None, Some(r)) => {
-            if !(r > 0.0 && r <= 1.0) {
-                bail!(
-                    "stage `{}`: target_ratio must be in (0, 1], got {r}",
-                    inv.stage_id
-                );
-            }
-            Amount::TargetRatio(r)
-        }
-        _ => bail!(
-            "stage `{}`: set exactly one of `threshold`, `fraction`, `target_ratio`",
-            inv.stage_id
-        ),
-    };
+    let amount = amount(&p, &inv.stage_id)?;
     let min_per_id = p.min_per_id as usize;
     if min_per_id == 0 {
         bail!("stage `{}`: min_per_id must be at least 1", inv.stage_id);
@@ -185,15 +153,55 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
         scores = select::rand_keys(&Identities::new(&labels, None), n, p.seed);
     }
     let ids = Identities::new(&labels, flags.as_deref());
-    let flagged = n - ids.total();
     let sel = select(rule, &ids, &scores, amount, min_per_id, n)
         .map_err(|e| anyhow::anyhow!("stage `{}`: {e}", inv.stage_id))?;
     inputs::write_kept_outputs(inv, &sel.kept)?;
+    let warnings = search_warnings(&sel, rule, min_per_id);
+    let m = metrics(&p, meta.method, rule, &ids, n, &sel, &warnings);
+    for w in &warnings {
+        inv.progress().message(&format!("warning: {w}"));
+    }
+    Ok(m)
+}
 
-    let classes = ids.classes();
-    let kept_ids = sel.per_id.iter().filter(|&&k| k > 0).count();
-    let mut counts: Vec<usize> = sel.per_id.iter().copied().filter(|&k| k > 0).collect();
-    counts.sort_unstable();
+/// The one amount the params set (threshold, fraction or target ratio), checked.
+fn amount(p: &PruneParams, stage_id: &str) -> Result<Amount> {
+    Ok(match (p.threshold, p.fraction, p.target_ratio) {
+        (Some(t), None, None) => {
+            if !(t >= 0.0 && t.is_finite()) {
+                bail!("stage `{stage_id}`: threshold must be a finite number >= 0, got {t}");
+            }
+            Amount::Threshold(t)
+        }
+        (None, Some(f), None) => {
+            if !(f > 0.0 && f <= 1.0) {
+                bail!("stage `{stage_id}`: fraction must be in (0, 1], got {f}");
+            }
+            Amount::Fraction(f)
+        }
+        (None, None, Some(r)) => {
+            if !(r > 0.0 && r <= 1.0) {
+                bail!("stage `{stage_id}`: target_ratio must be in (0, 1], got {r}");
+            }
+            Amount::TargetRatio(r)
+        }
+        _ => {
+            bail!("stage `{stage_id}`: set exactly one of `threshold`, `fraction`, `target_ratio`")
+        }
+    })
+}
+
+/// The name of the value a rule selects by, in metrics and warnings.
+fn value_key(rule: Rule) -> &'static str {
+    if rule == Rule::DiffProb {
+        "threshold"
+    } else {
+        "fraction"
+    }
+}
+
+/// What a target-ratio search could not do: reach below the floor, or hit the target exactly.
+fn search_warnings(sel: &Selection, rule: Rule, min_per_id: usize) -> Vec<String> {
     let mut warnings = Vec::new();
     if let Some(s) = sel.search {
         if s.below_floor {
@@ -210,10 +218,28 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
                 step.kept,
                 step.value,
                 s.kept,
-                key = if rule == Rule::DiffProb { "threshold" } else { "fraction" },
+                key = value_key(rule),
             ));
         }
     }
+    warnings
+}
+
+/// The stage's metrics: what was kept, overall and per identity, by which rule and value.
+fn metrics(
+    p: &PruneParams,
+    method: ScoreMethod,
+    rule: Rule,
+    ids: &Identities,
+    n: usize,
+    sel: &Selection,
+    warnings: &[String],
+) -> serde_json::Value {
+    let flagged = n - ids.total();
+    let classes = ids.classes();
+    let kept_ids = sel.per_id.iter().filter(|&&k| k > 0).count();
+    let mut counts: Vec<usize> = sel.per_id.iter().copied().filter(|&k| k > 0).collect();
+    counts.sort_unstable();
     let ratio = if n == 0 {
         0.0
     } else {
@@ -221,7 +247,7 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
     };
     let method = match rule {
         Rule::DiffProb => "diffprob",
-        Rule::TopK if meta.method == ScoreMethod::Dynunc => "dynunc",
+        Rule::TopK if method == ScoreMethod::Dynunc => "dynunc",
         Rule::TopK => "rand",
         Rule::LastK => "rand-reference",
     };
@@ -231,7 +257,7 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
         "n": n,
         "ratio": ratio,
         "flagged_removed": flagged,
-        "min_per_id": min_per_id,
+        "min_per_id": p.min_per_id as usize,
         "identities": classes,
         "identities_kept": kept_ids,
         "identities_lost": classes - kept_ids,
@@ -244,12 +270,7 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
         },
         "warnings": warnings,
     });
-    let key = if rule == Rule::DiffProb {
-        "threshold"
-    } else {
-        "fraction"
-    };
-    m[key] = json!(sel.value);
+    m[value_key(rule)] = json!(sel.value);
     if let (Some(t), Some(s)) = (sel.target, sel.search) {
         m["target_ratio"] = json!(p.target_ratio);
         m["target"] = json!(t);
@@ -258,10 +279,7 @@ pub fn run(inv: &Invocation) -> Result<serde_json::Value> {
             m["search_step"] = json!({ "value": step.value, "kept": step.kept });
         }
     }
-    for w in &warnings {
-        inv.progress().message(&format!("warning: {w}"));
-    }
-    Ok(m)
+    m
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::data::decode::{decode_rgb, decode_rgb_sized};
 use crate::eval::align::{self, Image};
 use crate::eval::plot::write_roc;
 use crate::eval::pooling::{pool_templates, score_pairs};
-use crate::eval::roc::{auc, roc_curve, tar_at_far, IJB_FAR_TARGETS};
+use crate::eval::roc::{auc, roc_curve, tar_at_far, RocCurve, TarAtFar, IJB_FAR_TARGETS};
 use crate::eval::verification::{evaluate, pair_distances, test_embeddings};
 use crate::formats::{bin, ijb, npy};
 use crate::kinds::eval::{IjbcParams, VerifyParams};
@@ -389,15 +389,7 @@ pub fn run_ijbc(inv: &Invocation) -> Result<Value> {
         },
     )?;
     let embed_s = t0.elapsed().as_secs_f64();
-    if !p.use_norm_score {
-        normalize_rows(&mut feats, dim);
-    }
-    if p.use_detector_score {
-        feats
-            .par_chunks_mut(dim)
-            .zip(rel.scores.par_iter())
-            .for_each(|(r, &s)| r.iter_mut().for_each(|x| *x *= s));
-    }
+    weight_features(&mut feats, dim, &rel.scores, &p);
     let t1 = Instant::now();
     let templates = pool_templates(&feats, dim, &rel.templates, &rel.media)?;
     drop(feats);
@@ -421,37 +413,14 @@ pub fn run_ijbc(inv: &Invocation) -> Result<Value> {
         area,
         &picks,
     )?;
-
-    let frac: serde_json::Map<String, Value> = FAR_KEYS
-        .iter()
-        .zip(&picks)
-        .map(|(k, t)| (k.to_string(), json!(t.tar)))
-        .collect();
-    let pct: serde_json::Map<String, Value> = FAR_KEYS
-        .iter()
-        .zip(&picks)
-        .map(|(k, t)| (k.to_string(), json!((t.tar * 1e4).round() / 100.0)))
-        .collect();
-    // With N impostor pairs the smallest non-zero FAR is 1/N: a target below it is TAR at FAR 0.
-    let far_floor = 1.0 / curve.negatives.max(1) as f64;
-    let measurable: serde_json::Map<String, Value> = FAR_KEYS
-        .iter()
-        .zip(IJB_FAR_TARGETS)
-        .map(|(k, x)| (k.to_string(), json!(far_measurable(x, curve.negatives))))
-        .collect();
-    let points: Vec<Value> = FAR_KEYS
-        .iter()
-        .zip(&picks)
-        .zip(IJB_FAR_TARGETS)
-        .map(|((k, t), x)| json!({"target": k, "tar": t.tar, "far": t.far, "threshold": t.threshold, "measurable": far_measurable(x, curve.negatives)}))
-        .collect();
+    let far = FarTables::new(&curve, &picks);
     let metrics = json!({
         "target": p.target,
-        "tar_at_far": Value::Object(frac),
-        "tar_at_far_percent": Value::Object(pct),
-        "far_floor": far_floor,
-        "tar_at_far_measurable": Value::Object(measurable),
-        "roc_points_picked": points,
+        "tar_at_far": far.tar,
+        "tar_at_far_percent": far.percent,
+        "far_floor": far.floor,
+        "tar_at_far_measurable": far.measurable,
+        "roc_points_picked": far.points,
         "auc": area,
         "pairs": labels.len(),
         "genuine_pairs": curve.positives,
@@ -467,6 +436,67 @@ pub fn run_ijbc(inv: &Invocation) -> Result<Value> {
     std::fs::write(path, serde_json::to_vec_pretty(&metrics)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(metrics)
+}
+
+/// Unless `use_norm_score`, each image's feature scaled to unit length; with
+/// `use_detector_score`, multiplied by the image's detector score.
+fn weight_features(feats: &mut [f32], dim: usize, scores: &[f32], p: &IjbcParams) {
+    if !p.use_norm_score {
+        normalize_rows(feats, dim);
+    }
+    if p.use_detector_score {
+        feats
+            .par_chunks_mut(dim)
+            .zip(scores.par_iter())
+            .for_each(|(r, &s)| r.iter_mut().for_each(|x| *x *= s));
+    }
+}
+
+/// The picked ROC points as the metrics show them, keyed by FAR target (`FAR_KEYS`).
+struct FarTables {
+    /// TAR as a fraction.
+    tar: Value,
+    /// TAR in percent, two decimals.
+    percent: Value,
+    /// The smallest non-zero FAR with this many impostor pairs.
+    floor: f64,
+    measurable: Value,
+    /// Each picked point whole.
+    points: Value,
+}
+
+impl FarTables {
+    fn new(curve: &RocCurve, picks: &[TarAtFar]) -> Self {
+        let frac: serde_json::Map<String, Value> = FAR_KEYS
+            .iter()
+            .zip(picks)
+            .map(|(k, t)| (k.to_string(), json!(t.tar)))
+            .collect();
+        let pct: serde_json::Map<String, Value> = FAR_KEYS
+            .iter()
+            .zip(picks)
+            .map(|(k, t)| (k.to_string(), json!((t.tar * 1e4).round() / 100.0)))
+            .collect();
+        let measurable: serde_json::Map<String, Value> = FAR_KEYS
+            .iter()
+            .zip(IJB_FAR_TARGETS)
+            .map(|(k, x)| (k.to_string(), json!(far_measurable(x, curve.negatives))))
+            .collect();
+        let points: Vec<Value> = FAR_KEYS
+            .iter()
+            .zip(picks)
+            .zip(IJB_FAR_TARGETS)
+            .map(|((k, t), x)| json!({"target": k, "tar": t.tar, "far": t.far, "threshold": t.threshold, "measurable": far_measurable(x, curve.negatives)}))
+            .collect();
+        FarTables {
+            tar: Value::Object(frac),
+            percent: Value::Object(pct),
+            // With N impostor pairs the smallest non-zero FAR is 1/N: a target below it is TAR at FAR 0.
+            floor: 1.0 / curve.negatives.max(1) as f64,
+            measurable: Value::Object(measurable),
+            points: Value::Array(points),
+        }
+    }
 }
 
 /// Embedding throughput on the CPU for the benchmark `benches/ijbc.rs`: untrained backbones at the

@@ -152,62 +152,8 @@ impl Head {
             Loss::Elasticcosface
             | Loss::ElasticcosfacePlus
             | Loss::Elasticarcface
-            | Loss::ElasticarcfacePlus => {
-                let cos = self.cosine(emb);
-                let b = labels.size()[0];
-                let drawn = match margins {
-                    Some(t) => t.shallow_clone(),
-                    None => Tensor::full([b, 1], m, (Kind::Float, emb.device())),
-                };
-                let per_sample = if matches!(
-                    self.cfg.loss,
-                    Loss::ElasticcosfacePlus | Loss::ElasticarcfacePlus
-                ) {
-                    // Sample i gets sorted_margins[argsort(cos_y, descending)[i]], literally (§5).
-                    tch::no_grad(|| {
-                        let cos_y = cos.gather(1, &y, false).view([-1]);
-                        let (_, order) = cos_y.sort(0, true);
-                        let (sorted, _) = drawn.view([-1]).sort(0, false);
-                        sorted.index_select(0, &order).view([-1, 1])
-                    })
-                } else {
-                    drawn
-                };
-                let mh = cos
-                    .zeros_like()
-                    .scatter(1, &y, &per_sample.to_kind(cos.kind()));
-                if matches!(
-                    self.cfg.loss,
-                    Loss::Elasticcosface | Loss::ElasticcosfacePlus
-                ) {
-                    (cos - mh) * s
-                } else {
-                    (cos.acos() + mh).cos() * s
-                }
-            }
-            Loss::Curricularface => {
-                let cos = self.cosine(emb);
-                let target = cos.gather(1, &y, false);
-                let sin = (-target.pow_tensor_scalar(2.0) + 1.0).sqrt();
-                let cos_m = &target * m.cos() - &sin * m.sin();
-                let mask = cos.gt_tensor(&cos_m);
-                let threshold = (std::f64::consts::PI - m).cos();
-                let mm = (std::f64::consts::PI - m).sin() * m;
-                let final_target = cos_m.where_self(&target.gt(threshold), &(&target - mm));
-                let t = self
-                    .t
-                    .as_ref()
-                    .expect("CurricularFace head has its t buffer");
-                tch::no_grad(|| {
-                    let new_t = target.mean(Kind::Float) * 0.01 + t * 0.99;
-                    let mut t = t.shallow_clone();
-                    t.copy_(&new_t.view([1]));
-                });
-                let t = t.detach();
-                let hard = &cos * (&t + &cos);
-                let out = hard.where_self(&mask, &cos);
-                out.scatter(1, &y, &final_target) * s
-            }
+            | Loss::ElasticarcfacePlus => self.elastic(emb, labels, &y, margins),
+            Loss::Curricularface => self.curricular(emb, &y),
             Loss::Adaface if self.cfg.adaface_variant == AdafaceVariant::Reference => {
                 // train_everything.py: `header(F.normalize(backbone(img)), label)`.
                 let cfg = HeadConfig {
@@ -221,24 +167,99 @@ impl Head {
                 };
                 paper.forward_with_margins(&l2_norm(emb, 1), labels, margins)
             }
-            Loss::Adaface => {
-                let eps = 1e-3;
-                let norms = emb.norm_scalaropt_dim(2, [1], true);
-                let cos = l2_norm(emb, 1)
-                    .mm(&l2_norm(&self.kernel, 0))
-                    .clamp(-1.0 + eps, 1.0 - eps);
-                let safe = norms.clamp(0.001, 100.0).detach();
-                let mean = safe.mean(Kind::Float);
-                let std = safe.std(true);
-                let ms = ((&safe - mean) / (std + eps) * self.cfg.h).clamp(-1.0, 1.0);
-                let g_ang = &ms * (-m);
-                let m_arc = cos.zeros_like().scatter_value(1, &y, 1.0) * &g_ang;
-                let theta_m = (cos.acos() + m_arc).clamp(eps, std::f64::consts::PI - eps);
-                let g_add = &ms * m + m;
-                let m_cos = theta_m.zeros_like().scatter_value(1, &y, 1.0) * g_add;
-                (theta_m.cos() - m_cos) * s
-            }
+            Loss::Adaface => self.adaface(emb, &y),
         }
+    }
+
+    /// ElasticFace: CosFace or ArcFace with a margin per sample (`margins`, [B, 1]; `m` for
+    /// all when none), which the `+` variants reorder by the target cosines (§5).
+    fn elastic(
+        &self,
+        emb: &Tensor,
+        labels: &Tensor,
+        y: &Tensor,
+        margins: Option<&Tensor>,
+    ) -> Tensor {
+        let (s, m) = (self.cfg.s, self.cfg.m);
+        let cos = self.cosine(emb);
+        let b = labels.size()[0];
+        let drawn = match margins {
+            Some(t) => t.shallow_clone(),
+            None => Tensor::full([b, 1], m, (Kind::Float, emb.device())),
+        };
+        let per_sample = if matches!(
+            self.cfg.loss,
+            Loss::ElasticcosfacePlus | Loss::ElasticarcfacePlus
+        ) {
+            // Sample i gets sorted_margins[argsort(cos_y, descending)[i]], literally (§5).
+            tch::no_grad(|| {
+                let cos_y = cos.gather(1, y, false).view([-1]);
+                let (_, order) = cos_y.sort(0, true);
+                let (sorted, _) = drawn.view([-1]).sort(0, false);
+                sorted.index_select(0, &order).view([-1, 1])
+            })
+        } else {
+            drawn
+        };
+        let mh = cos
+            .zeros_like()
+            .scatter(1, y, &per_sample.to_kind(cos.kind()));
+        if matches!(
+            self.cfg.loss,
+            Loss::Elasticcosface | Loss::ElasticcosfacePlus
+        ) {
+            (cos - mh) * s
+        } else {
+            (cos.acos() + mh).cos() * s
+        }
+    }
+
+    /// CurricularFace: the margin on the target, and hard negatives weighted by the running
+    /// mean `t` of the target cosine (updated here, without gradient).
+    fn curricular(&self, emb: &Tensor, y: &Tensor) -> Tensor {
+        let (s, m) = (self.cfg.s, self.cfg.m);
+        let cos = self.cosine(emb);
+        let target = cos.gather(1, y, false);
+        let sin = (-target.pow_tensor_scalar(2.0) + 1.0).sqrt();
+        let cos_m = &target * m.cos() - &sin * m.sin();
+        let mask = cos.gt_tensor(&cos_m);
+        let threshold = (std::f64::consts::PI - m).cos();
+        let mm = (std::f64::consts::PI - m).sin() * m;
+        let final_target = cos_m.where_self(&target.gt(threshold), &(&target - mm));
+        let t = self
+            .t
+            .as_ref()
+            .expect("CurricularFace head has its t buffer");
+        tch::no_grad(|| {
+            let new_t = target.mean(Kind::Float) * 0.01 + t * 0.99;
+            let mut t = t.shallow_clone();
+            t.copy_(&new_t.view([1]));
+        });
+        let t = t.detach();
+        let hard = &cos * (&t + &cos);
+        let out = hard.where_self(&mask, &cos);
+        out.scatter(1, y, &final_target) * s
+    }
+
+    /// AdaFace (paper variant): angular and additive margins scaled by each sample's feature
+    /// norm relative to the batch.
+    fn adaface(&self, emb: &Tensor, y: &Tensor) -> Tensor {
+        let (s, m) = (self.cfg.s, self.cfg.m);
+        let eps = 1e-3;
+        let norms = emb.norm_scalaropt_dim(2, [1], true);
+        let cos = l2_norm(emb, 1)
+            .mm(&l2_norm(&self.kernel, 0))
+            .clamp(-1.0 + eps, 1.0 - eps);
+        let safe = norms.clamp(0.001, 100.0).detach();
+        let mean = safe.mean(Kind::Float);
+        let std = safe.std(true);
+        let ms = ((&safe - mean) / (std + eps) * self.cfg.h).clamp(-1.0, 1.0);
+        let g_ang = &ms * (-m);
+        let m_arc = cos.zeros_like().scatter_value(1, y, 1.0) * &g_ang;
+        let theta_m = (cos.acos() + m_arc).clamp(eps, std::f64::consts::PI - eps);
+        let g_add = &ms * m + m;
+        let m_cos = theta_m.zeros_like().scatter_value(1, y, 1.0) * g_add;
+        (theta_m.cos() - m_cos) * s
     }
 }
 
