@@ -115,6 +115,21 @@ impl Dag {
         }
         len
     }
+
+    /// For each instance, the number of stages on the longest chain of upstreams above it (0 for
+    /// an instance that reads no other instance). The scheduler runs deeper ready instances
+    /// first: they continue work already done, so matrix cells finish early.
+    pub fn depths(&self) -> Vec<usize> {
+        let mut depth = vec![0; self.len()];
+        for &i in &self.order {
+            depth[i] = self.upstream[i]
+                .iter()
+                .map(|&u| depth[u] + 1)
+                .max()
+                .unwrap_or(0);
+        }
+        depth
+    }
 }
 
 /// A topological order of the instances (the loader already stores them in one; this checks

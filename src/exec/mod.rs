@@ -9,6 +9,7 @@
 //! (`ORCHESTRATOR_CPU_THREADS`, `OMP_NUM_THREADS`, `MKL_NUM_THREADS`), its share of the cores.
 
 pub mod backend;
+pub mod eta;
 pub mod gather;
 pub mod job;
 pub mod plan;

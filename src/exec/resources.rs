@@ -122,6 +122,11 @@ impl Resources {
         self.all_gpus.len()
     }
 
+    /// How many stages can run at once at most: the CPU job slots plus the GPUs.
+    pub fn slots(&self) -> usize {
+        self.jobs as usize + self.all_gpus.len()
+    }
+
     /// Why `ask` can never be satisfied here, if so.
     pub fn impossible(&self, ask: &Ask) -> Option<String> {
         if !self.all_gpus.is_empty() && ask.gpus as usize > self.all_gpus.len() {

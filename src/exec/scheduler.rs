@@ -7,9 +7,15 @@
 //! [`Dag`]) is `Done`: its input digests are then known, so its fingerprint is computed and looked
 //! up; a hit is `Done` at once (early cutoff falls out of this: a byte-identical upstream output
 //! gives the same digest), a miss is `Ready`. An instance with a failed or skipped upstream is
-//! `Skipped`. Ready instances launch in order of longest remaining path
-//! ([`Dag::critical_path_lengths`] over recorded durations, 1 s when unknown) whenever their
-//! resources are free.
+//! `Skipped`. Ready instances launch whenever their resources are free, in this order (see
+//! `launch.rs`): the deepest first ([`Dag::depths`]: an instance downstream of more finished work
+//! finishes its matrix cell sooner, so complete rows show early), then the longest remaining
+//! path ([`Dag::critical_path_lengths`] over recorded durations, 1 s when unknown). A ready
+//! instance whose resources are taken is passed over for the next one that fits (GPU packing).
+//!
+//! The view gets the run's overall progress ([`Overall`]: counts and an ETA from recorded
+//! durations, see [`super::eta`]) once per turn of the loop while jobs run; it is computed only
+//! when the view shows it, from in-memory state (no file is read for it).
 //!
 //! Draining (as cargo's job queue does): an error inside the loop (the cache cannot be written,
 //! say) stops new work, cancels the running jobs and waits for them, and is then returned once,
@@ -23,6 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::backend::{Backend, BackendEvent, ExitStatus, JobAccounting};
+use super::eta::{self, Overall};
 use super::job::{self, CommitArgs, Prepared};
 use super::plan::{hash_externals, input_digests, lookup, Verdict, FORCED};
 use super::resources::{GpuChoice, Grant, Resources};
@@ -84,6 +91,15 @@ pub struct Scheduler<'a> {
     done: Vec<Option<Manifest>>,
     external: Vec<BTreeMap<String, String>>,
     priority: Vec<f64>,
+    /// Per instance, the longest chain of upstreams above it: deeper ready instances go first.
+    depth: Vec<usize>,
+    /// Per instance, its own last recorded duration in seconds (the manifest of its last
+    /// fingerprint), when there is one.
+    recorded: Vec<Option<f64>>,
+    /// Durations (s) of the instances this run finished, per stage.
+    finished: HashMap<String, Vec<f64>>,
+    /// Expected duration (s) per instance, for the ETA ([`eta::expected`]).
+    expected: Vec<Option<f64>>,
     resources: Resources,
     stopping: bool,
     interrupted: bool,
@@ -125,6 +141,10 @@ impl<'a> Scheduler<'a> {
             opts,
             backend,
             view,
+            depth: Vec::new(),
+            recorded: vec![None; n],
+            finished: HashMap::new(),
+            expected: vec![None; n],
             dag: Dag::new(p),
             nodes: (0..n).map(|_| Node::Waiting).collect(),
             done: vec![None; n],
@@ -171,7 +191,14 @@ impl<'a> Scheduler<'a> {
                     self.fail_run(e);
                 }
             }
-            if self.active() == 0 {
+            let active = self.active();
+            // A run that starts nothing (a no-op rerun) shows no progress, only its summary.
+            let started_any = active > 0 || self.ran + self.failures.len() + self.cancelled > 0;
+            if started_any && self.view.shows_overall() {
+                let o = self.overall();
+                self.view.event(ViewEvent::Overall(o));
+            }
+            if active == 0 {
                 // Nothing runs, so every slot is free: whatever is still ready can only be waiting
                 // because we are stopping.
                 break;
@@ -413,28 +440,85 @@ impl<'a> Scheduler<'a> {
         Ok(())
     }
 
-    /// Longest remaining path per instance over the DAG, each weighted by its last recorded
-    /// duration (1 s when unknown).
+    /// Per instance: its depth, its recorded duration (a done one's from its manifest, a pending
+    /// one's from the manifest of its last fingerprint) and its longest remaining path over the
+    /// DAG, each pending instance weighted by its recorded duration (1 s when unknown).
     fn compute_priorities(&mut self) {
         let (p, cache) = (self.p, self.cache);
+        self.depth = self.dag.depths();
+        for (i, n) in self.nodes.iter().enumerate() {
+            self.recorded[i] = match n {
+                Node::Done => self.done[i].as_ref().map(|m| m.duration_ms as f64 / 1000.0),
+                Node::Skipped | Node::Failed => None,
+                _ => cache
+                    .index
+                    .get_last_key(&p.name, &p.instances[i].id)
+                    .ok()
+                    .flatten()
+                    .and_then(|k| cache.index.get_manifest(&k).ok().flatten())
+                    .map(|m| m.duration_ms as f64 / 1000.0),
+            };
+        }
         let pending: Vec<bool> = self
             .nodes
             .iter()
             .map(|n| !matches!(n, Node::Done | Node::Skipped | Node::Failed))
             .collect();
-        self.priority = self.dag.critical_path_lengths(|i| {
-            if !pending[i] {
-                return 0.0;
-            }
-            cache
-                .index
-                .get_last_key(&p.name, &p.instances[i].id)
-                .ok()
-                .flatten()
-                .and_then(|k| cache.index.get_manifest(&k).ok().flatten())
-                .map(|m| (m.duration_ms as f64 / 1000.0).max(0.001))
-                .unwrap_or(1.0)
+        let recorded = &self.recorded;
+        self.priority = self.dag.critical_path_lengths(|i| match pending[i] {
+            true => recorded[i].map_or(1.0, |d| d.max(0.001)),
+            false => 0.0,
         });
+        self.update_expected();
+    }
+
+    fn update_expected(&mut self) {
+        let stage: Vec<&str> = self.p.instances.iter().map(|i| i.stage.as_str()).collect();
+        self.expected = eta::expected(&stage, &self.recorded, &self.finished);
+    }
+
+    /// The run's overall progress now: counts, and the ETA while nothing stops the run.
+    fn overall(&self) -> Overall {
+        let mut o = Overall {
+            total: self.nodes.len(),
+            ..Overall::default()
+        };
+        let left: Vec<Option<f64>> = self
+            .nodes
+            .iter()
+            .zip(&self.expected)
+            .map(|(n, e)| match n {
+                Node::Waiting | Node::Ready { .. } => *e,
+                Node::Running { started, .. } => {
+                    o.running += 1;
+                    e.map(|e| (e - started.elapsed().as_secs_f64()).max(0.0))
+                }
+                // Its job has ended (and holds no slot); its outputs are being stored.
+                Node::Committing { .. } => Some(0.0),
+                Node::Done => {
+                    o.done += 1;
+                    Some(0.0)
+                }
+                Node::Failed => {
+                    o.failed += 1;
+                    Some(0.0)
+                }
+                Node::Skipped => {
+                    o.skipped += 1;
+                    Some(0.0)
+                }
+                Node::Cancelled => Some(0.0),
+            })
+            .collect();
+        if !self.stopping {
+            let chain = self
+                .dag
+                .critical_path_lengths(|i| left[i].unwrap_or(0.0))
+                .into_iter()
+                .fold(0.0, f64::max);
+            o.eta = eta::eta(&left, chain, self.resources.slots()).map(Duration::from_secs_f64);
+        }
+        o
     }
 
     fn on_backend(&mut self, ev: BackendEvent) -> Result<(), ExecError> {
@@ -585,6 +669,11 @@ impl<'a> Scheduler<'a> {
             ..Record::default()
         };
         let fp = m.fingerprint.clone();
+        self.finished
+            .entry(inst.stage.clone())
+            .or_default()
+            .push(m.duration_ms as f64 / 1000.0);
+        self.update_expected();
         self.done[i] = Some(m);
         self.nodes[i] = Node::Done;
         self.ran += 1;

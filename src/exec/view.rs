@@ -1,6 +1,9 @@
-//! [`View`]: what a run shows. On a terminal, one indicatif line per running stage (device,
-//! elapsed time, latest progress event); otherwise plain lines on stderr; with
-//! `--message-format json`, one JSON event per line on stdout for machines.
+//! [`View`]: what a run shows. On a terminal, an overall line (done / total, running, failed,
+//! ETA) above one indicatif line per running stage (device, elapsed time, latest progress event:
+//! epoch and loss for the built-in trainings); otherwise plain lines on stderr, the overall line
+//! printed when an instance settles (and at least once a minute while stages run); with
+//! `--message-format json`, one JSON event per line on stdout for machines (an `overall` event
+//! when an instance settles).
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Read, Seek, SeekFrom};
@@ -8,6 +11,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::eta::Overall;
+
+/// A plain (non-terminal) view repeats an unchanged overall line after this long.
+const OVERALL_HEARTBEAT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum MessageFormat {
@@ -54,6 +62,8 @@ pub enum ViewEvent {
     Note {
         message: String,
     },
+    /// The whole run's progress (sent by the scheduler while jobs run).
+    Overall(Overall),
 }
 
 pub struct View {
@@ -61,6 +71,10 @@ pub struct View {
     quiet: bool,
     multi: Option<MultiProgress>,
     bars: HashMap<String, ProgressBar>,
+    /// The overall line on a terminal.
+    overall_bar: Option<ProgressBar>,
+    /// Settled counts (done, failed, skipped) last printed, and when (plain and JSON output).
+    overall_printed: Option<((usize, usize, usize), std::time::Instant)>,
 }
 
 impl View {
@@ -76,6 +90,8 @@ impl View {
             quiet,
             multi,
             bars: HashMap::new(),
+            overall_bar: None,
+            overall_printed: None,
         }
     }
 
@@ -86,6 +102,8 @@ impl View {
             quiet: true,
             multi: None,
             bars: HashMap::new(),
+            overall_bar: None,
+            overall_printed: None,
         }
     }
 
@@ -101,7 +119,15 @@ impl View {
         }
     }
 
+    /// Whether [`ViewEvent::Overall`] is shown (the scheduler computes it only then).
+    pub fn shows_overall(&self) -> bool {
+        self.format == MessageFormat::Json || !self.quiet
+    }
+
     pub fn event(&mut self, ev: ViewEvent) {
+        if let ViewEvent::Overall(o) = ev {
+            return self.overall(o);
+        }
         if self.format == MessageFormat::Json {
             out_line(&json_event(&ev).to_string());
             return;
@@ -177,6 +203,39 @@ impl View {
                 self.line(format!("cancelled {instance}"));
             }
             ViewEvent::Note { message } => self.line(message),
+            ViewEvent::Overall(o) => self.overall(o),
+        }
+    }
+
+    /// On a terminal: update the overall line. Otherwise print it when an instance has settled
+    /// since the last one printed, or after [`OVERALL_HEARTBEAT`].
+    fn overall(&mut self, o: Overall) {
+        if let Some(m) = &self.multi {
+            let bar = self.overall_bar.get_or_insert_with(|| {
+                let b = m.insert(0, ProgressBar::new(o.total as u64));
+                b.set_style(
+                    ProgressStyle::with_template("[{elapsed}] {bar:24} {wide_msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                b
+            });
+            bar.set_length(o.total as u64);
+            bar.set_position(o.done as u64);
+            bar.set_message(o.render());
+            return;
+        }
+        let settled = (o.done, o.failed, o.skipped);
+        let due = match self.overall_printed {
+            None => true,
+            Some((last, at)) => last != settled || at.elapsed() >= OVERALL_HEARTBEAT,
+        };
+        if !due {
+            return;
+        }
+        self.overall_printed = Some((settled, std::time::Instant::now()));
+        match self.format {
+            MessageFormat::Json => out_line(&overall_json(&o).to_string()),
+            MessageFormat::Human => self.line(format!("progress  {}", o.render())),
         }
     }
 
@@ -192,6 +251,9 @@ impl View {
     /// Print the final summary (human) or a `summary` event (json).
     pub fn summary(&mut self, text: &str, json: serde_json::Value) {
         for (_, b) in self.bars.drain() {
+            b.finish_and_clear();
+        }
+        if let Some(b) = self.overall_bar.take() {
             b.finish_and_clear();
         }
         match self.format {
@@ -254,7 +316,16 @@ fn json_event(ev: &ViewEvent) -> serde_json::Value {
             json!({"event": "cancelled", "instance": instance, "time": t})
         }
         ViewEvent::Note { message } => json!({"event": "note", "message": message, "time": t}),
+        ViewEvent::Overall(o) => overall_json(o),
     }
+}
+
+fn overall_json(o: &Overall) -> serde_json::Value {
+    serde_json::json!({
+        "event": "overall", "done": o.done, "total": o.total, "running": o.running,
+        "failed": o.failed, "skipped": o.skipped,
+        "eta_s": o.eta.map(|e| e.as_secs_f64()), "time": crate::cache::now_unix(),
+    })
 }
 
 pub fn fmt_duration(d: Duration) -> String {
@@ -331,9 +402,12 @@ pub fn render_progress(line: &str) -> Option<String> {
             }
         }
     }
-    for (k, x) in obj {
+    // The loss next (what a researcher watches), then the rest in name order.
+    let rest = obj.get_key_value("loss").into_iter().chain(obj);
+    for (k, x) in rest {
         // `event` names the kind of line (e.g. an epoch's summary); nulls say nothing.
         if !used.contains(k.as_str()) && k != "event" && !x.is_null() {
+            used.insert(k.as_str());
             let x = match x.as_f64() {
                 Some(f) if x.is_f64() => format!("{f:.4}"),
                 _ => x.to_string(),
@@ -365,6 +439,14 @@ mod tests {
             )
             .unwrap(),
             "epoch 2/6  loss 4.5000"
+        );
+        // The built-in training's epoch event: epoch, then loss, then the rest.
+        assert_eq!(
+            render_progress(
+                r#"{"event":"epoch","epoch":3,"epochs":6,"images_per_s":812.5,"loss":4.25,"lr":0.1}"#
+            )
+            .unwrap(),
+            "epoch 3/6  loss 4.2500  images_per_s 812.5000  lr 0.1000"
         );
     }
 

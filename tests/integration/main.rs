@@ -4,6 +4,7 @@
 mod browser;
 mod cli;
 mod exec;
+mod live;
 mod main_job;
 mod pipelines;
 mod repeats;

@@ -15,16 +15,18 @@ use crate::fingerprint::Fingerprint;
 use crate::pipeline::Input;
 
 impl Scheduler<'_> {
-    /// Start every ready instance whose resources are free, highest priority first: follow an
-    /// earlier process's job where the backend has one, else prepare an attempt; the new
-    /// attempts go to the backend in one batch.
+    /// Start every ready instance whose resources are free, highest priority first (the
+    /// deepest, then the longest remaining path, then pipeline order; one whose resources are
+    /// taken is passed over for the next that fits): follow an earlier process's job where the
+    /// backend has one, else prepare an attempt; the new attempts go to the backend in one batch.
     pub(super) fn launch(&mut self) -> Result<(), ExecError> {
         let mut ready: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| matches!(self.nodes[i], Node::Ready { .. }))
             .collect();
         ready.sort_by(|&a, &b| {
-            self.priority[b]
-                .total_cmp(&self.priority[a])
+            self.depth[b]
+                .cmp(&self.depth[a])
+                .then(self.priority[b].total_cmp(&self.priority[a]))
                 .then(a.cmp(&b))
         });
         let p = self.p;
