@@ -25,8 +25,8 @@ pub struct SyntheticFacesParams {
     /// Most images of a training identity, as a multiple of the mean (CASIA-WebFace: about
     /// 800 / 46.75 ≈ 17), so the shape survives a smaller mean.
     pub images_per_identity_max_ratio: f64,
-    /// Log-normal spread (σ of ln count) of the identity sizes before clamping; 0.85 puts the
-    /// expected largest of 10,575 CASIA-sized identities at about 17× the mean.
+    /// Log-normal spread (σ of ln count) of the identity sizes before clamping; at 0.85 the
+    /// largest of 10,575 identities (CASIA-WebFace's count) is about 17-18× the mean.
     pub images_per_identity_sigma: f64,
     /// Square image side in pixels.
     pub size: u32,
