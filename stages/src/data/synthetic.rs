@@ -26,9 +26,11 @@ use crate::kinds::data::SyntheticFacesParams;
 
 mod draw;
 mod ijbc;
+mod plan;
 
 pub use draw::{encode_jpeg, render};
 pub use ijbc::IjbcCounts;
+use plan::{image_counts, plan_train};
 
 /// ArcFace 112×112 five-point template (formats.md §3.2).
 pub const TEMPLATE: [[f32; 2]; 5] = [
@@ -174,45 +176,88 @@ pub struct Identity {
     align: Sim,
 }
 
+/// Skin, hair, eye and lip colours of an identity.
+fn colours(r: &mut ChaCha8Rng) -> [[f32; 3]; 4] {
+    let tone: f32 = r.gen_range(0.0..1.0);
+    let skin = [
+        90.0 + 150.0 * tone + r.gen_range(-12.0..12.0),
+        60.0 + 130.0 * tone + r.gen_range(-12.0..12.0),
+        45.0 + 115.0 * tone + r.gen_range(-15.0..15.0),
+    ];
+    let hair_kind: f32 = r.gen();
+    let hair = if hair_kind < 0.5 {
+        let d = r.gen_range(15.0..60.0);
+        [d + 10.0, d + 5.0, d]
+    } else if hair_kind < 0.75 {
+        [
+            r.gen_range(90.0..160.0),
+            r.gen_range(50.0..100.0),
+            r.gen_range(20.0..50.0),
+        ]
+    } else if hair_kind < 0.9 {
+        [
+            r.gen_range(180.0..230.0),
+            r.gen_range(150.0..200.0),
+            r.gen_range(80.0..130.0),
+        ]
+    } else {
+        let g = r.gen_range(130.0..220.0);
+        [g, g, g]
+    };
+    let eye = [
+        r.gen_range(20.0..120.0),
+        r.gen_range(20.0..110.0),
+        r.gen_range(10.0..130.0),
+    ];
+    let lip = [
+        skin[0] * r.gen_range(0.75..1.0) + 30.0,
+        skin[1] * r.gen_range(0.45..0.7),
+        skin[2] * r.gen_range(0.45..0.75),
+    ];
+    [skin, hair, eye, lip]
+}
+
+/// Skin texture (multiplicative, around 0) on a TEX×TEX grid: a few waves and dark spots.
+fn skin_texture(r: &mut ChaCha8Rng) -> Vec<f32> {
+    let mut texture = vec![0f32; TEX * TEX];
+    let waves: Vec<(f32, f32, f32, f32)> = (0..4)
+        .map(|_| {
+            (
+                r.gen_range(-0.9..0.9),
+                r.gen_range(-0.9..0.9),
+                r.gen_range(0.0..std::f32::consts::TAU),
+                r.gen_range(0.02..0.08),
+            )
+        })
+        .collect();
+    let spots: Vec<(f32, f32, f32)> = (0..r.gen_range(0..7))
+        .map(|_| {
+            (
+                r.gen_range(4.0..28.0),
+                r.gen_range(6.0..28.0),
+                r.gen_range(0.8..2.0),
+            )
+        })
+        .collect();
+    for (i, t) in texture.iter_mut().enumerate() {
+        let (x, y) = ((i % TEX) as f32, (i / TEX) as f32);
+        *t = waves
+            .iter()
+            .map(|&(kx, ky, ph, a)| a * (kx * x + ky * y + ph).sin())
+            .sum::<f32>();
+        for &(sx, sy, sr) in &spots {
+            if (x - sx).powi(2) + (y - sy).powi(2) < sr * sr {
+                *t -= 0.22;
+            }
+        }
+    }
+    texture
+}
+
 impl Identity {
     pub fn new(seed: u64, index: u64) -> Identity {
         let mut r = rng_of(&[seed, 1, index]);
-        let tone: f32 = r.gen_range(0.0..1.0);
-        let skin = [
-            90.0 + 150.0 * tone + r.gen_range(-12.0..12.0),
-            60.0 + 130.0 * tone + r.gen_range(-12.0..12.0),
-            45.0 + 115.0 * tone + r.gen_range(-15.0..15.0),
-        ];
-        let hair_kind: f32 = r.gen();
-        let hair = if hair_kind < 0.5 {
-            let d = r.gen_range(15.0..60.0);
-            [d + 10.0, d + 5.0, d]
-        } else if hair_kind < 0.75 {
-            [
-                r.gen_range(90.0..160.0),
-                r.gen_range(50.0..100.0),
-                r.gen_range(20.0..50.0),
-            ]
-        } else if hair_kind < 0.9 {
-            [
-                r.gen_range(180.0..230.0),
-                r.gen_range(150.0..200.0),
-                r.gen_range(80.0..130.0),
-            ]
-        } else {
-            let g = r.gen_range(130.0..220.0);
-            [g, g, g]
-        };
-        let eye = [
-            r.gen_range(20.0..120.0),
-            r.gen_range(20.0..110.0),
-            r.gen_range(10.0..130.0),
-        ];
-        let lip = [
-            skin[0] * r.gen_range(0.75..1.0) + 30.0,
-            skin[1] * r.gen_range(0.45..0.7),
-            skin[2] * r.gen_range(0.45..0.75),
-        ];
+        let [skin, hair, eye, lip] = colours(&mut r);
         let face_w = r.gen_range(31.0..41.0);
         let face_h = r.gen_range(44.0..56.0);
         let center = [56.0, r.gen_range(62.0..68.0)];
@@ -226,38 +271,7 @@ impl Identity {
             6..=8 => 1,
             _ => 2,
         };
-        let mut texture = vec![0f32; TEX * TEX];
-        let waves: Vec<(f32, f32, f32, f32)> = (0..4)
-            .map(|_| {
-                (
-                    r.gen_range(-0.9..0.9),
-                    r.gen_range(-0.9..0.9),
-                    r.gen_range(0.0..std::f32::consts::TAU),
-                    r.gen_range(0.02..0.08),
-                )
-            })
-            .collect();
-        let spots: Vec<(f32, f32, f32)> = (0..r.gen_range(0..7))
-            .map(|_| {
-                (
-                    r.gen_range(4.0..28.0),
-                    r.gen_range(6.0..28.0),
-                    r.gen_range(0.8..2.0),
-                )
-            })
-            .collect();
-        for (i, t) in texture.iter_mut().enumerate() {
-            let (x, y) = ((i % TEX) as f32, (i / TEX) as f32);
-            *t = waves
-                .iter()
-                .map(|&(kx, ky, ph, a)| a * (kx * x + ky * y + ph).sin())
-                .sum::<f32>();
-            for &(sx, sy, sr) in &spots {
-                if (x - sx).powi(2) + (y - sy).powi(2) < sr * sr {
-                    *t -= 0.22;
-                }
-            }
-        }
+        let texture = skin_texture(&mut r);
         let landmarks = [
             [56.0 - eye_dx, eye_y],
             [56.0 + eye_dx, eye_y],
@@ -326,24 +340,31 @@ pub struct Nuisance {
 
 impl Nuisance {
     pub fn new(r: &mut ChaCha8Rng) -> Nuisance {
-        let occluder = if r.gen_bool(0.18) {
-            let w = r.gen_range(18.0..60.0);
-            let h = r.gen_range(8.0..26.0);
-            let x = r.gen_range(20.0..92.0 - w * 0.5);
-            let y = r.gen_range(35.0..105.0);
-            let c = [
-                r.gen_range(0.0..255.0),
-                r.gen_range(0.0..255.0),
-                r.gen_range(0.0..255.0),
-            ];
-            Some(([x - w * 0.5, y - h * 0.5, x + w * 0.5, y + h * 0.5], c))
-        } else {
-            None
-        };
+        Nuisance::with_difficulty(r, 1.0)
+    }
+
+    /// A shot whose pose, jitter, occlusion and blur odds and sensor noise are scaled by `d`
+    /// (1 = the default mix). Every `d` consumes the same draws; only their scale changes.
+    pub fn with_difficulty(r: &mut ChaCha8Rng, d: f32) -> Nuisance {
+        let odds = |p: f64| (p * f64::from(d)).min(0.95);
+        // The occluder is drawn whether or not it is used, so that every difficulty consumes
+        // the same draws: a harder shot is the same shot, scaled.
+        let occluded = r.gen_bool(odds(0.18));
+        let w: f32 = r.gen_range(18.0..60.0);
+        let h: f32 = r.gen_range(8.0..26.0);
+        let x = r.gen_range(20.0..92.0 - w * 0.5);
+        let y: f32 = r.gen_range(35.0..105.0);
+        let c = [
+            r.gen_range(0.0..255.0),
+            r.gen_range(0.0..255.0),
+            r.gen_range(0.0..255.0),
+        ];
+        let occluder =
+            occluded.then_some(([x - w * 0.5, y - h * 0.5, x + w * 0.5, y + h * 0.5], c));
         let light = r.gen_range(0.0..0.45);
         let phi = r.gen_range(0.0..std::f32::consts::TAU);
         Nuisance {
-            yaw: 2.2 * normal(r),
+            yaw: 2.2 * d * normal(r),
             mouth_open: if r.gen_bool(0.3) {
                 r.gen_range(1.0..6.0)
             } else {
@@ -369,13 +390,13 @@ impl Nuisance {
                 ],
             ],
             occluder,
-            blur: r.gen_bool(0.3),
-            noise: r.gen_range(1.0..9.0),
+            blur: r.gen_bool(odds(0.3)),
+            noise: d * r.gen_range(1.0..9.0),
             quality: r.gen_range(75..96),
             jitter: (
-                0.09 * normal(r),
-                1.0 + 0.05 * normal(r),
-                [2.5 * normal(r), 2.5 * normal(r)],
+                0.09 * d * normal(r),
+                1.0 + 0.05 * d * normal(r),
+                [2.5 * d * normal(r), 2.5 * d * normal(r)],
             ),
             noise_seed: r.gen(),
         }
@@ -383,13 +404,19 @@ impl Nuisance {
 
     /// A near-duplicate: the same shot with fresh sensor noise and a sub-pixel shift.
     pub fn near_duplicate(&self, r: &mut ChaCha8Rng) -> Nuisance {
+        self.near_duplicate_by(r, 1.0)
+    }
+
+    /// A near-duplicate of strength `s`: shift up to ±0.6·s px, gain ×[0.97, 1.03]^s, fresh
+    /// sensor noise and JPEG quality (s = 0 keeps only those two).
+    pub fn near_duplicate_by(&self, r: &mut ChaCha8Rng, s: f32) -> Nuisance {
         let mut n = self.clone();
         n.jitter.2 = [
-            n.jitter.2[0] + r.gen_range(-0.6..0.6),
-            n.jitter.2[1] + r.gen_range(-0.6..0.6),
+            n.jitter.2[0] + s * r.gen_range(-0.6..0.6),
+            n.jitter.2[1] + s * r.gen_range(-0.6..0.6),
         ];
         n.noise_seed = r.gen();
-        n.gain *= r.gen_range(0.97..1.03);
+        n.gain *= r.gen_range(0.97f32..1.03).powf(s);
         n.quality = r.gen_range(80..96);
         n
     }
@@ -421,79 +448,26 @@ impl Nuisance {
     }
 }
 
-/// One training image to render.
-#[derive(Debug, Clone)]
-struct TrainImage {
-    label: usize,
-    true_id: usize,
-    /// (identity, image) seed of the shot; a near-duplicate reuses its source's.
-    shot: (u64, u64),
-    duplicate_of: Option<usize>,
-}
+/// A near-duplicate's perturbation: its seed and strength.
+type Dup = Option<(u64, f32)>;
 
-/// Long-tailed image counts with the requested mean; at least 2 per identity.
-fn image_counts(p: &SyntheticFacesParams) -> Vec<usize> {
-    let mut r = rng_of(&[p.seed, 2]);
-    let w: Vec<f32> = (0..p.identities)
-        .map(|_| (0.9 * normal(&mut r)).exp())
-        .collect();
-    let mean = w.iter().sum::<f32>() / w.len() as f32;
-    let m = p.images_per_identity as f32;
-    w.iter()
-        .map(|&x| ((m * x / mean).round() as usize).clamp(2, (m * 6.0) as usize + 2))
-        .collect()
-}
-
-fn plan_train(p: &SyntheticFacesParams) -> Vec<TrainImage> {
-    let counts = image_counts(p);
-    let ids = p.identities as usize;
-    let mut out: Vec<TrainImage> = Vec::with_capacity(counts.iter().sum());
-    for (label, &n) in counts.iter().enumerate() {
-        let mut r = rng_of(&[p.seed, 3, label as u64]);
-        let first = out.len();
-        for j in 0..n {
-            let pos = out.len();
-            if j > 0 && r.gen_bool(p.duplicates) {
-                // Near-duplicate of an earlier original image of this identity.
-                let originals: Vec<usize> = (first..pos)
-                    .filter(|&q| out[q].duplicate_of.is_none() && out[q].true_id == label)
-                    .collect();
-                if let Some(&src) = originals.get(r.gen_range(0..originals.len().max(1))) {
-                    out.push(TrainImage {
-                        label,
-                        true_id: label,
-                        shot: out[src].shot,
-                        duplicate_of: Some(src),
-                    });
-                    continue;
-                }
-            }
-            let true_id = if r.gen_bool(p.label_noise) {
-                (label + r.gen_range(1..ids)) % ids
-            } else {
-                label
-            };
-            out.push(TrainImage {
-                label,
-                true_id,
-                shot: (true_id as u64, seed_of(&[p.seed, 4, pos as u64])),
-                duplicate_of: None,
-            });
-        }
-    }
-    out
-}
-
-/// Render the aligned image of `id` for shot seed `shot` (and an optional duplicate perturbation).
-fn aligned_jpeg(id: &Identity, shot: u64, dup: Option<u64>, size: u32) -> Result<Vec<u8>> {
+/// Render the aligned image of `id` for shot seed `shot` at difficulty `d` (1 = the default mix),
+/// with an optional near-duplicate perturbation.
+fn aligned_jpeg(id: &Identity, shot: u64, d: f32, dup: Dup, size: u32) -> Result<Vec<u8>> {
     let mut r = ChaCha8Rng::seed_from_u64(shot);
-    let mut nz = Nuisance::new(&mut r);
-    if let Some(d) = dup {
-        nz = nz.near_duplicate(&mut ChaCha8Rng::seed_from_u64(d));
+    let mut nz = Nuisance::with_difficulty(&mut r, d);
+    if let Some((seed, strength)) = dup {
+        nz = nz.near_duplicate_by(&mut ChaCha8Rng::seed_from_u64(seed), strength);
     }
     let t = nz.aligned(id, size);
     let rgb = render(id, &nz, &t, size as usize, size as usize);
     encode_jpeg(&rgb, size as usize, size as usize, nz.quality)
+}
+
+/// The difficulty of a training shot: exp(spread · z), z ~ N(0, 1) drawn from the shot's seed (so
+/// a near-duplicate shares its source's); exactly 1 at spread 0.
+fn difficulty(p: &SyntheticFacesParams, shot: u64) -> f32 {
+    (p.difficulty_spread as f32 * normal(&mut rng_of(&[shot, 7]))).exp()
 }
 
 /// Output paths of the generator.
@@ -507,22 +481,55 @@ pub struct Outputs<'a> {
 /// Generate the whole default dataset. Returns the metrics.
 pub fn generate(p: &SyntheticFacesParams, out: &Outputs) -> Result<serde_json::Value> {
     let started = std::time::Instant::now();
-    let size = p.size;
     let ids = p.identities as u64;
     let identities: Vec<Identity> =
         (0..ids + p.verification_identities as u64 + p.ijbc_subjects as u64)
             .into_par_iter()
             .map(|i| Identity::new(p.seed, i))
             .collect();
+    let train = write_train(p, &identities, out)?;
+    let verification_images = write_pairs(p, &identities, out.pairs)?;
+    let ijbc = ijbc::generate_ijbc(p, &identities, out.ijbc)?;
+    let mut metrics = train;
+    let m = metrics
+        .as_object_mut()
+        .expect("write_train returns an object");
+    for (k, v) in [
+        ("pairs", json!(p.pairs)),
+        ("verification_images", json!(verification_images)),
+        ("ijbc_images", json!(ijbc.images)),
+        ("ijbc_rows", json!(ijbc.rows)),
+        ("ijbc_templates", json!(ijbc.templates)),
+        ("ijbc_pairs", json!(ijbc.pairs)),
+        ("ijbc_genuine_pairs", json!(ijbc.genuine)),
+        ("ijbc_impostor_pairs", json!(ijbc.pairs - ijbc.genuine)),
+        ("seconds", json!(started.elapsed().as_secs_f64())),
+    ] {
+        m.insert(k.to_string(), v);
+    }
+    Ok(metrics)
+}
 
-    // Training set.
+/// The training set and `noise.json`; returns the training metrics.
+fn write_train(
+    p: &SyntheticFacesParams,
+    identities: &[Identity],
+    out: &Outputs,
+) -> Result<serde_json::Value> {
+    let size = p.size;
     let plan = plan_train(p);
     let images = plan
         .par_iter()
         .enumerate()
         .map(|(pos, im)| {
-            let dup = im.duplicate_of.map(|_| seed_of(&[p.seed, 5, pos as u64]));
-            aligned_jpeg(&identities[im.shot.0 as usize], im.shot.1, dup, size)
+            let dup = im.duplicate_of.map(|_| {
+                (
+                    seed_of(&[p.seed, 5, pos as u64]),
+                    p.duplicate_strength as f32,
+                )
+            });
+            let d = difficulty(p, im.shot.1);
+            aligned_jpeg(&identities[im.shot.0 as usize], im.shot.1, d, dup, size)
         })
         .collect::<Result<Vec<_>>>()?;
     let labels: Vec<i64> = plan.iter().map(|im| im.label as i64).collect();
@@ -558,6 +565,7 @@ pub fn generate(p: &SyntheticFacesParams, out: &Outputs) -> Result<serde_json::V
         .collect();
     let true_ids: Vec<usize> = plan.iter().map(|im| im.true_id).collect();
     let counts = image_counts(p);
+    let (n_noisy, n_dups) = (noisy.len(), dups.len());
     let noise = json!({
         "n": plan.len(),
         "label_noise": noisy,
@@ -567,10 +575,24 @@ pub fn generate(p: &SyntheticFacesParams, out: &Outputs) -> Result<serde_json::V
     });
     std::fs::write(out.noise, serde_json::to_vec(&noise)?)
         .with_context(|| format!("cannot write {}", out.noise.display()))?;
+    Ok(json!({
+        "images": plan.len(),
+        "identities": p.identities,
+        "min_images_per_identity": counts.iter().min(),
+        "max_images_per_identity": counts.iter().max(),
+        "identities_with_at_most_5_images": counts.iter().filter(|&&c| c <= 5).count(),
+        "label_noise_images": n_noisy,
+        "duplicate_images": n_dups,
+        "image_size": size,
+        "classes": meta.c,
+    }))
+}
 
-    // Verification pairs: 10 folds, each half genuine then half impostor, drawn from a pool of
-    // `verification_pool` images per held-out identity (a genuine pair is two different images).
-    let v0 = ids;
+/// Verification pairs: 10 folds, each half genuine then half impostor, drawn from a pool of
+/// `verification_pool` images per held-out identity (a genuine pair is two different images).
+/// Returns the number of distinct images.
+fn write_pairs(p: &SyntheticFacesParams, identities: &[Identity], path: &Path) -> Result<usize> {
+    let v0 = p.identities as u64;
     let nv = p.verification_identities as u64;
     let pool = p.verification_pool as u64;
     let per_fold = (p.pairs / 10) as usize;
@@ -597,12 +619,8 @@ pub fn generate(p: &SyntheticFacesParams, out: &Outputs) -> Result<serde_json::V
         .into_par_iter()
         .map(|k| {
             let (v, j) = (k / pool, k % pool);
-            aligned_jpeg(
-                &identities[(v0 + v) as usize],
-                seed_of(&[p.seed, 10, v, j]),
-                None,
-                size,
-            )
+            let shot = seed_of(&[p.seed, 10, v, j]);
+            aligned_jpeg(&identities[(v0 + v) as usize], shot, 1.0, None, p.size)
         })
         .collect::<Result<Vec<_>>>()?;
     let pair_imgs: Vec<Vec<u8>> = specs
@@ -611,31 +629,8 @@ pub fn generate(p: &SyntheticFacesParams, out: &Outputs) -> Result<serde_json::V
         .map(|(v, j)| pool_imgs[(v * pool + j) as usize].clone())
         .collect();
     let issame: Vec<bool> = specs.iter().map(|s| s.2).collect();
-    bin::write_pairs(out.pairs, &pair_imgs, &issame)?;
-
-    // IJB-C-style release.
-    let ijbc = ijbc::generate_ijbc(p, &identities, out.ijbc)?;
-
-    Ok(json!({
-        "images": plan.len(),
-        "identities": p.identities,
-        "min_images_per_identity": counts.iter().min(),
-        "max_images_per_identity": counts.iter().max(),
-        "identities_with_at_most_5_images": counts.iter().filter(|&&c| c <= 5).count(),
-        "label_noise_images": noise["label_noise"].as_array().map_or(0, |a| a.len()),
-        "duplicate_images": noise["duplicates"].as_array().map_or(0, |a| a.len()),
-        "image_size": size,
-        "classes": meta.c,
-        "pairs": p.pairs,
-        "verification_images": pool_imgs.len(),
-        "ijbc_images": ijbc.images,
-        "ijbc_rows": ijbc.rows,
-        "ijbc_templates": ijbc.templates,
-        "ijbc_pairs": ijbc.pairs,
-        "ijbc_genuine_pairs": ijbc.genuine,
-        "ijbc_impostor_pairs": ijbc.pairs - ijbc.genuine,
-        "seconds": started.elapsed().as_secs_f64(),
-    }))
+    bin::write_pairs(path, &pair_imgs, &issame)?;
+    Ok(pool_imgs.len())
 }
 
 #[cfg(test)]

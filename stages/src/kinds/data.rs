@@ -17,15 +17,32 @@ use crate::kind_spec;
 pub struct SyntheticFacesParams {
     /// Training identities.
     pub identities: u32,
-    /// Mean images per training identity (the counts are long-tailed around it).
+    /// Mean images per training identity, realised exactly: the counts sum to
+    /// `identities × images_per_identity` (long-tailed, see the three params below).
     pub images_per_identity: u32,
+    /// Fewest images of a training identity (CASIA-WebFace: 2).
+    pub images_per_identity_min: u32,
+    /// Most images of a training identity, as a multiple of the mean (CASIA-WebFace: about
+    /// 800 / 46.75 ≈ 17), so the shape survives a smaller mean.
+    pub images_per_identity_max_ratio: f64,
+    /// Log-normal spread (σ of ln count) of the identity sizes before clamping; at 0.85 the
+    /// largest of 10,575 identities (CASIA-WebFace's count) is about 17-18× the mean.
+    pub images_per_identity_sigma: f64,
     /// Square image side in pixels.
     pub size: u32,
     pub seed: u64,
-    /// Fraction of training images given a wrong label (recorded in `noise`).
+    /// Fraction of training images given a wrong label: exactly round(label_noise × images) of
+    /// them (recorded in `noise`).
     pub label_noise: f64,
-    /// Fraction of training images that are near-duplicates of another image of their identity.
+    /// Fraction of training images that are near-duplicates of another image of their identity:
+    /// exactly round(duplicates × images) of them.
     pub duplicates: f64,
+    /// How far a near-duplicate moves from its source shot: 1 = up to ±0.6 px shift and ±3 %
+    /// gain, 0 = the same shot with fresh sensor noise and JPEG quality only.
+    pub duplicate_strength: f64,
+    /// Spread of the per-image difficulty of training images: each shot's pose, jitter,
+    /// occlusion, blur and noise are scaled by exp(spread · z), z ~ N(0, 1); 0 = all alike.
+    pub difficulty_spread: f64,
     /// Held-out identities used for the verification pairs.
     pub verification_identities: u32,
     /// Images rendered per verification identity; the pairs draw from this pool, so images repeat
@@ -47,10 +64,15 @@ impl Default for SyntheticFacesParams {
         SyntheticFacesParams {
             identities: 300,
             images_per_identity: 24,
+            images_per_identity_min: 2,
+            images_per_identity_max_ratio: 17.0,
+            images_per_identity_sigma: 0.85,
             size: 112,
             seed: 7,
-            label_noise: 0.02,
+            label_noise: 0.093,
             duplicates: 0.2,
+            duplicate_strength: 1.0,
+            difficulty_spread: 0.0,
             verification_identities: 100,
             verification_pool: 20,
             pairs: 6000,
@@ -61,15 +83,110 @@ impl Default for SyntheticFacesParams {
     }
 }
 
+impl SyntheticFacesParams {
+    /// The cap on one identity's images: max_ratio × mean, rounded, never below the mean.
+    pub fn max_images_per_identity(&self) -> u32 {
+        let cap = (self.images_per_identity_max_ratio * self.images_per_identity as f64).round();
+        (cap.min(u32::MAX as f64) as u32).max(self.images_per_identity)
+    }
+
+    fn validate_identity_sizes(&self, errs: &mut Vec<ParamError>) {
+        if self.images_per_identity_min < 2 {
+            errs.push(
+                ParamError::new(
+                    "images_per_identity_min",
+                    format!(
+                        "must be at least 2 (every identity keeps one clean original and has a \
+                         second image that may be a duplicate or mislabeled), got {}",
+                        self.images_per_identity_min
+                    ),
+                )
+                .with_hint("CASIA-WebFace's smallest identities have 2 images; the default is 2"),
+            );
+        }
+        if self.images_per_identity < self.images_per_identity_min.max(2) {
+            errs.push(
+                ParamError::new(
+                    "images_per_identity",
+                    format!(
+                        "the mean must be at least images_per_identity_min ({}), got {}",
+                        self.images_per_identity_min.max(2),
+                        self.images_per_identity
+                    ),
+                )
+                .with_hint("raise images_per_identity or lower images_per_identity_min"),
+            );
+        }
+        let r = self.images_per_identity_max_ratio;
+        if !(r.is_finite() && (1.0..=1000.0).contains(&r)) {
+            errs.push(
+                ParamError::new(
+                    "images_per_identity_max_ratio",
+                    format!("must be in [1, 1000] (the cap is a multiple of the mean), got {r}"),
+                )
+                .with_hint("the default 17 is CASIA-WebFace's largest identity over its mean"),
+            );
+        }
+        let s = self.images_per_identity_sigma;
+        if !(s.is_finite() && (0.0..=3.0).contains(&s)) {
+            errs.push(
+                ParamError::new(
+                    "images_per_identity_sigma",
+                    format!("must be in [0, 3] (0 = every identity the same size), got {s}"),
+                )
+                .with_hint("the default is 0.85"),
+            );
+        }
+    }
+
+    fn validate_defects(&self, errs: &mut Vec<ParamError>) {
+        if !(0.0..0.5).contains(&self.duplicates) {
+            errs.push(ParamError::new(
+                "duplicates",
+                format!("must be in [0, 0.5), got {}", self.duplicates),
+            ));
+        }
+        // Both defects go to images other than each identity's first; with at least 2 images per
+        // identity those are at least half of the images.
+        if self.label_noise >= 0.0
+            && self.duplicates >= 0.0
+            && self.label_noise + self.duplicates >= 0.5
+        {
+            errs.push(
+                ParamError::new(
+                    "label_noise",
+                    format!(
+                        "label_noise + duplicates must be below 0.5, got {} + {}",
+                        self.label_noise, self.duplicates
+                    ),
+                )
+                .with_hint("lower label_noise or duplicates"),
+            );
+        }
+        let st = self.duplicate_strength;
+        if !(st.is_finite() && (0.0..=5.0).contains(&st)) {
+            errs.push(
+                ParamError::new("duplicate_strength", format!("must be in [0, 5], got {st}"))
+                    .with_hint("1 (the default) = up to ±0.6 px shift and ±3 % gain"),
+            );
+        }
+        let d = self.difficulty_spread;
+        if !(d.is_finite() && (0.0..=2.0).contains(&d)) {
+            errs.push(
+                ParamError::new("difficulty_spread", format!("must be in [0, 2], got {d}"))
+                    .with_hint("0 (the default) = every training shot drawn from the same mix"),
+            );
+        }
+    }
+}
+
 impl Params for SyntheticFacesParams {
     fn validate(&self) -> Result<(), Vec<ParamError>> {
         let mut errs = Vec::new();
         if self.identities < 2 {
             errs.push(ParamError::new("identities", "must be at least 2"));
         }
-        if self.images_per_identity < 1 {
-            errs.push(ParamError::new("images_per_identity", "must be at least 1"));
-        }
+        self.validate_identity_sizes(&mut errs);
         if !(16..=512).contains(&self.size) || !self.size.is_multiple_of(4) {
             errs.push(ParamError::new(
                 "size",
@@ -82,12 +199,7 @@ impl Params for SyntheticFacesParams {
                 format!("must be in [0, 0.5), got {}", self.label_noise),
             ));
         }
-        if !(0.0..0.9).contains(&self.duplicates) {
-            errs.push(ParamError::new(
-                "duplicates",
-                format!("must be in [0, 0.9), got {}", self.duplicates),
-            ));
-        }
+        self.validate_defects(&mut errs);
         if self.pairs < 20 || !self.pairs.is_multiple_of(10) {
             errs.push(ParamError::new(
                 "pairs",
@@ -159,10 +271,12 @@ impl Params for SyntheticFacesParams {
 /// Version 2: pairs drawn from a pool of images per verification identity (6,000 by default)
 /// and IJB-C-style templates built from a pool of media per subject (1,500 templates, every pair
 /// listed: ≥ 10^6 impostor pairs), so the benchmark can tell 1 point of accuracy apart.
+/// Version 3: identity sizes with an exact mean, a floor and a cap (CASIA-WebFace's shape), label
+/// noise and near-duplicates in exact counts, near-duplicate strength and difficulty spread.
 pub static SYNTHETIC_FACES: super::KindSpec = kind_spec!(SyntheticFacesParams,
     name: "synthetic-faces",
     worker: Lite,
-    version: 2,
+    version: 3,
     summary: "seeded stand-in for CASIA-WebFace + LFW-style pairs + IJB-C-style 1:1, in the real formats",
     inputs: &[],
     outputs: &[
@@ -278,6 +392,73 @@ mod tests {
             .iter()
             .map(|e| format!("{e:?}"))
             .collect()
+    }
+
+    #[test]
+    fn data_shape_params_are_validated() {
+        let d = SyntheticFacesParams::default;
+        for (p, name) in [
+            (
+                SyntheticFacesParams {
+                    images_per_identity_min: 1,
+                    ..d()
+                },
+                "images_per_identity_min",
+            ),
+            (
+                SyntheticFacesParams {
+                    images_per_identity: 1,
+                    ..d()
+                },
+                "images_per_identity",
+            ),
+            (
+                SyntheticFacesParams {
+                    images_per_identity_max_ratio: 0.5,
+                    ..d()
+                },
+                "images_per_identity_max_ratio",
+            ),
+            (
+                SyntheticFacesParams {
+                    images_per_identity_sigma: f64::NAN,
+                    ..d()
+                },
+                "images_per_identity_sigma",
+            ),
+            (
+                SyntheticFacesParams {
+                    label_noise: 0.3,
+                    duplicates: 0.2,
+                    ..d()
+                },
+                "label_noise + duplicates",
+            ),
+            (
+                SyntheticFacesParams {
+                    duplicate_strength: -1.0,
+                    ..d()
+                },
+                "duplicate_strength",
+            ),
+            (
+                SyntheticFacesParams {
+                    difficulty_spread: 3.0,
+                    ..d()
+                },
+                "difficulty_spread",
+            ),
+        ] {
+            let e = errors(p);
+            assert!(e.len() == 1 && e[0].contains(name), "{name}: {e:?}");
+        }
+        // The cap never falls below the mean.
+        let p = SyntheticFacesParams {
+            images_per_identity_max_ratio: 1.0,
+            ..d()
+        };
+        assert_eq!(p.max_images_per_identity(), 24);
+        assert_eq!(d().max_images_per_identity(), 17 * 24);
     }
 
     #[test]
