@@ -7,6 +7,7 @@ mod exec;
 mod main_job;
 mod pipelines;
 mod repeats;
+mod report;
 mod serve;
 mod slurm;
 mod stages;

@@ -361,6 +361,22 @@ fn pad(a: f64, b: f64) -> (f64, f64) {
     }
 }
 
+/// Where the legend covers least: ROC curves rise to the right (the upper left is empty); on
+/// linear axes the upper right when most series fall (loss curves), else the lower right.
+fn legend_corner(series: &[Series], x_scale: Scale) -> SeriesLabelPosition {
+    let falling = series
+        .iter()
+        .filter(|s| matches!((s.points.first(), s.points.last()), (Some(a), Some(b)) if b.1 < a.1))
+        .count();
+    if x_scale == Scale::Far {
+        SeriesLabelPosition::UpperLeft
+    } else if 2 * falling > series.len() {
+        SeriesLabelPosition::UpperRight
+    } else {
+        SeriesLabelPosition::LowerRight
+    }
+}
+
 /// An x tick's label: on [`Scale::Far`] `1e<k>` at the powers of ten (the minor ticks stay
 /// unlabelled), else the value to 4 decimals.
 fn x_tick(x: f64, x_scale: Scale) -> String {
@@ -443,12 +459,7 @@ fn draw_lines<DB: DrawingBackend>(
             }
             chart
                 .configure_series_labels()
-                .position(if x_scale == Scale::Far {
-                    // ROC curves rise to the right: the empty corner is the upper left.
-                    SeriesLabelPosition::UpperLeft
-                } else {
-                    SeriesLabelPosition::LowerRight
-                })
+                .position(legend_corner(series, x_scale))
                 .label_font((FAMILY, 16))
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
