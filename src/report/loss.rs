@@ -24,7 +24,8 @@ pub fn loss_curves<'c>(
     aggregate: &[String],
 ) -> Result<Vec<LossCurve>> {
     // (stage, cell without the aggregated axes) -> the repeats' per-epoch losses.
-    let mut groups: Vec<((String, BTreeMap<String, String>), Vec<Vec<f64>>)> = Vec::new();
+    type Key = (String, BTreeMap<String, String>);
+    let mut groups: Vec<(Key, Vec<Vec<f64>>)> = Vec::new();
     for (i, inst) in p.instances.iter().enumerate() {
         if inst.action.kind_name() != "train" {
             continue;
