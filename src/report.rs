@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::cache::{Cache, ObjKind};
 use crate::exec::plan::{plan, PlanState};
 use crate::pipeline::{Action, Instance, Pipeline};
-use orchestrator_stages::eval::plot::{write_lines, Scale, Series, OKABE_ITO};
+use orchestrator_stages::eval::plot::{write_lines, Scale, Series, FAR_TICKS, OKABE_ITO};
 
 /// The verification sets of the paper, in its column order; their mean is "Avg".
 const PAPER_SETS: [&str; 5] = ["lfw", "cfp_fp", "agedb_30", "calfw", "cplfw"];
@@ -64,6 +64,13 @@ pub struct Row {
     /// Aggregated rows: column key -> how many repeats have a value (the mean is over those).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub n: BTreeMap<String, usize>,
+    /// The warnings of the row's stages (`<instance>: <warning>`, from their metrics.json).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Its prune keeps more than the target (the target is below the per-identity floor): not
+    /// like-for-like with the cells at the target, so never ranked against them.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub over_target: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,6 +84,9 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Cleaning quality against the injected noise (synthetic data): per clean instance.
     pub cleaning: Vec<BTreeMap<String, serde_json::Value>>,
+    /// Each training stage's loss per epoch (averaged over the aggregated axes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub training_loss: Vec<LossCurve>,
 }
 
 /// The stages a report reads: `report.stages` + `report.baseline`, or by default every
@@ -149,122 +159,172 @@ fn is_sub(small: &BTreeMap<String, String>, big: &BTreeMap<String, String>) -> b
     small.iter().all(|(k, v)| big.get(k) == Some(v))
 }
 
-/// Add the columns one instance's metrics contribute.
+/// The warning a `prune` stage gives when its target is below what the per-identity floor
+/// (`min_per_id`) allows: it then keeps more than the target.
+pub const BELOW_FLOOR: &str = "target below the floor";
+
+/// One column value an instance contributes: key, title, accuracy-like, value.
+type Put = (String, String, bool, Option<f64>);
+
+/// Add the columns one instance's metrics contribute, its warnings (the `warnings` list of its
+/// metrics.json, any stage), and for a `prune` whose target was below the floor the mark that
+/// the row keeps more than its target.
 fn absorb(inst: &Instance, cur: &Current, row: &mut Row, columns: &mut Vec<Column>) {
     let (kind, id) = (inst.action.kind_name(), inst.id.as_str());
-    let has_ids = row.values.contains_key("identities");
+    let m = &cur.metrics;
     if kind == "ijbc" {
         if let Some(p) = &cur.roc_csv {
             row.roc_csv = Some(p.clone());
-            row.roc_auc = cur.metrics.get("auc").and_then(|a| a.as_f64());
+            row.roc_auc = m.get("auc").and_then(|a| a.as_f64());
         }
-        if let Some(n) = cur.metrics.get("impostor_pairs").and_then(|n| n.as_f64()) {
+        if let Some(n) = m.get("impostor_pairs").and_then(|n| n.as_f64()) {
             row.far_floor = (n > 0.0).then(|| 1.0 / n);
         }
     }
-    let (values, sources) = (&mut row.values, &mut row.sources);
-    let mut put = |key: String, title: String, score: bool, v: Option<f64>| {
-        if let Some(v) = v.filter(|v| v.is_finite()) {
-            if !columns.iter().any(|c| c.key == key) {
-                columns.push(Column {
-                    key: key.clone(),
-                    title,
-                    score,
-                });
-            }
-            sources.insert(key.clone(), id.to_string());
-            values.insert(key, v);
+    for w in stage_warnings(m) {
+        if kind == "prune" && w.starts_with(BELOW_FLOOR) {
+            row.over_target = true;
         }
-    };
-    let m = &cur.metrics;
-    let f = |v: &serde_json::Value| v.as_f64();
-    match kind {
-        "prune" => {
-            put(
-                "kept_percent".into(),
-                "Kept %".into(),
-                false,
-                m.get("ratio").and_then(f).map(|r| r * 100.0),
-            );
-            put(
-                "identities".into(),
-                "Ids".into(),
-                false,
-                m.get("identities_kept").and_then(f),
-            );
-        }
-        "train" => {
-            put(
-                "train_minutes".into(),
-                "Train min".into(),
-                false,
-                Some(cur.duration_s / 60.0),
-            );
-            if !has_ids {
-                put(
-                    "identities".into(),
-                    "Ids".into(),
-                    false,
-                    m.get("num_classes").and_then(f),
-                );
-            }
-        }
-        "verify" => {
-            if let Some(sets) = m.get("sets").and_then(|s| s.as_object()) {
-                let mut names: Vec<&String> = sets.keys().collect();
-                names.sort_by_key(|n| {
-                    (
-                        PAPER_SETS.iter().position(|p| p == n).unwrap_or(usize::MAX),
-                        (*n).clone(),
-                    )
-                });
-                for name in names {
-                    let acc = sets[name].get("accuracy").and_then(f).map(|a| a * 100.0);
-                    let title = name.to_uppercase().replace('_', "-");
-                    put(format!("verify.{name}"), title.clone(), true, acc);
-                    // The spread over the 10 folds of that one model (np.std, ddof 0).
-                    let folds = sets[name].get("std").and_then(f).map(|s| s * 100.0);
-                    put(
-                        format!("verify.{name}.fold_std"),
-                        format!("{title} fold σ"),
-                        false,
-                        folds,
-                    );
-                }
-            }
-            put(
-                "verify.avg".into(),
-                "Avg".into(),
-                true,
-                m.get("avg").and_then(f).map(|a| a * 100.0),
-            );
-        }
-        "ijbc" => {
-            let tar = m.get("tar_at_far_percent");
-            for (k, t) in [("1e-05", "IJB-C 1e-5"), ("1e-04", "IJB-C 1e-4")] {
-                put(
-                    format!("ijbc.{k}"),
-                    t.into(),
-                    true,
-                    tar.and_then(|x| x.get(k)).and_then(f),
-                );
-            }
-        }
+        row.warnings.push(format!("{id}: {w}"));
+    }
+    let has_ids = row.values.contains_key("identities");
+    let puts: Vec<Put> = match kind {
+        "prune" => prune_columns(m),
+        "train" => train_columns(m, cur.duration_s, has_ids),
+        "verify" => verify_columns(m),
+        "ijbc" => ijbc_columns(m),
         "run" => {
             // A shell stage's metrics.json: every number, nested keys joined with `.`.
             let mut flat = Vec::new();
             flatten_numbers("", m, &mut flat);
-            for (k, v) in flat {
-                put(
-                    format!("{}.{k}", inst.stage),
-                    format!("{} {k}", inst.stage),
-                    false,
-                    Some(v),
-                );
-            }
+            flat.into_iter()
+                .map(|(k, v)| {
+                    let key = format!("{}.{k}", inst.stage);
+                    (key, format!("{} {k}", inst.stage), false, Some(v))
+                })
+                .collect()
         }
-        _ => {}
+        _ => Vec::new(),
+    };
+    for (key, title, score, v) in puts {
+        let Some(v) = v.filter(|v| v.is_finite()) else {
+            continue;
+        };
+        if !columns.iter().any(|c| c.key == key) {
+            columns.push(Column {
+                key: key.clone(),
+                title,
+                score,
+            });
+        }
+        row.sources.insert(key.clone(), id.to_string());
+        row.values.insert(key, v);
     }
+}
+
+/// The `warnings` strings of a stage's metrics.json (none when absent).
+pub fn stage_warnings(metrics: &serde_json::Value) -> Vec<String> {
+    metrics
+        .get("warnings")
+        .and_then(|w| w.as_array())
+        .map(|ws| {
+            ws.iter()
+                .filter_map(|w| w.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn num(m: &serde_json::Value, key: &str) -> Option<f64> {
+    m.get(key).and_then(|v| v.as_f64())
+}
+
+/// `prune`: the target ratio next to the achieved one (they differ where the floor keeps more).
+fn prune_columns(m: &serde_json::Value) -> Vec<Put> {
+    vec![
+        (
+            "target_percent".into(),
+            "Target %".into(),
+            false,
+            num(m, "target_ratio").map(|r| r * 100.0),
+        ),
+        (
+            "kept_percent".into(),
+            "Kept %".into(),
+            false,
+            num(m, "ratio").map(|r| r * 100.0),
+        ),
+        (
+            "identities".into(),
+            "Ids".into(),
+            false,
+            num(m, "identities_kept"),
+        ),
+    ]
+}
+
+fn train_columns(m: &serde_json::Value, duration_s: f64, has_ids: bool) -> Vec<Put> {
+    let mut out: Vec<Put> = vec![(
+        "train_minutes".into(),
+        "Train min".into(),
+        false,
+        Some(duration_s / 60.0),
+    )];
+    if !has_ids {
+        out.push((
+            "identities".into(),
+            "Ids".into(),
+            false,
+            num(m, "num_classes"),
+        ));
+    }
+    out
+}
+
+/// `verify`: each set's accuracy and the spread over its 10 folds, in the paper's order, then
+/// their average.
+fn verify_columns(m: &serde_json::Value) -> Vec<Put> {
+    let mut out = Vec::new();
+    if let Some(sets) = m.get("sets").and_then(|s| s.as_object()) {
+        let mut names: Vec<&String> = sets.keys().collect();
+        names.sort_by_key(|n| {
+            (
+                PAPER_SETS.iter().position(|p| p == n).unwrap_or(usize::MAX),
+                (*n).clone(),
+            )
+        });
+        for name in names {
+            let title = name.to_uppercase().replace('_', "-");
+            let acc = num(&sets[name], "accuracy").map(|a| a * 100.0);
+            out.push((format!("verify.{name}"), title.clone(), true, acc));
+            // The spread over the 10 folds of that one model (np.std, ddof 0).
+            let folds = num(&sets[name], "std").map(|s| s * 100.0);
+            out.push((
+                format!("verify.{name}.fold_std"),
+                format!("{title} fold σ"),
+                false,
+                folds,
+            ));
+        }
+    }
+    out.push((
+        "verify.avg".into(),
+        "Avg".into(),
+        true,
+        num(m, "avg").map(|a| a * 100.0),
+    ));
+    out
+}
+
+fn ijbc_columns(m: &serde_json::Value) -> Vec<Put> {
+    let tar = m.get("tar_at_far_percent");
+    [("1e-05", "IJB-C 1e-5"), ("1e-04", "IJB-C 1e-4")]
+        .into_iter()
+        .map(|(k, t)| {
+            let v = tar.and_then(|x| x.get(k)).and_then(|v| v.as_f64());
+            (format!("ijbc.{k}"), t.to_string(), true, v)
+        })
+        .collect()
 }
 
 /// Every number below `v` with its dotted path (objects only; arrays are not columns).
@@ -305,6 +365,24 @@ pub fn build(p: &Pipeline, cache: &Cache) -> Result<Report> {
         Some(key) => current(cache, key),
         None => Ok(None),
     })
+}
+
+/// The warnings of every instance of `p` with a current result (`(instance, warning)`, in
+/// pipeline order), as its metrics.json lists them: a run's final summary repeats them, cached
+/// or not, so that they do not vanish with the live view.
+pub fn warnings(p: &Pipeline, cache: &Cache) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (e, inst) in plan(p, cache)?.iter().zip(&p.instances) {
+        let (PlanState::Cached, Some(key)) = (&e.state, &e.key) else {
+            continue;
+        };
+        if let Some(cur) = current(cache, key)? {
+            for w in stage_warnings(&cur.metrics) {
+                out.push((inst.id.clone(), w));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Build the report of `p` from `current(i)`: the current result of instance `i` (index into
@@ -352,15 +430,7 @@ pub fn build_from(
     };
 
     // Baseline rows: one per distinct cell of the baseline stages (usually one).
-    let mut base_cells: Vec<BTreeMap<String, String>> = Vec::new();
-    for s in &base_stages {
-        for (_, i) in p.instances_of(s) {
-            if !base_cells.contains(&i.cell) {
-                base_cells.push(i.cell.clone());
-            }
-        }
-    }
-    for c in base_cells {
+    for c in baseline_cells(p, &base_stages) {
         let mut row = fill("baseline", c, &base_stages, &mut columns)?;
         row.values.entry("kept_percent".into()).or_insert(100.0);
         rows.push(row);
@@ -388,18 +458,8 @@ pub fn build_from(
             .position(|b| is_sub(&b.cell, &row.cell));
         rows.push(row);
     }
-    // Column order: kept, ids, verification sets (paper order), avg, IJB-C, train time, GPU-hours.
-    let rank = |c: &Column| match c.key.as_str() {
-        "kept_percent" => 0,
-        "identities" => 1,
-        "verify.avg" => 3,
-        k if k.starts_with("verify.") => 2,
-        k if k.starts_with("ijbc.") => 4,
-        "gpu_hours" => 6,
-        _ => 5,
-    };
     gpu_hours(p, &current, &mut rows, n_base, &mut columns)?;
-    columns.sort_by_key(|c| rank(c));
+    columns.sort_by_key(column_rank);
     let aggregate: Vec<String> = p
         .matrix_axes
         .iter()
@@ -413,17 +473,54 @@ pub fn build_from(
         .cloned()
         .collect();
     if !aggregate.is_empty() {
-        let base = aggregate_rows(rows.drain(..n_base).collect(), &aggregate);
-        let cells = aggregate_rows(std::mem::take(&mut rows), &aggregate);
-        n_base = base.len();
-        rows = base;
-        for mut r in cells {
-            r.baseline = rows[..n_base].iter().position(|b| is_sub(&b.cell, &r.cell));
-            rows.push(r);
-        }
+        (rows, n_base) = fold_repeats(rows, n_base, &aggregate);
     }
     mark_best(&axes, &columns, &mut rows[n_base..]);
 
+    Ok(Report {
+        pipeline: p.name.clone(),
+        cleaning: cleaning_rows(p, &current)?,
+        training_loss: loss_curves(p, &current, &aggregate)?,
+        axes,
+        aggregate,
+        columns,
+        rows,
+    })
+}
+
+/// Column order: target and kept %, ids, verification sets (paper order), avg, IJB-C, train
+/// time and other stages' columns, GPU-hours.
+fn column_rank(c: &Column) -> u8 {
+    match c.key.as_str() {
+        "target_percent" => 0,
+        "kept_percent" => 1,
+        "identities" => 2,
+        "verify.avg" => 4,
+        k if k.starts_with("verify.") => 3,
+        k if k.starts_with("ijbc.") => 5,
+        "gpu_hours" => 7,
+        _ => 6,
+    }
+}
+
+/// The distinct cells of the baseline stages' instances (usually one, the empty cell).
+fn baseline_cells(p: &Pipeline, base_stages: &[String]) -> Vec<BTreeMap<String, String>> {
+    let mut base_cells: Vec<BTreeMap<String, String>> = Vec::new();
+    for s in base_stages {
+        for (_, i) in p.instances_of(s) {
+            if !base_cells.contains(&i.cell) {
+                base_cells.push(i.cell.clone());
+            }
+        }
+    }
+    base_cells
+}
+
+/// Each `clean` instance's flagged count and its quality against the injected noise.
+fn cleaning_rows<'c>(
+    p: &Pipeline,
+    current: &dyn Fn(usize) -> Result<Option<&'c Current>>,
+) -> Result<Vec<BTreeMap<String, serde_json::Value>>> {
     let mut cleaning = Vec::new();
     for (i, inst) in p
         .instances
@@ -446,14 +543,7 @@ pub fn build_from(
         }
         cleaning.push(m);
     }
-    Ok(Report {
-        pipeline: p.name.clone(),
-        axes,
-        aggregate,
-        columns,
-        rows,
-        cleaning,
-    })
+    Ok(cleaning)
 }
 
 /// GPU-hours of each row: every instance whose current result ran on GPUs (GPUs of its device
@@ -504,6 +594,8 @@ fn gpu_hours<'c>(
 /// Mark the best score per group (the rows that share every axis but the first): only where the
 /// best is ahead of the runner-up by more than their combined standard deviation
 /// (sqrt(std_best² + std_second²); 0 for rows that are not aggregated, so a tie marks nothing).
+/// A row that keeps more than its target ([`Row::over_target`]) is not like-for-like: it is
+/// neither marked nor the runner-up of a row at the target.
 fn mark_best(axes: &[String], columns: &[Column], rows: &mut [Row]) {
     let group = |r: &Row| -> Vec<String> {
         axes.iter()
@@ -515,7 +607,7 @@ fn mark_best(axes: &[String], columns: &[Column], rows: &mut [Row]) {
     for c in columns.iter().filter(|c| c.score) {
         let mut by_group: BTreeMap<&Vec<String>, Vec<usize>> = BTreeMap::new();
         for (i, (r, g)) in rows.iter().zip(&groups).enumerate() {
-            if r.values.contains_key(&c.key) {
+            if r.values.contains_key(&c.key) && !r.over_target {
                 by_group.entry(g).or_default().push(i);
             }
         }
@@ -534,6 +626,20 @@ fn mark_best(axes: &[String], columns: &[Column], rows: &mut [Row]) {
             rows[w].best.push(c.key.clone());
         }
     }
+}
+
+/// [`aggregate_rows`] of the baseline rows (the first `n_base`) and of the cells apart, each cell
+/// linked to its baseline again; returns the rows and the new number of baseline rows.
+fn fold_repeats(mut rows: Vec<Row>, n_base: usize, aggregate: &[String]) -> (Vec<Row>, usize) {
+    let base = aggregate_rows(rows.drain(..n_base).collect(), aggregate);
+    let cells = aggregate_rows(rows, aggregate);
+    let n_base = base.len();
+    let mut rows = base;
+    for mut r in cells {
+        r.baseline = rows[..n_base].iter().position(|b| is_sub(&b.cell, &r.cell));
+        rows.push(r);
+    }
+    (rows, n_base)
 }
 
 /// One row per distinct cell without the `aggregate` axes (in order of first appearance): each
@@ -559,6 +665,17 @@ fn aggregate_rows(rows: Vec<Row>, aggregate: &[String]) -> Vec<Row> {
                 roc_csv: members.iter().find_map(|m| m.roc_csv.clone()),
                 roc_auc: members.iter().find_map(|m| m.roc_auc),
                 far_floor: members.iter().find_map(|m| m.far_floor),
+                // Repeats that share a stage (a prune of every seed) share its warnings: once each.
+                warnings: members
+                    .iter()
+                    .flat_map(|m| &m.warnings)
+                    .fold(Vec::new(), |mut ws, w| {
+                        if !ws.contains(w) {
+                            ws.push(w.clone());
+                        }
+                        ws
+                    }),
+                over_target: members.iter().any(|m| m.over_target),
                 ..Row::default()
             };
             let keys: std::collections::BTreeSet<&String> =
@@ -590,7 +707,9 @@ fn aggregate_rows(rows: Vec<Row>, aggregate: &[String]) -> Vec<Row> {
         .collect()
 }
 
+mod loss;
 mod render;
+pub use loss::{loss_curves, LossCurve};
 pub use render::roc_points;
 
 #[cfg(test)]

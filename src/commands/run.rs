@@ -94,7 +94,12 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
         tracing::warn!("{e}");
     }
     let summary = summary?;
-    let (text, json) = render_summary(&summary);
+    // Best effort, like the run log: the summary is shown whatever this finds.
+    let warnings = crate::report::warnings(&p, &cache).unwrap_or_else(|e| {
+        tracing::warn!("cannot list the stages' warnings: {e:#}");
+        Vec::new()
+    });
+    let (text, json) = render_summary(&summary, &warnings);
     view.summary(&text, json);
     if let Some(e) = summary.fatal {
         return Err(CliError::from(e));
@@ -141,7 +146,9 @@ fn execute(
     })
 }
 
-fn render_summary(s: &RunSummary) -> (String, serde_json::Value) {
+/// The final summary: failures with their logs' last lines, then every current result's
+/// warnings (`warnings`: instance, warning), the counts, and where the results are.
+fn render_summary(s: &RunSummary, warnings: &[(String, String)]) -> (String, serde_json::Value) {
     let mut t = String::new();
     for f in &s.failed {
         t.push_str(&format!(
@@ -159,6 +166,9 @@ fn render_summary(s: &RunSummary) -> (String, serde_json::Value) {
                 }
             }
         }
+    }
+    for (instance, w) in warnings {
+        t.push_str(&format!("warning: stage `{instance}`: {w}\n"));
     }
     let mut counts = format!(
         "ran {}, cached {}, failed {}",
@@ -201,6 +211,7 @@ fn render_summary(s: &RunSummary) -> (String, serde_json::Value) {
         "interrupted": s.interrupted,
         "wall_s": s.wall.as_secs_f64(),
         "results": s.results_dir,
+        "warnings": warnings.iter().map(|(i, w)| serde_json::json!({"instance": i, "message": w})).collect::<Vec<_>>(),
     });
     (t, json)
 }

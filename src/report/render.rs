@@ -34,6 +34,9 @@ impl Report {
         if self.below_far_floor(r, c) {
             s.push_str(" †");
         }
+        if r.over_target && c.key == "kept_percent" {
+            s.push_str(" ◊");
+        }
         if c.score {
             if let Some(b) = r.baseline.and_then(|b| self.rows[b].values.get(&c.key)) {
                 s = format!("{s} ({:+.2})", v - b);
@@ -110,6 +113,9 @@ impl Report {
         } else {
             self.axes.iter().map(|a| self.label(r, a)).collect()
         };
+        if !r.warnings.is_empty() {
+            out[0].push_str(" ‡");
+        }
         if !self.aggregate.is_empty() {
             out.push(self.repeats(r).to_string());
         }
@@ -173,6 +179,10 @@ impl Report {
                 "fold σ = the verification accuracy's std over its 10 folds (one model).\n",
             );
         }
+        out.push_str(&self.warning_notes());
+        if self.training_loss.iter().any(|c| !c.loss.is_empty()) {
+            out.push_str("\nTraining loss per epoch of each training stage: [training_loss.png](training_loss.png) ([SVG](training_loss.svg)).\n");
+        }
         if !self.cleaning.is_empty() {
             out.push_str("\nCleaning against the injected label noise:\n\n| stage | flagged | mislabeled | precision | recall |\n|---|---|---|---|---|\n");
             for c in &self.cleaning {
@@ -200,6 +210,29 @@ impl Report {
         out
     }
 
+    /// The footnotes of the ◊ (kept more than the target) and ‡ (a stage warned) marks, each
+    /// warning with its stage instance.
+    fn warning_notes(&self) -> String {
+        let mut out = String::new();
+        if self.rows.iter().any(|r| r.over_target) {
+            out.push_str("◊ kept more than its target: the target is below the per-identity floor (`min_per_id` samples of each identity), so Kept % is above Target % and the cell is not like-for-like with the cells at the target; it is never marked best of its group nor counted as a runner-up.\n");
+        }
+        let warned: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| !r.warnings.is_empty())
+            .collect();
+        if !warned.is_empty() {
+            out.push_str("‡ warnings of that row's stages:\n");
+            for r in warned {
+                for w in &r.warnings {
+                    out.push_str(&format!("- {}: {w}\n", self.row_label(r)));
+                }
+            }
+        }
+        out
+    }
+
     /// Numbers stay numbers: a baseline's axis cells are empty (its `role` says what it is), an
     /// aggregated column is followed by its `std` column, and `n` follows the axes.
     pub fn csv(&self) -> String {
@@ -220,6 +253,8 @@ impl Report {
         }
         head.push("role".into());
         head.push("missing".into());
+        head.push("over_target".into());
+        head.push("warnings".into());
         let mut out = head.join(",") + "\n";
         let num = |v: Option<&f64>| v.map(|v| v.to_string()).unwrap_or_default();
         for r in &self.rows {
@@ -246,6 +281,8 @@ impl Report {
             }
             cols.push(r.role.clone());
             cols.push(r.missing.join(" "));
+            cols.push(r.over_target.to_string());
+            cols.push(r.warnings.join("; "));
             out.push_str(
                 &cols
                     .iter()
@@ -279,7 +316,12 @@ impl Report {
     /// One fixed colour per method (the first axis's values in matrix order), the same in every
     /// plot; black for the full-data baseline.
     fn color_of(&self, r: &Row) -> (u8, u8, u8) {
-        if r.role == "baseline" {
+        self.color_of_cell(&r.cell, r.role == "baseline")
+    }
+
+    /// [`Report::color_of`] of a matrix cell (a baseline: black).
+    fn color_of_cell(&self, cell: &BTreeMap<String, String>, baseline: bool) -> (u8, u8, u8) {
+        if baseline {
             return (0, 0, 0);
         }
         let Some(axis) = self.axes.first() else {
@@ -291,95 +333,138 @@ impl Report {
                 seen.push(x);
             }
         }
-        let i = r
-            .cell
+        let i = cell
             .get(axis)
             .and_then(|v| seen.iter().position(|s| *s == v))
             .unwrap_or(0);
         OKABE_ITO[i % OKABE_ITO.len()]
     }
 
+    /// Every plot of the report: metrics against the kept ratio, ROC overlays, cleaning quality,
+    /// training loss; the paths of the SVG and PNG files written.
     fn plots(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         let mut out = Vec::new();
-        let method_axis = self.axes.first().cloned();
-        let by_method = |key: &str| -> Vec<Series> {
-            let mut series: Vec<Series> = Vec::new();
-            for r in &self.rows {
-                let (Some(&x), Some(&y)) = (r.values.get("kept_percent"), r.values.get(key)) else {
-                    continue;
-                };
-                let name = match (&method_axis, r.role.as_str()) {
-                    (_, "baseline") => "full data".to_string(),
-                    (Some(a), _) => r.cell.get(a).cloned().unwrap_or_default(),
-                    (None, _) => self.pipeline.clone(),
-                };
-                let i = match series.iter().position(|s| s.label == name) {
-                    Some(i) => i,
-                    None => {
-                        series.push(Series {
-                            label: name,
-                            color: Some(self.color_of(r)),
-                            ..Series::default()
-                        });
-                        series.len() - 1
-                    }
-                };
-                series[i].points.push((x, y));
-                series[i].y_err.push(r.std.get(key).copied().unwrap_or(0.0));
-            }
-            for s in &mut series {
-                let mut both: Vec<((f64, f64), f64)> = s
-                    .points
-                    .iter()
-                    .copied()
-                    .zip(s.y_err.iter().copied())
-                    .collect();
-                both.sort_by(|a, b| a.0 .0.total_cmp(&b.0 .0));
-                (s.points, s.y_err) = both.into_iter().unzip();
-                if s.y_err.iter().all(|&e| e == 0.0) {
-                    s.y_err.clear();
-                }
-            }
-            series
+        let mut plot = |stem: &str, title: &str, axes: (&str, &str), scale, series: &[Series]| {
+            write_lines(dir, stem, title, axes, scale, series)?;
+            out.push(dir.join(format!("{stem}.svg")));
+            out.push(dir.join(format!("{stem}.png")));
+            anyhow::Ok(())
         };
-        let mut metric_cols: Vec<&Column> = self
+        for c in self.plotted_metrics() {
+            let series = self.by_method(&c.key);
+            if series.iter().all(|s| s.points.is_empty()) {
+                continue;
+            }
+            let stem = format!("{}_vs_kept", c.key.replace(['.', '-'], "_"));
+            let title = format!("{} vs kept ratio", c.title);
+            let y = format!("{} %", c.title);
+            plot(&stem, &title, ("kept %", &y), Scale::Linear, &series)?;
+        }
+        for (stem, title, x_label, rocs) in self.roc_overlays() {
+            plot(&stem, &title, (&x_label, "TAR"), Scale::Far, &rocs)?;
+        }
+        let pr = self.cleaning_series();
+        if !pr.is_empty() {
+            let title = "Cleaning vs injected label noise";
+            plot(
+                "cleaning",
+                title,
+                ("recall %", "precision %"),
+                Scale::Linear,
+                &pr,
+            )?;
+        }
+        let loss = self.loss_series();
+        if !loss.is_empty() {
+            let mut title = "Training loss".to_string();
+            if !self.aggregate.is_empty() {
+                title.push_str(&format!(" (mean over {})", self.aggregate.join(", ")));
+            }
+            plot(
+                "training_loss",
+                &title,
+                ("epoch", "loss"),
+                Scale::Linear,
+                &loss,
+            )?;
+        }
+        Ok(out)
+    }
+
+    /// The columns plotted against the kept ratio: the verification average (else the first
+    /// set) and IJB-C TAR@1e-4.
+    fn plotted_metrics(&self) -> Vec<&Column> {
+        let mut cols: Vec<&Column> = self
             .columns
             .iter()
             .filter(|c| c.key == "verify.avg")
             .collect();
-        if metric_cols.is_empty() {
-            metric_cols.extend(
+        if cols.is_empty() {
+            cols.extend(
                 self.columns
                     .iter()
                     .filter(|c| c.key.starts_with("verify."))
                     .take(1),
             );
         }
-        metric_cols.extend(self.columns.iter().filter(|c| c.key == "ijbc.1e-04"));
-        for c in metric_cols {
-            let series = by_method(&c.key);
-            if series.iter().all(|s| s.points.is_empty()) {
+        cols.extend(self.columns.iter().filter(|c| c.key == "ijbc.1e-04"));
+        cols
+    }
+
+    /// Column `key` against the kept % as one series per method (the first axis; the baseline
+    /// its own), sorted by kept %, with the repeats' std as error bars.
+    fn by_method(&self, key: &str) -> Vec<Series> {
+        let method_axis = self.axes.first();
+        let mut series: Vec<Series> = Vec::new();
+        for r in &self.rows {
+            let (Some(&x), Some(&y)) = (r.values.get("kept_percent"), r.values.get(key)) else {
                 continue;
-            }
-            let stem = format!("{}_vs_kept", c.key.replace(['.', '-'], "_"));
-            write_lines(
-                dir,
-                &stem,
-                &format!("{} vs kept ratio", c.title),
-                ("kept %", &format!("{} %", c.title)),
-                Scale::Linear,
-                &series,
-            )?;
-            out.push(dir.join(format!("{stem}.svg")));
-            out.push(dir.join(format!("{stem}.png")));
+            };
+            let name = match (method_axis, r.role.as_str()) {
+                (_, "baseline") => "full data".to_string(),
+                (Some(a), _) => r.cell.get(a).cloned().unwrap_or_default(),
+                (None, _) => self.pipeline.clone(),
+            };
+            let i = match series.iter().position(|s| s.label == name) {
+                Some(i) => i,
+                None => {
+                    series.push(Series {
+                        label: name,
+                        color: Some(self.color_of(r)),
+                        ..Series::default()
+                    });
+                    series.len() - 1
+                }
+            };
+            series[i].points.push((x, y));
+            series[i].y_err.push(r.std.get(key).copied().unwrap_or(0.0));
         }
-        // ROC overlays: one plot per group (the cells that share every axis but the method, e.g.
-        // one kept ratio) with the baseline, or one for everything without groups.
-        let mut groups: Vec<(String, Vec<&Row>)> = Vec::new();
-        for r in self.rows.iter().filter(|r| r.roc_csv.is_some()) {
-            if r.role == "baseline" {
-                continue;
+        for s in &mut series {
+            let mut both: Vec<((f64, f64), f64)> = s
+                .points
+                .iter()
+                .copied()
+                .zip(s.y_err.iter().copied())
+                .collect();
+            both.sort_by(|a, b| a.0 .0.total_cmp(&b.0 .0));
+            (s.points, s.y_err) = both.into_iter().unzip();
+            if s.y_err.iter().all(|&e| e == 0.0) {
+                s.y_err.clear();
             }
+        }
+        series
+    }
+
+    /// ROC overlays: one plot per group (the cells that share every axis but the method, e.g.
+    /// one kept ratio) with the baseline, or one for everything without groups:
+    /// `(stem, title, x-axis title, curves)`.
+    fn roc_overlays(&self) -> Vec<(String, String, String, Vec<Series>)> {
+        let mut groups: Vec<(String, Vec<&Row>)> = Vec::new();
+        for r in self
+            .rows
+            .iter()
+            .filter(|r| r.roc_csv.is_some() && r.role != "baseline")
+        {
             let g: Vec<String> = self
                 .axes
                 .iter()
@@ -400,30 +485,10 @@ impl Report {
         if groups.is_empty() && !base.is_empty() {
             groups.push((String::new(), vec![]));
         }
+        let mut out = Vec::new();
         for (g, rows) in &groups {
-            let mut rocs = Vec::new();
-            for r in base.iter().chain(rows) {
-                let Some(text) = r
-                    .roc_csv
-                    .as_ref()
-                    .and_then(|p| std::fs::read_to_string(p).ok())
-                else {
-                    continue;
-                };
-                let mut label = self.row_label(r);
-                if let Some(a) = r.roc_auc {
-                    label = format!("{label} (AUC {:.2}%)", a * 100.0);
-                }
-                // The plotted FAR range ends at 1e-1.
-                let mut points = roc_points(&text);
-                points.retain(|&(far, _)| far <= 1e-1);
-                rocs.push(Series {
-                    label,
-                    points,
-                    color: Some(self.color_of(r)),
-                    ..Series::default()
-                });
-            }
+            let members: Vec<&Row> = base.iter().chain(rows).copied().collect();
+            let rocs: Vec<Series> = members.iter().filter_map(|r| self.roc_series(r)).collect();
             if rocs.is_empty() {
                 continue;
             }
@@ -439,23 +504,38 @@ impl Report {
             if rows.len() > 1 && !self.aggregate.is_empty() {
                 title.push_str(&format!(", first {}", self.aggregate.join(",")));
             }
-            let floor = base
-                .iter()
-                .chain(rows)
-                .filter_map(|r| r.far_floor)
-                .reduce(f64::max);
+            let floor = members.iter().filter_map(|r| r.far_floor).reduce(f64::max);
             let x_label = match floor {
-                Some(f) if f > 1e-6 => {
+                Some(f) if f > FAR_TICKS[0] => {
                     format!("FAR (below {f:.1e} = 1/impostor pairs: TAR at FAR 0)")
                 }
                 _ => "FAR".to_string(),
             };
-            write_lines(dir, &stem, &title, (&x_label, "TAR"), Scale::Far, &rocs)?;
-            out.push(dir.join(format!("{stem}.svg")));
-            out.push(dir.join(format!("{stem}.png")));
+            out.push((stem, title, x_label, rocs));
         }
-        let pr: Vec<Series> = self
-            .cleaning
+        out
+    }
+
+    /// A row's ROC curve (its ijbc stage's roc.csv up to FAR 1e-1), AUC in the label.
+    fn roc_series(&self, r: &Row) -> Option<Series> {
+        let text = std::fs::read_to_string(r.roc_csv.as_ref()?).ok()?;
+        let mut label = self.row_label(r);
+        if let Some(a) = r.roc_auc {
+            label = format!("{label} (AUC {:.2}%)", a * 100.0);
+        }
+        let mut points = roc_points(&text);
+        points.retain(|&(far, _)| far <= FAR_TICKS[5]);
+        Some(Series {
+            label,
+            points,
+            color: Some(self.color_of(r)),
+            ..Series::default()
+        })
+    }
+
+    /// Each clean stage's (recall, precision) against the injected noise, as one point.
+    fn cleaning_series(&self) -> Vec<Series> {
+        self.cleaning
             .iter()
             .filter_map(|c| {
                 let p = c.get("precision")?.as_f64()?;
@@ -466,20 +546,32 @@ impl Report {
                     ..Series::default()
                 })
             })
-            .collect();
-        if !pr.is_empty() {
-            write_lines(
-                dir,
-                "cleaning",
-                "Cleaning vs injected label noise",
-                ("recall %", "precision %"),
-                Scale::Linear,
-                &pr,
-            )?;
-            out.push(dir.join("cleaning.svg"));
-            out.push(dir.join("cleaning.png"));
-        }
-        Ok(out)
+            .collect()
+    }
+
+    /// One loss curve per training stage (epoch 1, 2, …), a method's colour where the stage
+    /// depends on the method axis; the stages outside the matrix in black and grey.
+    fn loss_series(&self) -> Vec<Series> {
+        let mut shared = 0;
+        self.training_loss
+            .iter()
+            .filter(|c| !c.loss.is_empty())
+            .map(|c| {
+                let color = match self.axes.first() {
+                    Some(a) if c.cell.contains_key(a) => self.color_of_cell(&c.cell, false),
+                    _ => {
+                        shared += 1;
+                        [(0, 0, 0), (120, 120, 120)][(shared - 1) % 2]
+                    }
+                };
+                Series {
+                    label: c.label.clone(),
+                    points: (1..).map(f64::from).zip(c.loss.iter().copied()).collect(),
+                    color: Some(color),
+                    ..Series::default()
+                }
+            })
+            .collect()
     }
 }
 

@@ -65,3 +65,42 @@ fn aggregate_rows_average_each_column_over_the_repeats() {
     // GPU-hours add up: the cost of all repeats.
     assert_eq!(r.values["gpu_hours"], 1.5);
 }
+
+#[test]
+fn a_cell_over_its_target_is_neither_best_nor_runner_up() {
+    let axes = vec!["method".to_string(), "ratio".to_string()];
+    let cols = [Column {
+        key: "acc".into(),
+        title: "Acc".into(),
+        score: true,
+    }];
+    let mut rows = vec![
+        // ratio 0.25: the floored cell is ahead, but keeps more data: a leads b, the ranked ones.
+        row("floored", "0.25", 99.0, None),
+        row("a", "0.25", 90.0, None),
+        row("b", "0.25", 85.0, None),
+        // ratio 0.5: without the floored cell, a is alone: nothing to be ahead of.
+        row("floored", "0.5", 10.0, None),
+        row("a", "0.5", 90.0, None),
+    ];
+    rows[0].over_target = true;
+    rows[3].over_target = true;
+    mark_best(&axes, &cols, &mut rows);
+    let marked: Vec<bool> = rows.iter().map(|r| !r.best.is_empty()).collect();
+    assert_eq!(marked, [false, true, false, false, false]);
+}
+
+#[test]
+fn repeats_sharing_a_stage_list_its_warning_once_and_keep_the_over_target_mark() {
+    let mut rows = Vec::new();
+    for seed in ["1", "2"] {
+        let mut r = row("a", "0.25", 1.0, None);
+        r.cell.insert("seed".into(), seed.into());
+        r.warnings = vec!["prune[method=a,ratio=0.25]: target below the floor".into()];
+        r.over_target = true;
+        rows.push(r);
+    }
+    let out = aggregate_rows(rows, &["seed".to_string()]);
+    assert_eq!(out[0].warnings.len(), 1);
+    assert!(out[0].over_target);
+}

@@ -8,6 +8,7 @@ mod live;
 mod main_job;
 mod pipelines;
 mod repeats;
+mod report;
 mod serve;
 mod slurm;
 mod stages;

@@ -108,9 +108,9 @@ fn report_aggregate_averages_the_seed_axis_with_std_and_n() {
     let csv = p.run(&["report", "p.yaml", "--format", "csv"]);
     csv.success()
         .stdout_has(
-            "method,size,n,score acc,score acc std,score sub.x,score sub.x std,role,missing\n",
+            "method,size,n,score acc,score acc std,score sub.x,score sub.x std,role,missing,over_target,warnings\n",
         )
-        .stdout_has("\nb,1,3,26,3,0.5,0,cell,\n");
+        .stdout_has("\nb,1,3,26,3,0.5,0,cell,,false,\n");
 }
 
 #[test]

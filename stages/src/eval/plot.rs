@@ -4,23 +4,29 @@
 //! plotters' bitmap backend cannot draw text without a font backend (it panics), and system fonts
 //! are not guaranteed on compute nodes, so the crate enables plotters' `ab_glyph` feature and embeds
 //! Lato Regular (SIL Open Font License 1.1, `fonts/OFL.txt`, 75 kB): both files carry the same
-//! labels and legend.
+//! labels and legend. PNG text is drawn by [`text::Text`] (plotters' own loses the glyphs' side
+//! bearings, squashing words and spaces).
 
 use std::io::Write;
 use std::path::Path;
 use std::sync::Once;
 
 use anyhow::{Context, Result};
+use plotters::coord::combinators::{LogCoord, WithKeyPoints};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
 use super::roc::{RocCurve, TarAtFar};
 
+mod text;
+use text::Text;
+
 const FONT: &[u8] = include_bytes!("fonts/Lato-Regular.ttf");
 const FAMILY: &str = "sans-serif";
 const SIZE: (u32, u32) = (800, 600);
-/// The x range of the reference plot (log scale).
-const FAR_MIN: f64 = 1e-6;
+/// The x range of the plots: InsightFace's IJB evaluation plots FAR 1e-6..1e-1 (log scale).
+const FAR_MIN: f64 = FAR_TICKS[0];
+const FAR_MAX: f64 = FAR_TICKS[5];
 
 fn register_font() -> Result<()> {
     static ONCE: Once = Once::new();
@@ -36,7 +42,7 @@ fn plot_points(curve: &RocCurve) -> Vec<(f64, f64)> {
     let mut out: Vec<(f64, f64)> = Vec::new();
     let (mut bin_of_last, mut in_bin) = (i64::MIN, 0);
     for (&f, &t) in curve.fpr.iter().zip(&curve.tpr) {
-        if f < FAR_MIN {
+        if !(FAR_MIN..=FAR_MAX).contains(&f) {
             continue;
         }
         let bin = (f.log10() * 400.0).floor() as i64;
@@ -69,7 +75,7 @@ where
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(60)
-        .build_cartesian_2d((FAR_MIN..1.0f64).log_scale(), 0.0..1.0f64)
+        .build_cartesian_2d(far_axis(), 0.0..1.0f64)
         .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
     chart
         .configure_mesh()
@@ -90,7 +96,7 @@ where
         .draw_series(
             picks
                 .iter()
-                .filter(|p| p.far >= FAR_MIN)
+                .filter(|p| (FAR_MIN..=FAR_MAX).contains(&p.far))
                 .map(|p| Circle::new((p.far, p.tar), 4, RED.filled())),
         )
         .map_err(|e| anyhow::anyhow!("plot: {e}"))?
@@ -131,7 +137,7 @@ pub fn write_roc(
     .with_context(|| format!("cannot draw {}", svg.display()))?;
     let png = dir.join("roc.png");
     draw(
-        BitMapBackend::new(&png, SIZE).into_drawing_area(),
+        Text(BitMapBackend::new(&png, SIZE)).into_drawing_area(),
         curve,
         label,
         title,
@@ -179,6 +185,10 @@ mod tests {
         .unwrap();
         let svg = std::fs::read_to_string(dir.path().join("roc.svg")).unwrap();
         assert!(svg.contains("False Positive Rate") && svg.contains("AUC"));
+        assert_eq!(
+            x_labels(&svg),
+            ["1e-6", "1e-5", "1e-4", "1e-3", "1e-2", "1e-1"]
+        );
         let png = image::open(dir.path().join("roc.png")).unwrap().to_rgb8();
         assert_eq!(png.dimensions(), SIZE);
         // Text and the curve drew dark pixels; not a blank canvas.
@@ -186,6 +196,31 @@ mod tests {
         let csv = std::fs::read_to_string(dir.path().join("roc.csv")).unwrap();
         assert_eq!(csv.lines().count(), c.fpr.len() + 1);
         assert!(csv.lines().nth(1).unwrap().starts_with("0,0,inf"));
+    }
+
+    /// The texts of an SVG that look like `1e<k>` (the FAR axis' labels), in order.
+    fn x_labels(svg: &str) -> Vec<String> {
+        svg.split('>')
+            .filter_map(|t| t.strip_suffix("</text"))
+            .map(|t| t.trim().to_string())
+            .filter(|t| t.starts_with("1e"))
+            .collect()
+    }
+
+    #[test]
+    fn the_far_axis_is_labelled_at_each_power_of_ten_from_1e_6_to_1e_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Series {
+            label: "a curve".into(),
+            points: vec![(1e-7, 0.1), (1e-3, 0.5), (0.5, 0.9)],
+            ..Series::default()
+        };
+        write_lines(dir.path(), "roc", "ROC", ("FAR", "TAR"), Scale::Far, &[s]).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("roc.svg")).unwrap();
+        assert_eq!(
+            x_labels(&svg),
+            ["1e-6", "1e-5", "1e-4", "1e-3", "1e-2", "1e-1"]
+        );
     }
 
     #[test]
@@ -201,7 +236,7 @@ mod tests {
         };
         let p = plot_points(&c);
         assert!(p.len() < 6000, "{}", p.len());
-        assert_eq!(p.last().unwrap().0, 1.0);
+        assert_eq!(p.last().unwrap().0, FAR_MAX);
     }
 }
 
@@ -227,6 +262,23 @@ pub const OKABE_ITO: [(u8, u8, u8); 7] = [
     (204, 121, 167),
     (240, 228, 66),
 ];
+
+/// The FAR axis' labelled ticks: every power of ten from 1e-6 to 1e-1, both ends included.
+pub const FAR_TICKS: [f64; 6] = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1];
+
+/// The FAR axis: log scale over exactly `FAR_TICKS[0]..=FAR_TICKS[5]`, labelled at
+/// [`FAR_TICKS`], light grid lines at 2..9 × 10^k. The ticks are given, not generated: plotters'
+/// log axis starts its ticks at `10^ceil(log10(start))`, and `log10(1e-6)` rounds to
+/// -5.999…, so its own ticks would leave 1e-6 unlabelled.
+fn far_axis() -> WithKeyPoints<LogCoord<f64>> {
+    let minor = FAR_TICKS[..5]
+        .iter()
+        .flat_map(|&p| (2..10).map(move |m| p * f64::from(m)));
+    (FAR_TICKS[0]..FAR_TICKS[5])
+        .log_scale()
+        .with_key_points(FAR_TICKS.to_vec())
+        .with_light_points(minor)
+}
 
 /// Axis scale of [`write_lines`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,7 +312,7 @@ pub fn write_lines(
     .with_context(|| format!("cannot draw {}", svg.display()))?;
     let png = dir.join(format!("{stem}.png"));
     draw_lines(
-        BitMapBackend::new(&png, SIZE).into_drawing_area(),
+        Text(BitMapBackend::new(&png, SIZE)).into_drawing_area(),
         title,
         axes,
         x_scale,
@@ -270,15 +322,9 @@ pub fn write_lines(
     Ok(())
 }
 
-fn draw_lines<DB: DrawingBackend>(
-    root: DrawingArea<DB, plotters::coord::Shift>,
-    title: &str,
-    (x_label, y_label): (&str, &str),
-    x_scale: Scale,
-    series: &[Series],
-) -> Result<()> {
-    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plot: {e}");
-    root.fill(&WHITE).map_err(|e| err(&e))?;
+/// The range of the points to plot (error bars included; x > 0 on log axes, within the FAR
+/// range on [`Scale::Far`]); 0..1 × 0..1 when there is none.
+fn data_bounds(series: &[Series], x_scale: Scale) -> (f64, f64, f64, f64) {
     let pts = series.iter().flat_map(|s| s.points.iter().copied());
     let (mut x0, mut x1, mut y0, mut y1) = (
         f64::INFINITY,
@@ -288,7 +334,7 @@ fn draw_lines<DB: DrawingBackend>(
     );
     for (x, y) in pts
         .filter(|(x, y)| x.is_finite() && y.is_finite() && (x_scale == Scale::Linear || *x > 0.0))
-        .filter(|(x, _)| x_scale != Scale::Far || (1e-6..=1e-1).contains(x))
+        .filter(|(x, _)| x_scale != Scale::Far || (FAR_MIN..=FAR_MAX).contains(x))
     {
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
     }
@@ -301,15 +347,62 @@ fn draw_lines<DB: DrawingBackend>(
         }
     }
     if !x0.is_finite() {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+        return (0.0, 1.0, 0.0, 1.0);
     }
-    let pad = |a: f64, b: f64| {
-        if (b - a).abs() < 1e-12 {
-            (a - 0.5, b + 0.5)
-        } else {
-            (a - 0.05 * (b - a), b + 0.05 * (b - a))
+    (x0, x1, y0, y1)
+}
+
+/// `a..b` widened by 5 % on each side (by 0.5 when empty).
+fn pad(a: f64, b: f64) -> (f64, f64) {
+    if (b - a).abs() < 1e-12 {
+        (a - 0.5, b + 0.5)
+    } else {
+        (a - 0.05 * (b - a), b + 0.05 * (b - a))
+    }
+}
+
+/// Where the legend covers least: ROC curves rise to the right (the upper left is empty); on
+/// linear axes the upper right when most series fall (loss curves), else the lower right.
+fn legend_corner(series: &[Series], x_scale: Scale) -> SeriesLabelPosition {
+    let falling = series
+        .iter()
+        .filter(|s| matches!((s.points.first(), s.points.last()), (Some(a), Some(b)) if b.1 < a.1))
+        .count();
+    if x_scale == Scale::Far {
+        SeriesLabelPosition::UpperLeft
+    } else if 2 * falling > series.len() {
+        SeriesLabelPosition::UpperRight
+    } else {
+        SeriesLabelPosition::LowerRight
+    }
+}
+
+/// An x tick's label: on [`Scale::Far`] `1e<k>` at the powers of ten (the minor ticks stay
+/// unlabelled), else the value to 4 decimals.
+fn x_tick(x: f64, x_scale: Scale) -> String {
+    match x_scale {
+        Scale::Far => {
+            let k = x.log10().round();
+            if (x.log10() - k).abs() < 1e-9 {
+                format!("1e{k}")
+            } else {
+                String::new()
+            }
         }
-    };
+        _ => format!("{}", (x * 1e4).round() / 1e4),
+    }
+}
+
+fn draw_lines<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    x_scale: Scale,
+    series: &[Series],
+) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plot: {e}");
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let (x0, x1, y0, y1) = data_bounds(series, x_scale);
     let (y0, y1) = pad(y0, y1);
     let mut builder = ChartBuilder::on(&root);
     builder
@@ -330,18 +423,7 @@ fn draw_lines<DB: DrawingBackend>(
                 .y_desc(y_label)
                 .label_style((FAMILY, 16))
                 .axis_desc_style((FAMILY, 18))
-                .x_label_formatter(&|x: &f64| match x_scale {
-                    // 10^k only; the minor ticks stay unlabelled.
-                    Scale::Far => {
-                        let k = x.log10().round();
-                        if (x.log10() - k).abs() < 1e-9 {
-                            format!("1e{k}")
-                        } else {
-                            String::new()
-                        }
-                    }
-                    _ => format!("{}", (x * 1e4).round() / 1e4),
-                })
+                .x_label_formatter(&|x: &f64| x_tick(*x, x_scale))
                 .draw()
                 .map_err(|e| err(&e))?;
             for (i, s) in series.iter().enumerate() {
@@ -377,12 +459,7 @@ fn draw_lines<DB: DrawingBackend>(
             }
             chart
                 .configure_series_labels()
-                .position(if x_scale == Scale::Far {
-                    // ROC curves rise to the right: the empty corner is the upper left.
-                    SeriesLabelPosition::UpperLeft
-                } else {
-                    SeriesLabelPosition::LowerRight
-                })
+                .position(legend_corner(series, x_scale))
                 .label_font((FAMILY, 16))
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
@@ -401,7 +478,7 @@ fn draw_lines<DB: DrawingBackend>(
             .build_cartesian_2d((x0..x1.max(x0 * 10.0)).log_scale(), y0..y1)
             .map_err(|e| err(&e))?),
         Scale::Far => finish!(builder
-            .build_cartesian_2d((1e-6..1e-1f64).log_scale(), y0..y1)
+            .build_cartesian_2d(far_axis(), y0..y1)
             .map_err(|e| err(&e))?),
     }
     root.present().map_err(|e| err(&e))?;
