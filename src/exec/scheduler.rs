@@ -80,6 +80,9 @@ struct Committed {
     result: Result<Manifest, String>,
 }
 
+/// How often the overall progress (the terminal's ETA) is recomputed while nothing settles.
+const OVERALL_EVERY: Duration = Duration::from_millis(250);
+
 pub struct Scheduler<'a> {
     p: &'a Pipeline,
     cache: &'a Cache,
@@ -98,8 +101,14 @@ pub struct Scheduler<'a> {
     recorded: Vec<Option<f64>>,
     /// Durations (s) of the instances this run finished, per stage.
     finished: HashMap<String, Vec<f64>>,
-    /// Expected duration (s) per instance, for the ETA ([`eta::expected`]).
+    /// Expected duration (s) per instance, for the ETA ([`eta::expected`]); recomputed, when
+    /// `expected_stale`, only by a turn that shows the overall progress (never under `-q`).
     expected: Vec<Option<f64>>,
+    expected_stale: bool,
+    /// What the last overall progress was computed from (the settled counts and the active
+    /// jobs) and when: it is computed again when those change or [`OVERALL_EVERY`] has passed,
+    /// so a run of n instances costs O(n) per settled instance, not per turn of the loop.
+    overall_at: Option<([usize; 6], Instant)>,
     resources: Resources,
     stopping: bool,
     interrupted: bool,
@@ -145,6 +154,8 @@ impl<'a> Scheduler<'a> {
             recorded: vec![None; n],
             finished: HashMap::new(),
             expected: vec![None; n],
+            expected_stale: true,
+            overall_at: None,
             dag: Dag::new(p),
             nodes: (0..n).map(|_| Node::Waiting).collect(),
             done: vec![None; n],
@@ -194,7 +205,7 @@ impl<'a> Scheduler<'a> {
             let active = self.active();
             // A run that starts nothing (a no-op rerun) shows no progress, only its summary.
             let started_any = active > 0 || self.ran + self.failures.len() + self.cancelled > 0;
-            if started_any && self.view.shows_overall() {
+            if started_any && self.view.shows_overall() && self.overall_due(active) {
                 let o = self.overall();
                 self.view.event(ViewEvent::Overall(o));
             }
@@ -469,16 +480,37 @@ impl<'a> Scheduler<'a> {
             true => recorded[i].map_or(1.0, |d| d.max(0.001)),
             false => 0.0,
         });
-        self.update_expected();
+        self.expected_stale = true;
     }
 
-    fn update_expected(&mut self) {
-        let stage: Vec<&str> = self.p.instances.iter().map(|i| i.stage.as_str()).collect();
-        self.expected = eta::expected(&stage, &self.recorded, &self.finished);
+    /// Whether this turn recomputes the overall progress: something settled or started since
+    /// the last time, or [`OVERALL_EVERY`] has passed (the terminal's running ETA).
+    fn overall_due(&mut self, active: usize) -> bool {
+        let now = [
+            self.ran,
+            self.cached,
+            self.failures.len(),
+            self.skipped,
+            self.cancelled,
+            active,
+        ];
+        let due = match self.overall_at {
+            None => true,
+            Some((last, at)) => last != now || at.elapsed() >= OVERALL_EVERY,
+        };
+        if due {
+            self.overall_at = Some((now, Instant::now()));
+        }
+        due
     }
 
     /// The run's overall progress now: counts, and the ETA while nothing stops the run.
-    fn overall(&self) -> Overall {
+    fn overall(&mut self) -> Overall {
+        if self.expected_stale {
+            let stage: Vec<&str> = self.p.instances.iter().map(|i| i.stage.as_str()).collect();
+            self.expected = eta::expected(&stage, &self.recorded, &self.finished);
+            self.expected_stale = false;
+        }
         let mut o = Overall {
             total: self.nodes.len(),
             ..Overall::default()
@@ -673,7 +705,7 @@ impl<'a> Scheduler<'a> {
             .entry(inst.stage.clone())
             .or_default()
             .push(m.duration_ms as f64 / 1000.0);
-        self.update_expected();
+        self.expected_stale = true;
         self.done[i] = Some(m);
         self.nodes[i] = Node::Done;
         self.ran += 1;
