@@ -190,9 +190,9 @@ fn logs_of_a_built_in_training_stage_show_its_epochs_loss_lr_and_throughput() {
     for epoch in ["epoch 1/2", "epoch 2/2"] {
         let line = log
             .lines()
-            .find(|l| l.starts_with(&format!("[progress] {epoch}  images_per_s ")))
+            .find(|l| l.starts_with(&format!("[progress] {epoch}  loss ")))
             .unwrap_or_else(|| panic!("no summary of {epoch} in the log:\n{log}"));
-        for field in ["  loss ", "  lr 0.1000"] {
+        for field in ["  images_per_s ", "  lr 0.1000"] {
             assert!(line.contains(field), "{line}");
         }
     }
