@@ -384,7 +384,7 @@ impl Report {
                 "training_loss",
                 &title,
                 ("epoch", "loss"),
-                Scale::Linear,
+                Scale::Count,
                 &loss,
             )?;
         }
@@ -553,6 +553,8 @@ impl Report {
     /// depends on the method axis; the stages outside the matrix in black and grey.
     fn loss_series(&self) -> Vec<Series> {
         let mut shared = 0;
+        // Curves of one colour (one method at several ratios) get successive line patterns.
+        let mut of_color: BTreeMap<(u8, u8, u8), usize> = BTreeMap::new();
         self.training_loss
             .iter()
             .filter(|c| !c.loss.is_empty())
@@ -564,10 +566,13 @@ impl Report {
                         [(0, 0, 0), (120, 120, 120)][(shared - 1) % 2]
                     }
                 };
+                let seen = of_color.entry(color).or_default();
+                *seen += 1;
                 Series {
                     label: c.label.clone(),
                     points: (1..).map(f64::from).zip(c.loss.iter().copied()).collect(),
                     color: Some(color),
+                    dash: *seen - 1,
                     ..Series::default()
                 }
             })

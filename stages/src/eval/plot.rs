@@ -13,6 +13,7 @@ use std::sync::Once;
 
 use anyhow::{Context, Result};
 use plotters::coord::combinators::{LogCoord, WithKeyPoints};
+use plotters::element::ComposedElement;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -208,6 +209,38 @@ mod tests {
     }
 
     #[test]
+    fn a_count_axis_is_labelled_at_whole_numbers_and_patterns_cycle() {
+        assert_eq!(x_tick(2.0, Scale::Count), "2");
+        assert_eq!(x_tick(2.5, Scale::Count), "");
+        assert_eq!(x_tick(2.5, Scale::Linear), "2.5");
+        assert_eq!(dash_pattern(0), None);
+        assert!(dash_pattern(1).is_some() && dash_pattern(2).is_some());
+        assert_ne!(dash_pattern(1), dash_pattern(2));
+        assert_eq!(dash_pattern(3), None);
+        // A dashed series draws (and its legend entry composes) in both back ends.
+        let dir = tempfile::tempdir().unwrap();
+        let series: Vec<Series> = (0..3)
+            .map(|dash| Series {
+                label: format!("pattern {dash}"),
+                points: vec![(1.0, 3.0 - dash as f64), (2.0, 2.0), (3.0, 1.0)],
+                dash,
+                ..Series::default()
+            })
+            .collect();
+        write_lines(
+            dir.path(),
+            "loss",
+            "t",
+            ("epoch", "loss"),
+            Scale::Count,
+            &series,
+        )
+        .unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("loss.svg")).unwrap();
+        assert!(svg.contains("pattern 2") && dir.path().join("loss.png").is_file());
+    }
+
+    #[test]
     fn the_far_axis_is_labelled_at_each_power_of_ten_from_1e_6_to_1e_1() {
         let dir = tempfile::tempdir().unwrap();
         let s = Series {
@@ -249,6 +282,9 @@ pub struct Series {
     pub y_err: Vec<f64>,
     /// A fixed colour (so a method keeps its colour across plots); `None`: by position.
     pub color: Option<(u8, u8, u8)>,
+    /// The line's pattern, which tells apart series of one colour: 0 solid, 1 dashed, 2 dotted
+    /// (and so on, cycling).
+    pub dash: usize,
 }
 
 /// Okabe & Ito's colour-blind-safe palette (Color Universal Design), black left out for the
@@ -287,6 +323,8 @@ pub enum Scale {
     Log,
     /// An ROC's FAR axis: log, fixed to 1e-6..1e-1, labelled at the powers of ten.
     Far,
+    /// A count (epochs): linear, labelled at whole numbers only.
+    Count,
 }
 
 /// A line plot with markers (a series of one point is still visible) as `<stem>.svg` and
@@ -389,9 +427,35 @@ fn x_tick(x: f64, x_scale: Scale) -> String {
                 String::new()
             }
         }
+        Scale::Count if (x - x.round()).abs() > 1e-9 => String::new(),
         _ => format!("{}", (x * 1e4).round() / 1e4),
     }
 }
+
+/// The dash and gap lengths (pixels) of pattern `dash` of [`Series::dash`]; `None`: solid.
+fn dash_pattern(dash: usize) -> Option<(u32, u32)> {
+    [None, Some((9, 5)), Some((2, 4))][dash % 3]
+}
+
+/// A legend entry's 18-pixel sample of a line in pattern `dash` (see [`dash_pattern`]) and
+/// colour `c`: three segments, which for a solid line cover the same span.
+fn legend_line<DB: DrawingBackend>(x: i32, y: i32, dash: usize, c: RGBAColor) -> LegendLine<DB> {
+    let spans = match dash_pattern(dash) {
+        None => [(0, 18); 3],
+        Some((on, _)) if on > 4 => [(0, 8), (13, 18), (13, 18)],
+        Some(_) => [(0, 2), (6, 8), (12, 14)],
+    };
+    let seg = |(a, b): (i32, i32)| PathElement::new(vec![(a, 0), (b, 0)], c.stroke_width(2));
+    EmptyElement::at((x, y)) + seg(spans[0]) + seg(spans[1]) + seg(spans[2])
+}
+
+/// What `EmptyElement + PathElement × 3` composes to.
+type LegendLine<DB> = ComposedElement<
+    (i32, i32),
+    DB,
+    PathElement<(i32, i32)>,
+    ComposedElement<(i32, i32), DB, PathElement<(i32, i32)>, PathElement<(i32, i32)>>,
+>;
 
 fn draw_lines<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
@@ -428,13 +492,18 @@ fn draw_lines<DB: DrawingBackend>(
                 .map_err(|e| err(&e))?;
             for (i, s) in series.iter().enumerate() {
                 let c = palette(i);
-                chart
-                    .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
+                let points = s.points.iter().copied();
+                let drawn = match dash_pattern(s.dash) {
+                    None => chart.draw_series(LineSeries::new(points, c.stroke_width(2))),
+                    Some((on, off)) => {
+                        chart.draw_series(DashedLineSeries::new(points, on, off, c.stroke_width(2)))
+                    }
+                };
+                let dash = s.dash;
+                drawn
                     .map_err(|e| err(&e))?
                     .label(s.label.clone())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
-                    });
+                    .legend(move |(x, y)| legend_line(x, y, dash, c));
                 // Markers only where they stay readable (a ROC curve has hundreds of points).
                 if s.points.len() <= 30 {
                     chart
@@ -468,7 +537,7 @@ fn draw_lines<DB: DrawingBackend>(
         }};
     }
     match x_scale {
-        Scale::Linear => {
+        Scale::Linear | Scale::Count => {
             let (x0, x1) = pad(x0, x1);
             finish!(builder
                 .build_cartesian_2d(x0..x1, y0..y1)
