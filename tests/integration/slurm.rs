@@ -157,10 +157,24 @@ impl Cluster {
         if ids.is_empty() {
             return Vec::new();
         }
-        let out = Command::new("squeue")
-            .args(["-h", "-r", "-o", "%i %T", "-j", &ids.join(",")])
-            .output()
-            .unwrap();
+        // A failed squeue (a busy controller) prints nothing, which must not read as "no job
+        // left": ask again, and fail the test if the controller never answers.
+        let t = Instant::now();
+        let out = loop {
+            let out = Command::new("squeue")
+                .args(["-h", "-r", "-o", "%i %T", "-j", &ids.join(",")])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                break out;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "squeue keeps failing: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)
@@ -667,7 +681,7 @@ fn slurm_requeued_array_task_runs_again_and_resumes_from_its_work_dir() {
         matrix: { i: [1, 2] }
         stages:
           s:
-            run: "if [ -f $ORCHESTRATOR_WORK_DIR/ckpt ]; then echo resumed ${matrix.i} > ${outputs.out}; else touch $ORCHESTRATOR_WORK_DIR/ckpt; sleep 60; echo fresh > ${outputs.out}; fi"
+            run: "if [ -f $ORCHESTRATOR_WORK_DIR/ckpt ]; then echo resumed ${matrix.i} > ${outputs.out}; else touch $ORCHESTRATOR_WORK_DIR/ckpt; sleep 600; echo fresh > ${outputs.out}; fi"
             outputs: [out]
         "#,
     );
@@ -695,14 +709,28 @@ fn slurm_requeued_array_task_runs_again_and_resumes_from_its_work_dir() {
     c.wait_for("the requeued task pending", Duration::from_secs(60), |c| {
         c.live().iter().any(|l| l.ends_with("PENDING"))
     });
-    Command::new("scontrol")
+    let t = Instant::now();
+    while !Command::new("scontrol")
         .args(["update", &format!("JobId={task}"), "StartTime=now"])
         .status()
-        .unwrap();
-    c.wait_for("the requeued task done", Duration::from_secs(60), |c| {
-        !c.live().iter().any(|l| l.starts_with(&format!("{task} ")))
-    });
-    // The other task is still in its 60 s sleep; stop it so the run ends.
+        .unwrap()
+        .success()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "scontrol update {task} StartTime=now keeps failing"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Done as the orchestrator sees it: its output committed (its link in results/), not merely
+    // gone from the queue.
+    c.wait_for(
+        "the requeued task's output stored",
+        Duration::from_secs(240),
+        |c| c.p.path("results/requeue/s[i=1]/out").exists(),
+    );
+    // The other task is still in its 600 s sleep (long enough whatever the controller's
+    // scheduling delay after the requeue); stop it so the run ends.
     Command::new("scancel")
         .arg(format!("{}_1", c.job_ids()[0]))
         .status()
