@@ -14,8 +14,9 @@
 //! instance whose resources are taken is passed over for the next one that fits (GPU packing).
 //!
 //! The view gets the run's overall progress ([`Overall`]: counts and an ETA from recorded
-//! durations, see [`super::eta`]) once per turn of the loop while jobs run; it is computed only
-//! when the view shows it, from in-memory state (no file is read for it).
+//! durations, see [`super::eta`]) while jobs run, when something started or settled or 250 ms
+//! have passed; it is computed only when the view shows it, from in-memory state (no file is
+//! read for it).
 //!
 //! Draining (as cargo's job queue does): an error inside the loop (the cache cannot be written,
 //! say) stops new work, cancels the running jobs and waits for them, and is then returned once,
