@@ -124,18 +124,19 @@ pub struct Current {
     pub roc_csv: Option<PathBuf>,
 }
 
+/// The stored `metrics.json` object `digest`, parsed.
+fn read_metrics(cache: &Cache, digest: &str) -> Result<serde_json::Value> {
+    let path = cache.store.object_path(digest);
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", path.display()))
+}
+
 fn current(cache: &Cache, key: &str) -> Result<Option<Current>> {
     let Some(m) = cache.manifest(key)? else {
         return Ok(None);
     };
     let metrics = match &m.metrics {
-        Some(d) => {
-            let path = cache.store.object_path(d);
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is not JSON", path.display()))?
-        }
+        Some(d) => read_metrics(cache, d)?,
         None => serde_json::Value::Null,
     };
     let roc_csv = match m.outputs.get("roc") {
@@ -367,19 +368,15 @@ pub fn build(p: &Pipeline, cache: &Cache) -> Result<Report> {
     })
 }
 
-/// The warnings of every instance of `p` with a current result (`(instance, warning)`, in
-/// pipeline order), as its metrics.json lists them: a run's final summary repeats them, cached
-/// or not, so that they do not vanish with the live view.
-pub fn warnings(p: &Pipeline, cache: &Cache) -> Result<Vec<(String, String)>> {
+/// The warnings (`(instance, warning)`, in the given order) that the stored `metrics.json`
+/// objects list: `metrics` as a run's summary carries them ([`crate::exec::RunSummary::metrics`]),
+/// so that the final summary repeats every done stage's warnings, cached or not, without a second
+/// plan; they do not vanish with the live view.
+pub fn warnings(cache: &Cache, metrics: &[(String, String)]) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
-    for (e, inst) in plan(p, cache)?.iter().zip(&p.instances) {
-        let (PlanState::Cached, Some(key)) = (&e.state, &e.key) else {
-            continue;
-        };
-        if let Some(cur) = current(cache, key)? {
-            for w in stage_warnings(&cur.metrics) {
-                out.push((inst.id.clone(), w));
-            }
+    for (instance, digest) in metrics {
+        for w in stage_warnings(&read_metrics(cache, digest)?) {
+            out.push((instance.clone(), w));
         }
     }
     Ok(out)

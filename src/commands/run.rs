@@ -95,7 +95,7 @@ pub fn run(args: Args, g: &Global) -> CliResult<u8> {
     }
     let summary = summary?;
     // Best effort, like the run log: the summary is shown whatever this finds.
-    let warnings = crate::report::warnings(&p, &cache).unwrap_or_else(|e| {
+    let warnings = crate::report::warnings(&cache, &summary.metrics).unwrap_or_else(|e| {
         tracing::warn!("cannot list the stages' warnings: {e:#}");
         Vec::new()
     });

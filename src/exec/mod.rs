@@ -103,6 +103,9 @@ pub struct RunSummary {
     pub signal: i32,
     pub wall: Duration,
     pub results_dir: PathBuf,
+    /// For each instance done in this run (ran or cached), in pipeline order, the digest of the
+    /// `metrics.json` it stored, if any: what the final summary reads the stages' warnings from.
+    pub metrics: Vec<(String, String)>,
     /// An error that stopped the run after it had started (it drained first): reported once,
     /// after the summary, with its own exit code.
     pub fatal: Option<ExecError>,

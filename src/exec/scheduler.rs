@@ -248,6 +248,9 @@ impl<'a> Scheduler<'a> {
             .iter()
             .filter(|n| matches!(n, Node::Ready { .. } | Node::Waiting))
             .count();
+        let metrics = (self.p.instances.iter().zip(&self.done))
+            .filter_map(|(inst, m)| Some((inst.id.clone(), m.as_ref()?.metrics.clone()?)))
+            .collect();
         Ok(RunSummary {
             ran: self.ran,
             cached: self.cached,
@@ -259,6 +262,7 @@ impl<'a> Scheduler<'a> {
             signal: self.signal,
             wall: started.elapsed(),
             results_dir,
+            metrics,
             fatal: self.fatal,
         })
     }
