@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 
 /// One IJB release, rows in file order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct IjbRelease {
     /// Image file names under `loose_crop/` (e.g. `1.jpg`).
     pub images: Vec<String>,
@@ -107,14 +107,7 @@ fn numbered(text: &str) -> impl Iterator<Item = (usize, &str)> {
 /// `check_images`, every listed loose crop must exist.
 pub fn read_release(root: &Path, target: &str, check_images: bool) -> Result<IjbRelease> {
     let [tid_mid, pairs_path, pts] = meta_paths(root, target)?;
-    let mut r = IjbRelease {
-        images: vec![],
-        templates: vec![],
-        media: vec![],
-        landmarks: vec![],
-        scores: vec![],
-        pairs: vec![],
-    };
+    let mut r = IjbRelease::default();
     read_tid_mid(&mut r, &tid_mid)?;
     read_landmarks(&mut r, &pts, &tid_mid)?;
     read_pairs(&mut r, &pairs_path, &tid_mid)?;

@@ -62,14 +62,7 @@ pub(super) fn generate_ijbc(
         .enumerate()
         .map(|(i, fr)| loose_crop(&identities[fr.identity as usize], fr, i, size))
         .collect::<Result<Vec<_>>>()?;
-    let mut release = IjbRelease {
-        images: vec![],
-        templates: vec![],
-        media: vec![],
-        landmarks: vec![],
-        scores: vec![],
-        pairs: vec![],
-    };
+    let mut release = IjbRelease::default();
     // Creates meta/ and loose_crop/.
     ijb::write_release(root, "IJBC", &release)?;
     for (name, jpeg, _, _) in &crops {
