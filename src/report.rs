@@ -67,8 +67,9 @@ pub struct Row {
     /// The warnings of the row's stages (`<instance>: <warning>`, from their metrics.json).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
-    /// Its prune keeps more than the target (the target is below the per-identity floor): not
-    /// like-for-like with the cells at the target, so never ranked against them.
+    /// Its prune keeps more than the target ([`OVER_TARGET`] or more above it, or the target is
+    /// below the per-identity floor): not like-for-like with the cells at the target, so never
+    /// ranked against them.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub over_target: bool,
 }
@@ -164,12 +165,30 @@ fn is_sub(small: &BTreeMap<String, String>, big: &BTreeMap<String, String>) -> b
 /// (`min_per_id`) allows: it then keeps more than the target.
 pub const BELOW_FLOOR: &str = "target below the floor";
 
+/// How far above its target a prune's kept ratio may be and still count as at the target
+/// (half a percentage point of the data). Rand and DynUnc keep ⌊n · fraction⌋ of each identity,
+/// so their kept count moves in steps (at a fraction of 0.5 every identity of even size gains a
+/// sample at once) and the floor of `min_per_id` adds to it: the nearest count at or above a
+/// target can be well above it. A cell that far above keeps materially more data than the cells
+/// it would be ranked against.
+pub const OVER_TARGET: f64 = 0.005;
+
+/// Whether a prune's metrics say it kept more than its target: the floor warning, or a kept
+/// ratio [`OVER_TARGET`] or more above `target_ratio`.
+fn kept_over_target(m: &serde_json::Value, warnings: &[String]) -> bool {
+    let stepped = match (num(m, "ratio"), num(m, "target_ratio")) {
+        (Some(kept), Some(target)) => kept - target >= OVER_TARGET - 1e-12,
+        _ => false,
+    };
+    stepped || warnings.iter().any(|w| w.starts_with(BELOW_FLOOR))
+}
+
 /// One column value an instance contributes: key, title, accuracy-like, value.
 type Put = (String, String, bool, Option<f64>);
 
 /// Add the columns one instance's metrics contribute, its warnings (the `warnings` list of its
-/// metrics.json, any stage), and for a `prune` whose target was below the floor the mark that
-/// the row keeps more than its target.
+/// metrics.json, any stage), and for a `prune` that kept more than its target
+/// ([`kept_over_target`]) the mark that says so.
 fn absorb(inst: &Instance, cur: &Current, row: &mut Row, columns: &mut Vec<Column>) {
     let (kind, id) = (inst.action.kind_name(), inst.id.as_str());
     let m = &cur.metrics;
@@ -182,10 +201,11 @@ fn absorb(inst: &Instance, cur: &Current, row: &mut Row, columns: &mut Vec<Colum
             row.far_floor = (n > 0.0).then(|| 1.0 / n);
         }
     }
-    for w in stage_warnings(m) {
-        if kind == "prune" && w.starts_with(BELOW_FLOOR) {
-            row.over_target = true;
-        }
+    let warnings = stage_warnings(m);
+    if kind == "prune" && kept_over_target(m, &warnings) {
+        row.over_target = true;
+    }
+    for w in warnings {
         row.warnings.push(format!("{id}: {w}"));
     }
     let has_ids = row.values.contains_key("identities");

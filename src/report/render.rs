@@ -215,7 +215,7 @@ impl Report {
     fn warning_notes(&self) -> String {
         let mut out = String::new();
         if self.rows.iter().any(|r| r.over_target) {
-            out.push_str("◊ kept more than its target: the target is below the per-identity floor (`min_per_id` samples of each identity), so Kept % is above Target % and the cell is not like-for-like with the cells at the target; it is never marked best of its group nor counted as a runner-up.\n");
+            out.push_str(&format!("◊ kept more than its target: Kept % is {} points or more above Target % (the target is below the per-identity floor of `min_per_id` samples, or the method's per-identity counts step over it), so the cell is not like-for-like with the cells at the target; it is never marked best of its group nor counted as a runner-up.\n", super::OVER_TARGET * 100.0));
         }
         let warned: Vec<&Row> = self
             .rows

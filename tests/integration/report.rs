@@ -1,5 +1,5 @@
 //! The report's honesty marks through the real binary: a prune whose target is below the
-//! per-identity floor keeps more than its target; the run's final summary, the report's
+//! per-identity floor, or whose kept count steps over its target, keeps more than its target; the run's final summary, the report's
 //! Markdown, CSV and JSON say so next to that cell (issues #19 §5, #22 item 4).
 
 use serde_json::Value;
@@ -117,6 +117,58 @@ fn a_cell_kept_above_its_target_by_the_floor_is_marked_everywhere_and_its_warnin
     assert!(
         floored_csv.contains(&format!(",cell,,true,\"{FLOORED}: target below the floor")),
         "{floored_csv}"
+    );
+}
+
+/// Eight identities of exactly 10 images (`images_per_identity_sigma: 0`). Rand keeps
+/// ⌊10 · f⌋ of each: the kept count steps from 32 (f < 0.5) to 40, so a 45 % target (36)
+/// cannot be met and the prune keeps 50 %, while a 50 % target is met exactly.
+const STEP: &str = r#"
+name: step
+matrix: { ratio: [0.45, 0.5] }
+stages:
+  data:
+    uses: synthetic-faces
+    with: { identities: 8, images_per_identity: 10, images_per_identity_sigma: 0, size: 16,
+            seed: 1, label_noise: 0.0, duplicates: 0.0, verification_identities: 2, pairs: 20,
+            ijbc_subjects: 2 }
+  score: { uses: score, inputs: { train: data.train }, with: { method: rand } }
+  prune:
+    uses: prune
+    inputs: { scores: score.scores, labels: data.train }
+    with: { target_ratio: "${matrix.ratio}", min_per_id: 1 }
+"#;
+
+#[test]
+#[ignore = "requires the stage worker (`make build`); `make test` builds it"]
+fn a_cell_whose_kept_count_steps_over_its_target_is_marked_and_an_exact_one_is_not() {
+    require_worker();
+    let p = Project::new();
+    p.file("s.yaml", STEP);
+    p.run(&["run", "s.yaml", "--gpus", "none"])
+        .success()
+        .stderr_has("warning: stage `prune[ratio=0.45]`: target not reachable exactly");
+    let r = p.run(&["report", "s.yaml", "--format", "json"]);
+    let report: Value = serde_json::from_str(&r.success().stdout()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let at = |ratio: &str| {
+        rows.iter()
+            .find(|r| r["cell"]["ratio"] == ratio)
+            .unwrap_or_else(|| panic!("no row {ratio} in {report:#}"))
+    };
+    let (stepped, exact) = (at("0.45"), at("0.5"));
+    // 40 of 80 samples kept for both targets: exactly 5 of each identity.
+    assert_eq!(stepped["values"]["kept_percent"], 50.0, "{stepped:#}");
+    assert_eq!(stepped["values"]["target_percent"], 45.0, "{stepped:#}");
+    assert_eq!(stepped["over_target"], true, "{stepped:#}");
+    assert_eq!(exact["values"]["kept_percent"], 50.0, "{exact:#}");
+    assert!(exact.get("over_target").is_none(), "{exact:#}");
+    let md = p.run(&["report", "s.yaml"]).success().stdout();
+    assert!(md.contains("| 0.45 ‡ | 45.00 | 50.00 ◊ |"), "{md}");
+    assert!(md.contains("| 0.5 | 50.00 | 50.00 |"), "{md}");
+    assert!(
+        md.contains("\n◊ kept more than its target: Kept % is 0.5 points or more above Target %"),
+        "{md}"
     );
 }
 
