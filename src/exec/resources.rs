@@ -160,6 +160,12 @@ impl Resources {
         (slots * self.cores / self.jobs).clamp(1, self.cores)
     }
 
+    /// Whether nothing at all can start now: no CPU slot and no GPU is free (every stage needs
+    /// one or the other).
+    pub fn exhausted(&self) -> bool {
+        self.free_cpus == 0 && self.free_gpus.is_empty()
+    }
+
     /// Take the slots `ask` needs, or `None` when they are not free now.
     pub fn try_take(&mut self, ask: &Ask) -> Option<Grant> {
         let cpus = self.cpu_need(ask);

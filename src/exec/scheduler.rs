@@ -41,7 +41,10 @@ use crate::fingerprint::Fingerprint;
 use crate::pipeline::{Action, Pipeline};
 
 mod launch;
+mod nodes;
 mod progress;
+
+use nodes::Nodes;
 
 /// The lifecycle of one stage instance within a run; data only where it is valid.
 #[derive(Debug)]
@@ -91,12 +94,10 @@ pub struct Scheduler<'a> {
     backend: Box<dyn Backend + 'a>,
     view: &'a mut View,
     dag: Dag,
-    nodes: Vec<Node>,
+    /// Every instance's state; changed only through [`Nodes::set`].
+    nodes: Nodes,
     done: Vec<Option<Manifest>>,
     external: Vec<BTreeMap<String, String>>,
-    priority: Vec<f64>,
-    /// Per instance, the longest chain of upstreams above it: deeper ready instances go first.
-    depth: Vec<usize>,
     /// Per instance, its own last recorded duration in seconds (the manifest of its last
     /// fingerprint), when there is one.
     recorded: Vec<Option<f64>>,
@@ -151,17 +152,15 @@ impl<'a> Scheduler<'a> {
             opts,
             backend,
             view,
-            depth: Vec::new(),
             recorded: vec![None; n],
             finished: HashMap::new(),
             expected: vec![None; n],
             expected_stale: true,
             overall_at: None,
             dag: Dag::new(p),
-            nodes: (0..n).map(|_| Node::Waiting).collect(),
+            nodes: Nodes::new(n),
             done: vec![None; n],
             external,
-            priority: vec![0.0; n],
             resources,
             stopping: false,
             interrupted: false,
@@ -203,7 +202,7 @@ impl<'a> Scheduler<'a> {
                     self.fail_run(e);
                 }
             }
-            let active = self.active();
+            let active = self.nodes.active();
             // A run that starts nothing (a no-op rerun) shows no progress, only its summary.
             let started_any = active > 0 || self.ran + self.failures.len() + self.cancelled > 0;
             if started_any && self.view.shows_overall() && self.overall_due(active) {
@@ -267,14 +266,6 @@ impl<'a> Scheduler<'a> {
         })
     }
 
-    /// Jobs started and not yet settled (running, or their outcome being recorded).
-    fn active(&self) -> usize {
-        self.nodes
-            .iter()
-            .filter(|n| matches!(n, Node::Running { .. } | Node::Committing { .. }))
-            .count()
-    }
-
     /// An error inside the loop: keep the first, launch nothing more, cancel what runs, and let
     /// the loop drain before it is reported.
     fn fail_run(&mut self, e: ExecError) {
@@ -336,7 +327,7 @@ impl<'a> Scheduler<'a> {
                     self.remember_last(i, &fp, &key, &m)?;
                     self.cache.link_results(&self.p.name, &inst.id, &m);
                     self.done[i] = Some(*m);
-                    self.nodes[i] = Node::Done;
+                    self.nodes.set(i, Node::Done);
                     self.cached += 1;
                     self.view.event(ViewEvent::Cached {
                         instance: inst.id.clone(),
@@ -344,11 +335,14 @@ impl<'a> Scheduler<'a> {
                     queue.extend(self.dag.downstream(i).iter().copied());
                 }
                 Verdict::Run { .. } => {
-                    self.nodes[i] = Node::Ready {
-                        fp,
-                        key,
-                        attempt: 1,
-                    }
+                    self.nodes.set(
+                        i,
+                        Node::Ready {
+                            fp,
+                            key,
+                            attempt: 1,
+                        },
+                    );
                 }
             }
         }
@@ -400,13 +394,11 @@ impl<'a> Scheduler<'a> {
 
     /// Ready instances whose fingerprint key is `key`.
     fn twins(&self, key: &str) -> Vec<usize> {
-        (0..self.nodes.len())
-            .filter(|&j| matches!(&self.nodes[j], Node::Ready { key: k, .. } if k == key))
-            .collect()
+        self.nodes.ready_with_key(key)
     }
 
     fn skip(&mut self, i: usize, because: usize) {
-        self.nodes[i] = Node::Skipped;
+        self.nodes.set(i, Node::Skipped);
         self.skipped += 1;
         let up = &self.p.instances[because].id;
         self.view.event(ViewEvent::Skipped {
@@ -421,9 +413,14 @@ impl<'a> Scheduler<'a> {
         if self.opts.gpus != GpuChoice::Discover {
             return;
         }
-        let needed = self.p.instances.iter().zip(&self.nodes).any(|(inst, n)| {
-            inst.resources.gpus > 0 && matches!(n, Node::Ready { .. } | Node::Waiting)
-        });
+        let needed = self
+            .p
+            .instances
+            .iter()
+            .zip(self.nodes.iter())
+            .any(|(inst, n)| {
+                inst.resources.gpus > 0 && matches!(n, Node::Ready { .. } | Node::Waiting)
+            });
         if needed {
             self.resources = Resources::new(super::resources::discover_gpus(), self.opts.jobs);
         }
@@ -444,7 +441,7 @@ impl<'a> Scheduler<'a> {
     }
 
     fn check_worker(&self) -> Result<(), ExecError> {
-        let needs = self.p.instances.iter().zip(&self.nodes).any(|(inst, n)| {
+        let needs = self.p.instances.iter().zip(self.nodes.iter()).any(|(inst, n)| {
             matches!(&inst.action, Action::Builtin { kind, .. } if self.opts.workers.for_kind(kind).is_none())
                 && matches!(n, Node::Ready { .. } | Node::Waiting)
         });
@@ -478,7 +475,9 @@ impl<'a> Scheduler<'a> {
         status: ExitStatus,
         accounting: Option<JobAccounting>,
     ) -> Result<(), ExecError> {
-        let node = std::mem::replace(&mut self.nodes[i], Node::Waiting);
+        if !matches!(self.nodes[i], Node::Running { .. }) {
+            return Ok(());
+        }
         let Node::Running {
             fp,
             key,
@@ -488,10 +487,9 @@ impl<'a> Scheduler<'a> {
             started,
             mut tail,
             cancelled,
-        } = node
+        } = self.nodes.set(i, Node::Waiting)
         else {
-            self.nodes[i] = node;
-            return Ok(());
+            unreachable!("checked above")
         };
         let p = self.p;
         let inst = &p.instances[i];
@@ -505,7 +503,7 @@ impl<'a> Scheduler<'a> {
         let log = prepared.spec.log.clone();
         if status != ExitStatus::Success && cancelled {
             self.backend.release(i);
-            self.nodes[i] = Node::Cancelled;
+            self.nodes.set(i, Node::Cancelled);
             self.cancelled += 1;
             self.view.event(ViewEvent::Cancelled {
                 instance: inst.id.clone(),
@@ -513,11 +511,14 @@ impl<'a> Scheduler<'a> {
             return Ok(());
         }
         if status != ExitStatus::Success {
-            self.nodes[i] = Node::Committing {
-                attempt,
-                log: log.clone(),
-                accounting: None,
-            };
+            self.nodes.set(
+                i,
+                Node::Committing {
+                    attempt,
+                    log: log.clone(),
+                    accounting: None,
+                },
+            );
             let extra = job::after_failure(self.cache, &prepared.run_dir, &inst.id, true);
             let message = format!("stage `{}` failed: {status}{extra}", inst.id);
             return self.fail(i, attempt, message, Some(log), accounting);
@@ -548,11 +549,14 @@ impl<'a> Scheduler<'a> {
             duration_ms,
             device,
         };
-        self.nodes[i] = Node::Committing {
-            attempt,
-            log,
-            accounting,
-        };
+        self.nodes.set(
+            i,
+            Node::Committing {
+                attempt,
+                log,
+                accounting,
+            },
+        );
         let tx = self.commit_tx.clone();
         tokio::task::spawn_blocking(move || {
             let result = job::commit(args);
@@ -563,22 +567,28 @@ impl<'a> Scheduler<'a> {
 
     fn on_committed(&mut self, c: Committed) -> Result<(), ExecError> {
         let i = c.job;
+        if !matches!(self.nodes[i], Node::Committing { .. }) {
+            return Ok(());
+        }
         let Node::Committing {
             attempt,
             log,
             accounting,
-        } = std::mem::replace(&mut self.nodes[i], Node::Waiting)
+        } = self.nodes.set(i, Node::Waiting)
         else {
-            return Ok(());
+            unreachable!("checked above")
         };
         let m = match c.result {
             Ok(m) => m,
             Err(e) => {
-                self.nodes[i] = Node::Committing {
-                    attempt,
-                    log: log.clone(),
-                    accounting: None,
-                };
+                self.nodes.set(
+                    i,
+                    Node::Committing {
+                        attempt,
+                        log: log.clone(),
+                        accounting: None,
+                    },
+                );
                 let extra = log
                     .parent()
                     .map(|d| job::after_failure(self.cache, d, &self.p.instances[i].id, false))
@@ -610,7 +620,7 @@ impl<'a> Scheduler<'a> {
             .push(m.duration_ms as f64 / 1000.0);
         self.expected_stale = true;
         self.done[i] = Some(m);
-        self.nodes[i] = Node::Done;
+        self.nodes.set(i, Node::Done);
         self.ran += 1;
         self.cache.index.put_last(&self.p.name, &inst.id, &fp)?;
         self.record(i, &key, RunStatus::Ok, ok)?;
@@ -621,7 +631,7 @@ impl<'a> Scheduler<'a> {
         // Instances waiting on the same fingerprint are cache hits now.
         let mut next = self.twins(&key);
         for &j in &next {
-            self.nodes[j] = Node::Waiting;
+            self.nodes.set(j, Node::Waiting);
         }
         next.extend(self.dag.downstream(i).iter().copied());
         self.settle(next)
@@ -652,14 +662,17 @@ impl<'a> Scheduler<'a> {
         let fp = Fingerprint::of(inst, digests);
         if will_retry {
             let key = fp.key();
-            self.nodes[i] = Node::Ready {
-                fp,
-                key,
-                attempt: attempt + 1,
-            };
+            self.nodes.set(
+                i,
+                Node::Ready {
+                    fp,
+                    key,
+                    attempt: attempt + 1,
+                },
+            );
             return Ok(());
         }
-        self.nodes[i] = Node::Failed;
+        self.nodes.set(i, Node::Failed);
         self.failures.push(Failure {
             instance: inst.id.clone(),
             location: inst.location.clone(),
@@ -748,17 +761,13 @@ impl<'a> Scheduler<'a> {
 
     /// Instances whose job is running (submitted, for a cluster).
     fn running(&self) -> Vec<usize> {
-        (0..self.nodes.len())
-            .filter(|&i| matches!(self.nodes[i], Node::Running { .. }))
-            .collect()
+        self.nodes.running()
     }
 
     /// Ask the backend to stop these jobs, in one call; their ends are then ours, not failures.
     fn cancel(&mut self, jobs: &[usize], hard: bool) {
         for &i in jobs {
-            if let Node::Running { cancelled, .. } = &mut self.nodes[i] {
-                *cancelled = true;
-            }
+            self.nodes.mark_cancelled(i);
         }
         if !jobs.is_empty() {
             self.backend.cancel(jobs, hard);

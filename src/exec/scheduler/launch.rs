@@ -20,30 +20,29 @@ impl Scheduler<'_> {
     /// taken is passed over for the next that fits): follow an earlier process's job where the
     /// backend has one, else prepare an attempt; the new attempts go to the backend in one batch.
     pub(super) fn launch(&mut self) -> Result<(), ExecError> {
-        let mut ready: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| matches!(self.nodes[i], Node::Ready { .. }))
-            .collect();
-        ready.sort_by(|&a, &b| {
-            self.depth[b]
-                .cmp(&self.depth[a])
-                .then(self.priority[b].total_cmp(&self.priority[a]))
-                .then(a.cmp(&b))
-        });
         let p = self.p;
         let mut batch = Vec::new();
         let mut result = Ok(());
-        for i in ready {
-            let inst = &p.instances[i];
-            if matches!(&self.nodes[i], Node::Ready { key, .. } if self.busy.contains_key(key)) {
-                continue;
+        let mut cursor = None;
+        // In launch order; a cursor, since launching takes nodes out of the ready set. Once no
+        // slot at all is free, nothing further can start: the walk stops there.
+        while let Some(at) = self.nodes.next_ready(cursor) {
+            cursor = Some(at);
+            if self.resources.exhausted() {
+                break;
             }
+            let i = at.index;
+            let inst = &p.instances[i];
             let Some(grant) = self.resources.try_take(&inst.resources) else {
                 continue;
             };
-            let Node::Ready { fp, key, attempt } =
-                std::mem::replace(&mut self.nodes[i], Node::Waiting)
-            else {
-                unreachable!()
+            if matches!(&self.nodes[i], Node::Ready { key, .. } if self.busy.contains_key(key)) {
+                // Its twin runs: it waits for that result (and will be a cache hit).
+                self.resources.give_back(&grant);
+                continue;
+            }
+            let Node::Ready { fp, key, attempt } = self.nodes.set(i, Node::Waiting) else {
+                unreachable!("the ready set holds ready nodes only")
             };
             if let Some(a) = self.backend.adopt(i, &key) {
                 self.view.event(ViewEvent::Note {
@@ -76,7 +75,7 @@ impl Scheduler<'_> {
             };
             if let Err(e) = self.record(i, &key, RunStatus::Started, started) {
                 self.resources.give_back(&grant);
-                self.nodes[i] = Node::Ready { fp, key, attempt };
+                self.nodes.set(i, Node::Ready { fp, key, attempt });
                 result = Err(e);
                 break;
             }
@@ -170,11 +169,14 @@ impl Scheduler<'_> {
         message: String,
     ) -> Result<(), ExecError> {
         self.resources.give_back(grant);
-        self.nodes[i] = Node::Committing {
-            attempt,
-            log: PathBuf::new(),
-            accounting: None,
-        };
+        self.nodes.set(
+            i,
+            Node::Committing {
+                attempt,
+                log: PathBuf::new(),
+                accounting: None,
+            },
+        );
         self.fail(i, attempt, message, None, None)
     }
 
@@ -196,15 +198,18 @@ impl Scheduler<'_> {
         });
         let tail = ProgressTail::new(prepared.progress.clone());
         self.busy.insert(key.clone(), i);
-        self.nodes[i] = Node::Running {
-            fp,
-            key,
-            attempt,
-            grant,
-            prepared: Box::new(prepared),
-            started: Instant::now(),
-            tail,
-            cancelled: false,
-        };
+        self.nodes.set(
+            i,
+            Node::Running {
+                fp,
+                key,
+                attempt,
+                grant,
+                prepared: Box::new(prepared),
+                started: Instant::now(),
+                tail,
+                cancelled: false,
+            },
+        );
     }
 }

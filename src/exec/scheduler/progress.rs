@@ -14,7 +14,6 @@ impl Scheduler<'_> {
     /// DAG, each pending instance weighted by its recorded duration (1 s when unknown).
     pub(super) fn compute_priorities(&mut self) {
         let (p, cache) = (self.p, self.cache);
-        self.depth = self.dag.depths();
         for (i, n) in self.nodes.iter().enumerate() {
             self.recorded[i] = match n {
                 Node::Done => self.done[i].as_ref().map(|m| m.duration_ms as f64 / 1000.0),
@@ -34,10 +33,11 @@ impl Scheduler<'_> {
             .map(|n| !matches!(n, Node::Done | Node::Skipped | Node::Failed))
             .collect();
         let recorded = &self.recorded;
-        self.priority = self.dag.critical_path_lengths(|i| match pending[i] {
+        let priority = self.dag.critical_path_lengths(|i| match pending[i] {
             true => recorded[i].map_or(1.0, |d| d.max(0.001)),
             false => 0.0,
         });
+        self.nodes.rank(self.dag.depths(), priority);
         self.expected_stale = true;
     }
 
@@ -69,8 +69,13 @@ impl Scheduler<'_> {
             self.expected = eta::expected(&stage, &self.recorded, &self.finished);
             self.expected_stale = false;
         }
+        let c = self.nodes.counts();
         let mut o = Overall {
             total: self.nodes.len(),
+            done: c.done,
+            running: c.running,
+            failed: c.failed,
+            skipped: c.skipped,
             ..Overall::default()
         };
         let left: Vec<Option<f64>> = self
@@ -80,24 +85,11 @@ impl Scheduler<'_> {
             .map(|(n, e)| match n {
                 Node::Waiting | Node::Ready { .. } => *e,
                 Node::Running { started, .. } => {
-                    o.running += 1;
                     e.map(|e| (e - started.elapsed().as_secs_f64()).max(0.0))
                 }
                 // Its job has ended (and holds no slot); its outputs are being stored.
                 Node::Committing { .. } => Some(0.0),
-                Node::Done => {
-                    o.done += 1;
-                    Some(0.0)
-                }
-                Node::Failed => {
-                    o.failed += 1;
-                    Some(0.0)
-                }
-                Node::Skipped => {
-                    o.skipped += 1;
-                    Some(0.0)
-                }
-                Node::Cancelled => Some(0.0),
+                Node::Done | Node::Failed | Node::Skipped | Node::Cancelled => Some(0.0),
             })
             .collect();
         if !self.stopping {
@@ -113,14 +105,12 @@ impl Scheduler<'_> {
 
     pub(super) fn poll_progress(&mut self) {
         let mut events = Vec::new();
-        for (i, n) in self.nodes.iter_mut().enumerate() {
-            if let Node::Running { tail, .. } = n {
-                if let Some(text) = tail.poll() {
-                    events.push(ViewEvent::Progress {
-                        instance: self.p.instances[i].id.clone(),
-                        text,
-                    });
-                }
+        for (i, tail) in self.nodes.running_tails() {
+            if let Some(text) = tail.poll() {
+                events.push(ViewEvent::Progress {
+                    instance: self.p.instances[i].id.clone(),
+                    text,
+                });
             }
         }
         for e in events {
