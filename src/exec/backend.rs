@@ -132,25 +132,42 @@ impl LocalBackend {
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let (prog, args) = spec.argv.split_first().ok_or("empty command")?;
         stop_leftovers(&spec)?;
-        let mut cmd = tokio::process::Command::new(prog);
-        cmd.args(args)
-            .current_dir(&spec.cwd)
+        let files =
+            super::reaper::ReaperFiles::in_run_dir(&spec.run_dir, super::reaper::protect_inputs());
+        let me = std::process::id() as libc::pid_t;
+        let mut cmd = match super::reaper::reaper_exe() {
+            // The reaper is this program started again (posix_spawn: no copy of our memory);
+            // the stage's environment is the reaper's.
+            Some(exe) => {
+                let program = super::reaper::resolve_program(&spec.argv)
+                    .map_err(|e| format!("cannot start `{prog}`: {e}"))?;
+                let mut cmd = tokio::process::Command::new(exe);
+                cmd.arg(super::reaper::REAPER_ARG)
+                    .args(super::reaper::reaper_args(me, &files, &program, &spec.argv));
+                cmd
+            }
+            // No entry point in this program (the library's unit tests): fork, and become the
+            // reaper between fork and exec.
+            None => {
+                let stage = super::reaper::StageExec::new(&spec.argv, &spec.env)
+                    .map_err(|e| format!("cannot start `{prog}`: {e}"))?;
+                let mut cmd = tokio::process::Command::new(prog);
+                cmd.args(args);
+                // SAFETY: the hook runs between fork and exec; `split` only makes system calls
+                // that need no allocation and take no lock.
+                unsafe {
+                    cmd.pre_exec(move || super::reaper::split(me, &files, &stage));
+                }
+                cmd
+            }
+        };
+        cmd.current_dir(&spec.cwd)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(log2)
             .process_group(0)
             .kill_on_drop(false);
-        let files =
-            super::reaper::ReaperFiles::in_run_dir(&spec.run_dir, super::reaper::protect_inputs());
-        let stage = super::reaper::StageExec::new(&spec.argv, &spec.env)
-            .map_err(|e| format!("cannot start `{prog}`: {e}"))?;
-        // SAFETY: the hook runs between fork and exec; `split` only makes system calls that
-        // need no allocation and take no lock.
-        let me = std::process::id() as libc::pid_t;
-        unsafe {
-            cmd.pre_exec(move || super::reaper::split(me, &files, &stage));
-        }
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start `{prog}`: {e}"))?;

@@ -20,13 +20,118 @@
 //!   mount namespace of its own in which the cache's `views/` and `objects/` are read-only, so
 //!   no write reaches a stored object.
 //!
-//! It runs between `fork` and `exec` of a multi-threaded process, so it only makes system
-//! calls that need no allocation and take no lock (no Rust std I/O), and starts the stage with
-//! `posix_spawn` from arguments, environment and attributes made before the fork.
+//! The reaper is started by `exec`, not by `fork`: the orchestrator binary runs itself as
+//! `orchestrator __orchestrator-reaper ...` ([`enter_if_reaper`], first thing in `main`), with
+//! `posix_spawn` (a vfork: nothing of the orchestrator's memory is copied). A fork of the
+//! orchestrator cost time in proportion to its memory (copying its page tables, then
+//! copy-on-write faults in the orchestrator while the reaper lived): with 5,000 instances in
+//! memory that was most of the scheduler's time per stage. Where the entry point is not
+//! installed (the library's own unit tests), the backend falls back to forking; the fork's
+//! child runs [`split`] between `fork` and `exec` of a multi-threaded process, so that code only
+//! makes system calls that need no allocation and take no lock (no Rust std I/O), and starts
+//! the stage with `posix_spawn` from arguments, environment and attributes made before the
+//! fork. Both paths run the same [`split`].
 
 use std::ffi::CString;
 
 use libc::{c_int, pid_t};
+
+/// `argv[1]` of the orchestrator binary started as a stage's reaper.
+pub const REAPER_ARG: &str = "__orchestrator-reaper";
+
+/// The program that serves as the reaper (set by [`enter_if_reaper`]).
+static REAPER_EXE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// First thing in the `main` of a binary that runs stages. Started as a reaper
+/// (`<exe> __orchestrator-reaper ...`): become it, and never return. Otherwise: note that this
+/// program can start reapers by `exec` ([`reaper_exe`]).
+pub fn enter_if_reaper() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(REAPER_ARG)) {
+        reaper_main(args.collect());
+    }
+    // The running image itself, even if its file is replaced or removed during the run.
+    let _ = REAPER_EXE.set(std::path::PathBuf::from("/proc/self/exe"));
+}
+
+/// The program to `exec` as a reaper, when [`enter_if_reaper`] was called in this process.
+pub fn reaper_exe() -> Option<&'static std::path::Path> {
+    REAPER_EXE.get().map(|p| p.as_path())
+}
+
+/// The arguments after [`REAPER_ARG`]: the orchestrator's pid, the [`ReaperFiles`], the
+/// resolved program and the stage's argv. The stage's environment is the reaper's own.
+pub fn reaper_args(
+    orchestrator: pid_t,
+    files: &ReaperFiles,
+    program: &std::path::Path,
+    argv: &[String],
+) -> Vec<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    let os = |c: &CString| std::ffi::OsStr::from_bytes(c.as_bytes()).to_os_string();
+    let mut out: Vec<std::ffi::OsString> = vec![
+        orchestrator.to_string().into(),
+        os(&files.pgid),
+        os(&files.attempt),
+        os(&files.leftovers),
+        files.read_only.len().to_string().into(),
+    ];
+    out.extend(files.read_only.iter().map(os));
+    out.push(program.as_os_str().to_os_string());
+    out.extend(argv.iter().map(Into::into));
+    out
+}
+
+/// The reaper's `main` (see [`reaper_args`]): a fresh single-threaded process, so it may
+/// allocate before [`split`]. Exit 127 with a message on stderr (the stage's log) when the
+/// stage cannot be started.
+fn reaper_main(args: Vec<std::ffi::OsString>) -> ! {
+    use std::os::unix::ffi::OsStrExt;
+    let fail = |msg: String| -> ! {
+        eprintln!("[orchestrator] cannot start the stage: {msg}");
+        std::process::exit(127)
+    };
+    let c = |a: &std::ffi::OsString| {
+        CString::new(a.as_bytes()).unwrap_or_else(|_| fail("a NUL byte in an argument".into()))
+    };
+    let mut it = args.iter();
+    let mut next = || {
+        it.next()
+            .unwrap_or_else(|| fail("too few reaper arguments".into()))
+    };
+    let orchestrator: pid_t = next()
+        .to_str()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| fail("no orchestrator pid".into()));
+    let (pgid, attempt, leftovers) = (c(next()), c(next()), c(next()));
+    let n: usize = next()
+        .to_str()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| fail("no count of read-only folders".into()));
+    let read_only = (0..n).map(|_| c(next())).collect();
+    let program = c(next());
+    let argv: Vec<CString> = it.map(c).collect();
+    let files = ReaperFiles {
+        pgid,
+        attempt,
+        leftovers,
+        read_only,
+    };
+    let envp: Vec<CString> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).unwrap_or_else(|_| fail("a NUL byte in the environment".into()))
+        })
+        .collect();
+    let stage = StageExec::from_parts(program, argv, envp);
+    // SAFETY: this process is single-threaded (fresh from exec); `split` only returns on error.
+    match unsafe { split(orchestrator, &files, &stage) } {
+        Ok(()) => std::process::exit(0),
+        Err(e) => fail(e.to_string()),
+    }
+}
 
 /// The signal that asks the reaper to kill the stage at once (and that it gets when the
 /// orchestrator dies).
@@ -133,19 +238,7 @@ impl StageExec {
     pub fn new(argv: &[String], env: &[(String, String)]) -> Result<StageExec, String> {
         use std::os::unix::ffi::OsStrExt;
         let cstr = |b: &[u8]| CString::new(b).map_err(|_| "a NUL byte in the command".to_string());
-        let (prog, _) = argv.split_first().ok_or("empty command")?;
-        let program = if prog.contains('/') {
-            std::path::PathBuf::from(prog)
-        } else {
-            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-                .map(|d| d.join(prog))
-                .find(|p| {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::metadata(p)
-                        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                })
-                .ok_or_else(|| format!("`{prog}` is not on PATH"))?
-        };
+        let program = resolve_program(argv)?;
         let program = cstr(program.as_os_str().as_bytes())?;
         let argv: Vec<CString> = argv
             .iter()
@@ -165,6 +258,11 @@ impl StageExec {
                 cstr(&kv)
             })
             .collect::<Result<_, _>>()?;
+        Ok(StageExec::from_parts(program, argv, envp))
+    }
+
+    /// From a resolved program, its argv and the whole environment.
+    fn from_parts(program: CString, argv: Vec<CString>, envp: Vec<CString>) -> StageExec {
         let ptrs = |v: &[CString]| {
             v.iter()
                 .map(|c| c.as_ptr())
@@ -191,15 +289,31 @@ impl StageExec {
             );
             attr
         };
-        Ok(StageExec {
+        StageExec {
             program,
             argv_ptrs: ptrs(&argv),
             _argv: argv,
             envp_ptrs: ptrs(&envp),
             _envp: envp,
             attr,
-        })
+        }
     }
+}
+
+/// The program `argv[0]` names: looked up in this process's `PATH` (as a shell would) when it
+/// holds no `/`.
+pub fn resolve_program(argv: &[String]) -> Result<std::path::PathBuf, String> {
+    let (prog, _) = argv.split_first().ok_or("empty command")?;
+    if prog.contains('/') {
+        return Ok(std::path::PathBuf::from(prog));
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(prog))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| format!("`{prog}` is not on PATH"))
 }
 
 /// Called in the backend's child between fork and exec: that process becomes the reaper of the
