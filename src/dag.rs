@@ -47,11 +47,14 @@ impl Dag {
                 .map(|e| (e.weight().as_str(), e.source().index()))
                 .collect();
             ins.sort_unstable();
-            for (_, u) in ins {
-                if !upstream[i].contains(&u) {
-                    upstream[i].push(u);
-                }
-            }
+            // Each upstream once, in the order of its first input (a set: a gather has
+            // thousands).
+            let mut seen = std::collections::HashSet::with_capacity(ins.len());
+            upstream[i] = ins
+                .into_iter()
+                .map(|(_, u)| u)
+                .filter(|u| seen.insert(*u))
+                .collect();
             let mut outs: Vec<usize> = graph
                 .neighbors_directed(node, Direction::Outgoing)
                 .map(|x| x.index())

@@ -44,7 +44,7 @@ mod launch;
 mod nodes;
 mod progress;
 
-use nodes::Nodes;
+use nodes::{Nodes, Upstreams};
 
 /// The lifecycle of one stage instance within a run; data only where it is valid.
 #[derive(Debug)]
@@ -146,6 +146,7 @@ impl<'a> Scheduler<'a> {
         let resources = Resources::new(ids, opts.jobs);
         let external = hash_externals(p, cache)?;
         let (commit_tx, commit_rx) = mpsc::unbounded_channel();
+        let dag = Dag::new(p);
         Ok(Scheduler {
             p,
             cache,
@@ -157,8 +158,8 @@ impl<'a> Scheduler<'a> {
             expected: vec![None; n],
             expected_stale: true,
             overall_at: None,
-            dag: Dag::new(p),
-            nodes: Nodes::new(n),
+            nodes: Nodes::of(&dag),
+            dag,
             done: vec![None; n],
             external,
             resources,
@@ -291,22 +292,17 @@ impl<'a> Scheduler<'a> {
             if !matches!(self.nodes[i], Node::Waiting) {
                 continue;
             }
-            let mut all_done = true;
-            let mut broken = None;
-            for &d in self.dag.upstream(i) {
-                match self.nodes[d] {
-                    Node::Done => {}
-                    Node::Failed | Node::Skipped => broken = Some(d),
-                    _ => all_done = false,
+            match self.nodes.upstreams(i) {
+                Upstreams::Waiting => continue,
+                Upstreams::Broken => {
+                    let d = (self.dag.upstream(i).iter().copied())
+                        .find(|&d| matches!(self.nodes[d], Node::Failed | Node::Skipped))
+                        .expect("a broken upstream is failed or skipped");
+                    self.skip(i, d);
+                    queue.extend(self.dag.downstream(i).iter().copied());
+                    continue;
                 }
-            }
-            if let Some(d) = broken {
-                self.skip(i, d);
-                queue.extend(self.dag.downstream(i).iter().copied());
-                continue;
-            }
-            if !all_done {
-                continue;
+                Upstreams::Done => {}
             }
             let p = self.p;
             let inst = &p.instances[i];

@@ -1,9 +1,11 @@
 //! [`Nodes`]: the state of every instance, and what the loop asks of it each turn kept up to date
 //! with every change, so that a turn costs what changed, not the size of the pipeline.
 //!
-//! A node changes only through [`Nodes::set`], which keeps three things in step with it: the
+//! A node changes only through [`Nodes::set`], which keeps four things in step with it: the
 //! count of nodes in each state (the overall progress, "is anything active"), the set of running
-//! nodes, and the ready nodes in launch order. With 5,000 ready instances and two free slots, a
+//! nodes, the ready nodes in launch order, and per node how many of its upstreams are not done
+//! yet or failed (so a gather over 5,000 cells is not re-checked against all of them each time
+//! one commits). With 5,000 ready instances and two free slots, a
 //! launch then looks at the first few ready nodes in order instead of sorting and hashing all of
 //! them on every event (what made a cold 5,000-cell run grow faster than its work).
 
@@ -82,6 +84,11 @@ pub(super) struct Nodes {
     ready: BTreeSet<ReadyKey>,
     /// Ready nodes by fingerprint key (twins: instances that would do the same work).
     ready_by_key: HashMap<String, BTreeSet<usize>>,
+    /// Per node, the nodes that read its outputs.
+    downstream: Vec<Vec<usize>>,
+    /// Per node, how many of its upstreams are not `Done`, and how many failed or were skipped.
+    undone_up: Vec<usize>,
+    broken_up: Vec<usize>,
     /// Per node, its depth and priority (see [`Nodes::rank`]); zero until ranked.
     depth: Vec<usize>,
     priority: Vec<f64>,
@@ -94,10 +101,32 @@ impl Index<usize> for Nodes {
     }
 }
 
+/// Where a node's upstreams stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Upstreams {
+    Done,
+    Waiting,
+    /// One of them failed or was skipped.
+    Broken,
+}
+
 impl Nodes {
-    /// `n` waiting nodes.
-    pub fn new(n: usize) -> Nodes {
+    /// A waiting node per instance of `dag`.
+    pub fn of(dag: &crate::dag::Dag) -> Nodes {
+        let n = dag.len();
+        Nodes::new(
+            (0..n).map(|i| dag.upstream(i).len()).collect(),
+            (0..n).map(|i| dag.downstream(i).to_vec()).collect(),
+        )
+    }
+
+    /// Waiting nodes with these counts of (distinct) upstreams and lists of downstreams.
+    pub fn new(upstreams: Vec<usize>, downstream: Vec<Vec<usize>>) -> Nodes {
+        let n = upstreams.len();
         Nodes {
+            downstream,
+            undone_up: upstreams,
+            broken_up: vec![0; n],
             nodes: (0..n).map(|_| Node::Waiting).collect(),
             counts: Counts {
                 waiting: n,
@@ -139,6 +168,7 @@ impl Nodes {
     /// Put `node` in place of node `i` and return what was there.
     pub fn set(&mut self, i: usize, node: Node) -> Node {
         let old = std::mem::replace(&mut self.nodes[i], node);
+        self.settled_upstream(i, &old);
         *self.counts.slot(&old) -= 1;
         *self.counts.slot(&self.nodes[i]) += 1;
         match &old {
@@ -167,6 +197,33 @@ impl Nodes {
             _ => {}
         }
         old
+    }
+
+    /// A node that has just become done, failed or skipped (these are final) counts so for
+    /// its downstream nodes.
+    fn settled_upstream(&mut self, i: usize, old: &Node) {
+        let settled = |n: &Node| matches!(n, Node::Done | Node::Failed | Node::Skipped);
+        if settled(old) || !settled(&self.nodes[i]) {
+            return;
+        }
+        let done = matches!(self.nodes[i], Node::Done);
+        for &d in &self.downstream[i] {
+            self.undone_up[d] -= 1;
+            if !done {
+                self.broken_up[d] += 1;
+            }
+        }
+    }
+
+    /// Whether node `i`'s upstreams are all done, some still pending, or one broken.
+    pub fn upstreams(&self, i: usize) -> Upstreams {
+        if self.broken_up[i] > 0 {
+            Upstreams::Broken
+        } else if self.undone_up[i] > 0 {
+            Upstreams::Waiting
+        } else {
+            Upstreams::Done
+        }
     }
 
     /// The launch order from now on: per node its depth and priority.
@@ -232,6 +289,23 @@ impl Nodes {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_node_knows_when_its_upstreams_are_done_or_broken() {
+        // 0 -> 2 <- 1, 2 -> 3
+        let mut n = Nodes::new(vec![0, 0, 2, 1], vec![vec![2], vec![2], vec![3], vec![]]);
+        assert_eq!(n.upstreams(2), Upstreams::Waiting);
+        n.set(0, Node::Done);
+        assert_eq!(n.upstreams(2), Upstreams::Waiting);
+        n.set(1, Node::Done);
+        assert_eq!(n.upstreams(2), Upstreams::Done);
+        assert_eq!(n.upstreams(3), Upstreams::Waiting);
+        n.set(2, Node::Skipped);
+        assert_eq!(n.upstreams(3), Upstreams::Broken);
+        // Settled nodes are final: setting one again counts nothing twice.
+        n.set(2, Node::Skipped);
+        assert_eq!((n.undone_up[3], n.broken_up[3]), (0, 1));
+    }
+
     fn ready() -> Node {
         Node::Ready {
             fp: crate::fingerprint::Fingerprint {
@@ -252,7 +326,7 @@ mod tests {
 
     #[test]
     fn counts_and_launch_order_follow_every_change() {
-        let mut n = Nodes::new(4);
+        let mut n = Nodes::new(vec![0; 4], vec![Vec::new(); 4]);
         for i in 0..4 {
             n.set(i, ready());
         }
