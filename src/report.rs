@@ -348,6 +348,7 @@ pub fn assemble(s: &Sources) -> Report {
 }
 
 mod columns;
+pub mod gathered;
 mod loss;
 mod render;
 mod rows;
