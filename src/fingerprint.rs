@@ -302,6 +302,7 @@ mod tests {
             outputs: p.outputs,
             in_place: p.in_place,
             default_gpus: p.default_gpus,
+            gathers: p.gathers,
             resolve: p.resolve,
             param_names: p.param_names,
             schema: p.schema,

@@ -20,6 +20,10 @@ use super::stage::StageDef;
 use super::templates::Mode;
 use super::yaml::{Loc, Node};
 
+/// The output name that gathers a stage's metrics.json (`stage.metrics[*]`) when the stage
+/// declares no output of that name (see `exec::gather::listing`).
+pub const METRICS: &str = "metrics";
+
 /// One evaluation of a stage for one projection of the cells on its direct axes.
 pub(super) struct StageEval {
     pub action: Action,
@@ -155,6 +159,15 @@ impl Loader {
             return None;
         }
         if s.starts_with("./") || s.starts_with("../") || s.starts_with('/') {
+            if let Some(kind) = d.kind.filter(|k| !k.gathers.is_empty()) {
+                let message = format!(
+                    "input `{}`: kind `{}` reads gathers of the pipeline's stages, not a path",
+                    kv.key, kind.name
+                );
+                let hint = format!("e.g. `\"verify.{}[*]\"`", kind.gathers[0]);
+                self.err_note(kv.value.loc, message, &key, Some(hint), ctx.note());
+                return None;
+            }
             return self.external_input(kv, &s, &key);
         }
         let r = self.parse_reference(kv, s, ctx, &key)?;
@@ -320,7 +333,19 @@ impl Loader {
         if up.kind.is_none() && !up.is_run {
             return None; // its own errors are reported
         }
-        if !up.outputs.iter().any(|o| o.name == output) {
+        // `metrics` names the stage's metrics.json unless it declares an output of that name.
+        let declared = up.outputs.iter().any(|o| o.name == output);
+        let gather = matches!(r.which, Which::Gather(_));
+        if !declared && output == METRICS && !gather {
+            let message = format!(
+                "input `{}`: `{stage}.metrics` (the stage's metrics.json) is read as a gather",
+                kv.key
+            );
+            let hint = format!("gather it: `\"{stage}.metrics[*]\"` (one entry per cell), or `\"{stage}.metrics[axis=value,...]\"`");
+            self.err_note(loc, message, key, Some(hint), ctx.note());
+            return None;
+        }
+        if !declared && output != METRICS {
             let outs: Vec<&str> = up.outputs.iter().map(|o| o.name.as_str()).collect();
             let hint = if outs.is_empty() {
                 Some(format!("stage `{stage}` declares no outputs"))
@@ -333,7 +358,12 @@ impl Loader {
             self.err_note(loc, message, key, hint, ctx.note());
             return None;
         }
-        if matches!(r.which, Which::Gather(_)) && d.kind.is_some() {
+        if let Some(kind) = d.kind.filter(|k| !k.gathers.is_empty()) {
+            return self
+                .gathering_kind_input(kind, kv, r, ctx, key)
+                .then_some(ui);
+        }
+        if gather && d.kind.is_some() {
             self.err_note(
                 loc,
                 format!(
@@ -347,6 +377,56 @@ impl Loader {
             return None;
         }
         Some(ui)
+    }
+
+    /// An input of a kind that reads gathers ([`orchestrator_stages::kinds::KindSpec::gathers`]):
+    /// a gather of one of the outputs it reads.
+    fn gathering_kind_input(
+        &mut self,
+        kind: &orchestrator_stages::kinds::KindSpec,
+        kv: &MapEntry<Node>,
+        r: &Reference,
+        ctx: &Ctx,
+        key: &str,
+    ) -> bool {
+        let (stage, output) = (r.stage.as_str(), r.output.as_str());
+        let reads = kind
+            .gathers
+            .iter()
+            .map(|o| format!("`STAGE.{o}[*]`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (message, hint) = if !matches!(r.which, Which::Gather(_)) {
+            (
+                format!(
+                    "input `{}`: kind `{}` reads gathers (`STAGE.OUTPUT[...]`), not one result",
+                    kv.key, kind.name
+                ),
+                format!(
+                    "gather it: `\"{stage}.{}[*]\"` (or a filter, `[axis=value,...]`)",
+                    if kind.gathers.contains(&output) {
+                        output
+                    } else {
+                        kind.gathers[0]
+                    }
+                ),
+            )
+        } else if !kind.gathers.contains(&output) {
+            (
+                format!(
+                    "input `{}`: kind `{}` does not read gathered `{output}`",
+                    kv.key, kind.name
+                ),
+                format!(
+                    "it reads {reads}, e.g. `\"{stage}.{}[*]\"`",
+                    kind.gathers[0]
+                ),
+            )
+        } else {
+            return true;
+        };
+        self.err_note(kv.value.loc, message, key, Some(hint), ctx.note());
+        false
     }
 
     /// The `axis=value,...` of a pinned reference, as (axis, value) indices; every axis and

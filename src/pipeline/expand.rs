@@ -6,9 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 
+use super::diagnostics::suggest;
 use super::eval::{Ctx, InRef, StageEval};
 use super::loader::Loader;
-use super::model::{Gathered, Input, Instance};
+use super::model::{Action, Gathered, Input, Instance};
 use super::sections::{group_digits, Cells};
 use super::stage::StageDef;
 use super::yaml::{Loc, Node};
@@ -135,7 +136,10 @@ impl Loader {
         cells: &Cells,
     ) -> Option<()> {
         let before = self.errors.len();
-        for evals in &ev.evals {
+        for (si, evals) in ev.evals.iter().enumerate() {
+            // One report of a bad `aggregate` per stage, not one per evaluation.
+            let _ = (evals.values())
+                .try_for_each(|e| self.check_aggregate(&defs[si], e, full_axes, cells));
             for e in evals.values() {
                 for (name, r) in &e.inputs {
                     if let InRef::Gather {
@@ -187,6 +191,58 @@ impl Loader {
             }
         }
         (self.errors.len() == before).then_some(())
+    }
+
+    /// The `aggregate` of a kind that reads gathers (`report`) names an axis of a stage it
+    /// gathers; `Err` once it has said that one does not.
+    fn check_aggregate(
+        &mut self,
+        d: &StageDef,
+        e: &StageEval,
+        full_axes: &[Vec<usize>],
+        cells: &Cells,
+    ) -> Result<(), ()> {
+        let Action::Builtin { kind, params } = &e.action else {
+            return Ok(());
+        };
+        let Some(named) = params["aggregate"]
+            .as_array()
+            .filter(|_| !kind.gathers.is_empty())
+        else {
+            return Ok(());
+        };
+        let mut axes: Vec<&str> = Vec::new();
+        for (_, r) in &e.inputs {
+            if let InRef::Gather { stage, .. } = r {
+                axes.extend(full_axes[*stage].iter().map(|a| cells.axes[*a].as_str()));
+            }
+        }
+        let Some(bad) = named
+            .iter()
+            .filter_map(|a| a.as_str())
+            .find(|a| !axes.contains(a))
+        else {
+            return Ok(());
+        };
+        let with = d.raw.and_then(|r| r.with.as_ref());
+        let entry = with
+            .and_then(|w| w.value.valid())
+            .and_then(|m| m.iter().find(|kv| kv.key == "aggregate"));
+        let loc = entry.map(|kv| kv.value.loc).or(with.map(|w| w.loc));
+        let mut known: Vec<String> = axes.iter().map(|a| a.to_string()).collect();
+        known.sort();
+        known.dedup();
+        let hint = if known.is_empty() {
+            Some("the stages it gathers have no matrix axes: remove `aggregate`".to_string())
+        } else {
+            suggest(bad, &known, "their axes are")
+        };
+        let message = format!(
+            "`aggregate` names `{bad}`, which is not an axis of a stage that `{}` gathers",
+            d.name
+        );
+        self.err(loc, message, &format!("{}.with.aggregate", d.key()), hint);
+        Err(())
     }
 
     /// A gather's filter names axes of the gathered stage, and some cell matches it.
@@ -400,6 +456,7 @@ fn gathered(
             instance: i,
             entry: crate::cache::sanitize(entry),
             cell: inst.cell.clone(),
+            kind: inst.action.kind_name(),
         });
     }
     Some(out)

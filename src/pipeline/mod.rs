@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use diagnostics::{Diagnostic, Diagnostics};
+pub use eval::METRICS;
 pub use loader::normalize;
 pub use model::*;
 pub use raw::{MAX_CPUS, MAX_GPUS, MAX_MEM_GB, MAX_RETRY, MAX_TIME_MIN};

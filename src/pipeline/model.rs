@@ -163,7 +163,7 @@ pub enum Action {
 
 impl Action {
     /// `run` for shell stages, else the kind name.
-    pub fn kind_name(&self) -> &str {
+    pub fn kind_name(&self) -> &'static str {
         match self {
             Action::Builtin { kind, .. } => kind.name,
             Action::Shell { .. } => "run",
@@ -192,6 +192,9 @@ pub struct Gathered {
     pub entry: String,
     /// Its axis values (axis -> value name), as `index.json` lists them.
     pub cell: BTreeMap<String, String>,
+    /// Its stage's kind (`verify`, `run` for a shell stage), as `index.json` names it: what its
+    /// metrics mean. Part of the gather's digest.
+    pub kind: &'static str,
 }
 
 impl Input {

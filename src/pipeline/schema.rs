@@ -90,7 +90,7 @@ fn builtin_stage(stage: &Value, kind: &KindSpec, params: Value) -> Value {
     let mut drop = vec!["run"];
     drop.extend_from_slice(RawStage::RUN_ONLY);
     let mut required = vec!["uses"];
-    if kind.inputs.iter().any(|p| p.required) {
+    if kind.inputs.iter().any(|p| p.required) || !kind.gathers.is_empty() {
         required.push("inputs");
     }
     let mut s = stage_subset(stage, &drop, required);
@@ -110,7 +110,15 @@ fn builtin_stage(stage: &Value, kind: &KindSpec, params: Value) -> Value {
     let props = &mut s["properties"];
     props["uses"] = json!({"const": kind.name});
     props["with"] = params;
-    props["inputs"] = if kind.inputs.is_empty() {
+    props["inputs"] = if !kind.gathers.is_empty() {
+        let reads: Vec<String> = kind
+            .gathers
+            .iter()
+            .map(|o| format!("`STAGE.{o}[*]`"))
+            .collect();
+        let doc = format!("gathers under names of your choosing: {}", reads.join(", "));
+        json!({"type": "object", "minProperties": 1, "description": doc, "additionalProperties": {"$ref": "#/definitions/input"}})
+    } else if kind.inputs.is_empty() {
         json!({"type": "object", "additionalProperties": false, "maxProperties": 0})
     } else {
         json!({"type": "object", "additionalProperties": false, "required": required_inputs, "properties": inputs})

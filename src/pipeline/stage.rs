@@ -201,7 +201,7 @@ impl Loader {
         for inp in inputs.iter() {
             d.input_names.push(inp.key.clone());
             let key = format!("{sk}.inputs.{}", inp.key);
-            if let Some(kind) = d.kind {
+            if let Some(kind) = d.kind.filter(|k| k.gathers.is_empty()) {
                 if kind.input(&inp.key).is_none() {
                     let ports: Vec<&str> = kind.inputs.iter().map(|p| p.name).collect();
                     self.not_of_kind(kind, "input", &ports, &inp.key, inp.key_loc, &key);
@@ -218,6 +218,20 @@ impl Loader {
     }
 
     fn required_inputs(&mut self, d: &StageDef, kind: &KindSpec) {
+        if !kind.gathers.is_empty() && d.input_names.is_empty() {
+            self.err(
+                Some(d.key_loc),
+                format!(
+                    "stage `{}` (kind `{}`) reads no gather",
+                    d.name, kind.name
+                ),
+                &format!("{}.inputs", d.key()),
+                Some(format!(
+                    "add inputs that gather results, e.g. `inputs: {{ verify: \"verify.metrics[*]\" }}` ({})",
+                    kind.summary
+                )),
+            );
+        }
         for p in kind.inputs.iter().filter(|p| p.required) {
             if d.input_names.iter().any(|n| n == p.name) {
                 continue;

@@ -18,32 +18,25 @@ pub struct LossCurve {
 }
 
 /// The loss curves of every `train` instance with a current result, in pipeline order.
-pub fn loss_curves<'c>(
-    p: &Pipeline,
-    current: &dyn Fn(usize) -> Result<Option<&'c Current>>,
-    aggregate: &[String],
-) -> Result<Vec<LossCurve>> {
+pub fn loss_curves(s: &Sources) -> Vec<LossCurve> {
     // (stage, cell without the aggregated axes) -> the repeats' per-epoch losses.
     type Key = (String, BTreeMap<String, String>);
     let mut groups: Vec<(Key, Vec<Vec<f64>>)> = Vec::new();
-    for (i, inst) in p.instances.iter().enumerate() {
-        if inst.action.kind_name() != "train" {
-            continue;
-        }
-        let Some(cur) = current(i)? else { continue };
+    for src in s.results.iter().filter(|r| r.kind == "train") {
+        let Some(cur) = &src.result else { continue };
         let Some(loss) = cur.metrics.get("loss_per_epoch").and_then(|l| l.as_array()) else {
             continue;
         };
         let loss: Vec<f64> = loss.iter().filter_map(|x| x.as_f64()).collect();
-        let mut cell = inst.cell.clone();
-        cell.retain(|k, _| !aggregate.contains(k));
-        let key = (inst.stage.clone(), cell);
+        let mut cell = src.cell.clone();
+        cell.retain(|k, _| !s.aggregate.contains(k));
+        let key = (src.stage.clone(), cell);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, runs)) => runs.push(loss),
             None => groups.push((key, vec![loss])),
         }
     }
-    Ok(groups
+    groups
         .into_iter()
         .map(|((stage, cell), runs)| {
             let epochs = runs.iter().map(Vec::len).max().unwrap_or(0);
@@ -54,7 +47,7 @@ pub fn loss_curves<'c>(
                 })
                 .collect();
             let label = std::iter::once(stage)
-                .chain(p.matrix_axes.iter().filter_map(|a| cell.get(a).cloned()))
+                .chain(s.axes.iter().filter_map(|a| cell.get(a).cloned()))
                 .collect::<Vec<_>>()
                 .join(" ");
             LossCurve {
@@ -64,5 +57,5 @@ pub fn loss_curves<'c>(
                 n: runs.len(),
             }
         })
-        .collect())
+        .collect()
 }

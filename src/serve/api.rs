@@ -482,7 +482,7 @@ fn report_json(s: &Snapshot) -> ApiResult<Value> {
         };
         Ok(Some(crate::report::Current {
             metrics,
-            duration_s: secs(m.duration_ms),
+            duration_s: Some(secs(m.duration_ms)),
             device: m.device.clone(),
             roc_csv: roc_path(s, m),
         }))

@@ -13,7 +13,8 @@ use serde_json::Value;
 use crate::kinds::{Kind, Worker};
 use crate::Invocation;
 
-/// Run a pure-Rust kind; `None` for the kinds that need libtorch (`Worker::Torch`).
+/// Run a pure-Rust kind; `None` for the kinds that need libtorch (`Worker::Torch`) and for
+/// [`ENGINE_KINDS`].
 pub fn run_pure(kind: Kind, inv: &Invocation) -> Option<Result<Value>> {
     match kind {
         Kind::SyntheticFaces => Some(crate::data::run_synthetic(inv)),
@@ -24,8 +25,14 @@ pub fn run_pure(kind: Kind, inv: &Invocation) -> Option<Result<Value>> {
         Kind::Clean => Some(crate::prune::clean::run(inv)),
         Kind::Relabel => Some(crate::prune::relabel::run(inv)),
         Kind::Train | Kind::EvalTrainset | Kind::Verify | Kind::Ijbc => None,
+        // Built by the engine's `report` module: `orchestrator-stage-lite` dispatches it itself.
+        Kind::Report => None,
     }
 }
+
+/// Lite kinds whose code is the engine's (`orchestrator-stage-lite`, in the engine's package,
+/// runs them before it falls back to [`run_pure`]); `orchestrator-stage` cannot run them.
+pub const ENGINE_KINDS: &[Kind] = &[Kind::Report];
 
 /// Run any kind this build can run: the pure kinds, and with the `torch` feature the others.
 pub fn run(kind: Kind, inv: &Invocation) -> Option<Result<Value>> {
@@ -127,12 +134,13 @@ mod tests {
         for &k in Kind::ALL {
             inv.kind = k.name().into();
             let pure = run_pure(k, &inv);
-            assert_eq!(pure.is_some(), k.spec().worker == Worker::Lite, "{k:?}");
+            let lite = k.spec().worker == Worker::Lite && !ENGINE_KINDS.contains(&k);
+            assert_eq!(pure.is_some(), lite, "{k:?}");
             if let Some(r) = pure {
                 assert!(r.is_err(), "{k:?}");
             }
             #[cfg(feature = "torch")]
-            {
+            if !ENGINE_KINDS.contains(&k) {
                 let r = run(k, &inv).unwrap_or_else(|| panic!("{k:?} is not dispatched"));
                 assert!(r.is_err(), "{k:?}");
             }

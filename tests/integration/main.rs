@@ -9,6 +9,7 @@ mod main_job;
 mod pipelines;
 mod repeats;
 mod report;
+mod report_stage;
 mod serve;
 mod slurm;
 mod stages;

@@ -372,6 +372,8 @@ fn a_gather_reads_every_cell_of_a_matrix_stage() {
     assert_eq!(listed, want);
     let index: serde_json::Value = serde_json::from_str(&read("results/g/table/index")).unwrap();
     assert_eq!(index["stage"], "prune");
+    assert_eq!(index["kind"], "run");
+    assert_eq!(index["axes"], serde_json::json!(["method", "ratio"]));
     assert_eq!(index["output"], "kept");
     let cells = index["cells"].as_array().unwrap();
     assert_eq!(cells.len(), 12);

@@ -127,14 +127,19 @@ impl Scheduler<'_> {
                         .first()
                         .map(|g| self.p.instances[g.instance].stage.as_str())
                         .unwrap_or_default();
-                    let v = super::super::gather::materialize(
-                        &self.cache.store,
-                        name,
+                    // The gathered stage's axes: those its instances' cells name, in matrix order.
+                    let axes: Vec<String> = (self.p.matrix_axes.iter())
+                        .filter(|a| from.iter().any(|g| g.cell.contains_key(*a)))
+                        .cloned()
+                        .collect();
+                    let head = super::super::gather::Head {
                         stage,
                         output,
-                        &items,
-                    )
-                    .map_err(|e| e.to_string())?;
+                        axes: &axes,
+                    };
+                    let v =
+                        super::super::gather::materialize(&self.cache.store, name, head, &items)
+                            .map_err(|e| e.to_string())?;
                     out.insert(name.clone(), v);
                 }
                 Input::Upstream { instance, output } => {

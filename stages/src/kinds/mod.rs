@@ -15,6 +15,7 @@
 pub mod data;
 pub mod eval;
 pub mod prune;
+pub mod report;
 pub mod train;
 
 use schemars::JsonSchema;
@@ -124,6 +125,10 @@ pub struct KindSpec {
     pub in_place: &'static [&'static str],
     /// GPUs a stage of this kind asks for when the pipeline does not say (`resources.gpus`).
     pub default_gpus: u32,
+    /// Non-empty: the kind reads gathers (`stage.OUTPUT[*]`, folders of many results) of these
+    /// outputs under input names of the pipeline's choosing, and nothing else; `inputs` is then
+    /// empty. Empty: it reads one result per declared port and never a gather.
+    pub gathers: &'static [&'static str],
     /// Validate `with:` and return the resolved params (every default filled in).
     pub resolve: fn(&serde_json::Value) -> Result<serde_json::Value, Vec<ParamError>>,
     /// Names of the params (for did-you-mean).
@@ -191,6 +196,13 @@ macro_rules! kind_spec {
     ($params:ty, name: $name:expr, worker: $worker:ident, version: $version:expr, summary: $summary:expr,
      inputs: $inputs:expr, outputs: $outputs:expr, default_gpus: $gpus:expr,
      in_place: $in_place:expr $(,)?) => {
+        $crate::kind_spec!($params, name: $name, worker: $worker, version: $version,
+            summary: $summary, inputs: $inputs, outputs: $outputs, default_gpus: $gpus,
+            in_place: $in_place, gathers: &[])
+    };
+    ($params:ty, name: $name:expr, worker: $worker:ident, version: $version:expr, summary: $summary:expr,
+     inputs: $inputs:expr, outputs: $outputs:expr, default_gpus: $gpus:expr,
+     in_place: $in_place:expr, gathers: $gathers:expr $(,)?) => {
         $crate::kinds::KindSpec {
             name: $name,
             worker: $crate::kinds::Worker::$worker,
@@ -200,6 +212,7 @@ macro_rules! kind_spec {
             outputs: $outputs,
             in_place: $in_place,
             default_gpus: $gpus,
+            gathers: $gathers,
             resolve: $crate::kinds::resolve::<$params>,
             param_names: $crate::kinds::param_names::<$params>,
             schema: $crate::kinds::schema::<$params>,
@@ -244,6 +257,7 @@ kinds! {
     Relabel => prune::RELABEL,
     Verify => eval::VERIFY,
     Ijbc => eval::IJBC,
+    Report => report::REPORT,
 }
 
 impl Kind {
@@ -312,4 +326,23 @@ mod tests {
         );
     }
     use prune::PRUNE as PRUNE_SPEC;
+
+    /// `stage.metrics[*]` gathers a stage's metrics.json unless the stage declares an output
+    /// named `metrics`; a built-in kind never does, so the gather's meaning is the same in every
+    /// cell (an optional `metrics` output absent in one cell would otherwise fall back).
+    #[test]
+    fn no_kind_declares_an_output_named_metrics() {
+        for k in ALL {
+            assert!(k.output("metrics").is_none(), "{}", k.name);
+        }
+    }
+
+    /// A kind that reads gathers takes input names of the pipeline's choosing: it declares no
+    /// ports.
+    #[test]
+    fn a_gathering_kind_declares_no_input_ports() {
+        for k in ALL.iter().filter(|k| !k.gathers.is_empty()) {
+            assert!(k.inputs.is_empty(), "{}", k.name);
+        }
+    }
 }

@@ -31,7 +31,8 @@ pub fn run(kind: Kind, inv: &Invocation) -> Option<anyhow::Result<serde_json::Va
         | Kind::Score
         | Kind::Prune
         | Kind::Clean
-        | Kind::Relabel => None,
+        | Kind::Relabel
+        | Kind::Report => None,
     }
 }
 
