@@ -225,12 +225,15 @@ impl Loader {
         match &value.value {
             Value::Seq(items) if !items.is_empty() => {
                 let mut vals: Vec<J> = Vec::new();
+                // Values seen, by their JSON text (a set: an axis may have thousands).
+                let mut seen = std::collections::HashSet::with_capacity(items.len());
                 for (i, it) in items.iter().enumerate() {
                     let v = it.to_json();
+                    let text = v.to_string();
                     if contains_template(it) {
                         self.err(Some(it.loc), "matrix values cannot use `${...}`", &format!("{key}[{i}]"), Some("matrix values are literal; put computed values in `params:` and reference `${matrix.AXIS}` there".into()));
                     }
-                    if vals.contains(&v) {
+                    if !seen.insert(text.clone()) {
                         self.err(
                             Some(it.loc),
                             format!("value listed twice in matrix axis `{name}`"),
@@ -239,7 +242,7 @@ impl Loader {
                         );
                     }
                     mx.id_names
-                        .entry(v.to_string())
+                        .entry(text)
                         .or_insert_with(|| render_node_id(it));
                     vals.push(v);
                 }
