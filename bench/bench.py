@@ -15,7 +15,12 @@ Workloads (identical shell commands for every tool; every stage first appends it
   W4  W2 with 25x the cells (5,000 by default): does the cost grow like the work? (Its gather
       depends on every cell without reading them: 5,000 paths exceed one shell argument.)
   W5  W1 with 1,000 stages (a long chain)
+  W2x W2 written without `matrix:` for orchestrator only (200 stages spelled out, a gather naming
+      each output), beside its matrix form
   (DVC and Snakemake run W4/W5 only with --peers-large.)
+With W4, orchestrator's scale checks too: `plan` of the 5,002 instances on an empty cache, the
+same 5,002 commands merely spawned (`xargs -P <cores>`, the floor for any tool), and the time and
+memory to validate a 10^6-cell matrix (bytes per instance).
 Scenarios:
   cold     fresh workspace and empty cache (one fresh workspace per repetition)
   noop     nothing changed since the last run
@@ -66,12 +71,6 @@ CARGO_BENCHES = [
 
 SCENARIOS = ["cold", "noop", "param", "touch"]
 CARGO_HEADING = "## The project's own benches"
-
-# Medians measured by the issue author on this 2-core machine (seconds): cold, no-op, 1 param.
-REFERENCE = {
-    "dvc": {"w1": (9.67, 2.68, 2.45), "w2": (138.9, 9.16, 10.99), "w3": (9.36, 0.75, 0.71)},
-    "snakemake": {"w1": (2.62, 0.91, 2.12), "w2": (5.15, 0.97, 2.17), "w3": (2.08, 1.10, 2.20)},
-}
 
 GIB = 1 << 30
 
@@ -245,13 +244,11 @@ class Orchestrator(Tool):
     def yaml(self, wl: Workload, log: Path, g: int) -> str:
         """The workload as a pipeline file.
 
-        `--orch-gather matrix` writes W2 with the engine's matrix (a gather input names the matrix
-        stage's output). `explicit` (the default, because the engine does not yet have a gather
-        construct: a stage downstream of a matrix stage is itself expanded once per cell) writes
-        the same 202 stages without the matrix: cell_0..cell_N as separate stages with the same
-        commands, and a gather whose inputs name each of them.
+        A matrix workload is written with `matrix:` and a gather input (`cell.out[*]`); W2x
+        writes the same 202 stages without the matrix: cell_0..cell_N as separate stages with the
+        same commands, and a gather whose inputs name each of them.
         """
-        explicit = wl.cells and self.h.a.orch_gather == "explicit"
+        explicit = wl.cells and wl.key == "w2x"
         lines = [f"name: bench_{wl.key}", f"params: {{ p: 1, g: {g} }}"]
         if wl.cells and not explicit:
             lines.append(f"matrix: {{ i: [{', '.join(str(i) for i in range(wl.cells))}] }}")
@@ -274,7 +271,7 @@ class Orchestrator(Tool):
                     inputs.update({f"{name}{i}": f"{ref}_{i}.out" for i in range(wl.cells)})
                     continue
                 sub[f"in:{name}"] = "${inputs." + name + "}"
-                inputs[name] = f"{ref}.out" if kind in ("stage", "gather") else ref
+                inputs[name] = {"stage": f"{ref}.out", "gather": f"{ref}.out[*]"}.get(kind, ref)
             if s.matrix and explicit:
                 for i in range(wl.cells):
                     emit(f"{s.name}_{i}", render(s.cmd, {**sub, "i": str(i), "id": f"{s.name}_{i}"}), inputs)
@@ -568,6 +565,7 @@ class Harness:
             self.workloads.append(make_w1(self.data))
         if "w2" in wls:
             self.workloads.append(make_w2(self.data, self.a.cells))
+            self.workloads.append(make_w2(self.data, self.a.cells, "w2x"))
         if "w4" in wls:
             # 25 x W2 (5,000 cells by default): cost should grow like the work.
             self.workloads.append(make_w2(self.data, 25 * self.a.cells, "w4"))
@@ -777,6 +775,55 @@ class Harness:
         if rc == 0:
             self.extra["b3sum"] = (self.w3_bytes / secs / 1e9, secs, cpu)
 
+    def scale_extras(self):
+        """W4's scale checks on orchestrator (issue #14): `plan` of the whole matrix on an empty
+        cache; the same commands merely spawned, `xargs -P <cores>` (the floor for any tool's cold
+        run); and the time and peak memory of validating a 10^6-cell matrix."""
+        orch = next((t for t in self.tools if t.name == "orchestrator"), None)
+        w4 = next((w for w in self.workloads if w.key == "w4"), None)
+        if orch is None or w4 is None:
+            return
+        ws = self.tmp / "scale"
+        shutil.rmtree(ws, ignore_errors=True)
+        ws.mkdir(parents=True)
+        env = dict(os.environ)
+        yaml = ws / "pipeline.yaml"
+        yaml.write_text(orch.yaml(w4, ws / "ran.log", 1))
+        reps = 1 if self.a.quick else 3
+        plans = []
+        for k in range(reps):
+            secs, _, rc, _ = timed([str(orch.bin), "plan", str(yaml), "--cache-dir", str(ws / f"empty{k}"), "-q"], ws, env, ws / "plan.out")
+            if rc == 0:
+                plans.append(secs)
+        self.extra["w4_plan"] = (median(plans), w4.cells + 2)
+        # The commands, rendered with plain files: root, then every cell on all cores, then the gather.
+        spawns = []
+        for k in range(reps):
+            d = ws / f"spawn{k}"
+            d.mkdir()
+            sub = lambda s, i="": {"id": s.name + (f"_{i}" if i != "" else ""), "log": str(d / "ran.log"), "p": "1", "g": "1", "i": str(i),  # noqa: E731
+                                   "in:seed": str(self.data / "seed.txt"), "in:x": str(d / "root.out"), "in:a": "", "out": str(d / f"{s.name}{i}.out")}
+            root, cell, gather = w4.stages
+            lines = [render(cell.cmd, sub(cell, i)) for i in range(w4.cells)]
+            (d / "cells.txt").write_text("\n".join(lines) + "\n")
+            script = (f"{render(root.cmd, sub(root))}\n"
+                      f"tr '\\n' '\\0' < {shlex.quote(str(d / 'cells.txt'))} | xargs -0 -P {os.cpu_count() or 1} -n 1 sh -c\n"
+                      f"{render(gather.cmd, sub(gather))}\n")
+            secs, _, rc, _ = timed(["sh", "-c", script], d, env, d / "spawn.out")
+            if rc == 0:
+                spawns.append(secs)
+        self.extra["w4_spawn"] = median(spawns)
+        # 10^6 cells: 1000 x 1000, one stage per cell reading one shared root.
+        big = ws / "big.yaml"
+        vals = ", ".join(str(i) for i in range(1000))
+        big.write_text(f"name: big\nmatrix: {{ a: [{vals}], b: [{vals}] }}\nstages:\n"
+                       "  root:\n    run: \"echo 1 > ${outputs.out}\"\n    outputs: [out]\n"
+                       "  cell:\n    run: \"cat ${inputs.x} ${matrix.a} ${matrix.b} > ${outputs.out}\"\n"
+                       "    inputs: { x: root.out }\n    outputs: [out]\n")
+        secs, rss, rc, _ = timed([str(orch.bin), "validate", str(big), "--max-instances", "2000000"], ws, env, ws / "big.out")
+        if rc == 0:
+            self.extra["validate_1e6"] = (secs, rss, 1_000_001)
+
     # -- cargo benches -------------------------------------------------------------------------
 
     def cargo_benches(self):
@@ -909,7 +956,21 @@ class Harness:
                     out.append((label, "not measured", "n/a"))
                 else:
                     out.append((label, f"{b / a:.1f}x", "met" if b / a <= most else "MISSED"))
+        if self.extra.get("w4_spawn") and o("w4", "cold"):
+            r = o("w4", "cold") / self.extra["w4_spawn"]
+            out.append((f"W4 cold <= 1.3x merely spawning its commands (xargs -P {os.cpu_count() or 1}: {self.extra['w4_spawn']:.2f} s)", f"{r:.2f}x", "met" if r <= 1.3 else "MISSED"))
+        if self.extra.get("w4_plan") and self.extra["w4_plan"][0] is not None:
+            secs, n = self.extra["w4_plan"]
+            out.append((f"W4 `plan` of {n:,} instances (empty cache) < 100 ms", f"{secs * 1000:.0f} ms", "met" if secs < 0.1 else "MISSED"))
+        if self.extra.get("validate_1e6"):
+            secs, rss, n = self.extra["validate_1e6"]
+            per = f", {rss * 1024 / n:,.0f} bytes per instance" if rss else ""
+            out.append((f"10^6-cell matrix: `validate` ({n:,} instances)", f"{secs:.1f} s, peak {rss / 1024 / 1024:.2f} GiB{per}" if rss else f"{secs:.1f} s", "n/a"))
+        if o("w2", "cold") and o("w2x", "cold"):
+            out.append(("W2 matrix form vs explicit form (W2x), cold / no-op", f"{o('w2', 'cold'):.2f} / {o('w2x', 'cold'):.2f} s; {o('w2', 'noop') * 1000:.1f} / {o('w2x', 'noop') * 1000:.1f} ms", "n/a"))
         for wl in self.workloads:
+            if wl.key in ("w4", "w5"):
+                continue  # their no-op target is the ratio to W2 / W1 above
             v = o(wl.key, "noop")
             out.append((f"{wl.key.upper()} no-op <= 50 ms", "not measured" if v is None else f"{v * 1000:.1f} ms", "n/a" if v is None else ("met" if v <= 0.05 else "MISSED")))
         for wl in self.workloads:
@@ -1011,8 +1072,6 @@ class Harness:
         lines += ["## Peak memory and CPU time", "", f"RSS: the largest resident set of any single process of the tool's process tree ({how}), the highest over the cell's runs. "
                   "CPU: user + system seconds of the whole process tree (stage commands included), median. CPU time depends much less than wall time on what else the machine runs. "
                   "Orchestrator hashes large files through a memory map, so its W3 cold/touch RSS counts the mapped page-cache pages of the inputs (shared with the page cache, not allocated).", "", self.memory_table(), ""]
-        lines += ["## Reference figures from the issue (DVC 3.67, Snakemake 9.27, same machine kind; cold / no-op / 1 param, seconds)", ""]
-        lines += [md_table(["workload", "DVC", "Snakemake"], [[w.upper(), " / ".join(f"{x:g}" for x in REFERENCE["dvc"][w]), " / ".join(f"{x:g}" for x in REFERENCE["snakemake"][w])] for w in ("w1", "w2", "w3")]), ""]
         if self.notes:
             lines += ["## Notes", "", *[f"- {n}" for n in self.notes], ""]
         if self.extra.get("profile"):
@@ -1047,12 +1106,11 @@ class Harness:
     def main(self):
         t0 = time.perf_counter()
         self.load = [loadavg()]
-        if self.a.orch_gather == "explicit" and "w2" in self.a.workloads:
+        if "w2" in self.a.workloads:
             self.notes.append(
-                "W2 for orchestrator is written without `matrix:` (`--orch-gather explicit`): the engine has no gather over "
-                "matrix cells yet (a stage whose input names a matrix stage's output is itself expanded once per cell, and an "
-                "input names one upstream output), so the 200 cells are 200 stages with the same commands and the gather names "
-                "each of their outputs. Same DAG, same work; `--orch-gather matrix` writes the matrix form.")
+                "W2 for orchestrator uses `matrix:` and a gather input (`cell.out[*]`), as DVC uses `foreach` and Snakemake "
+                "`expand()`; W2x is the same DAG written without the matrix (200 stages spelled out, the gather naming each "
+                "output), run by orchestrator only.")
         try:
             if self.a.install_peers:
                 self.install_peers()
@@ -1061,6 +1119,8 @@ class Harness:
                 self.make_data()
                 for wl in self.workloads:
                     for tool in self.tools:
+                        if wl.key == "w2x" and tool.name != "orchestrator":
+                            continue
                         if wl.key in ("w4", "w5") and tool.name != "orchestrator" and not self.a.peers_large:
                             note = f"{tool.name} not run on {wl.key.upper()} (its W1/W2 cost scaled up would take most of an hour; --peers-large runs it)"
                             if note not in self.notes:
@@ -1069,6 +1129,7 @@ class Harness:
                         self.say(f"{tool.name}: {wl.title}")
                         self.bench(tool, wl)
                 self.b3sum_baseline()
+                self.scale_extras()
             if not self.a.no_cargo:
                 self.cargo_benches()
         finally:
@@ -1150,7 +1211,6 @@ def parse_args(argv):
     ap.add_argument("--no-cargo", action="store_true", help="skip the cargo benches")
     ap.add_argument("--no-workloads", action="store_true", help="only the cargo benches (printed; docs/benchmarks.md is left as it is)")
     ap.add_argument("--cargo-timeout", type=int, default=3600, help="seconds allowed per cargo bench (default 3600)")
-    ap.add_argument("--orch-gather", choices=["explicit", "matrix"], default="explicit", help="how W2 is written for orchestrator: `explicit` (default) spells the 200 cells and the gather's 200 inputs out; `matrix` uses `matrix:` and a gather input naming the matrix stage, for an engine with a gather construct")
     ap.add_argument("--profile", action="store_true", help="extra runs of orchestrator under perf (one no-op, one cold per workload), summarised in the report")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     ap.add_argument("--tmp", help="work folder (default: a new one under $TMPDIR, deleted at the end)")
