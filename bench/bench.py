@@ -426,7 +426,8 @@ def git_rev() -> str:
     r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     if r.returncode != 0:
         return "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    # The harness's own output does not count: it is rewritten by the run being described.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", f":!{DOC.relative_to(REPO)}"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     return r.stdout.strip() + ("+dirty" if dirty else "")
 
 
