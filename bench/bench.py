@@ -270,7 +270,8 @@ class Orchestrator(Tool):
                     sub[f"in:{name}"] = " ".join("${inputs." + f"{name}{i}" + "}" for i in range(wl.cells))
                     inputs.update({f"{name}{i}": f"{ref}_{i}.out" for i in range(wl.cells)})
                     continue
-                sub[f"in:{name}"] = "${inputs." + name + "}"
+                # A gather input is a folder with one entry per cell: `<entry>/out`.
+                sub[f"in:{name}"] = "${inputs." + name + "}" + ("/*/out" if kind == "gather" else "")
                 inputs[name] = {"stage": f"{ref}.out", "gather": f"{ref}.out[*]"}.get(kind, ref)
             if s.matrix and explicit:
                 for i in range(wl.cells):
