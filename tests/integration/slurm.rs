@@ -184,9 +184,24 @@ impl Cluster {
     fn wait_for(&self, what: &str, limit: Duration, mut ok: impl FnMut(&Cluster) -> bool) {
         let t = Instant::now();
         while !ok(self) {
-            assert!(t.elapsed() < limit, "timed out waiting for {what}");
+            assert!(
+                t.elapsed() < limit,
+                "timed out after {limit:?} waiting for {what}; SLURM has {:?} of our jobs",
+                self.live()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// `ckpt` files the tasks of the requeue test wrote into their work dirs.
+    fn checkpoints(&self) -> usize {
+        std::fs::read_dir(self.p.path("cache/work"))
+            .map(|dirs| {
+                dirs.flatten()
+                    .filter(|d| d.path().join("ckpt").exists())
+                    .count()
+            })
+            .unwrap_or(0)
     }
 
     fn cancel_ours(&self) {
@@ -686,8 +701,11 @@ fn slurm_requeued_array_task_runs_again_and_resumes_from_its_work_dir() {
         "#,
     );
     let mut child = c.spawn(&[]);
-    c.wait_for("both tasks running", Duration::from_secs(60), |c| {
-        c.live().iter().filter(|l| l.ends_with("RUNNING")).count() == 2
+    // RUNNING in the queue comes before the script's first line: requeueing then would start the
+    // task afresh (into its 600 s sleep), not resume it. Wait for both checkpoints, i.e. both
+    // scripts well into their work, as a preempted job would be.
+    c.wait_for("both tasks' checkpoints", Duration::from_secs(120), |c| {
+        c.checkpoints() == 2
     });
     let task = format!("{}_0", c.job_ids()[0]);
     // What node failure or preemption does to a job: back to the queue, same task id.
