@@ -217,7 +217,7 @@ class Orchestrator(Tool):
         """Run a copy: others may rebuild target/release while the harness runs."""
         into.mkdir(parents=True, exist_ok=True)
         self.version_line = self.version()
-        for exe in ("orchestrator", "orchestrator-stage"):
+        for exe in ("orchestrator", "orchestrator-reaper", "orchestrator-stage", "orchestrator-stage-lite"):
             src = self.bin.parent / exe
             if src.exists():
                 shutil.copy2(src, into / exe)
@@ -631,10 +631,7 @@ class Harness:
     def fresh(self, tool, wl, base, log, g):
         ws = base / "ws"
         if ws.exists():
-            # Moved aside, deleted after the last scenario: on ext4 without a journal (this
-            # machine's disk) every inode allocated within ~5 s of a mass deletion scans past the
-            # recently deleted ones (ext4 `recently_deleted()`), which would bill the previous
-            # repetition's `rm -rf` to the next cold run of whichever tool comes next.
+            # Moved aside, never deleted while anything is measured (see `empty_trash`).
             trash = base / "trash"
             trash.mkdir(exist_ok=True)
             ws.rename(trash / f"ws{time.time_ns()}")
@@ -734,11 +731,19 @@ class Harness:
         self.extra.setdefault("profile", {})[wl.key] = "\n".join(parts)
 
     def empty_trash(self, base):
+        """Deletes the workspaces of earlier repetitions only when they hold few inodes (W3's
+        large files: disk space). The rest stays until the harness ends: on ext4 without a
+        journal (this machine's disk), allocating an inode scans past every inode of its group
+        deleted in the last 60 s, or 360 s while the inode table block is not yet written back
+        (`recently_deleted()` in fs/ext4/ialloc.c, RECENTCY_MIN 60 / RECENTCY_DIRTY 300); a
+        deleted workspace of 5,000 cells would bill that scan, growing with each deletion, to
+        every cold run of whichever tool came next for minutes."""
         trash = base / "trash"
-        if trash.exists():
+        if not trash.exists():
+            return
+        inodes = sum(1 + len(files) for _, _, files in os.walk(trash))
+        if inodes <= 1000:
             shutil.rmtree(trash, ignore_errors=True)
-            # See `fresh`: let the deleted inodes age before anyone allocates new ones.
-            time.sleep(6)
 
     def check_noop_reads(self, tool, wl, ws, log, runlogs):
         """Does a no-op run open the large inputs? (strace: a read through mmap is invisible to

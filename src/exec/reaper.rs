@@ -20,13 +20,18 @@
 //!   mount namespace of its own in which the cache's `views/` and `objects/` are read-only, so
 //!   no write reaches a stored object.
 //!
-//! The reaper is started by `exec`, not by `fork`: the orchestrator binary runs itself as
-//! `orchestrator __orchestrator-reaper ...` ([`enter_if_reaper`], first thing in `main`), with
-//! `posix_spawn` (a vfork: nothing of the orchestrator's memory is copied). A fork of the
-//! orchestrator cost time in proportion to its memory (copying its page tables, then
-//! copy-on-write faults in the orchestrator while the reaper lived): with 5,000 instances in
-//! memory that was most of the scheduler's time per stage. Where the entry point is not
-//! installed (the library's own unit tests), the backend falls back to forking; the fork's
+//! The reaper is started by `exec`, not by `fork`, with `posix_spawn` (a vfork: nothing of the
+//! orchestrator's memory is copied). A fork of the orchestrator cost time in proportion to its
+//! memory (copying its page tables, then copy-on-write faults in the orchestrator while the
+//! reaper lived): with 5,000 instances in memory that was most of the scheduler's time per
+//! stage. The program exec'd is the small `orchestrator-reaper` installed next to the
+//! orchestrator (`src/bin/orchestrator-reaper.rs`: this module and libc, no Rust runtime
+//! start-up), pinned by a descriptor opened when the orchestrator starts, so that a rebuild
+//! during a run changes nothing; starting it costs about half of starting the whole
+//! orchestrator binary, which is a cost paid once per stage. Where it is missing (a copied
+//! `orchestrator` alone), the orchestrator runs itself as `orchestrator __orchestrator-reaper
+//! ...` ([`enter_if_reaper`], first thing in `main`). Where no entry point is installed at all
+//! (the library's own unit tests), the backend falls back to forking; the fork's
 //! child runs [`split`] between `fork` and `exec` of a multi-threaded process, so that code only
 //! makes system calls that need no allocation and take no lock (no Rust std I/O), and starts
 //! the stage with `posix_spawn` from arguments, environment and attributes made before the
@@ -36,22 +41,75 @@ use std::ffi::CString;
 
 use libc::{c_int, pid_t};
 
-/// `argv[1]` of the orchestrator binary started as a stage's reaper.
-pub const REAPER_ARG: &str = "__orchestrator-reaper";
+/// `argv[1]` of a stage's reaper. It names the version of the arguments that follow, so that an
+/// `orchestrator-reaper` of another build says so instead of misreading them.
+pub const REAPER_ARG: &str = "__orchestrator-reaper/1";
+
+/// The file name of the dedicated reaper binary, looked for next to the orchestrator's.
+pub const REAPER_BIN: &str = "orchestrator-reaper";
 
 /// The program that serves as the reaper (set by [`enter_if_reaper`]).
 static REAPER_EXE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
 /// First thing in the `main` of a binary that runs stages. Started as a reaper
-/// (`<exe> __orchestrator-reaper ...`): become it, and never return. Otherwise: note that this
-/// program can start reapers by `exec` ([`reaper_exe`]).
+/// (`<exe> __orchestrator-reaper/1 ...`): become it, and never return. Otherwise: note which
+/// program starts reapers by `exec` ([`reaper_exe`]): `orchestrator-reaper` next to this one
+/// when it is there, else this program itself.
 pub fn enter_if_reaper() {
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() == Some(std::ffi::OsStr::new(REAPER_ARG)) {
         reaper_main(args.collect());
     }
-    // The running image itself, even if its file is replaced or removed during the run.
-    let _ = REAPER_EXE.set(std::path::PathBuf::from("/proc/self/exe"));
+    // Either way the program is pinned for the whole run: a descriptor of the file found now,
+    // or the running image itself, even if its file is replaced or removed during the run.
+    let exe = sibling_reaper().unwrap_or_else(|| std::path::PathBuf::from("/proc/self/exe"));
+    let _ = REAPER_EXE.set(exe);
+}
+
+/// `orchestrator-reaper` next to this program, opened (`O_PATH`, kept open for the process's
+/// life) and named through `/proc/self/fd`; `None` when it is missing or not an executable file.
+fn sibling_reaper() -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::io::IntoRawFd;
+    let path = std::env::current_exe().ok()?.with_file_name(REAPER_BIN);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(&path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return None;
+    }
+    Some(std::path::PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        file.into_raw_fd()
+    )))
+}
+
+/// The `main` of the `orchestrator-reaper` binary: the reaper when started as one, else a
+/// message that it is not a command to run by hand (exit 2).
+pub fn reaper_binary_main() -> ! {
+    let mut args = std::env::args_os().skip(1);
+    match args.next() {
+        Some(a) if a == REAPER_ARG => {
+            // Its command name is the descriptor's number otherwise (`/proc/self/fd/N`).
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+            unsafe { libc::prctl(libc::PR_SET_NAME, c"orch-reaper".as_ptr()) };
+            reaper_main(args.collect())
+        }
+        Some(a) if a.to_string_lossy().starts_with("__orchestrator-reaper") => {
+            eprintln!(
+                "[orchestrator] cannot start the stage: this orchestrator-reaper speaks {REAPER_ARG}, the orchestrator that started it {}; install orchestrator and orchestrator-reaper from the same build (both come with `cargo build --bins` / `cargo install`)",
+                a.to_string_lossy()
+            );
+            std::process::exit(127)
+        }
+        _ => {
+            eprintln!("orchestrator-reaper: started by `orchestrator run` for each stage; it is not a command to run by hand");
+            std::process::exit(2)
+        }
+    }
 }
 
 /// The program to `exec` as a reaper, when [`enter_if_reaper`] was called in this process.

@@ -1080,3 +1080,64 @@ fn recordio_outputs_refer_to_their_own_pipelines_folder() {
     r.success();
     assert_eq!(events(&r, "started"), set(&["ds", "look"]));
 }
+
+/// A one-stage pipeline whose output is the command name of the stage's parent: its reaper.
+fn reaper_name_pipeline(p: &Project) {
+    p.file(
+        "p.yaml",
+        r#"
+        name: reaper
+        stages:
+          a:
+            run: "cat /proc/$PPID/comm > ${outputs.out}"
+            outputs: [out]
+        "#,
+    );
+}
+
+#[test]
+fn each_stage_runs_under_the_small_reaper_binary_installed_beside_the_orchestrator() {
+    let p = Project::new();
+    reaper_name_pipeline(&p);
+    p.run(&["run", "p.yaml"]).success();
+    assert_eq!(read(&p.path("results/reaper/a/out")), "orch-reaper\n");
+}
+
+#[test]
+fn an_orchestrator_copied_alone_starts_itself_as_each_stages_reaper() {
+    let p = Project::new();
+    reaper_name_pipeline(&p);
+    let alone = p.path("bin/orchestrator");
+    std::fs::create_dir_all(alone.parent().unwrap()).unwrap();
+    std::fs::copy(crate::support::bin(), &alone).unwrap();
+    let out = std::process::Command::new(&alone)
+        .current_dir(p.root())
+        .args(["run", "p.yaml"])
+        .env_remove("ORCHESTRATOR_CACHE")
+        .output()
+        .unwrap();
+    Run { out }.success();
+    // Started through /proc/self/exe, the kernel names the reaper `exe`.
+    assert_eq!(read(&p.path("results/reaper/a/out")), "exe\n");
+}
+
+#[test]
+fn the_reaper_binary_refuses_to_run_by_hand_and_names_a_version_mismatch() {
+    let reaper = env!("CARGO_BIN_EXE_orchestrator-reaper");
+    let by_hand = Run {
+        out: std::process::Command::new(reaper).output().unwrap(),
+    };
+    by_hand
+        .exit(2)
+        .stderr_has("it is not a command to run by hand");
+    let other = Run {
+        out: std::process::Command::new(reaper)
+            .args(["__orchestrator-reaper/0", "1", "x"])
+            .output()
+            .unwrap(),
+    };
+    other
+        .exit(127)
+        .stderr_has("this orchestrator-reaper speaks __orchestrator-reaper/1, the orchestrator that started it __orchestrator-reaper/0")
+        .stderr_has("install orchestrator and orchestrator-reaper from the same build");
+}
