@@ -690,6 +690,7 @@ fn slurm_restart_after_kill_9_reattaches_without_resubmitting() {
 #[test]
 #[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_requeued_array_task_runs_again_and_resumes_from_its_work_dir() {
+    const REQ_WAIT: u64 = 240;
     let c = Cluster::new(
         r#"
         name: requeue
@@ -722,11 +723,16 @@ fn slurm_requeued_array_task_runs_again_and_resumes_from_its_work_dir() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    let requeued = Instant::now();
     // SLURM holds a requeued job for two minutes (BeginTime) once it is pending again;
     // release it then.
     c.wait_for("the requeued task pending", Duration::from_secs(60), |c| {
         c.live().iter().any(|l| l.ends_with("PENDING"))
     });
+    // But not within the second of the requeue: slurmd revoked the first attempt's credential
+    // then, compares whole seconds, and kills a relaunch of the same second as "Job credential
+    // revoked" (the task then ends FAILED, exit 1). Real requeues wait those two minutes.
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(requeued.elapsed()));
     let t = Instant::now();
     while !Command::new("scontrol")
         .args(["update", &format!("JobId={task}"), "StartTime=now"])
@@ -742,11 +748,38 @@ fn slurm_requeued_array_task_runs_again_and_resumes_from_its_work_dir() {
     }
     // Done as the orchestrator sees it: its output committed (its link in results/), not merely
     // gone from the queue.
-    c.wait_for(
-        "the requeued task's output stored",
-        Duration::from_secs(240),
-        |c| c.p.path("results/requeue/s[i=1]/out").exists(),
-    );
+    let t = Instant::now();
+    while !c.p.path("results/requeue/s[i=1]/out").exists() {
+        if t.elapsed() > Duration::from_secs(REQ_WAIT) {
+            let live = c.live();
+            let _ = child.kill();
+            let out = wait_exit(&mut child, Duration::from_secs(10));
+            let acct = Command::new("sacct")
+                .args(["-D", "-n", "-P", "-o", "JobID,State,ExitCode", "-j"])
+                .arg(c.job_ids()[0].as_str())
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let mut logs = Vec::new();
+            files_named(&c.p.path("cache/runs"), "log", &mut logs);
+            let logs: Vec<String> = logs
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{}:\n{}",
+                        l.display(),
+                        std::fs::read_to_string(l).unwrap_or_default()
+                    )
+                })
+                .collect();
+            panic!(
+                "the requeued task's output was not stored within 240 s; SLURM has {live:?}; sacct -D:\n{acct}\norchestrator's stderr:\n{}\nthe stages' logs:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                logs.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The other task is still in its 600 s sleep (long enough whatever the controller's
     // scheduling delay after the requeue); stop it so the run ends.
     Command::new("scancel")
