@@ -26,7 +26,7 @@
 //! reaper lived): with 5,000 instances in memory that was most of the scheduler's time per
 //! stage. The program exec'd is the small `orchestrator-reaper` installed next to the
 //! orchestrator (`src/bin/orchestrator-reaper.rs`: this module and libc, no Rust runtime
-//! start-up), pinned by a descriptor opened when the orchestrator starts, so that a rebuild
+//! start-up), pinned by a descriptor opened when the first stage starts, so that a rebuild
 //! during a run changes nothing; starting it costs about half of starting the whole
 //! orchestrator binary, which is a cost paid once per stage. Where it is missing (a copied
 //! `orchestrator` alone), the orchestrator runs itself as `orchestrator __orchestrator-reaper
@@ -48,22 +48,21 @@ pub const REAPER_ARG: &str = "__orchestrator-reaper/1";
 /// The file name of the dedicated reaper binary, looked for next to the orchestrator's.
 pub const REAPER_BIN: &str = "orchestrator-reaper";
 
-/// The program that serves as the reaper (set by [`enter_if_reaper`]).
+/// Set by [`enter_if_reaper`]: this program can serve as its own reaper.
+static ENTRY_POINT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The program that serves as the reaper, found when the first stage starts ([`reaper_exe`]).
 static REAPER_EXE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
 /// First thing in the `main` of a binary that runs stages. Started as a reaper
-/// (`<exe> __orchestrator-reaper/1 ...`): become it, and never return. Otherwise: note which
-/// program starts reapers by `exec` ([`reaper_exe`]): `orchestrator-reaper` next to this one
-/// when it is there, else this program itself.
+/// (`<exe> __orchestrator-reaper/1 ...`): become it, and never return. Otherwise: note that
+/// this program can start reapers by `exec` ([`reaper_exe`]).
 pub fn enter_if_reaper() {
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() == Some(std::ffi::OsStr::new(REAPER_ARG)) {
         reaper_main(args.collect());
     }
-    // Either way the program is pinned for the whole run: a descriptor of the file found now,
-    // or the running image itself, even if its file is replaced or removed during the run.
-    let exe = sibling_reaper().unwrap_or_else(|| std::path::PathBuf::from("/proc/self/exe"));
-    let _ = REAPER_EXE.set(exe);
+    ENTRY_POINT.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// `orchestrator-reaper` next to this program, opened (`O_PATH`, kept open for the process's
@@ -112,9 +111,19 @@ pub fn reaper_binary_main() -> ! {
     }
 }
 
-/// The program to `exec` as a reaper, when [`enter_if_reaper`] was called in this process.
+/// The program to `exec` as a reaper, when [`enter_if_reaper`] was called in this process:
+/// `orchestrator-reaper` next to this program when it is there, else this program itself. Found
+/// when the first stage starts (commands that start none open nothing), then pinned for the
+/// process's life: a descriptor of that file, or the running image itself, even if its file is
+/// replaced or removed during the run.
 pub fn reaper_exe() -> Option<&'static std::path::Path> {
-    REAPER_EXE.get().map(|p| p.as_path())
+    if !ENTRY_POINT.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    let exe = REAPER_EXE.get_or_init(|| {
+        sibling_reaper().unwrap_or_else(|| std::path::PathBuf::from("/proc/self/exe"))
+    });
+    Some(exe.as_path())
 }
 
 /// The arguments after [`REAPER_ARG`]: the orchestrator's pid, the [`ReaperFiles`], the

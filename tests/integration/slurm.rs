@@ -690,7 +690,6 @@ fn slurm_restart_after_kill_9_reattaches_without_resubmitting() {
 #[test]
 #[ignore = "requires a SLURM cluster (sbatch + a slurmctld that answers); `make test` starts the local one"]
 fn slurm_requeued_array_task_runs_again_and_resumes_from_its_work_dir() {
-    const REQ_WAIT: u64 = 240;
     let c = Cluster::new(
         r#"
         name: requeue
@@ -750,7 +749,7 @@ fn slurm_requeued_array_task_runs_again_and_resumes_from_its_work_dir() {
     // gone from the queue.
     let t = Instant::now();
     while !c.p.path("results/requeue/s[i=1]/out").exists() {
-        if t.elapsed() > Duration::from_secs(REQ_WAIT) {
+        if t.elapsed() > Duration::from_secs(240) {
             let live = c.live();
             let _ = child.kill();
             let out = wait_exit(&mut child, Duration::from_secs(10));
