@@ -5,12 +5,16 @@
 //! process submitted.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::CString;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
 
 pub use crate::cache::JobAccounting;
+
+use super::reaper::{self, client::Outcome, client::ServerClient, server::StartJob};
 
 pub type JobId = usize;
 
@@ -117,97 +121,64 @@ pub trait Backend {
 /// earlier processes still live ([`stop_leftovers`]).
 #[derive(Debug, Default)]
 pub struct LocalBackend {
-    pids: HashMap<JobId, i32>,
+    running: HashMap<JobId, Running>,
+    /// The run's reaper server, started with the first stage.
+    server: Option<Arc<ServerClient>>,
+    /// Programs already looked up in `PATH` (it does not change during a run).
+    programs: HashMap<String, PathBuf>,
     events: Option<UnboundedSender<BackendEvent>>,
+}
+
+/// Whom to signal to stop a job.
+#[derive(Debug)]
+enum Running {
+    /// A reaper forked by the server.
+    Served(Arc<ServerClient>),
+    /// A reaper that is our own child (the library's unit tests: no entry point installed).
+    Child(libc::pid_t),
 }
 
 impl LocalBackend {
     fn start(&mut self, spec: JobSpec) -> Result<(), String> {
         let events = self.events.clone().ok_or("the backend is not attached")?;
+        // Opened here so that a log that cannot be written is an error of this job's start.
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&spec.log)
             .map_err(|e| format!("cannot open log {}: {e}", spec.log.display()))?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let (prog, args) = spec.argv.split_first().ok_or("empty command")?;
+        let prog = spec.argv.first().ok_or("empty command")?.clone();
         stop_leftovers(&spec)?;
-        let files =
-            super::reaper::ReaperFiles::in_run_dir(&spec.run_dir, super::reaper::protect_inputs());
-        let me = std::process::id() as libc::pid_t;
-        let mut cmd = match super::reaper::reaper_exe() {
-            // The reaper is this program started again (posix_spawn: no copy of our memory);
-            // the stage's environment is the reaper's.
+        let files = reaper::ReaperFiles::in_run_dir(&spec.run_dir, reaper::protect_inputs());
+        let waiter = match reaper::reaper_exe() {
             Some(exe) => {
-                let program = super::reaper::resolve_program(&spec.argv)
+                drop(log);
+                let program = self
+                    .program(&prog)
                     .map_err(|e| format!("cannot start `{prog}`: {e}"))?;
-                let mut cmd = tokio::process::Command::new(exe);
-                cmd.arg(super::reaper::REAPER_ARG)
-                    .args(super::reaper::reaper_args(me, &files, &program, &spec.argv));
-                cmd
+                let server = self.server(exe)?;
+                let rx = server
+                    .start_job(start_job(&spec, &files, &program)?)
+                    .map_err(|e| format!("cannot start `{prog}`: {e}"))?;
+                self.running
+                    .insert(spec.job, Running::Served(server.clone()));
+                Waiter::Served(server, rx)
             }
-            // No entry point in this program (the library's unit tests): fork, and become the
-            // reaper between fork and exec.
             None => {
-                let stage = super::reaper::StageExec::new(&spec.argv, &spec.env)
-                    .map_err(|e| format!("cannot start `{prog}`: {e}"))?;
-                let mut cmd = tokio::process::Command::new(prog);
-                cmd.args(args);
-                // SAFETY: the hook runs between fork and exec; `split` only makes system calls
-                // that need no allocation and take no lock.
-                unsafe {
-                    cmd.pre_exec(move || super::reaper::split(me, &files, &stage));
-                }
-                cmd
+                let (child, pid) = fork_reaper(&spec, files, log)?;
+                self.running.insert(spec.job, Running::Child(pid));
+                Waiter::Child(child, pid)
             }
         };
-        cmd.current_dir(&spec.cwd)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .process_group(0)
-            .kill_on_drop(false);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start `{prog}`: {e}"))?;
-        let pid = child.id().map(|p| p as i32).unwrap_or(0);
-        self.pids.insert(spec.job, pid);
-        let job = spec.job;
-        let timeout = spec.timeout;
-        let stage_id = spec.stage_id.clone();
-        let run_dir = spec.run_dir.clone();
+        let (job, timeout) = (spec.job, spec.timeout);
+        let (stage_id, run_dir) = (spec.stage_id, spec.run_dir);
         tokio::spawn(async move {
-            let waited = match timeout {
-                Some(t) => match tokio::time::timeout(t, child.wait()).await {
-                    Ok(r) => Some(r),
-                    Err(_) => {
-                        // SAFETY: signalling our own child (the reaper), which kills the stage.
-                        unsafe { libc::kill(pid, super::reaper::SIG_HARD) };
-                        let _ = child.wait().await;
-                        None
-                    }
-                },
-                None => Some(child.wait().await),
-            };
+            let status = waiter.wait(job, timeout).await;
             if run_dir.join("leftovers").exists() {
                 tracing::warn!(
                     "stage `{stage_id}`: processes it started were still running 10 s after it ended and were stopped (see its log)"
                 );
             }
-            let status = match waited {
-                None => ExitStatus::TimedOut,
-                Some(Err(e)) => ExitStatus::SpawnFailed(e.to_string()),
-                Some(Ok(s)) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    match (s.code(), s.signal()) {
-                        (Some(0), _) => ExitStatus::Success,
-                        (Some(c), _) => ExitStatus::Code(c),
-                        (None, Some(sig)) => ExitStatus::Signal(sig),
-                        (None, None) => ExitStatus::Code(-1),
-                    }
-                }
-            };
             let _ = events.send(BackendEvent::Exited {
                 job,
                 status,
@@ -215,6 +186,158 @@ impl LocalBackend {
             });
         });
         Ok(())
+    }
+
+    /// `prog` resolved in `PATH` once per run.
+    fn program(&mut self, prog: &str) -> Result<PathBuf, String> {
+        if let Some(p) = self.programs.get(prog) {
+            return Ok(p.clone());
+        }
+        let p = reaper::resolve_program(&[prog.to_string()])?;
+        self.programs.insert(prog.to_string(), p.clone());
+        Ok(p)
+    }
+
+    /// The run's reaper server, started (again, if it was killed) when needed.
+    fn server(&mut self, exe: &std::path::Path) -> Result<Arc<ServerClient>, String> {
+        match &self.server {
+            Some(s) if s.alive() => Ok(s.clone()),
+            _ => {
+                let s = Arc::new(ServerClient::start(exe)?);
+                self.server = Some(s.clone());
+                Ok(s)
+            }
+        }
+    }
+}
+
+/// The request that starts `spec` under the server.
+fn start_job(
+    spec: &JobSpec,
+    files: &reaper::ReaperFiles,
+    program: &std::path::Path,
+) -> Result<StartJob, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |b: &[u8]| CString::new(b).map_err(|_| "a NUL byte in the command".to_string());
+    Ok(StartJob {
+        job: spec.job as u64,
+        cwd: c(spec.cwd.as_os_str().as_bytes())?,
+        log: c(spec.log.as_os_str().as_bytes())?,
+        files: files.into(),
+        program: c(program.as_os_str().as_bytes())?,
+        argv: spec
+            .argv
+            .iter()
+            .map(|a| c(a.as_bytes()))
+            .collect::<Result<_, _>>()?,
+        env: spec
+            .env
+            .iter()
+            .map(|(k, v)| c(format!("{k}={v}").as_bytes()))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// No entry point in this program (the library's unit tests): fork, and become the reaper
+/// between fork and exec.
+fn fork_reaper(
+    spec: &JobSpec,
+    files: reaper::ReaperFiles,
+    log: std::fs::File,
+) -> Result<(tokio::process::Child, libc::pid_t), String> {
+    let (prog, args) = spec.argv.split_first().ok_or("empty command")?;
+    let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    let me = std::process::id() as libc::pid_t;
+    let stage = reaper::StageExec::new(&spec.argv, &spec.env)
+        .map_err(|e| format!("cannot start `{prog}`: {e}"))?;
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args);
+    // SAFETY: the hook runs between fork and exec; `split` only makes system calls that need no
+    // allocation and take no lock.
+    unsafe {
+        cmd.pre_exec(move || reaper::split(me, &files, &stage));
+    }
+    cmd.current_dir(&spec.cwd)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .process_group(0)
+        .kill_on_drop(false);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start `{prog}`: {e}"))?;
+    let pid = child.id().map(|p| p as libc::pid_t).unwrap_or(0);
+    Ok((child, pid))
+}
+
+/// How the end of a job's reaper is awaited.
+enum Waiter {
+    Served(Arc<ServerClient>, tokio::sync::oneshot::Receiver<Outcome>),
+    Child(tokio::process::Child, libc::pid_t),
+}
+
+impl Waiter {
+    /// The job's end; past `timeout` it is killed and reported as timed out.
+    async fn wait(self, job: JobId, timeout: Option<Duration>) -> ExitStatus {
+        match self {
+            Waiter::Served(server, mut rx) => {
+                let first = match timeout {
+                    Some(t) => tokio::time::timeout(t, &mut rx).await.ok(),
+                    None => Some((&mut rx).await),
+                };
+                let (outcome, timed_out) = match first {
+                    Some(o) => (o, false),
+                    None => {
+                        server.cancel(job as u64, true);
+                        (rx.await, true)
+                    }
+                };
+                match outcome {
+                    _ if timed_out => ExitStatus::TimedOut,
+                    Ok(Outcome::Ended(st)) => from_wait_status(st),
+                    Ok(Outcome::NotStarted(e)) => ExitStatus::SpawnFailed(e),
+                    Ok(Outcome::Lost(e)) => ExitStatus::Backend(e),
+                    Err(_) => ExitStatus::Backend("the stages' reaper process has ended".into()),
+                }
+            }
+            Waiter::Child(mut child, pid) => {
+                let waited = match timeout {
+                    Some(t) => match tokio::time::timeout(t, child.wait()).await {
+                        Ok(r) => Some(r),
+                        Err(_) => {
+                            // SAFETY: signalling our own child (the reaper), which kills the stage.
+                            unsafe { libc::kill(pid, reaper::SIG_HARD) };
+                            let _ = child.wait().await;
+                            None
+                        }
+                    },
+                    None => Some(child.wait().await),
+                };
+                match waited {
+                    None => ExitStatus::TimedOut,
+                    Some(Err(e)) => ExitStatus::SpawnFailed(e.to_string()),
+                    Some(Ok(s)) => {
+                        use std::os::unix::process::ExitStatusExt;
+                        from_wait_status(s.into_raw())
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A raw wait status as an [`ExitStatus`].
+fn from_wait_status(st: i32) -> ExitStatus {
+    if libc::WIFEXITED(st) {
+        match libc::WEXITSTATUS(st) {
+            0 => ExitStatus::Success,
+            c => ExitStatus::Code(c),
+        }
+    } else if libc::WIFSIGNALED(st) {
+        ExitStatus::Signal(libc::WTERMSIG(st))
+    } else {
+        ExitStatus::Code(-1)
     }
 }
 
@@ -241,23 +364,25 @@ impl Backend for LocalBackend {
     fn cancel(&mut self, jobs: &[JobId], hard: bool) {
         // The reaper forwards SIGTERM to the stage (SIGKILL after a grace period), or kills it
         // at once.
-        let sig = if hard {
-            super::reaper::SIG_HARD
-        } else {
-            libc::SIGTERM
-        };
         for job in jobs {
-            if let Some(&pid) = self.pids.get(job) {
-                if pid > 0 {
+            match self.running.get(job) {
+                Some(Running::Served(server)) => server.cancel(*job as u64, hard),
+                Some(&Running::Child(pid)) if pid > 0 => {
+                    let sig = if hard {
+                        reaper::SIG_HARD
+                    } else {
+                        libc::SIGTERM
+                    };
                     // SAFETY: signalling our own child, the job's reaper.
                     unsafe { libc::kill(pid, sig) };
                 }
+                _ => {}
             }
         }
     }
 
     fn release(&mut self, job: JobId) {
-        self.pids.remove(&job);
+        self.running.remove(&job);
     }
 }
 
@@ -267,7 +392,7 @@ impl Backend for LocalBackend {
 /// environment names that run dir), sent SIGTERM, then SIGKILL. An error when they cannot be
 /// stopped.
 fn stop_leftovers(spec: &JobSpec) -> Result<(), String> {
-    let Some((rec, _)) = super::reaper::attempt_record(&spec.run_dir) else {
+    let Some((rec, _)) = reaper::attempt_record(&spec.run_dir) else {
         return Ok(());
     };
     let Ok(text) = std::fs::read_to_string(&rec) else {
@@ -281,7 +406,7 @@ fn stop_leftovers(spec: &JobSpec) -> Result<(), String> {
     let Some(pgid) = pgid.parse::<libc::pid_t>().ok().filter(|&g| g > 1) else {
         return Ok(());
     };
-    let members = super::reaper::members_of(pgid, &prev_dir);
+    let members = reaper::members_of(pgid, &prev_dir);
     if members.is_empty() {
         return Ok(());
     }
@@ -296,7 +421,7 @@ fn stop_leftovers(spec: &JobSpec) -> Result<(), String> {
         unsafe { libc::kill(-pgid, sig) };
         let t = std::time::Instant::now();
         while t.elapsed() < Duration::from_millis(wait) {
-            if super::reaper::members_of(pgid, &prev_dir).is_empty() {
+            if reaper::members_of(pgid, &prev_dir).is_empty() {
                 let _ = std::fs::remove_file(&rec);
                 return Ok(());
             }

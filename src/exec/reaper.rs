@@ -3,11 +3,11 @@
 //!
 //! `PR_SET_PDEATHSIG` reaches only a direct child, and a stage's shell starts children of its
 //! own (`sh -c '... &'`, `python` workers) that would be reparented and keep writing into its run
-//! dir. So the backend's direct child is not the stage but this reaper, a fork of the
-//! orchestrator that never execs:
+//! dir. So a stage's parent is not the orchestrator but this reaper, a process that never
+//! execs:
 //!
-//! - it dies with the orchestrator's thread (`PR_SET_PDEATHSIG` = [`SIG_HARD`]) and is a child
-//!   subreaper, so every descendant of the stage that loses its parent is reparented to it;
+//! - it dies with its parent (`PR_SET_PDEATHSIG` = [`SIG_HARD`]; the parent is the run's reaper
+//!   server, which dies the same way with the orchestrator's thread) and is a child subreaper, so every descendant of the stage that loses its parent is reparented to it;
 //! - it starts the stage in a process group of its own (recorded, with the attempt's run dir,
 //!   in `<work dir>/.pgid` while it lives);
 //! - a stage is finished when all its processes are gone: once the main process exits, the
@@ -20,30 +20,35 @@
 //!   mount namespace of its own in which the cache's `views/` and `objects/` are read-only, so
 //!   no write reaches a stored object.
 //!
-//! The reaper is started by `exec`, not by `fork`, with `posix_spawn` (a vfork: nothing of the
-//! orchestrator's memory is copied). A fork of the orchestrator cost time in proportion to its
-//! memory (copying its page tables, then copy-on-write faults in the orchestrator while the
-//! reaper lived): with 5,000 instances in memory that was most of the scheduler's time per
-//! stage. The program exec'd is the small `orchestrator-reaper` installed next to the
-//! orchestrator (`src/bin/orchestrator-reaper.rs`: this module and libc, no Rust runtime
-//! start-up), pinned by a descriptor opened when the first stage starts, so that a rebuild
-//! during a run changes nothing; starting it costs about half of starting the whole
-//! orchestrator binary, which is a cost paid once per stage. Where it is missing (a copied
-//! `orchestrator` alone), the orchestrator runs itself as `orchestrator __orchestrator-reaper
-//! ...` ([`enter_if_reaper`], first thing in `main`). Where no entry point is installed at all
-//! (the library's own unit tests), the backend falls back to forking; the fork's
-//! child runs [`split`] between `fork` and `exec` of a multi-threaded process, so that code only
-//! makes system calls that need no allocation and take no lock (no Rust std I/O), and starts
-//! the stage with `posix_spawn` from arguments, environment and attributes made before the
-//! fork. Both paths run the same [`split`].
+//! How reapers are started: once per run, when its first local stage starts, the orchestrator
+//! starts a reaper *server* ([`server`]; `posix_spawn`, nothing of the orchestrator's memory is
+//! copied) and sends it each stage over a socket; the server forks, and the child becomes that
+//! stage's reaper. A fork of the small server costs a fraction of an `exec` (no loader, no
+//! program start-up), which matters at one per stage: a sweep of 5,000 cells starts 5,000.
+//! (Before: each reaper was exec'd, and before that the orchestrator itself was forked, whose
+//! cost grew with the orchestrator's memory.) The server's program is the small
+//! `orchestrator-reaper` installed next to the orchestrator (`src/bin/orchestrator-reaper.rs`:
+//! this module and libc), pinned by a descriptor opened when the first stage starts, so that a
+//! rebuild during a run changes nothing. Where it is missing (a copied `orchestrator` alone),
+//! the orchestrator runs itself as `orchestrator __orchestrator-reaper/2 <pid>`
+//! ([`enter_if_reaper`], first thing in `main`). Where no entry point is installed at all (the
+//! library's own unit tests), the backend forks itself per stage; that child runs [`split`]
+//! between `fork` and `exec` of a multi-threaded process, so that code only makes system calls
+//! that need no allocation and take no lock (no Rust std I/O), and starts the stage with
+//! `posix_spawn` from arguments, environment and attributes made before the fork. Both paths
+//! run the same [`split`].
 
 use std::ffi::CString;
 
 use libc::{c_int, pid_t};
 
-/// `argv[1]` of a stage's reaper. It names the version of the arguments that follow, so that an
-/// `orchestrator-reaper` of another build says so instead of misreading them.
-pub const REAPER_ARG: &str = "__orchestrator-reaper/1";
+pub mod client;
+pub mod server;
+
+/// `argv[1]` of the reaper server. It names the version of its protocol ([`server`]), so that an
+/// `orchestrator-reaper` of another build says so instead of misreading it. `argv[2]` is the
+/// orchestrator's pid.
+pub const REAPER_ARG: &str = "__orchestrator-reaper/2";
 
 /// The file name of the dedicated reaper binary, looked for next to the orchestrator's.
 pub const REAPER_BIN: &str = "orchestrator-reaper";
@@ -54,15 +59,26 @@ static ENTRY_POINT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBoo
 /// The program that serves as the reaper, found when the first stage starts ([`reaper_exe`]).
 static REAPER_EXE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
-/// First thing in the `main` of a binary that runs stages. Started as a reaper
-/// (`<exe> __orchestrator-reaper/1 ...`): become it, and never return. Otherwise: note that
-/// this program can start reapers by `exec` ([`reaper_exe`]).
+/// First thing in the `main` of a binary that runs stages. Started as the reaper server
+/// (`<exe> __orchestrator-reaper/2 <pid>`): become it, and never return. Otherwise: note that
+/// this program can start the server ([`reaper_exe`]).
 pub fn enter_if_reaper() {
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() == Some(std::ffi::OsStr::new(REAPER_ARG)) {
-        reaper_main(args.collect());
+        serve_from_args(args.next());
     }
     ENTRY_POINT.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The server's entry: `pid` is the orchestrator's.
+fn serve_from_args(pid: Option<std::ffi::OsString>) -> ! {
+    match pid.and_then(|p| p.to_str().and_then(|p| p.parse::<pid_t>().ok())) {
+        Some(pid) => server::serve(pid),
+        None => {
+            eprintln!("[orchestrator] the reaper server needs the orchestrator's pid");
+            std::process::exit(2)
+        }
+    }
 }
 
 /// `orchestrator-reaper` next to this program, opened (`O_PATH`, kept open for the process's
@@ -92,10 +108,11 @@ pub fn reaper_binary_main() -> ! {
     let mut args = std::env::args_os().skip(1);
     match args.next() {
         Some(a) if a == REAPER_ARG => {
-            // Its command name is the descriptor's number otherwise (`/proc/self/fd/N`).
+            // Its command name is the descriptor's number otherwise (`/proc/self/fd/N`); the
+            // reapers it forks keep it.
             // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
             unsafe { libc::prctl(libc::PR_SET_NAME, c"orch-reaper".as_ptr()) };
-            reaper_main(args.collect())
+            serve_from_args(args.next())
         }
         Some(a) if a.to_string_lossy().starts_with("__orchestrator-reaper") => {
             eprintln!(
@@ -105,13 +122,13 @@ pub fn reaper_binary_main() -> ! {
             std::process::exit(127)
         }
         _ => {
-            eprintln!("orchestrator-reaper: started by `orchestrator run` for each stage; it is not a command to run by hand");
+            eprintln!("orchestrator-reaper: started by `orchestrator run` to start its stages; it is not a command to run by hand");
             std::process::exit(2)
         }
     }
 }
 
-/// The program to `exec` as a reaper, when [`enter_if_reaper`] was called in this process:
+/// The program to start as the reaper server, when [`enter_if_reaper`] was called in this process:
 /// `orchestrator-reaper` next to this program when it is there, else this program itself. Found
 /// when the first stage starts (commands that start none open nothing), then pinned for the
 /// process's life: a descriptor of that file, or the running image itself, even if its file is
@@ -124,80 +141,6 @@ pub fn reaper_exe() -> Option<&'static std::path::Path> {
         sibling_reaper().unwrap_or_else(|| std::path::PathBuf::from("/proc/self/exe"))
     });
     Some(exe.as_path())
-}
-
-/// The arguments after [`REAPER_ARG`]: the orchestrator's pid, the [`ReaperFiles`], the
-/// resolved program and the stage's argv. The stage's environment is the reaper's own.
-pub fn reaper_args(
-    orchestrator: pid_t,
-    files: &ReaperFiles,
-    program: &std::path::Path,
-    argv: &[String],
-) -> Vec<std::ffi::OsString> {
-    use std::os::unix::ffi::OsStrExt;
-    let os = |c: &CString| std::ffi::OsStr::from_bytes(c.as_bytes()).to_os_string();
-    let mut out: Vec<std::ffi::OsString> = vec![
-        orchestrator.to_string().into(),
-        os(&files.pgid),
-        os(&files.attempt),
-        os(&files.leftovers),
-        files.read_only.len().to_string().into(),
-    ];
-    out.extend(files.read_only.iter().map(os));
-    out.push(program.as_os_str().to_os_string());
-    out.extend(argv.iter().map(Into::into));
-    out
-}
-
-/// The reaper's `main` (see [`reaper_args`]): a fresh single-threaded process, so it may
-/// allocate before [`split`]. Exit 127 with a message on stderr (the stage's log) when the
-/// stage cannot be started.
-fn reaper_main(args: Vec<std::ffi::OsString>) -> ! {
-    use std::os::unix::ffi::OsStrExt;
-    let fail = |msg: String| -> ! {
-        eprintln!("[orchestrator] cannot start the stage: {msg}");
-        std::process::exit(127)
-    };
-    let c = |a: &std::ffi::OsString| {
-        CString::new(a.as_bytes()).unwrap_or_else(|_| fail("a NUL byte in an argument".into()))
-    };
-    let mut it = args.iter();
-    let mut next = || {
-        it.next()
-            .unwrap_or_else(|| fail("too few reaper arguments".into()))
-    };
-    let orchestrator: pid_t = next()
-        .to_str()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| fail("no orchestrator pid".into()));
-    let (pgid, attempt, leftovers) = (c(next()), c(next()), c(next()));
-    let n: usize = next()
-        .to_str()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| fail("no count of read-only folders".into()));
-    let read_only = (0..n).map(|_| c(next())).collect();
-    let program = c(next());
-    let argv: Vec<CString> = it.map(c).collect();
-    let files = ReaperFiles {
-        pgid,
-        attempt,
-        leftovers,
-        read_only,
-    };
-    let envp: Vec<CString> = std::env::vars_os()
-        .map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            CString::new(kv).unwrap_or_else(|_| fail("a NUL byte in the environment".into()))
-        })
-        .collect();
-    let stage = StageExec::from_parts(program, argv, envp);
-    // SAFETY: this process is single-threaded (fresh from exec); `split` only returns on error.
-    match unsafe { split(orchestrator, &files, &stage) } {
-        Ok(()) => std::process::exit(0),
-        Err(e) => fail(e.to_string()),
-    }
 }
 
 /// The signal that asks the reaper to kill the stage at once (and that it gets when the
@@ -234,6 +177,9 @@ pub struct ReaperFiles {
     /// Folders the stage sees read-only (the cache's `views/` and `objects/`), when the
     /// system lets us give it a mount namespace of its own.
     pub read_only: Vec<CString>,
+    /// Under the server ([`server`]): the descriptor and job on which the reaper writes the
+    /// stage's wait status as its last act.
+    pub report: Option<(c_int, u64)>,
 }
 
 impl ReaperFiles {
@@ -260,6 +206,7 @@ impl ReaperFiles {
             attempt: CString::new(name).unwrap_or_default(),
             leftovers: c(&run_dir.join("leftovers")).unwrap_or_else(dev_null),
             read_only,
+            report: None,
         }
     }
 }
@@ -421,7 +368,7 @@ pub unsafe fn split(
     if rc != 0 {
         return Err(std::io::Error::from_raw_os_error(rc));
     }
-    reap(pid, &set, files)
+    reap(orchestrator, pid, &set, files)
 }
 
 /// In a mount namespace of the stage's own, make `dirs` read-only bind mounts of themselves, so
@@ -475,8 +422,12 @@ unsafe fn read_only_mounts(dirs: &[CString]) {
     }
 }
 
-unsafe fn reap(stage: pid_t, set: &libc::sigset_t, files: &ReaperFiles) -> ! {
-    close_from(3);
+/// `parent`: the process this reaper reports to (the server or the orchestrator).
+unsafe fn reap(parent: pid_t, stage: pid_t, set: &libc::sigset_t, files: &ReaperFiles) -> ! {
+    match files.report {
+        Some((fd, _)) if fd == server::REPORT_FD => close_from(fd + 1),
+        _ => close_from(3),
+    }
     write_record(&files.pgid, stage, &files.attempt);
     let mut main_status: c_int = 0;
     let mut main_done_at: i64 = -1;
@@ -496,7 +447,7 @@ unsafe fn reap(stage: pid_t, set: &libc::sigset_t, files: &ReaperFiles) -> ! {
                 continue;
             }
             if r < 0 && errno() == libc::ECHILD {
-                finish(main_status, files);
+                finish(parent, main_status, files);
             }
             break;
         }
@@ -532,9 +483,16 @@ unsafe fn reap(stage: pid_t, set: &libc::sigset_t, files: &ReaperFiles) -> ! {
     }
 }
 
-/// Exit as the stage's main process did (same code, or the same signal).
-unsafe fn finish(status: c_int, files: &ReaperFiles) -> ! {
+/// Exit as the stage's main process did (same code, or the same signal), having reported it
+/// where the server asked, unless the server is gone (then the orchestrator says so, once, for
+/// every job that was running).
+unsafe fn finish(parent: pid_t, status: c_int, files: &ReaperFiles) -> ! {
     libc::unlink(files.pgid.as_ptr());
+    if let Some((fd, job)) = files.report.filter(|_| libc::getppid() == parent) {
+        // One write of a few bytes: whole, never interleaved with another reaper's.
+        let r = server::encode_reply(job, status, server::EXITED);
+        let _ = libc::write(fd, r.as_ptr().cast(), r.len());
+    }
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
         default_action(sig);

@@ -1138,6 +1138,61 @@ fn the_reaper_binary_refuses_to_run_by_hand_and_names_a_version_mismatch() {
     };
     other
         .exit(127)
-        .stderr_has("this orchestrator-reaper speaks __orchestrator-reaper/1, the orchestrator that started it __orchestrator-reaper/0")
+        .stderr_has("this orchestrator-reaper speaks __orchestrator-reaper/2, the orchestrator that started it __orchestrator-reaper/0")
         .stderr_has("install orchestrator and orchestrator-reaper from the same build");
+}
+
+/// The parent of process `pid` (field 4 of /proc/<pid>/stat, after the command name).
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_killed_reaper_server_fails_the_running_stage_clearly_and_stops_its_processes() {
+    let p = Project::new();
+    let (flag, go) = (p.path("started.flag"), p.path("go.flag"));
+    p.file(
+        "p.yaml",
+        &format!(
+            "name: lost\nstages:\n  a:\n    run: \"if [ ! -e {go} ]; then echo $$ > {pid}; touch {flag}; sleep 120; fi; echo a > ${{outputs.out}}\"\n    outputs: [out]\n",
+            go = go.display(),
+            flag = flag.display(),
+            pid = p.path("stage.pid").display()
+        ),
+    );
+    let mut run = p
+        .cmd(&["run", "p.yaml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&flag, Duration::from_secs(30));
+    let stage: i32 = read(&p.path("stage.pid")).trim().parse().unwrap();
+    let reaper = parent_of(stage);
+    let server = parent_of(reaper);
+    assert_eq!(parent_of(server), run.id() as i32);
+    let comm = std::fs::read_to_string(format!("/proc/{server}/comm")).unwrap();
+    assert_eq!(comm, "orch-reaper\n");
+    // SAFETY: the server of the run this test started.
+    unsafe { libc::kill(server, libc::SIGKILL) };
+    let st = wait_exit(&mut run, Duration::from_secs(30));
+    let mut err = String::new();
+    std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!st.success(), "{err}");
+    assert!(
+        err.contains("the stages' reaper process")
+            && err.contains("ended while the stage ran")
+            && err.contains("run again to retry"),
+        "{err}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{stage}")).exists(),
+        "the stage's shell outlived its reaper"
+    );
+    // The next run starts a server of its own.
+    std::fs::write(&go, "").unwrap();
+    p.run(&["run", "p.yaml"]).success();
+    assert_eq!(read(&p.path("results/lost/a/out")), "a\n");
 }
