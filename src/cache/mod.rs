@@ -237,6 +237,10 @@ impl Cache {
                 continue;
             }
             let _ = std::fs::create_dir_all(&inst_dir);
+            // A new link is made in place; one to replace goes through a rename (atomic).
+            if std::os::unix::fs::symlink(&want, &link).is_ok() {
+                continue;
+            }
             let tmp = inst_dir.join(format!(".{name}.tmp{}", std::process::id()));
             let _ = std::fs::remove_file(&tmp);
             if std::os::unix::fs::symlink(&want, &tmp).is_ok() {

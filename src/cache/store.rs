@@ -292,6 +292,14 @@ impl Store {
         }
         let parent = dst.parent().expect("views path has a parent");
         std::fs::create_dir_all(parent).map_err(CacheError::io("cannot create", parent))?;
+        // A file's view is a hard link, which appears whole: made in place, no rename needed.
+        if kind == ObjKind::File {
+            match std::fs::hard_link(self.object_path(digest), &dst) {
+                Ok(()) => return Ok(dst),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(dst),
+                Err(_) => {} // another file system, or a missing object: as below
+            }
+        }
         let tmp = self.tmp_path("view");
         match kind {
             ObjKind::File => link_or_copy(&self.object_path(digest), &tmp, 0o644)?,

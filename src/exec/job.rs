@@ -423,9 +423,13 @@ pub fn commit(a: CommitArgs) -> Result<Manifest, String> {
         instance: a.instance,
     };
     a.cache.commit_manifest(&m).map_err(|e| e.to_string())?;
-    // After the commit point: leftovers are only disk space.
-    let _ = std::fs::remove_dir_all(&a.work_dir);
-    let _ = std::fs::remove_dir_all(&a.out_dir);
+    // After the commit point: leftovers are only disk space. Both are usually empty by now
+    // (outputs were moved into the store): one `rmdir` each, a walk only when not.
+    for dir in [&a.work_dir, &a.out_dir] {
+        if std::fs::remove_dir(dir).is_err() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
     Ok(m)
 }
 
