@@ -429,7 +429,8 @@ def git_rev() -> str:
         return "unknown"
     # The harness's own output does not count: it is rewritten by the run being described.
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", f":!{DOC.relative_to(REPO)}"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    return r.stdout.strip() + ("+dirty" if dirty else "")
+    # Which files, so that a surprise can be traced.
+    return r.stdout.strip() + (f"+dirty ({', '.join(line[3:] for line in dirty.splitlines())})" if dirty else "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1007,6 +1008,7 @@ class Harness:
 
     def write_doc(self, elapsed):
         m = machine()
+        rev = git_rev()
         orch = next((t for t in self.tools if t.name == "orchestrator"), None) or Orchestrator(self)
         known = getattr(orch, "version_line", None) or (orch.version() if orch.available() is None else "not built")
         versions = [f"- orchestrator: {known}"]
@@ -1023,7 +1025,7 @@ class Harness:
             "",
             f"- {m['cpu']}, {m['nproc']} cores, {m['ram_gib']:.1f} GiB RAM, {m['kernel']}",
             f"- CPU vector extensions: {m['simd']} (blake3 and the hashing figures depend on them)",
-            f"- orchestrator binary from commit {git_rev()} (`+dirty`: the working tree had uncommitted changes)",
+            f"- orchestrator binary from commit {rev}" + (" (`+dirty`: the working tree had uncommitted changes in the files named)" if "+dirty" in rev else " (a clean working tree)"),
             f"- temp dir filesystem: {m.get('fs', '?')}",
             f"- load average (1/5/15 min) at the start: {self.load[0]}, at the end: {self.load[-1]} (the machine is shared: other work running at the same time slows every tool alike, and widens the spread)",
             "",
