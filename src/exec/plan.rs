@@ -362,17 +362,21 @@ fn waiting(
     done: &[Option<Manifest>],
 ) -> Result<PlanEntry, ExecError> {
     let mut digests = external.clone();
-    let mut waits_on = Vec::new();
+    // Upstream instances in first-seen order, each once (a gather may wait on thousands).
+    let mut waits_on: Vec<usize> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut wait_on = |i: usize| {
+        if seen.insert(i) {
+            waits_on.push(i);
+        }
+    };
     for (name, input) in &inst.inputs {
         if let Input::Gather { output, from } = input {
             let d = match super::gather::listing(output, from, done) {
                 Some(items) => super::gather::digest(&items),
                 None => {
                     for g in from.iter().filter(|g| done[g.instance].is_none()) {
-                        let up = p.instances[g.instance].id.clone();
-                        if !waits_on.contains(&up) {
-                            waits_on.push(up);
-                        }
+                        wait_on(g.instance);
                     }
                     PENDING.into()
                 }
@@ -390,10 +394,7 @@ fn waiting(
                 .map(|o| o.digest.clone())
                 .unwrap_or_else(|| ABSENT.into()),
             None => {
-                let up = p.instances[*instance].id.clone();
-                if !waits_on.contains(&up) {
-                    waits_on.push(up);
-                }
+                wait_on(*instance);
                 PENDING.into()
             }
         };
@@ -411,6 +412,10 @@ fn waiting(
         }
     };
     reasons.retain(|r| !r.starts_with("its previous run"));
+    let waits_on: Vec<String> = waits_on
+        .iter()
+        .map(|&w| p.instances[w].id.clone())
+        .collect();
     let list: Vec<String> = waits_on.iter().map(|w| format!("`{w}`")).collect();
     reasons.insert(0, format!("waits on {}", list.join(", ")));
     Ok(PlanEntry {

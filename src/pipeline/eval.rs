@@ -679,7 +679,7 @@ impl Loader {
         use super::yaml::Value;
         match &n.value {
             Value::Str(s) if !Template::is_plain(s) => {
-                let t = Template::parse(s).ok()?;
+                let t = self.template(s)?;
                 if let Some(r) = t.whole_ref() {
                     if matches!(r.ns, Ns::Params | Ns::Matrix) {
                         return self.lookup(r, n, ctx, key);

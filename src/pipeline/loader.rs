@@ -23,6 +23,9 @@ pub(super) struct Loader {
     pub checked_inputs: HashMap<PathBuf, bool>,
     /// Look for symlink loops inside folder inputs too (see `LoadOptions::walk_inputs`).
     pub walk_inputs: bool,
+    /// Templates parsed so far, by their text: a stage's strings are evaluated once per cell,
+    /// parsed once (`None`: not a valid template, reported by the static checks).
+    pub templates: HashMap<String, Option<std::rc::Rc<interp::Template>>>,
 }
 
 impl Loader {
@@ -31,6 +34,16 @@ impl Loader {
             walk_inputs,
             ..Loader::default()
         }
+    }
+
+    /// `s` parsed as a template, once per distinct text.
+    pub fn template(&mut self, s: &str) -> Option<std::rc::Rc<interp::Template>> {
+        if let Some(t) = self.templates.get(s) {
+            return t.clone();
+        }
+        let t = interp::Template::parse(s).ok().map(std::rc::Rc::new);
+        self.templates.insert(s.to_string(), t.clone());
+        t
     }
 
     /// The errors sorted by file (the pipeline first, then what it extends) and position.
