@@ -206,24 +206,12 @@ impl Cache {
         results_dir(&self.root, pipeline)
     }
 
-    /// Point `results/<pipeline>/<instance>/<output>` (and `metrics.json`) at the views of `m`'s
-    /// objects, with links relative to the cache so that a moved project keeps them. Done as
-    /// each instance commits or hits, so the folder follows the run.
-    pub fn link_results(&self, pipeline: &str, instance: &str, m: &Manifest) {
+    /// Point `results/<pipeline>/<instance>/<output>` (and `metrics.json`) at the views of the
+    /// objects of a manifest's [`result_links`], with links relative to the cache so that a
+    /// moved project keeps them. Done as each instance commits or hits, so the folder follows
+    /// the run.
+    pub fn link_results(&self, pipeline: &str, instance: &str, links: Vec<ResultLink>) {
         let inst_dir = self.results_dir(pipeline).join(sanitize(instance));
-        let mut links: Vec<(String, String, ObjKind, String)> = Vec::new();
-        for (name, o) in &m.outputs {
-            let base = o.rel_path.rsplit('/').next().unwrap_or(name).to_string();
-            links.push((name.clone(), o.digest.clone(), o.kind, base));
-        }
-        if let Some(d) = &m.metrics {
-            links.push((
-                "metrics.json".into(),
-                d.clone(),
-                ObjKind::File,
-                "metrics.json".into(),
-            ));
-        }
         for (name, digest, kind, base) in links {
             let link = inst_dir.join(sanitize(&name));
             let want = relative_to(&self.store.view_path(&digest, &base), &inst_dir);
@@ -561,6 +549,27 @@ pub fn results_dir(root: &Path, pipeline: &str) -> PathBuf {
         _ => root.join("results"),
     };
     base.join(sanitize(pipeline))
+}
+
+/// One link of `results/<pipeline>/<instance>/`: (name, digest, kind, file name of the view).
+pub type ResultLink = (String, String, ObjKind, String);
+
+/// The links a manifest's instance gets: each output, and `metrics.json` when it wrote one.
+pub fn result_links(m: &Manifest) -> Vec<ResultLink> {
+    let mut links: Vec<ResultLink> = Vec::new();
+    for (name, o) in &m.outputs {
+        let base = o.rel_path.rsplit('/').next().unwrap_or(name).to_string();
+        links.push((name.clone(), o.digest.clone(), o.kind, base));
+    }
+    if let Some(d) = &m.metrics {
+        links.push((
+            "metrics.json".into(),
+            d.clone(),
+            ObjKind::File,
+            "metrics.json".into(),
+        ));
+    }
+    links
 }
 
 /// `target` as seen from the folder `from` (both absolute): `../../cache/views/...`.

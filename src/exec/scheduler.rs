@@ -41,6 +41,7 @@ use crate::fingerprint::Fingerprint;
 use crate::pipeline::{Action, Pipeline};
 
 mod launch;
+mod links;
 mod nodes;
 mod progress;
 
@@ -128,6 +129,7 @@ pub struct Scheduler<'a> {
     /// Fingerprint key -> the instance running (or committing) it. One fingerprint runs once
     /// per run: instances with the same key wait for it and are then cache hits.
     busy: HashMap<String, usize>,
+    links: links::Linker,
 }
 
 impl<'a> Scheduler<'a> {
@@ -175,6 +177,7 @@ impl<'a> Scheduler<'a> {
             commit_tx,
             commit_rx: Some(commit_rx),
             busy: HashMap::new(),
+            links: links::Linker::new(cache),
         })
     }
 
@@ -239,6 +242,7 @@ impl<'a> Scheduler<'a> {
                 self.fail_run(e);
             }
         }
+        self.links.finish();
         if let Err(e) = self.cache.index.flush() {
             self.fail_run(e.into());
         }
@@ -321,7 +325,7 @@ impl<'a> Scheduler<'a> {
             match verdict {
                 Verdict::Cached(m) => {
                     self.remember_last(i, &fp, &key, &m)?;
-                    self.cache.link_results(&self.p.name, &inst.id, &m);
+                    self.links.link(&self.p.name, &inst.id, &m);
                     self.done[i] = Some(*m);
                     self.nodes.set(i, Node::Done);
                     self.cached += 1;
@@ -621,7 +625,7 @@ impl<'a> Scheduler<'a> {
         self.cache.index.put_last(&self.p.name, &inst.id, &fp)?;
         self.record(i, &key, RunStatus::Ok, ok)?;
         if let Some(m) = &self.done[i] {
-            self.cache.link_results(&self.p.name, &inst.id, m);
+            self.links.link(&self.p.name, &inst.id, m);
         }
         self.busy.retain(|_, j| *j != i);
         // Instances waiting on the same fingerprint are cache hits now.
