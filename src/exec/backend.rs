@@ -126,14 +126,17 @@ pub struct LocalBackend {
     server: Option<Arc<ServerClient>>,
     /// Programs already looked up in `PATH` (it does not change during a run).
     programs: HashMap<String, PathBuf>,
+    /// Starts sent to the server so far: each start's id there. Not the [`JobId`], which a
+    /// retry reuses: a late reply about the attempt before must never end the retry.
+    starts: u64,
     events: Option<UnboundedSender<BackendEvent>>,
 }
 
 /// Whom to signal to stop a job.
 #[derive(Debug)]
 enum Running {
-    /// A reaper forked by the server.
-    Served(Arc<ServerClient>),
+    /// A reaper forked by the server, by its id there (see [`LocalBackend::starts`]).
+    Served(Arc<ServerClient>, u64),
     /// A reaper that is our own child (the library's unit tests: no entry point installed).
     Child(libc::pid_t),
 }
@@ -157,12 +160,14 @@ impl LocalBackend {
                     .program(&prog)
                     .map_err(|e| format!("cannot start `{prog}`: {e}"))?;
                 let server = self.server(exe)?;
+                self.starts += 1;
+                let id = self.starts;
                 let rx = server
-                    .start_job(start_job(&spec, &files, &program)?)
+                    .start_job(start_job(id, &spec, &files, &program)?)
                     .map_err(|e| format!("cannot start `{prog}`: {e}"))?;
                 self.running
-                    .insert(spec.job, Running::Served(server.clone()));
-                Waiter::Served(server, rx)
+                    .insert(spec.job, Running::Served(server.clone(), id));
+                Waiter::Served(server, id, rx)
             }
             None => {
                 let (child, pid) = fork_reaper(&spec, files, log)?;
@@ -173,7 +178,7 @@ impl LocalBackend {
         let (job, timeout) = (spec.job, spec.timeout);
         let (stage_id, run_dir) = (spec.stage_id, spec.run_dir);
         tokio::spawn(async move {
-            let status = waiter.wait(job, timeout).await;
+            let status = waiter.wait(timeout).await;
             if run_dir.join("leftovers").exists() {
                 tracing::warn!(
                     "stage `{stage_id}`: processes it started were still running 10 s after it ended and were stopped (see its log)"
@@ -211,8 +216,9 @@ impl LocalBackend {
     }
 }
 
-/// The request that starts `spec` under the server.
+/// The request that starts `spec` under the server, as start `id`.
 fn start_job(
+    id: u64,
     spec: &JobSpec,
     files: &reaper::ReaperFiles,
     program: &std::path::Path,
@@ -220,7 +226,7 @@ fn start_job(
     use std::os::unix::ffi::OsStrExt;
     let c = |b: &[u8]| CString::new(b).map_err(|_| "a NUL byte in the command".to_string());
     Ok(StartJob {
-        job: spec.job as u64,
+        job: id,
         cwd: c(spec.cwd.as_os_str().as_bytes())?,
         log: c(spec.log.as_os_str().as_bytes())?,
         files: files.into(),
@@ -273,15 +279,19 @@ fn fork_reaper(
 
 /// How the end of a job's reaper is awaited.
 enum Waiter {
-    Served(Arc<ServerClient>, tokio::sync::oneshot::Receiver<Outcome>),
+    Served(
+        Arc<ServerClient>,
+        u64,
+        tokio::sync::oneshot::Receiver<Outcome>,
+    ),
     Child(tokio::process::Child, libc::pid_t),
 }
 
 impl Waiter {
     /// The job's end; past `timeout` it is killed and reported as timed out.
-    async fn wait(self, job: JobId, timeout: Option<Duration>) -> ExitStatus {
+    async fn wait(self, timeout: Option<Duration>) -> ExitStatus {
         match self {
-            Waiter::Served(server, mut rx) => {
+            Waiter::Served(server, id, mut rx) => {
                 let first = match timeout {
                     Some(t) => tokio::time::timeout(t, &mut rx).await.ok(),
                     None => Some((&mut rx).await),
@@ -289,7 +299,7 @@ impl Waiter {
                 let (outcome, timed_out) = match first {
                     Some(o) => (o, false),
                     None => {
-                        server.cancel(job as u64, true);
+                        server.cancel(id, true);
                         (rx.await, true)
                     }
                 };
@@ -366,7 +376,7 @@ impl Backend for LocalBackend {
         // at once.
         for job in jobs {
             match self.running.get(job) {
-                Some(Running::Served(server)) => server.cancel(*job as u64, hard),
+                Some(Running::Served(server, id)) => server.cancel(*id, hard),
                 Some(&Running::Child(pid)) if pid > 0 => {
                     let sig = if hard {
                         reaper::SIG_HARD

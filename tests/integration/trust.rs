@@ -1196,3 +1196,25 @@ fn a_killed_reaper_server_fails_the_running_stage_clearly_and_stops_its_processe
     p.run(&["run", "p.yaml"]).success();
     assert_eq!(read(&p.path("results/lost/a/out")), "a\n");
 }
+
+#[test]
+fn a_retry_is_never_ended_by_a_late_word_about_the_attempt_before() {
+    // The first attempt fails at once; the retry runs for a second. Both the failed attempt's
+    // reaper and the server report its end: the second report must not end the retry.
+    let p = Project::new();
+    let count = p.path("count");
+    p.file(
+        "p.yaml",
+        &format!(
+            "name: again\nstages:\n  a:\n    run: \"n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; if [ $n -lt 2 ]; then exit 1; fi; sleep 1; echo ok > ${{outputs.out}}\"\n    outputs: [out]\n    retry: 1\n",
+            c = count.display()
+        ),
+    );
+    for round in 0..3 {
+        let _ = std::fs::remove_file(&count);
+        let r = p.run(&["run", "p.yaml", "--force", "a"]);
+        r.success();
+        assert_eq!(read(&count), "2\n", "round {round}");
+        assert_eq!(read(&p.path("results/again/a/out")), "ok\n");
+    }
+}

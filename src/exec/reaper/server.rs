@@ -16,7 +16,8 @@
 //! socket, the server sends [`super::SIG_HARD`] to the reapers still running and exits.
 //!
 //! Wire format (little-endian), orchestrator → server: `u32 length` (of what follows), `u8 kind`,
-//! `u64 job`, then for a start a list of NUL-terminated fields (see [`Request::decode`]), for a
+//! `u64 job` (the orchestrator's id of this start, never reused within a run, retries included),
+//! then for a start a list of NUL-terminated fields (see [`Request::decode`]), for a
 //! cancel `u8 hard`. Server → orchestrator: [`REPLY_LEN`]-byte records `u64 job`, `i32 value`,
 //! `u32 what` ([`EXITED`]: `value` is the wait status; [`NOT_STARTED`]: `value` is the `fork`
 //! errno).
