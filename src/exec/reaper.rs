@@ -7,7 +7,8 @@
 //! execs:
 //!
 //! - it dies with its parent (`PR_SET_PDEATHSIG` = [`SIG_HARD`]; the parent is the run's reaper
-//!   server, which dies the same way with the orchestrator's thread) and is a child subreaper, so every descendant of the stage that loses its parent is reparented to it;
+//!   server, which dies the same way with the orchestrator's thread) and is a child subreaper,
+//!   so every descendant of the stage that loses its parent is reparented to it;
 //! - it starts the stage in a process group of its own (recorded, with the attempt's run dir,
 //!   in `<work dir>/.pgid` while it lives);
 //! - a stage is finished when all its processes are gone: once the main process exits, the
