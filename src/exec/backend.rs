@@ -229,7 +229,7 @@ fn start_job(
         job: id,
         cwd: c(spec.cwd.as_os_str().as_bytes())?,
         log: c(spec.log.as_os_str().as_bytes())?,
-        files: files.into(),
+        files: files.clone(),
         program: c(program.as_os_str().as_bytes())?,
         argv: spec
             .argv

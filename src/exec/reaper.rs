@@ -166,7 +166,7 @@ const LEFTOVER_NOTE: &[u8] = b"\n[orchestrator] the stage's main process ended, 
 
 /// Files the reaper writes and folders it protects, prepared before the fork (no allocation
 /// after it).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReaperFiles {
     /// `<work dir>/.pgid`: `<process group> <run dir name>` of the attempt while it lives (the
     /// work dir belongs to the fingerprint, so the next attempt finds it in one read).
@@ -259,20 +259,13 @@ impl StageExec {
             .iter()
             .map(|a| cstr(a.as_bytes()))
             .collect::<Result<_, _>>()?;
-        let mut vars: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> =
-            std::env::vars_os().collect();
-        for (k, v) in env {
-            vars.insert(k.into(), v.into());
-        }
-        let envp: Vec<CString> = vars
+        if env
             .iter()
-            .map(|(k, v)| {
-                let mut kv = k.as_bytes().to_vec();
-                kv.push(b'=');
-                kv.extend_from_slice(v.as_bytes());
-                cstr(&kv)
-            })
-            .collect::<Result<_, _>>()?;
+            .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err("a NUL byte in the command".into());
+        }
+        let envp = environ_with(env.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
         Ok(StageExec::from_parts(program, argv, envp))
     }
 
@@ -313,6 +306,27 @@ impl StageExec {
             attr,
         }
     }
+}
+
+/// This process's environment with `extra` (key, value) added, a later key replacing an
+/// earlier one. Entries that hold a NUL byte are left out (the callers refuse them first).
+pub(crate) fn environ_with<'a>(
+    extra: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Vec<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut vars: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = std::env::vars_os()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+    for (k, v) in extra {
+        vars.insert(k.to_vec(), v.to_vec());
+    }
+    vars.into_iter()
+        .filter_map(|(mut kv, v)| {
+            kv.push(b'=');
+            kv.extend(v);
+            CString::new(kv).ok()
+        })
+        .collect()
 }
 
 /// The program `argv[0]` names: looked up in this process's `PATH` (as a shell would) when it

@@ -27,7 +27,7 @@ use std::ffi::CString;
 
 use libc::{c_int, pid_t};
 
-use super::{split, ReaperFiles, StageExec, SIG_HARD};
+use super::{environ_with, split, ReaperFiles, StageExec, SIG_HARD};
 
 /// One reply's size in bytes.
 pub const REPLY_LEN: usize = 16;
@@ -53,32 +53,13 @@ pub struct StartJob {
     pub cwd: CString,
     /// stdout and stderr (opened for appending, created when missing).
     pub log: CString,
-    pub files: ReaperFilesWire,
+    /// Its attempt files (`report` is set by the server, not sent).
+    pub files: ReaperFiles,
     /// The resolved program and the stage's argv.
     pub program: CString,
     pub argv: Vec<CString>,
     /// `KEY=VALUE` added to (and overriding) the server's environment.
     pub env: Vec<CString>,
-}
-
-/// [`ReaperFiles`] as it travels.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReaperFilesWire {
-    pub pgid: CString,
-    pub attempt: CString,
-    pub leftovers: CString,
-    pub read_only: Vec<CString>,
-}
-
-impl From<&ReaperFiles> for ReaperFilesWire {
-    fn from(f: &ReaperFiles) -> Self {
-        ReaperFilesWire {
-            pgid: f.pgid.clone(),
-            attempt: f.attempt.clone(),
-            leftovers: f.leftovers.clone(),
-            read_only: f.read_only.clone(),
-        }
-    }
 }
 
 impl Request {
@@ -146,11 +127,12 @@ impl Request {
             job,
             cwd,
             log,
-            files: ReaperFilesWire {
+            files: ReaperFiles {
                 pgid,
                 attempt,
                 leftovers,
                 read_only,
+                report: None,
             },
             program,
             argv,
@@ -390,39 +372,20 @@ unsafe fn become_reaper(server: pid_t, tx: c_int, s: &StartJob) -> ! {
             std::io::Error::last_os_error()
         ));
     }
-    let envp = merged_env(&s.env);
-    let stage = StageExec::from_parts(s.program.clone(), s.argv.clone(), envp);
+    let extra = s.env.iter().map(|kv| {
+        let b = kv.as_bytes();
+        let eq = b.iter().position(|&c| c == b'=').unwrap_or(b.len());
+        (&b[..eq], b.get(eq + 1..).unwrap_or(&[]))
+    });
+    let stage = StageExec::from_parts(s.program.clone(), s.argv.clone(), environ_with(extra));
     let files = ReaperFiles {
-        pgid: s.files.pgid.clone(),
-        attempt: s.files.attempt.clone(),
-        leftovers: s.files.leftovers.clone(),
-        read_only: s.files.read_only.clone(),
         report: Some((REPORT_FD, s.job)),
+        ..s.files.clone()
     };
     match split(server, &files, &stage) {
         Ok(()) => libc::_exit(0),
         Err(e) => fail(e.to_string()),
     }
-}
-
-/// This process's environment with `extra` (`KEY=VALUE`) added, a later key replacing.
-fn merged_env(extra: &[CString]) -> Vec<CString> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut vars: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = std::env::vars_os()
-        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-        .collect();
-    for kv in extra {
-        let b = kv.as_bytes();
-        let eq = b.iter().position(|&c| c == b'=').unwrap_or(b.len());
-        vars.insert(b[..eq].to_vec(), b.get(eq + 1..).unwrap_or(&[]).to_vec());
-    }
-    vars.into_iter()
-        .filter_map(|(mut k, v)| {
-            k.push(b'=');
-            k.extend(v);
-            CString::new(k).ok()
-        })
-        .collect()
 }
 
 fn errno() -> c_int {
@@ -443,11 +406,12 @@ mod tests {
             job: 7,
             cwd: c("/tmp/x y"),
             log: c("/tmp/log"),
-            files: ReaperFilesWire {
+            files: ReaperFiles {
                 pgid: c("/dev/null"),
                 attempt: c(""),
                 leftovers: c("/r/leftovers"),
                 read_only: vec![c("/c/views"), c("/c/objects")],
+                report: None,
             },
             program: c("/bin/sh"),
             argv: vec![c("sh"), c("-c"), c(""), c("echo 'a b'")],
@@ -479,7 +443,12 @@ mod tests {
             decode_reply(&encode_reply(u64::MAX, -3, NOT_STARTED)),
             (u64::MAX, -3, NOT_STARTED)
         );
-        let env = merged_env(&[c("ORCH_T_A=1"), c("ORCH_T_A=2"), c("ORCH_T_B=x=y")]);
+        let extra: [(&[u8], &[u8]); 3] = [
+            (b"ORCH_T_A", b"1"),
+            (b"ORCH_T_A", b"2"),
+            (b"ORCH_T_B", b"x=y"),
+        ];
+        let env = environ_with(extra);
         assert!(env.contains(&c("ORCH_T_A=2")) && !env.contains(&c("ORCH_T_A=1")));
         assert!(env.contains(&c("ORCH_T_B=x=y")));
     }
