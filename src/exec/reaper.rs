@@ -10,7 +10,7 @@
 //!   server, which dies the same way with the orchestrator's thread) and is a child subreaper,
 //!   so every descendant of the stage that loses its parent is reparented to it;
 //! - it starts the stage in a process group of its own (recorded, with the attempt's run dir,
-//!   in `<work dir>/.pgid` while it lives);
+//!   in `<work dir>/.pgid`, emptied when the attempt ends);
 //! - a stage is finished when all its processes are gone: once the main process exits, the
 //!   reaper waits for the rest ([`LEFTOVER_WAIT_MS`]), then stops them (SIGTERM, 2 s, SIGKILL),
 //!   notes it in the log and in `<run dir>/leftovers`, and only then exits with the main
@@ -168,8 +168,8 @@ const LEFTOVER_NOTE: &[u8] = b"\n[orchestrator] the stage's main process ended, 
 /// after it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReaperFiles {
-    /// `<work dir>/.pgid`: `<process group> <run dir name>` of the attempt while it lives (the
-    /// work dir belongs to the fingerprint, so the next attempt finds it in one read).
+    /// `<work dir>/.pgid`: `<process group> <run dir name>` of the attempt while it lives, empty
+    /// after (the work dir belongs to the fingerprint, so the next attempt finds it in one read).
     pub pgid: CString,
     /// The run dir's name, written after the process group.
     pub attempt: CString,
@@ -502,7 +502,9 @@ unsafe fn reap(parent: pid_t, stage: pid_t, set: &libc::sigset_t, files: &Reaper
 /// where the server asked, unless the server is gone (then the orchestrator says so, once, for
 /// every job that was running).
 unsafe fn finish(parent: pid_t, status: c_int, files: &ReaperFiles) -> ! {
-    libc::unlink(files.pgid.as_ptr());
+    // Emptied, not removed: an empty record says that nothing of the attempt lives, and a
+    // freed inode would slow the next ones made (see `job::commit`).
+    libc::truncate(files.pgid.as_ptr(), 0);
     if let Some((fd, job)) = files.report.filter(|_| libc::getppid() == parent) {
         // One write of a few bytes: whole, never interleaved with another reaper's.
         let r = server::encode_reply(job, status, server::EXITED);

@@ -218,6 +218,8 @@ impl<'a> Scheduler<'a> {
                 // because we are stopping.
                 break;
             }
+            // What settled in this turn gets its links before the loop waits.
+            self.links.flush();
             let step = tokio::select! {
                 Some(ev) = rx.recv() => self.on_backend(ev),
                 Some(c) = commit_rx.recv() => self.on_committed(c),
