@@ -13,8 +13,9 @@
 //!   in `<work dir>/.pgid`, emptied when the attempt ends);
 //! - a stage is finished when all its processes are gone: once the main process exits, the
 //!   reaper waits for the rest ([`LEFTOVER_WAIT_MS`]), then stops them (SIGTERM, 2 s, SIGKILL),
-//!   notes it in the log and in `<run dir>/leftovers`, and only then exits with the main
-//!   process's status, so outputs are hashed when nothing can write to them any more;
+//!   notes it in the log and in `<run dir>/leftovers`, and only then reports the main
+//!   process's status (exits with it, or, under the server, says it and takes the next
+//!   stage), so outputs are hashed when nothing can write to them any more;
 //! - SIGTERM / SIGHUP / SIGINT to the reaper: SIGTERM to the stage, SIGKILL after
 //!   [`TERM_GRACE_MS`]; [`SIG_HARD`] (the orchestrator died, or a hard cancel): SIGKILL now;
 //! - with `ORCHESTRATOR_READONLY_INPUTS=1` and where the system allows it, the stage gets a
@@ -23,11 +24,12 @@
 //!
 //! How reapers are started: once per run, when its first local stage starts, the orchestrator
 //! starts a reaper *server* ([`server`]; `posix_spawn`, nothing of the orchestrator's memory is
-//! copied) and sends it each stage over a socket; the server forks, and the child becomes that
-//! stage's reaper. A fork of the small server costs a fraction of an `exec` (no loader, no
-//! program start-up), which matters at one per stage: a sweep of 5,000 cells starts 5,000.
-//! (Before: each reaper was exec'd, and before that the orchestrator itself was forked, whose
-//! cost grew with the orchestrator's memory.) The server's program is the small
+//! copied) and sends it each stage over a socket; the server hands it to an idle reaper, or
+//! forks a new one, and a reaper runs one stage after another ([`server`]). A fork of the
+//! small server costs a fraction of an `exec` (no loader, no program start-up), and a reused
+//! reaper costs none, which matters at a sweep's scale: 5,000 cells start 5,000 stages.
+//! (Before: a reaper per stage, forked; before that exec'd; before that the orchestrator
+//! itself was forked, whose cost grew with the orchestrator's memory.) The server's program is the small
 //! `orchestrator-reaper` installed next to the orchestrator (`src/bin/orchestrator-reaper.rs`:
 //! this module and libc), pinned by a descriptor opened when the first stage starts, so that a
 //! rebuild during a run changes nothing. Where it is missing (a copied `orchestrator` alone),
@@ -37,7 +39,7 @@
 //! between `fork` and `exec` of a multi-threaded process, so that code only makes system calls
 //! that need no allocation and take no lock (no Rust std I/O), and starts the stage with
 //! `posix_spawn` from arguments, environment and attributes made before the fork. Both paths
-//! run the same [`split`].
+//! run the same [`become_reaper`] and [`run_stage`].
 
 use std::ffi::CString;
 
@@ -178,9 +180,6 @@ pub struct ReaperFiles {
     /// Folders the stage sees read-only (the cache's `views/` and `objects/`), when the
     /// system lets us give it a mount namespace of its own.
     pub read_only: Vec<CString>,
-    /// Under the server ([`server`]): the descriptor and job on which the reaper writes the
-    /// stage's wait status as its last act.
-    pub report: Option<(c_int, u64)>,
 }
 
 impl ReaperFiles {
@@ -207,7 +206,6 @@ impl ReaperFiles {
             attempt: CString::new(name).unwrap_or_default(),
             leftovers: c(&run_dir.join("leftovers")).unwrap_or_else(dev_null),
             read_only,
-            report: None,
         }
     }
 }
@@ -355,11 +353,21 @@ pub unsafe fn split(
     files: &ReaperFiles,
     stage: &StageExec,
 ) -> std::io::Result<()> {
+    let set = become_reaper(orchestrator)?;
+    let mut wait = SigWait(set);
+    let status = run_stage(files, stage, &mut wait, || close_from(3))?;
+    finish(status)
+}
+
+/// The once-per-process part of becoming a reaper: it dies with `parent` ([`SIG_HARD`]; it
+/// ends at once when `parent` is already gone), is a child subreaper, and blocks the signals
+/// it waits for ([`WAITED`], returned). Only system calls that need no allocation.
+pub(crate) unsafe fn become_reaper(parent: pid_t) -> std::io::Result<libc::sigset_t> {
     if libc::prctl(libc::PR_SET_PDEATHSIG, SIG_HARD as libc::c_ulong) != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    if libc::getppid() != orchestrator {
-        // The orchestrator died while this process was being made: start nothing.
+    if libc::getppid() != parent {
+        // The parent died while this process was being made: start nothing.
         libc::_exit(1);
     }
     libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong);
@@ -369,6 +377,40 @@ pub unsafe fn split(
         libc::sigaddset(&mut set, s);
     }
     libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    Ok(set)
+}
+
+/// How a reaper's wait loop sleeps: until one of [`WAITED`] arrives (or what stands for one),
+/// or `ms` have passed.
+pub(crate) trait Wait {
+    /// The signal that woke it (a cancel from the server stands for [`SIG_HARD`] or SIGTERM),
+    /// or `None`.
+    unsafe fn wait(&mut self, ms: i64) -> Option<c_int>;
+}
+
+/// The forked reaper's wait: the blocked signals themselves.
+struct SigWait(libc::sigset_t);
+
+impl Wait for SigWait {
+    unsafe fn wait(&mut self, ms: i64) -> Option<c_int> {
+        let t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: ms * 1_000_000,
+        };
+        let sig = libc::sigtimedwait(&self.0, std::ptr::null_mut(), &t);
+        (sig > 0).then_some(sig)
+    }
+}
+
+/// Start the stage (in a process group of its own, recorded in `.pgid`) and wait until every
+/// process of it is gone; returns its main process's wait status. `spawned` runs right after
+/// the stage started. Only system calls that need no allocation, apart from what `wait` does.
+pub(crate) unsafe fn run_stage(
+    files: &ReaperFiles,
+    stage: &StageExec,
+    wait: &mut dyn Wait,
+    spawned: impl FnOnce(),
+) -> std::io::Result<c_int> {
     // The stage inherits the reaper's mount namespace (and working directory, stdout, stderr).
     read_only_mounts(&files.read_only);
     let mut pid: pid_t = 0;
@@ -383,7 +425,8 @@ pub unsafe fn split(
     if rc != 0 {
         return Err(std::io::Error::from_raw_os_error(rc));
     }
-    reap(orchestrator, pid, &set, files)
+    spawned();
+    Ok(reap(pid, wait, files))
 }
 
 /// In a mount namespace of the stage's own, make `dirs` read-only bind mounts of themselves, so
@@ -437,12 +480,9 @@ unsafe fn read_only_mounts(dirs: &[CString]) {
     }
 }
 
-/// `parent`: the process this reaper reports to (the server or the orchestrator).
-unsafe fn reap(parent: pid_t, stage: pid_t, set: &libc::sigset_t, files: &ReaperFiles) -> ! {
-    match files.report {
-        Some((fd, _)) if fd == server::REPORT_FD => close_from(fd + 1),
-        _ => close_from(3),
-    }
+/// Wait for every process of the stage (`stage` is its main process and process group);
+/// returns the main process's wait status.
+unsafe fn reap(stage: pid_t, wait: &mut dyn Wait, files: &ReaperFiles) -> c_int {
     write_record(&files.pgid, stage, &files.attempt);
     let mut main_status: c_int = 0;
     let mut main_done_at: i64 = -1;
@@ -462,7 +502,10 @@ unsafe fn reap(parent: pid_t, stage: pid_t, set: &libc::sigset_t, files: &Reaper
                 continue;
             }
             if r < 0 && errno() == libc::ECHILD {
-                finish(parent, main_status, files);
+                // Emptied, not removed: an empty record says that nothing of the attempt
+                // lives, and a freed inode would slow the next ones made (see `job::tidy`).
+                libc::truncate(files.pgid.as_ptr(), 0);
+                return main_status;
             }
             break;
         }
@@ -481,15 +524,11 @@ unsafe fn reap(parent: pid_t, stage: pid_t, set: &libc::sigset_t, files: &Reaper
             // Every round: orphans reparented since the last one are caught too.
             signal_all(stage, libc::SIGKILL);
         }
-        let wait = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 100_000_000,
-        };
-        let sig = libc::sigtimedwait(set, std::ptr::null_mut(), &wait);
-        if sig == SIG_HARD {
+        let sig = wait.wait(100);
+        if sig == Some(SIG_HARD) {
             hard = true;
             signal_all(stage, libc::SIGKILL);
-        } else if sig == libc::SIGTERM || sig == libc::SIGHUP || sig == libc::SIGINT {
+        } else if matches!(sig, Some(libc::SIGTERM | libc::SIGHUP | libc::SIGINT)) {
             signal_all(stage, libc::SIGTERM);
             if kill_at < 0 {
                 kill_at = now_ms() + TERM_GRACE_MS;
@@ -498,18 +537,8 @@ unsafe fn reap(parent: pid_t, stage: pid_t, set: &libc::sigset_t, files: &Reaper
     }
 }
 
-/// Exit as the stage's main process did (same code, or the same signal), having reported it
-/// where the server asked, unless the server is gone (then the orchestrator says so, once, for
-/// every job that was running).
-unsafe fn finish(parent: pid_t, status: c_int, files: &ReaperFiles) -> ! {
-    // Emptied, not removed: an empty record says that nothing of the attempt lives, and a
-    // freed inode would slow the next ones made (see `job::commit`).
-    libc::truncate(files.pgid.as_ptr(), 0);
-    if let Some((fd, job)) = files.report.filter(|_| libc::getppid() == parent) {
-        // One write of a few bytes: whole, never interleaved with another reaper's.
-        let r = server::encode_reply(job, status, server::EXITED);
-        let _ = libc::write(fd, r.as_ptr().cast(), r.len());
-    }
+/// Exit as the stage's main process did (same code, or the same signal).
+unsafe fn finish(status: c_int) -> ! {
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
         default_action(sig);

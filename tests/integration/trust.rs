@@ -1104,6 +1104,51 @@ fn each_stage_runs_under_the_small_reaper_binary_installed_beside_the_orchestrat
 }
 
 #[test]
+fn stages_one_after_another_share_a_reaper_and_each_has_it_to_itself() {
+    // A chain: each stage starts after the one before has ended, so one reaper serves them all;
+    // the first leaves a background child behind, which must end with that stage (the reaper
+    // waits for it) and never be seen by the next.
+    let p = Project::new();
+    p.file(
+        "p.yaml",
+        r#"
+        name: pool
+        stages:
+          a:
+            run: "(sleep 0.3; echo late >> ${outputs.out}) & echo $PPID > ${outputs.out}"
+            outputs: [out]
+          b:
+            run: "echo $PPID > ${outputs.out}; cat /proc/$PPID/task/*/children >> ${outputs.out}"
+            inputs: { x: a.out }
+            outputs: [out]
+          c:
+            run: "echo $PPID > ${outputs.out}"
+            inputs: { x: b.out }
+            outputs: [out]
+        "#,
+    );
+    p.run(&["run", "p.yaml", "-j", "1"]).success();
+    let a = read(&p.path("results/pool/a/out"));
+    let b = read(&p.path("results/pool/b/out"));
+    let c = read(&p.path("results/pool/c/out"));
+    let reaper = a.lines().next().unwrap();
+    assert_eq!(
+        a.lines().nth(1),
+        Some("late"),
+        "a's background child was cut short: {a}"
+    );
+    assert_eq!(b.lines().next(), Some(reaper), "b: {b}");
+    assert_eq!(c.trim(), reaper);
+    // b's reaper had one child then: b's own shell (a's background child was long gone).
+    let children: Vec<&str> = b
+        .lines()
+        .skip(1)
+        .flat_map(|l| l.split_whitespace())
+        .collect();
+    assert_eq!(children.len(), 1, "b's reaper's children: {b}");
+}
+
+#[test]
 fn an_orchestrator_copied_alone_starts_itself_as_each_stages_reaper() {
     let p = Project::new();
     reaper_name_pipeline(&p);
