@@ -1149,6 +1149,54 @@ fn stages_one_after_another_share_a_reaper_and_each_has_it_to_itself() {
 }
 
 #[test]
+fn a_committed_attempt_frees_nothing_but_a_work_dir_with_files_in_it() {
+    // `a` leaves its work dir empty, `b` writes a checkpoint there: after the commit, `a`'s
+    // emptied `out/` and its work dir (holding only the emptied attempt record) are in its run
+    // dir; `b`'s work dir is gone, its space freed; no work dir is left in the cache.
+    let p = Project::new();
+    p.file(
+        "p.yaml",
+        r#"
+        name: tidy
+        stages:
+          a:
+            run: "echo a > ${outputs.out}"
+            outputs: [out]
+          b:
+            run: "echo ckpt > $ORCHESTRATOR_WORK_DIR/ckpt; echo b > ${outputs.out}"
+            outputs: [out]
+        "#,
+    );
+    p.run(&["run", "p.yaml"]).success();
+    let runs: Vec<std::path::PathBuf> = std::fs::read_dir(p.path("cache/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let by = |needle: &str| {
+        runs.iter()
+            .find(|r| read(&r.join("command.sh")).contains(needle))
+            .unwrap()
+            .clone()
+    };
+    let (a, b) = (by("echo a"), by("echo ckpt"));
+    let entries = |d: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(entries(&a.join("out")).is_empty());
+    assert_eq!(entries(&a.join("work")), vec![".pgid".to_string()]);
+    assert_eq!(read(&a.join("work/.pgid")), "");
+    assert!(!b.join("work").exists());
+    assert!(entries(&p.path("cache/work")).is_empty());
+    assert_eq!(read(&p.path("results/tidy/b/out")), "b\n");
+    p.run(&["run", "p.yaml"]).success().stderr_has("cached 2");
+}
+
+#[test]
 fn an_orchestrator_copied_alone_starts_itself_as_each_stages_reaper() {
     let p = Project::new();
     reaper_name_pipeline(&p);
