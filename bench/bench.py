@@ -428,9 +428,11 @@ def git_rev() -> str:
     if r.returncode != 0:
         return "unknown"
     # The harness's own output does not count: it is rewritten by the run being described.
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", f":!{DOC.relative_to(REPO)}"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    # Which files, so that a surprise can be traced.
-    return r.stdout.strip() + (f"+dirty ({', '.join(line[3:] for line in dirty.splitlines())})" if dirty else "")
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", f":!{DOC.relative_to(REPO)}"], cwd=REPO, capture_output=True, text=True).stdout
+    # Which files, so that a surprise can be traced (`XY path`: a whole-output strip would cut
+    # the first path's first letter when X is a space).
+    files = [line[3:] for line in dirty.splitlines() if line.strip()]
+    return r.stdout.strip() + (f"+dirty ({', '.join(files)})" if files else "")
 
 
 # ---------------------------------------------------------------------------------------------
