@@ -322,20 +322,10 @@ impl Server {
                 }
             }
         }
-        let mut pair = [0 as c_int; 2];
-        // SAFETY: a socket pair into an array of two descriptors.
-        let made = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-                0,
-                pair.as_mut_ptr(),
-            )
-        } == 0;
-        if !made {
+        let Some(pair) = socket_pair() else {
             self.reply(s.job, errno(), NOT_STARTED);
             return;
-        }
+        };
         // SAFETY: this process is single-threaded, so the child may allocate after the fork.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
@@ -441,6 +431,21 @@ impl Server {
         // SAFETY: ending this process.
         unsafe { libc::_exit(0) }
     }
+}
+
+/// A connected pair of Unix stream sockets, both close-on-exec.
+fn socket_pair() -> Option<[c_int; 2]> {
+    let mut pair = [0 as c_int; 2];
+    // SAFETY: a socket pair into an array of two descriptors.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            pair.as_mut_ptr(),
+        )
+    };
+    (rc == 0).then_some(pair)
 }
 
 /// All of `b` to the socket `fd` (blocking); `false` when the other end is gone (no SIGPIPE,
@@ -729,17 +734,7 @@ mod tests {
 
     /// A reaper's control end on one side of a socket pair (no signals), the server's on the other.
     fn ctl_pair(job: u64) -> (Ctl, c_int) {
-        let mut pair = [0 as c_int; 2];
-        // SAFETY: a socket pair into an array of two descriptors.
-        let rc = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-                0,
-                pair.as_mut_ptr(),
-            )
-        };
-        assert_eq!(rc, 0);
+        let pair = socket_pair().expect("a socket pair");
         let ctl = Ctl {
             fd: pair[0],
             sigfd: -1,
