@@ -514,8 +514,10 @@ unsafe fn reaper_main(server: pid_t, tx: c_int, ctl: c_int, first: &StartJob) ->
     loop {
         ctl.job = job.job;
         let status = run_job(&job, &mut ctl);
-        if libc::getppid() != server {
-            // The server is gone, and with it the orchestrator: nobody to tell.
+        // The server is gone (its end of the control socket closes as it dies, before this
+        // process is reparented): the stage was killed for that, and the orchestrator says so
+        // for every job the server had; a report of that kill would read as the stage's own.
+        if !ctl.open || libc::getppid() != server {
             libc::_exit(0);
         }
         write_all(CTL_FD, &job.job.to_le_bytes());
