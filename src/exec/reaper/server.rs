@@ -201,7 +201,6 @@ pub fn serve(orchestrator: pid_t) -> ! {
             tx,
             sigfd,
             reapers: HashMap::new(),
-            running: HashMap::new(),
             idle: Vec::new(),
         }
         .run()
@@ -224,8 +223,6 @@ struct Server {
     sigfd: c_int,
     /// Every live reaper, by pid.
     reapers: HashMap<pid_t, Reaper>,
-    /// job -> the reaper running it.
-    running: HashMap<u64, pid_t>,
     /// Reapers waiting for a job.
     idle: Vec<pid_t>,
 }
@@ -280,19 +277,12 @@ impl Server {
 
     fn handle_frames(&mut self, buf: &mut Vec<u8>) {
         let mut used = 0;
-        while let Some(len) = buf
-            .get(used..used + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
-        {
-            let Some(body) = buf.get(used + 4..used + 4 + len) else {
-                break;
-            };
-            let frame = &buf[used..used + 4 + len];
-            match Request::decode(body) {
+        while let Some(frame) = whole_frame(&buf[used..]) {
+            match Request::decode(&frame[4..]) {
                 Some(Request::Start(s)) => self.start(&s, frame),
                 Some(Request::Cancel { job, .. }) => {
                     // To the job's reaper, which acts on it only while it runs that job.
-                    if let Some(r) = self.running.get(&job).and_then(|p| self.reapers.get(p)) {
+                    if let Some(r) = self.reapers.values().find(|r| r.job == Some(job)) {
                         write_all(r.ctl, frame);
                     }
                 }
@@ -301,7 +291,7 @@ impl Server {
                     self.shut_down();
                 }
             }
-            used += 4 + len;
+            used += frame.len();
         }
         buf.drain(..used);
     }
@@ -317,7 +307,6 @@ impl Server {
                 // A failed write: that reaper is gone (its end is reaped), try the next one.
                 if r.ctl >= 0 && write_all(r.ctl, frame) {
                     r.job = Some(s.job);
-                    self.running.insert(s.job, pid);
                     return;
                 }
             }
@@ -346,7 +335,6 @@ impl Server {
             buf: Vec::new(),
         };
         self.reapers.insert(pid, r);
-        self.running.insert(s.job, pid);
     }
 
     /// A reaper's "done" records (the job it finished, 8 bytes each): it is idle again.
@@ -376,7 +364,6 @@ impl Server {
         for job in done {
             if r.job == Some(job) {
                 r.job = None;
-                self.running.remove(&job);
                 self.idle.push(pid);
             }
         }
@@ -403,7 +390,6 @@ impl Server {
                 unsafe { libc::close(r.ctl) };
             }
             if let Some(job) = r.job {
-                self.running.remove(&job);
                 self.reply(job, st, EXITED);
             }
         }
@@ -431,6 +417,12 @@ impl Server {
         // SAFETY: ending this process.
         unsafe { libc::_exit(0) }
     }
+}
+
+/// The first request frame in `buf` (`u32` length and body), when it is there whole.
+fn whole_frame(buf: &[u8]) -> Option<&[u8]> {
+    let len = u32::from_le_bytes(buf.get(..4)?.try_into().expect("4 bytes")) as usize;
+    buf.get(..4 + len)
 }
 
 /// A connected pair of Unix stream sockets, both close-on-exec.
@@ -632,10 +624,9 @@ impl Ctl {
 
     /// The next whole request the server sent, if any; `Err(())` for a malformed one.
     fn frame(&mut self) -> Option<Result<Request, ()>> {
-        let len = u32::from_le_bytes(self.buf.get(..4)?.try_into().expect("4 bytes")) as usize;
-        let body = self.buf.get(4..4 + len)?;
-        let r = Request::decode(body).ok_or(());
-        self.buf.drain(..4 + len);
+        let frame = whole_frame(&self.buf)?;
+        let (r, n) = (Request::decode(&frame[4..]).ok_or(()), frame.len());
+        self.buf.drain(..n);
         Some(r)
     }
 
