@@ -141,21 +141,31 @@ impl Cache {
                     .collect(),
             })
         };
+        // Each view file and its object, stated once.
+        let stats = |list: &[(PathBuf, String)]| -> Vec<_> {
+            (list.iter())
+                .map(|(p, d)| {
+                    let obj = std::fs::metadata(self.store.object_path(d));
+                    (std::fs::symlink_metadata(p), obj)
+                })
+                .collect()
+        };
         let mut list = files(self)?;
+        let mut metas = stats(&list);
         // Views are shared: one a user or a stage broke (a file replaced, removed, or a
         // copied executable changed) is rebuilt from the objects before anyone reads it.
-        if list.iter().any(|(p, d)| !self.view_file_sound(p, d)) {
+        if metas.iter().any(|(v, o)| !Self::view_file_sound(v, o)) {
             let _ = super::store::remove_any(view);
             self.store.view(digest, kind, name)?;
             list = files(self)?;
+            metas = stats(&list);
         }
-        for (path, d) in list {
-            let obj = self.store.object_path(&d);
-            let m =
-                std::fs::symlink_metadata(&path).map_err(CacheError::io("cannot read", &path))?;
-            let shared = std::fs::metadata(&obj).is_ok_and(|o| o.ino() == m.ino());
-            if shared {
-                if let Some(problem) = self.check_blob(&d, false)? {
+        for ((path, d), (m, obj)) in list.into_iter().zip(metas) {
+            let m = m.map_err(CacheError::io("cannot read", &path))?;
+            let obj = obj.ok().filter(|o| o.ino() == m.ino());
+            let shared = obj.is_some();
+            if let Some(obj) = obj {
+                if let Some(problem) = self.check_blob_stat(&d, &obj, false)? {
                     let dropped = self.forget_object(&d)?;
                     return Err(CacheError::Refused(format!(
                         "input `{input}` of stage `{stage}` is damaged in the store ({problem}); it was removed{}, and the stage that produced it runs again next time\nhint: run again",
@@ -184,16 +194,19 @@ impl Cache {
         Ok(())
     }
 
-    /// A view file that is still a regular file: the object itself, or a copy of it (cheap
-    /// checks only; contents are checked by the caller).
-    fn view_file_sound(&self, path: &Path, digest: &str) -> bool {
-        let Ok(m) = std::fs::symlink_metadata(path) else {
+    /// A view file (its `lstat`) that is still a regular file: its object (`stat`) itself, or
+    /// a copy of it (cheap checks only; contents are checked by the caller).
+    fn view_file_sound(
+        view: &std::io::Result<std::fs::Metadata>,
+        obj: &std::io::Result<std::fs::Metadata>,
+    ) -> bool {
+        let Ok(m) = view else {
             return false;
         };
         if !m.file_type().is_file() {
             return false;
         }
-        match std::fs::metadata(self.store.object_path(digest)) {
+        match obj {
             Ok(o) if o.ino() == m.ino() => true,
             // A copy (executables are copied so that their mode can differ): same size at least.
             Ok(o) => m.nlink() == 1 && o.len() == m.len(),

@@ -402,14 +402,24 @@ impl Cache {
 
     fn check_blob(&self, digest: &str, repair: bool) -> Result<Option<String>> {
         let path = self.store.object_path(digest);
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
+        match std::fs::metadata(&path) {
+            Ok(m) => self.check_blob_stat(digest, &m, repair),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Some(format!("object {digest} is missing")))
+                Ok(Some(format!("object {digest} is missing")))
             }
-            Err(e) => return Err(CacheError::io("cannot stat", path)(e)),
-        };
-        let stat = StatEntry::of(&meta, String::new());
+            Err(e) => Err(CacheError::io("cannot stat", path)(e)),
+        }
+    }
+
+    /// [`Self::check_blob`] of an object whose `stat` the caller has.
+    fn check_blob_stat(
+        &self,
+        digest: &str,
+        meta: &std::fs::Metadata,
+        repair: bool,
+    ) -> Result<Option<String>> {
+        let path = self.store.object_path(digest);
+        let stat = StatEntry::of(meta, String::new());
         let key = Self::object_stat_key(digest);
         if let Some(old) = self.index.get_stat(&key)? {
             if old.same_object_file(&stat) && old.digest == digest {

@@ -205,7 +205,8 @@ fn make_outputs(
         } else {
             p.parent()
         };
-        if let Some(d) = made {
+        // `out_dir` itself was just made.
+        if let Some(d) = made.filter(|d| *d != out_dir) {
             create_dir(d)?;
         }
         out_spec.insert(o.name.clone(), (p, o.is_dir));
@@ -378,11 +379,13 @@ pub fn commit(a: CommitArgs) -> Result<Manifest, String> {
     if let Some(problem) = a.cache.check_guards(&a.instance, &guards).map_err(stage)? {
         return Err(problem);
     }
-    // Where output symlinks may point (see the symlink rule in ARCHITECTURE.md).
+    // Where output symlinks may point (see the symlink rule in ARCHITECTURE.md). Both are
+    // canonical already: folders the orchestrator made under the cache's canonical root. (Were
+    // one replaced by a symlink, its target would not count as the stage's own.)
     let roots: Vec<PathBuf> = [a.out_dir.parent(), Some(a.work_dir.as_path())]
         .into_iter()
         .flatten()
-        .filter_map(|d| d.canonicalize().ok())
+        .map(Path::to_path_buf)
         .collect();
     let mut entries = BTreeMap::new();
     for (name, rel, is_dir, required) in &a.outputs {
