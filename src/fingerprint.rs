@@ -189,7 +189,7 @@ mod tests {
     //! One "changing X changes the key" test per field, and the things that must not matter.
 
     use super::*;
-    use crate::pipeline::{Input, Output, Resources};
+    use crate::pipeline::{Input, LiteMap, Output, Resources};
     use orchestrator_stages::kinds::{self, KindSpec};
     use std::path::PathBuf;
 
@@ -201,9 +201,9 @@ mod tests {
         Instance {
             id: "prune[ratio=0.5]".into(),
             stage: "prune".into(),
-            cell: [("ratio".to_string(), "0.5".to_string())].into(),
+            cell: LiteMap::from_iter([("ratio".to_string(), "0.5".to_string())]),
             action: Action::Builtin { kind, params },
-            inputs: BTreeMap::from([
+            inputs: LiteMap::from_iter([
                 (
                     "scores".to_string(),
                     Input::Upstream {
@@ -371,7 +371,7 @@ mod tests {
         let recordio = |path: &str| {
             let mut i = builtin(&kinds::data::RECORDIO, serde_json::json!({}));
             i.inputs =
-                BTreeMap::from([("source".to_string(), Input::External { path: path.into() })]);
+                LiteMap::from_iter([("source".to_string(), Input::External { path: path.into() })]);
             i
         };
         let d = BTreeMap::from([("source".to_string(), "cc".repeat(32))]);
@@ -459,7 +459,7 @@ mod tests {
         b.retry = 3;
         b.id = "other[x=1]".into();
         b.stage = "other".into();
-        b.cell = BTreeMap::new();
+        b.cell = LiteMap::new();
         b.location = "elsewhere.yaml:9:9".into();
         // Where an external input lives does not matter, only its content digest.
         b.inputs.insert(

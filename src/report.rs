@@ -249,7 +249,7 @@ pub fn build_from(
                 stage: inst.stage.clone(),
                 id: inst.id.clone(),
                 kind: inst.action.kind_name().to_string(),
-                cell: inst.cell.clone(),
+                cell: crate::pipeline::cell_map(&inst.cell),
                 result: current(i)?,
             })
         })

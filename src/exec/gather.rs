@@ -66,7 +66,7 @@ pub fn listing(output: &str, from: &[Gathered], done: &[Option<Manifest>]) -> Op
                 digest,
                 obj,
                 kind: g.kind,
-                cell: g.cell.clone(),
+                cell: crate::pipeline::cell_map(&g.cell),
                 path,
             })
         })

@@ -10,13 +10,13 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::backend::{Backend, BackendEvent, ExitStatus, JobId, JobSpec};
 use super::*;
-use crate::pipeline::{Action, Input, Instance, Output, Resources as Ask};
+use crate::pipeline::{Action, Input, Instance, LiteMap, Output, Resources as Ask};
 
 fn shell(id: &str, cmd: &str, inputs: &[(&str, Input)], outputs: &[&str], gpus: u32) -> Instance {
     Instance {
         id: id.into(),
         stage: id.into(),
-        cell: BTreeMap::new(),
+        cell: LiteMap::new(),
         action: Action::Shell {
             command: cmd.into(),
             env: BTreeMap::new(),

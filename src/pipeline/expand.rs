@@ -408,7 +408,7 @@ impl Loader {
                     stage: d.name.clone(),
                     cell: cell_map,
                     action: e.action.clone(),
-                    inputs,
+                    inputs: inputs.into_iter().collect(),
                     outputs: d.outputs.clone(),
                     resources: e.resources.clone(),
                     retry: e.retry,

@@ -302,7 +302,7 @@ stages:
                 required: true
             }
         );
-        match &chk.inputs["extra"] {
+        match &chk.inputs.get("extra").expect("input `extra`") {
             Input::External { path } => assert!(
                 path.ends_with("x/y") && !path.to_string_lossy().contains("sub"),
                 "{path:?}"

@@ -12,6 +12,16 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// A small map kept as one sorted `Vec` (an instance's inputs and cell: a few entries each, a
+/// million instances in a big sweep; a `BTreeMap` would allocate a node of 11 slots per map).
+pub use litemap::LiteMap;
+
+/// A cell as a `BTreeMap`, for what is serialized (an empty `LiteMap` serializes to `[]` in
+/// JSON, not `{}`: digests and `index.json` keep the map form).
+pub fn cell_map(cell: &LiteMap<String, String>) -> BTreeMap<String, String> {
+    (cell.iter()).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
 use orchestrator_stages::KindSpec;
 
 #[derive(Debug, Clone, Default)]
@@ -135,9 +145,9 @@ pub struct Instance {
     /// Stage name in the file.
     pub stage: String,
     /// The matrix values this instance depends on (directly or through its inputs).
-    pub cell: BTreeMap<String, String>,
+    pub cell: LiteMap<String, String>,
     pub action: Action,
-    pub inputs: BTreeMap<String, Input>,
+    pub inputs: LiteMap<String, Input>,
     pub outputs: Vec<Output>,
     pub resources: Resources,
     /// Extra attempts after a failure.
@@ -191,7 +201,7 @@ pub struct Gathered {
     /// Its entry's name in the gathered folder (its axis values, `method=rand,ratio=0.5`).
     pub entry: String,
     /// Its axis values (axis -> value name), as `index.json` lists them.
-    pub cell: BTreeMap<String, String>,
+    pub cell: LiteMap<String, String>,
     /// Its stage's kind (`verify`, `run` for a shell stage), as `index.json` names it: what its
     /// metrics mean. Part of the gather's digest.
     pub kind: &'static str,

@@ -171,7 +171,7 @@ impl Pipeline {
         };
         for &o in &old {
             let mut inst = self.instances[o].clone();
-            for input in inst.inputs.values_mut() {
+            for (_, input) in inst.inputs.iter_mut() {
                 match input {
                     Input::Upstream { instance, .. } => *instance = new_of[*instance],
                     Input::Gather { from, .. } => {

@@ -217,7 +217,7 @@ pub fn summary(s: &Snapshot, i: usize) -> Value {
         "id": inst.id,
         "stage": inst.stage,
         "kind": inst.action.kind_name(),
-        "cell": inst.cell,
+        "cell": crate::pipeline::cell_map(&inst.cell),
         "state": st.state,
         "duration_s": duration_s,
         "device": device.filter(|d| !d.is_empty()),

@@ -7,7 +7,7 @@ use super::script::{self, Submission};
 use super::states::{self, parse_elapsed, parse_rss_mb};
 use super::*;
 use crate::exec::backend::JobSpec;
-use crate::pipeline::{Action, Instance};
+use crate::pipeline::{Action, Instance, LiteMap};
 
 fn spec() -> JobSpec {
     JobSpec {
@@ -157,12 +157,12 @@ fn instance(id: &str, resources: Ask) -> Instance {
     Instance {
         id: id.into(),
         stage: id.into(),
-        cell: BTreeMap::new(),
+        cell: LiteMap::new(),
         action: Action::Shell {
             command: "true".into(),
             env: BTreeMap::new(),
         },
-        inputs: BTreeMap::new(),
+        inputs: LiteMap::new(),
         outputs: vec![],
         resources,
         retry: 0,
