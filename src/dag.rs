@@ -305,7 +305,7 @@ pub fn to_json(p: &Pipeline) -> serde_json::Value {
         .map(|(i, inst)| {
             let deps: Vec<serde_json::Value> =
                 upstream_edges(p, i).into_iter().map(|(u, input, output)| serde_json::json!({"id": p.instances[u].id, "input": input, "output": output})).collect();
-            serde_json::json!({"id": inst.id, "stage": inst.stage, "cell": inst.cell, "deps": deps})
+            serde_json::json!({"id": inst.id, "stage": inst.stage, "cell": crate::pipeline::cell_map(&inst.cell), "deps": deps})
         })
         .collect();
     serde_json::json!({"name": p.name, "axes": p.matrix_axes, "instances": instances})

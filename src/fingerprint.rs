@@ -235,12 +235,13 @@ mod tests {
             command: "python3 ${inputs.script} > ${outputs.report}".into(),
             env: BTreeMap::from([("A".to_string(), "1".to_string())]),
         };
-        i.outputs = vec![Output {
+        i.outputs = [Output {
             name: "report".into(),
             rel_path: "report".into(),
             is_dir: false,
             required: true,
-        }];
+        }]
+        .into();
         i
     }
 
@@ -396,18 +397,23 @@ mod tests {
     #[test]
     fn changing_the_outputs_changes_the_key() {
         let a = shell();
-        let mut renamed = shell();
-        renamed.outputs[0].name = "summary".into();
-        let mut moved = shell();
-        moved.outputs[0].rel_path = "report.txt".into();
-        let mut folder = shell();
-        folder.outputs[0].is_dir = true;
-        let mut more = shell();
-        more.outputs.push(Output {
-            name: "plots".into(),
-            rel_path: "plots".into(),
-            is_dir: true,
-            required: true,
+        let changed = |f: &dyn Fn(&mut Vec<Output>)| {
+            let mut i = shell();
+            let mut outputs = i.outputs.to_vec();
+            f(&mut outputs);
+            i.outputs = outputs.into();
+            i
+        };
+        let renamed = changed(&|o| o[0].name = "summary".into());
+        let moved = changed(&|o| o[0].rel_path = "report.txt".into());
+        let folder = changed(&|o| o[0].is_dir = true);
+        let more = changed(&|o| {
+            o.push(Output {
+                name: "plots".into(),
+                rel_path: "plots".into(),
+                is_dir: true,
+                required: true,
+            })
         });
         for b in [renamed, moved, folder, more] {
             assert_ne!(key(&a), key(&b), "{:?}", b.outputs);

@@ -80,7 +80,7 @@ pub fn to_json(p: &Pipeline) -> serde_json::Value {
             json!({
                 "id": inst.id,
                 "stage": inst.stage,
-                "cell": inst.cell,
+                "cell": crate::pipeline::cell_map(&inst.cell),
                 "kind": fp.kind,
                 "kind_version": fp.kind_version,
                 "params": fp.params,
@@ -96,7 +96,7 @@ pub fn to_json(p: &Pipeline) -> serde_json::Value {
                     "slurm": inst.resources.slurm,
                 },
                 "retry": inst.retry,
-                "location": inst.location,
+                "location": &*inst.location,
                 "static_key": fp.key(),
             })
         })

@@ -118,7 +118,7 @@ pub fn missing_input(p: &Pipeline, m: &Missing) -> ExecError {
         path: m.path.clone(),
         stage: inst.id.clone(),
         input: m.input.clone(),
-        location: inst.location.clone(),
+        location: inst.location.to_string(),
         help: Box::new(MissingHelp {
             what: help.what,
             hint,

@@ -434,7 +434,7 @@ impl<'a> Scheduler<'a> {
             if let Some(why) = self.resources.impossible(&inst.resources) {
                 return Err(ExecError::Unsatisfiable {
                     stage: inst.id.clone(),
-                    location: inst.location.clone(),
+                    location: inst.location.to_string(),
                     why,
                 });
             }
@@ -677,7 +677,7 @@ impl<'a> Scheduler<'a> {
         self.nodes.set(i, Node::Failed);
         self.failures.push(Failure {
             instance: inst.id.clone(),
-            location: inst.location.clone(),
+            location: inst.location.to_string(),
             message: message.clone(),
             log: log.clone(),
         });

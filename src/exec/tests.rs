@@ -39,7 +39,7 @@ fn shell(id: &str, cmd: &str, inputs: &[(&str, Input)], outputs: &[&str], gpus: 
             ..Default::default()
         },
         retry: 0,
-        location: format!("p.yaml:1:1 ({id})"),
+        location: format!("p.yaml:1:1 ({id})").into(),
     }
 }
 

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use super::diagnostics::suggest;
 use super::eval::{Ctx, InRef, StageEval};
 use super::loader::Loader;
-use super::model::{Action, Gathered, Input, Instance};
+use super::model::{Action, Gathered, Input, Instance, Output};
 use super::sections::{group_digits, Cells};
 use super::stage::StageDef;
 use super::yaml::{Loc, Node};
@@ -346,7 +346,8 @@ impl Loader {
             let axes = &full_axes[si];
             let direct: Vec<usize> = d.direct_axes.iter().copied().collect();
             let direct = cells.projection(&direct);
-            let location = self.sources.position(d.key_loc);
+            let location: std::sync::Arc<str> = self.sources.position(d.key_loc).into();
+            let outputs: std::sync::Arc<[Output]> = d.outputs.clone().into();
             for cell in cells.index.iter() {
                 let key = projections[si].key(cell);
                 if index[si].contains_key(&key) {
@@ -409,7 +410,7 @@ impl Loader {
                     cell: cell_map,
                     action: e.action.clone(),
                     inputs: inputs.into_iter().collect(),
-                    outputs: d.outputs.clone(),
+                    outputs: outputs.clone(),
                     resources: e.resources.clone(),
                     retry: e.retry,
                     location: location.clone(),

@@ -148,12 +148,13 @@ pub struct Instance {
     pub cell: LiteMap<String, String>,
     pub action: Action,
     pub inputs: LiteMap<String, Input>,
-    pub outputs: Vec<Output>,
+    /// Shared by every instance of the stage.
+    pub outputs: std::sync::Arc<[Output]>,
     pub resources: Resources,
     /// Extra attempts after a failure.
     pub retry: u32,
     /// Where the stage is defined (`file:line:col`), for messages at run time.
-    pub location: String,
+    pub location: std::sync::Arc<str>,
 }
 
 #[derive(Debug, Clone)]

@@ -291,7 +291,7 @@ fn detail(s: &Snapshot, i: usize) -> Value {
         .filter(|r| r.status == RunStatus::Failed)
         .and_then(|r| r.message.clone());
     let o = v.as_object_mut().expect("summary is an object");
-    o.insert("location".into(), json!(inst.location));
+    o.insert("location".into(), json!(&*inst.location));
     o.insert("key".into(), json!(st.key));
     o.insert("reasons".into(), json!(st.reasons));
     o.insert("changed".into(), json!(st.changed));

@@ -163,10 +163,10 @@ fn instance(id: &str, resources: Ask) -> Instance {
             env: BTreeMap::new(),
         },
         inputs: LiteMap::new(),
-        outputs: vec![],
+        outputs: [].into(),
         resources,
         retry: 0,
-        location: format!("p.yaml:3:3 ({id})"),
+        location: format!("p.yaml:3:3 ({id})").into(),
     }
 }
 
