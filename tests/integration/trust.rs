@@ -164,6 +164,31 @@ fn output_that_is_a_symlink_out_of_the_run_dir_is_refused_and_its_target_untouch
 }
 
 #[test]
+fn a_work_dir_replaced_by_a_symlink_does_not_make_its_target_the_stages_own() {
+    let p = Project::new();
+    p.file("user/file.txt", "user data\n");
+    let user = p.path("user");
+    p.file(
+        "p.yaml",
+        &format!(
+            "name: w\nstages:\n  a:\n    run: \"rm -rf $ORCHESTRATOR_WORK_DIR; ln -s {} $ORCHESTRATOR_WORK_DIR; ln -s $ORCHESTRATOR_WORK_DIR/file.txt ${{outputs.y}}\"\n    outputs: [y]\n",
+            user.display()
+        ),
+    );
+    p.run(&["run", "p.yaml"])
+        .exit(1)
+        .stderr_has("output `y`")
+        .stderr_has("outside the stage's run dir");
+    assert_eq!(
+        mode(&user.join("file.txt")),
+        0o644,
+        "the tool chmod'ed a user's file"
+    );
+    assert_eq!(read(&user.join("file.txt")), "user data\n");
+    p.run(&["cache", "verify"]).success();
+}
+
+#[test]
 fn output_hardlinked_to_a_user_file_is_copied_never_shared() {
     let p = Project::new();
     p.file("user/file.txt", "user data\n");
