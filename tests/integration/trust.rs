@@ -22,6 +22,20 @@ fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }
 
+/// A project with a user's file `user/file.txt` ("user data") and `p.yaml`: pipeline `name`, one
+/// stage `a` with output `y` that runs `run`, in which `{user}` is that file's absolute path.
+/// Returns the file's path.
+fn stage_on_a_user_file(p: &Project, name: &str, run: &str) -> PathBuf {
+    p.file("user/file.txt", "user data\n");
+    let user = p.path("user/file.txt");
+    let run = run.replace("{user}", &user.display().to_string());
+    p.file(
+        "p.yaml",
+        &format!("name: {name}\nstages:\n  a:\n    run: \"{run}\"\n    outputs: [y]\n"),
+    );
+    user
+}
+
 fn events(r: &Run, kind: &str) -> BTreeSet<String> {
     r.stdout()
         .lines()
@@ -143,15 +157,7 @@ fn symlink_within_the_run_dir_is_stored_as_what_it_points_to() {
 #[test]
 fn output_that_is_a_symlink_out_of_the_run_dir_is_refused_and_its_target_untouched() {
     let p = Project::new();
-    p.file("user/file.txt", "user data\n");
-    let target = p.path("user/file.txt");
-    p.file(
-        "p.yaml",
-        &format!(
-            "name: l\nstages:\n  a:\n    run: \"ln -s {} ${{outputs.y}}\"\n    outputs: [y]\n",
-            target.display()
-        ),
-    );
+    let target = stage_on_a_user_file(&p, "l", "ln -s {user} ${outputs.y}");
     p.run(&["run", "p.yaml"])
         .exit(1)
         .stderr_has("output `y`")
@@ -166,40 +172,24 @@ fn output_that_is_a_symlink_out_of_the_run_dir_is_refused_and_its_target_untouch
 #[test]
 fn a_work_dir_replaced_by_a_symlink_does_not_make_its_target_the_stages_own() {
     let p = Project::new();
-    p.file("user/file.txt", "user data\n");
-    let user = p.path("user");
-    p.file(
-        "p.yaml",
-        &format!(
-            "name: w\nstages:\n  a:\n    run: \"rm -rf $ORCHESTRATOR_WORK_DIR; ln -s {} $ORCHESTRATOR_WORK_DIR; ln -s $ORCHESTRATOR_WORK_DIR/file.txt ${{outputs.y}}\"\n    outputs: [y]\n",
-            user.display()
-        ),
+    let file = stage_on_a_user_file(
+        &p,
+        "w",
+        "rm -rf $ORCHESTRATOR_WORK_DIR; ln -s $(dirname {user}) $ORCHESTRATOR_WORK_DIR; ln -s $ORCHESTRATOR_WORK_DIR/file.txt ${outputs.y}",
     );
     p.run(&["run", "p.yaml"])
         .exit(1)
         .stderr_has("output `y`")
         .stderr_has("outside the stage's run dir");
-    assert_eq!(
-        mode(&user.join("file.txt")),
-        0o644,
-        "the tool chmod'ed a user's file"
-    );
-    assert_eq!(read(&user.join("file.txt")), "user data\n");
+    assert_eq!(mode(&file), 0o644, "the tool chmod'ed a user's file");
+    assert_eq!(read(&file), "user data\n");
     p.run(&["cache", "verify"]).success();
 }
 
 #[test]
 fn output_hardlinked_to_a_user_file_is_copied_never_shared() {
     let p = Project::new();
-    p.file("user/file.txt", "user data\n");
-    let target = p.path("user/file.txt");
-    p.file(
-        "p.yaml",
-        &format!(
-            "name: h\nstages:\n  a:\n    run: \"ln {} ${{outputs.y}}\"\n    outputs: [y]\n",
-            target.display()
-        ),
-    );
+    let target = stage_on_a_user_file(&p, "h", "ln {user} ${outputs.y}");
     p.run(&["run", "p.yaml"]).success();
     assert_eq!(mode(&target), 0o644, "the tool chmod'ed a user's file");
     // The user's file is still theirs: changing it changes nothing in the store.
